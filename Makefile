@@ -1,0 +1,37 @@
+# kvmhost: kernel components in Rust and the liveup tool for KVM cloud hosts.
+#   make demo     the main job, end to end in a QEMU guest, with figures
+#   make check    every test (userspace on the host, kernel in the rig)
+# Downloads and built kernels are cached in $(KH_CACHE), outside the clone.
+export KH_CACHE ?= /var/cache/kvmhost
+VARIANT ?= debug
+
+.PHONY: all setup kernel modules userspace check check-userspace demo bench clean
+all: modules userspace
+
+setup:
+	tools/setup-toolchain.sh
+	tools/fetch-kernel-source.sh
+
+kernel: setup
+	tools/build-kernel.sh $(VARIANT)
+
+modules: setup
+	tools/build-modules.sh $(VARIANT)
+
+userspace:
+	cd userspace && cargo build --release
+
+check:
+	tools/check.sh
+
+check-userspace:
+	cd userspace && cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings && cargo test --workspace
+
+demo:
+	tools/demo.sh
+
+clean:
+	rm -rf out .kdir
+	cd userspace && cargo clean
+	find kram iommu-preserve prezero vfio-keep \( -name '*.o' -o -name '*.ko' -o -name '*.mod*' -o -name '.*.cmd' -o -name 'modules.order' \) -delete
+	rm -f Module.symvers modules.order

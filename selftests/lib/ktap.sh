@@ -1,0 +1,58 @@
+# Helpers for tests that run inside the rig guest (sourced, busybox sh).
+# Each result becomes one KTAP test case on the host; see tools/ktap-report.sh.
+
+kh_result() { # status name [directive]
+    echo "$*" >> "$KH_RESULT"
+    echo "KH-RESULT $KH_TEST: $*"
+}
+kh_ok()   { kh_result ok "$1"; }
+kh_fail() { kh_result "not ok" "$1" "# $2"; }
+kh_skip() { kh_result ok "$1" "# SKIP $2"; }
+kh_check() { # name command... : ok when the command succeeds
+    n=$1; shift
+    if "$@"; then kh_ok "$n"; else kh_fail "$n" "failed: $*"; fi
+}
+kh_log() { echo "KH-LOG $KH_TEST: $*"; }
+
+# Lines of the kernel log that mean something went wrong.
+KH_BAD_DMESG='WARNING:|BUG:|KASAN|UBSAN|Oops|possible circular|possible recursive|inconsistent lock|lockdep|Call Trace|general protection|kernel panic'
+kh_dmesg_mark() { dmesg -c > /dev/null; }
+kh_dmesg_clean() { # name: no warning since the last mark
+    if dmesg | grep -E "$KH_BAD_DMESG" > /tmp/kh-bad; then
+        dmesg | tail -n 40
+        kh_fail "$1" "dmesg: $(head -n1 /tmp/kh-bad)"
+    else
+        kh_ok "$1"
+    fi
+}
+
+# kh_kexec_next [extra command line]: continue this test at the next stage in
+# a freshly kexec'd copy of the same kernel (kexec_file_load, same command line).
+kh_kexec_next() {
+    echo $((KH_STAGE + 1)) > "$KH_STAGEFILE"
+    cmdline="$(cat /proc/cmdline) $1"
+    if ! kexec -s -l /host/bzImage --initrd=/host/initrd.img --command-line="$cmdline"; then
+        echo "$KH_STAGE" > "$KH_STAGEFILE"
+        kh_fail "kexec load (stage $KH_STAGE)" "kexec -s -l failed"
+        return 1
+    fi
+    sync
+    echo "KH-KEXEC-E $KH_TEST stage=$KH_STAGE"
+    kexec -e
+    echo "$KH_STAGE" > "$KH_STAGEFILE"
+    kh_fail "kexec -e (stage $KH_STAGE)" "kexec -e returned"
+    return 1
+}
+
+# kh_module_load_unload MODULE: the module from our tree loads, shows up in
+# /proc/modules, unloads, and the kernel logged no warning meanwhile.
+kh_module_load_unload() {
+    m=$1
+    kh_dmesg_mark
+    if ! insmod /host/modules/"$m".ko; then
+        kh_fail "$m loads" "insmod failed"; return
+    fi
+    if grep -q "^$m " /proc/modules; then kh_ok "$m loads"; else kh_fail "$m loads" "not in /proc/modules"; fi
+    if rmmod "$m" && ! grep -q "^$m " /proc/modules; then kh_ok "$m unloads"; else kh_fail "$m unloads" "rmmod failed"; fi
+    kh_dmesg_clean "$m: no warning in dmesg"
+}

@@ -1,0 +1,61 @@
+#!/bin/bash
+# Build (or reuse) the project kernel: tools/build-kernel.sh debug|release
+# The result is cached in $KH_CACHE/kernels/<variant>-<hash>, the hash
+# covering source version, config fragments, patches and toolchain, so an
+# unchanged kernel is never rebuilt. Prints the directory on the last line.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+variant=${1:-debug}
+[ -f "$KH_ROOT/tools/kconfig/$variant.config" ] || { echo "unknown variant $variant" >&2; exit 2; }
+
+dir=$(kh_kernel_dir "$variant")
+if [ -f "$dir/ready" ]; then
+    echo "kernel $variant: cached ($dir)"
+    echo "$dir"; exit 0
+fi
+
+"$KH_ROOT/tools/setup-toolchain.sh" >/dev/null
+"$KH_ROOT/tools/fetch-kernel-source.sh" >/dev/null
+exec 9>"$KH_CACHE/kernel-build.lock"
+flock 9
+[ -f "$dir/ready" ] && { echo "$dir"; exit 0; }
+
+start=$(date +%s)
+rm -rf "$dir"; mkdir -p "$dir/build"
+echo "kernel $variant: copying source to $dir/src"
+cp -a "$(readlink -f "$KH_CACHE/linux-src")" "$dir/src"
+{ grep -v '^\s*#' "$KH_ROOT/patches/series" || true; } | while read -r p; do
+    [ -z "$p" ] && continue
+    echo "kernel $variant: applying patches/$p"
+    patch -d "$dir/src" -p1 --forward --batch -s < "$KH_ROOT/patches/$p"
+done
+
+km() { make -C "$dir/src" O="$dir/build" "${KH_KMAKE_VARS[@]}" "$@"; }
+km -s x86_64_defconfig
+"$dir/src/scripts/kconfig/merge_config.sh" -m -O "$dir/build" "$dir/build/.config" \
+    "$KH_ROOT/tools/kconfig/base.config" "$KH_ROOT/tools/kconfig/$variant.config" >/dev/null
+km -s olddefconfig
+# Every option we asked for must have stuck (Kconfig drops unmet ones silently).
+bad=0
+for f in base "$variant"; do
+    while IFS= read -r line; do
+        case "$line" in ''|'#'*) continue;; esac
+        opt=${line%%=*}; val=${line#*=}
+        if [ "$val" = n ]; then
+            grep -q "^$opt=" "$dir/build/.config" && { echo "config: $opt should be off"; bad=1; }
+        else
+            grep -qx "$line" "$dir/build/.config" || { echo "config: $line did not stick: $(grep "^$opt=\|# $opt " "$dir/build/.config")"; bad=1; }
+        fi
+    done < "$KH_ROOT/tools/kconfig/$f.config"
+done
+[ $bad = 0 ] || { echo "kernel $variant: configuration incomplete" >&2; exit 1; }
+km rustavailable
+echo "kernel $variant: building (make -j$(nproc)), log in $dir/build.log"
+if ! km -j"$(nproc)" bzImage modules > "$dir/build.log" 2>&1; then
+    tail -n 40 "$dir/build.log" >&2; exit 1
+fi
+cp "$dir/build/arch/x86/boot/bzImage" "$dir/bzImage"
+echo "$(( $(date +%s) - start ))" > "$dir/build-seconds"
+touch "$dir/ready"
+echo "kernel $variant: built in $(cat "$dir/build-seconds") s"
+echo "$dir"

@@ -1,0 +1,12 @@
+#!/bin/bash
+# Build the userspace binaries the rig guest runs (liveup, test helpers) and
+# put them in out/bin, which tools/vm-run.sh shares with the guest as /host/bin.
+# The guest's initramfs carries the host's glibc (for kexec), so dynamically
+# linked binaries from this machine run there.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$KH_ROOT/userspace"
+cargo build --release -q --workspace --bins
+mkdir -p "$KH_ROOT/out/bin"
+for b in liveup; do cp "target/release/$b" "$KH_ROOT/out/bin/"; done
+echo "$KH_ROOT/out/bin"

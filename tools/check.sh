@@ -1,0 +1,49 @@
+#!/bin/bash
+# Everything `make check` runs: userspace (fmt, clippy, cargo test) on the
+# host, then the kernel selftests in one rig guest booted with the debug
+# (KASAN + lockdep) kernel. Ends with "N passed, N failed, N skipped".
+set -uo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$KH_ROOT"
+P=0 F=0 S=0
+pass() { P=$((P + 1)); echo "ok - $*"; }
+fail() { F=$((F + 1)); echo "not ok - $*"; }
+t0=$(date +%s)
+
+"$KH_ROOT/tools/setup-toolchain.sh" || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+
+# --- userspace -------------------------------------------------------------
+echo "== userspace: cargo fmt --check, clippy -D warnings, cargo test"
+if (cd userspace && cargo fmt --all -- --check); then pass "cargo fmt --check"; else fail "cargo fmt --check"; fi
+if (cd userspace && cargo clippy --workspace --all-targets -q -- -D warnings); then pass "cargo clippy"; else fail "cargo clippy"; fi
+(cd userspace && cargo test --workspace 2>&1) | tee out-cargo-test.log
+crc=${PIPESTATUS[0]}
+read -r cp cf ci < <(awk '/^test result:/ { for (i=1;i<=NF;i++) { if ($(i)~/^passed/) p+=$(i-1); if ($(i)~/^failed/) f+=$(i-1); if ($(i)~/^ignored/) s+=$(i-1) } } END { print p+0, f+0, s+0 }' out-cargo-test.log)
+rm -f out-cargo-test.log
+P=$((P + cp)); F=$((F + cf)); S=$((S + ci))
+[ "$crc" = 0 ] || [ "$cf" -gt 0 ] || fail "cargo test exited $crc"
+[ "$cp" -gt 0 ] || fail "cargo test ran no test"
+
+# --- kernel, modules, guest images -----------------------------------------
+echo "== kernel (debug variant) and modules"
+if ! kdir=$("$KH_ROOT/tools/build-modules.sh" debug | tail -n1); then
+    fail "kernel and modules build"
+    echo "$P passed, $F failed, $S skipped"; exit 1
+fi
+pass "kernel and modules build"
+echo "== guest images"
+if ! rootfs=$("$KH_ROOT/tools/mkrootfs.sh"); then fail "trixie rootfs"; rootfs=""; fi
+"$KH_ROOT/tools/build-userspace-guest.sh" >/dev/null || fail "guest binaries"
+
+# --- kernel selftests in the rig guest ---------------------------------------
+plan=$(cd selftests && ls */*.sh | grep -v '^lib/' | sed 's/\.sh$//' | sort)
+run="$KH_ROOT/out/check"
+echo "== rig: $(echo $plan | wc -w) tests"
+"$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 1500 ${rootfs:+-r "$rootfs"} $plan
+"$KH_ROOT/tools/ktap-report.sh" "$run"
+read -r kp kf ks < "$run/counts"
+P=$((P + kp)); F=$((F + kf)); S=$((S + ks))
+
+echo "== make check took $(( $(date +%s) - t0 )) s"
+echo "$P passed, $F failed, $S skipped"
+[ "$F" = 0 ]

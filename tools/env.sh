@@ -1,0 +1,41 @@
+# Shared settings for the project's scripts. Sourced, never executed.
+# Everything downloaded or built lives in $KH_CACHE, outside the clone.
+KH_CACHE=${KH_CACHE:-/var/cache/kvmhost}
+KH_KERNEL_PKG=linux-source-7.3
+KH_KERNEL_PKG_VERSION=${KH_KERNEL_PKG_VERSION:-7.3.4-1~bpo13+1}
+KH_RUST_VERSION=1.96
+KH_BINDGEN_VERSION=0.72.1
+export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
+export PATH="$KH_CACHE/cargo/bin:$PATH"
+mkdir -p "$KH_CACHE"
+
+# Make variables every kernel make needs (the M= ones too): Debian's rustc,
+# not rustup's, else modules fail with E0514; clang for KASAN with Rust.
+KH_RUST_SRC=${KH_RUST_SRC:-$(ls -d /usr/src/rustc-1.96*/library 2>/dev/null | head -n1)}
+KH_KMAKE_VARS=(LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc
+               RUSTDOC=/usr/bin/rustdoc BINDGEN="$KH_CACHE/cargo/bin/bindgen"
+               RUST_LIB_SRC="$KH_RUST_SRC")
+KH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# kh_kernel_key VARIANT: hash of everything the built kernel depends on.
+kh_kernel_key() {
+    local variant=$1
+    {
+        echo "$KH_KERNEL_PKG_VERSION"
+        cat "$KH_ROOT/tools/kconfig/base.config" "$KH_ROOT/tools/kconfig/$variant.config"
+        cat "$KH_ROOT/patches/series"
+        { grep -v '^\s*#' "$KH_ROOT/patches/series" || true; } | while read -r p; do
+            [ -n "$p" ] && cat "$KH_ROOT/patches/$p"
+        done
+        /usr/bin/rustc --version; clang-19 --version | head -n1
+        echo "$KH_BINDGEN_VERSION"
+        cat "$KH_ROOT/tools/build-kernel.sh"
+    } | sha256sum | cut -c1-16
+}
+kh_kernel_dir() { echo "$KH_CACHE/kernels/$1-$(kh_kernel_key "$1")"; }
+
+# The region every rig guest reserves for KRAM (memmap=SIZE$ADDR): 256 MiB at
+# 4 GiB, which is RAM in a 4 GiB q35 guest (2 GiB low, 2 GiB from 4 GiB up).
+KH_MEMMAP_SIZE=${KH_MEMMAP_SIZE:-256M}
+KH_MEMMAP_ADDR=${KH_MEMMAP_ADDR:-0x100000000}
+KH_EXTRA_CMDLINE=${KH_EXTRA_CMDLINE:-}

@@ -1,0 +1,43 @@
+#!/bin/bash
+# Turn a rig run (tools/vm-run.sh) into KTAP on stdout: one test case per
+# result a guest test reported; a planned test that never finished (guest
+# crashed, hung or timed out) is one failed case. Figures measured from the
+# host-side timestamps of the console log come out as KTAP diagnostics.
+# Writes "PASSED FAILED SKIPPED" to RUN/counts.
+set -euo pipefail
+run=$1
+lines=()
+while read -r t; do
+    [ -z "$t" ] && continue
+    id=$(echo "$t" | tr / _)
+    if [ -f "$run/state/$id.ktap" ]; then
+        while IFS= read -r l; do
+            case "$l" in
+                "not ok "*) lines+=("not ok|$t: ${l#not ok }");;
+                "ok "*) lines+=("ok|$t: ${l#ok }");;
+            esac
+        done < "$run/state/$id.ktap"
+    fi
+    if [ ! -f "$run/state/$id.done" ]; then
+        lines+=("not ok|$t: did not finish (stage $(cat "$run/state/$id.stage" 2>/dev/null || echo 0)), see $run/console.log")
+    elif [ ! -s "$run/state/$id.ktap" ]; then
+        lines+=("not ok|$t: reported no result")
+    fi
+done < "$run/plan"
+echo "KTAP version 1"
+echo "1..${#lines[@]}"
+p=0 f=0 s=0 n=0
+for e in "${lines[@]}"; do
+    n=$((n + 1)); st=${e%%|*}; desc=${e#*|}
+    echo "$st $n $desc"
+    if [ "$st" = ok ]; then
+        case "$desc" in *"# SKIP"*) s=$((s + 1));; *) p=$((p + 1));; esac
+    else f=$((f + 1)); fi
+done
+# kexec timing: from the "kexec -e" marker to the next kernel's init.
+perl -ne 'if (/^\[ *([0-9.]+)\] KH-KEXEC-E (\S+)/) { $t=$1; $n=$2 }
+          elsif (defined $t && /^\[ *([0-9.]+)\] KH-TEST-START (\S+) stage=(\d+)/) {
+              printf "# figure: %s stage %d: kexec -e to init in the new kernel: %.2f s\n", $2, $3, $1-$t; undef $t }' \
+    "$run/console.log" | tee "$run/figures"
+echo "$p $f $s" > "$run/counts"
+echo "# rig: $p passed, $f failed, $s skipped"

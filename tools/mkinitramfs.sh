@@ -1,0 +1,27 @@
+#!/bin/bash
+# Build an initramfs into the cache, keyed by a hash of its inputs, and print
+# its path. "rig" (default): busybox, kexec and its libraries, tools/guest/init.
+# "l2": busybox and tools/guest/l2-init, for nested test VMs.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+kind=${1:-rig}
+case $kind in rig) init=init;; l2) init=l2-init;; *) echo "usage: $0 [rig|l2]" >&2; exit 2;; esac
+key=$( { echo "$kind"; cat "$KH_ROOT/tools/guest/$init" "$0"; dpkg-query -W busybox-static kexec-tools; } | sha256sum | cut -c1-16)
+out="$KH_CACHE/initramfs/$kind-$key.cpio.gz"
+if [ ! -f "$out" ]; then
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    mkdir -p "$tmp"/{bin,sbin,proc,sys,dev,tmp,host,lib,lib64,etc,mnt,root}
+    cp /bin/busybox "$tmp/bin/busybox"
+    if [ "$kind" = rig ]; then
+        cp "$(command -v kexec)" "$tmp/sbin/kexec"
+        # kexec is dynamically linked: take its libraries and the loader along.
+        ldd "$(command -v kexec)" | grep -o '/[^ ]*' | while read -r lib; do
+            mkdir -p "$tmp$(dirname "$lib")"; cp -L "$lib" "$tmp$lib"
+        done
+    fi
+    install -m 755 "$KH_ROOT/tools/guest/$init" "$tmp/init"
+    mkdir -p "$(dirname "$out")"
+    (cd "$tmp" && find . | cpio -o -H newc --quiet | gzip -1) > "$out.tmp"
+    mv "$out.tmp" "$out"
+fi
+echo "$out"

@@ -1,0 +1,54 @@
+#!/bin/bash
+# Boot the kernel under test in a QEMU guest that looks like a cloud host and
+# run selftests in it. Usage:
+#   tools/vm-run.sh -k KERNEL_DIR -o RUN_DIR [-t SECONDS] [-r ROOTFS_IMG] TEST...
+# TEST is selftests/<component>/<name>.sh given as <component>/<name>.
+# The machine: q35 with split irqchip, an emulated Intel IOMMU (intremap,
+# caching-mode), an e1000e for passthrough, 4 GiB RAM with KH_MEMMAP reserved
+# on the command line, the host share over 9p, the serial console logged with
+# host-side timestamps, and a hard timeout. Results: RUN_DIR/state/*.ktap.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+timeout=900 rootfs="" kdir="" run=""
+while getopts k:o:t:r: o; do
+    case $o in k) kdir=$OPTARG;; o) run=$OPTARG;; t) timeout=$OPTARG;; r) rootfs=$OPTARG;;
+               *) exit 2;; esac
+done
+shift $((OPTIND - 1))
+[ -n "$kdir" ] && [ -n "$run" ] && [ $# -gt 0 ] || { echo "usage: $0 -k KDIR -o RUN [-t S] [-r IMG] TEST..." >&2; exit 2; }
+
+rm -rf "$run"; mkdir -p "$run/tests" "$run/modules" "$run/state"
+cp -r "$KH_ROOT"/selftests/. "$run/tests/"
+cp -r "$KH_ROOT/selftests/lib" "$run/lib"
+find "$KH_ROOT"/kram "$KH_ROOT"/iommu-preserve "$KH_ROOT"/prezero "$KH_ROOT"/vfio-keep \
+    -name '*.ko' -exec cp {} "$run/modules/" \;
+[ -d "$KH_ROOT/out/bin" ] && cp -r "$KH_ROOT/out/bin" "$run/bin"
+cp "$kdir/bzImage" "$run/bzImage"
+cp "$("$KH_ROOT/tools/mkinitramfs.sh" rig)" "$run/initrd.img"
+cp "$("$KH_ROOT/tools/mkinitramfs.sh" l2)" "$run/l2-initrd.img"
+printf '%s\n' "$@" > "$run/plan"
+echo "$KH_MEMMAP_ADDR $KH_MEMMAP_SIZE" > "$run/memmap"
+
+accel=$("$KH_ROOT/tools/accel-probe.sh" "$run/bzImage")
+if [ "$accel" = kvm ]; then acc=(-accel kvm -cpu host); else acc=(-accel tcg,thread=multi -cpu max); fi
+echo "rig: accel=$accel, kernel $(basename "$kdir"), timeout ${timeout}s, tests: $*"
+
+drive=()
+[ -n "$rootfs" ] && drive=(-drive "file=$rootfs,if=virtio,format=raw,snapshot=on")
+cmdline="console=ttyS0 loglevel=4 panic=-1 oops=panic intel_iommu=on memmap=$KH_MEMMAP_SIZE\$$KH_MEMMAP_ADDR $KH_EXTRA_CMDLINE"
+set +e
+timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
+    -machine q35,kernel-irqchip=split "${acc[@]}" -smp 2 -m 4G \
+    -device intel-iommu,intremap=on,caching-mode=on \
+    -netdev user,id=n0,restrict=on -device e1000e,netdev=n0,addr=03.0 \
+    -virtfs local,path="$run",mount_tag=host,security_model=none,id=host \
+    "${drive[@]}" \
+    -kernel "$run/bzImage" -initrd "$run/initrd.img" -append "$cmdline" \
+    -display none -serial stdio -monitor none -no-reboot < /dev/null 2>&1 \
+  | perl -MTime::HiRes=time -ne 'BEGIN{$|=1; $t0=time} printf "[%9.3f] %s", time-$t0, $_' \
+  | tee "$run/console.log" | grep --line-buffered -E '^\[ *[0-9.]+\] (KH-|Kernel panic|BUG:|WARNING:)'
+rc=${PIPESTATUS[0]}
+set -e
+[ "$rc" = 124 ] && echo "rig: guest timed out after ${timeout}s" | tee -a "$run/console.log"
+echo "rig: qemu exit $rc; console log: $run/console.log"
+exit 0
