@@ -1,6 +1,8 @@
 //! Host tests of the shared format code: semantics, persistence, refusal of
 //! corrupt and foreign metadata, and a crash injected at every write.
 
+#![allow(clippy::drop_non_drop)] // drops end borrows of the region, for readability
+
 use crate::*;
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU32, Ordering};
