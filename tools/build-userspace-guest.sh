@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$KH_ROOT/userspace"
 cargo build --release -q --workspace --bins
 mkdir -p "$KH_ROOT/out/bin"
-for b in liveup; do cp "target/release/$b" "$KH_ROOT/out/bin/"; done
+for b in liveup kram-selftest; do cp "target/release/$b" "$KH_ROOT/out/bin/"; done
 echo "$KH_ROOT/out/bin"

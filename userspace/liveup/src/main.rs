@@ -2,12 +2,10 @@
 //! KVM/QEMU hosts. This is the entry point; each subcommand lives in its
 //! own module.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use liveup::{host, kram};
 use std::process::ExitCode;
-
-mod host;
-mod iomem;
 
 #[derive(Parser)]
 #[command(name = "liveup", version, about)]
@@ -28,6 +26,119 @@ enum Cmd {
         #[arg(long, default_value = "/proc/iomem")]
         iomem: String,
     },
+    /// Manage the KRAM region (/dev/kram): status, areas, format.
+    Kram {
+        /// The KRAM device.
+        #[arg(long, default_value = kram::DEFAULT_DEVICE)]
+        device: String,
+        #[command(subcommand)]
+        cmd: KramCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KramCmd {
+    /// Region, page counts and metadata generation.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List areas.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an area with a fixed run of pages.
+    Create {
+        name: String,
+        /// Size of the fixed run, e.g. 64M, 1G, 4096 (bytes, rounded up to pages).
+        #[arg(long)]
+        size: String,
+    },
+    /// Delete an area and free its pages.
+    Delete { name: String },
+    /// Erase the region and write empty metadata. Everything in it is lost.
+    Format {
+        /// Required: confirms that the region's contents may be destroyed.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Parse "64M", "1G", "4096" into bytes.
+fn parse_size(s: &str) -> Result<u64> {
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("bad size {s:?}: expected a number with optional K, M or G"))?;
+    n.checked_mul(mult)
+        .with_context(|| format!("size {s:?} is too large"))
+}
+
+fn kram_cmd(device: &str, cmd: KramCmd) -> Result<()> {
+    let k = kram::Kram::open(device)?;
+    match cmd {
+        KramCmd::Status { json } => {
+            let s = k.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("region      {:#x} + {} MiB", s.base, s.size >> 20);
+                if s.state != 0 {
+                    println!("state       REFUSED (errno {}): see dmesg; `liveup kram format --yes` erases it", s.error);
+                } else {
+                    println!("state       ready, generation {}", s.generation);
+                    println!(
+                        "pages       {} total, {} metadata, {} used, {} free",
+                        s.pages, s.meta_pages, s.used_pages, s.free_pages
+                    );
+                    println!("areas       {} of {}", s.areas, s.max_areas);
+                }
+            }
+        }
+        KramCmd::List { json } => {
+            let areas = k.areas()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&areas)?);
+            } else {
+                println!("{:>3}  {:<31} {:>10} {:>14}", "id", "name", "MiB", "offset");
+                for a in areas {
+                    println!(
+                        "{:>3}  {:<31} {:>10} {:>#14x}",
+                        a.id,
+                        a.name,
+                        (a.npages * kram::PAGE_SIZE) >> 20,
+                        a.offset
+                    );
+                }
+            }
+        }
+        KramCmd::Create { name, size } => {
+            let bytes = parse_size(&size)?;
+            let a = k.create(&name, bytes.div_ceil(kram::PAGE_SIZE))?;
+            println!(
+                "created area {} (id {}): {} pages at offset {:#x}",
+                a.name, a.id, a.npages, a.offset
+            );
+        }
+        KramCmd::Delete { name } => {
+            k.delete(&name)?;
+            println!("deleted area {name}");
+        }
+        KramCmd::Format { yes } => {
+            if !yes {
+                bail!("format erases every area in the region: add --yes to confirm");
+            }
+            k.format()?;
+            println!("region formatted");
+        }
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -43,6 +154,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Kram { device, cmd } => kram_cmd(&device, cmd),
     }
 }
 
@@ -53,5 +165,21 @@ fn main() -> ExitCode {
             eprintln!("liveup: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes_and_garbage_is_refused() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("99999999999999G").is_err());
     }
 }

@@ -1,0 +1,653 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KRAM: fixed physical pages that survive kexec.
+//!
+//! The module owns one physical range reserved at boot (`memmap=SIZE$ADDR`,
+//! given to the module as `base=` and `size=`). The region carries its own
+//! metadata (see `userspace/kram-format/src/format.rs`, included below): a
+//! superblock with named areas and an owner word per page. On load the
+//! module validates and adopts what the previous kernel left; it never
+//! formats a region on its own. Other modules use the exported API
+//! (`include/kram.h`); userspace uses `/dev/kram` (`include/uapi/kram.h`).
+//!
+//! Locking: one spinlock, `STATE`, protects the region mapping and all
+//! metadata changes. It is taken by the exported API (callable from atomic
+//! context, never from hard-IRQ context), by ioctls and by mmap; user memory
+//! is copied before it is taken and after it is dropped.
+
+use core::ffi::{c_char, c_int, c_ulong, c_void};
+use core::ptr::NonNull;
+use core::sync::atomic::AtomicU32;
+use kernel::{
+    bindings, c_str, debugfs,
+    error::to_result,
+    fs::File,
+    ioctl::{_IOR, _IOW, _IOWR},
+    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    mm::virt::VmaNew,
+    prelude::*,
+    sync::global_lock,
+    transmute::{AsBytes, FromBytes},
+    uaccess::{UserPtr, UserSlice},
+};
+
+#[path = "../userspace/kram-format/src/format.rs"]
+#[allow(dead_code)]
+mod format;
+
+use format::{Direct, Geometry, Kram, Media, PAGE_SIZE};
+
+module! {
+    type: KramModule,
+    name: "kram",
+    authors: ["kvmhost developers"],
+    description: "KRAM: fixed physical pages that survive kexec",
+    license: "GPL",
+    params: {
+        base: u64 {
+            default: 0,
+            description: "Physical address of the reserved region (memmap=SIZE$ADDR)",
+        },
+        size: u64 {
+            default: 0,
+            description: "Size of the reserved region in bytes",
+        },
+    },
+}
+
+/// The region while the module is loaded.
+struct Region {
+    /// Start of the `memremap()`ed region.
+    virt: NonNull<u8>,
+    geo: Geometry,
+    /// `None` while the metadata is refused (corrupt, foreign, unformatted).
+    kram: Option<Kram<'static, Direct>>,
+    /// Why the metadata was refused.
+    refused: Option<format::Error>,
+}
+
+// SAFETY: `virt` points to a mapping owned by this value; it is only used
+// with `STATE` held, from whichever thread holds it.
+unsafe impl Send for Region {}
+
+global_lock! {
+    // SAFETY: initialised in `KramModule::init` before anything else uses it.
+    unsafe(uninit) static STATE: SpinLock<Option<Region>> = None;
+}
+
+fn errno(e: format::Error) -> Error {
+    use format::Error as F;
+    match e {
+        F::Geometry | F::Invalid => EINVAL,
+        F::NoSuperblock | F::Foreign | F::Corrupt(_) => EUCLEAN,
+        F::Version => EPROTO,
+        F::NoArea => ENOENT,
+        F::Exists => EEXIST,
+        F::NoSpace => ENOSPC,
+        F::NotOwner => EPERM,
+        F::Crashed => EIO,
+    }
+}
+
+impl Region {
+    /// The region's memory as the format code sees it.
+    ///
+    /// # Safety
+    ///
+    /// The caller must hold `STATE` for as long as the result (or a `Kram`
+    /// built from it) is used, and must drop it before the region is unmapped.
+    unsafe fn media(virt: NonNull<u8>, geo: &Geometry) -> Media<'static> {
+        let p = virt.as_ptr();
+        // SAFETY: the mapping covers `geo.pages` pages and stays mapped until
+        // `Region::drop`; pages 0 and 1 are the superblock slots and pages
+        // 2.. the owner map (`geo.pages` words, 4-byte aligned as the mapping
+        // is page aligned). Only this module accesses them, under `STATE`.
+        unsafe {
+            Media {
+                slots: [
+                    core::slice::from_raw_parts_mut(p, PAGE_SIZE),
+                    core::slice::from_raw_parts_mut(p.add(PAGE_SIZE), PAGE_SIZE),
+                ],
+                map: core::slice::from_raw_parts(
+                    p.add(2 * PAGE_SIZE).cast::<AtomicU32>(),
+                    geo.pages as usize,
+                ),
+            }
+        }
+    }
+
+    fn ready(&mut self) -> Result<&mut Kram<'static, Direct>> {
+        match (&mut self.kram, self.refused) {
+            (Some(k), _) => Ok(k),
+            (None, Some(e)) => Err(errno(e)),
+            (None, None) => Err(ENODEV),
+        }
+    }
+
+    /// Kernel virtual address of page `index`.
+    fn page_virt(&self, index: u64) -> *mut c_void {
+        // `index` comes from the format code and is below `geo.pages`.
+        self.virt.as_ptr().wrapping_add(index as usize * PAGE_SIZE).cast()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // The format state borrows the mapping: drop it first.
+        self.kram = None;
+        // SAFETY: `virt` came from `memremap()` in `map_region` and nothing
+        // uses it any more.
+        unsafe { bindings::memunmap(self.virt.as_ptr().cast()) };
+        // SAFETY: the range was requested in `map_region`.
+        unsafe {
+            bindings::__release_region(
+                &raw mut bindings::iomem_resource,
+                self.geo.base,
+                self.geo.pages * PAGE_SIZE as u64,
+            )
+        };
+    }
+}
+
+/// Check the range, claim it in the iomem tree and map it.
+fn map_region(base: u64, size: u64) -> Result<Region> {
+    let geo = Geometry::new(base, size).map_err(|_| {
+        pr_err!("region {:#x}+{:#x} is not page aligned or too small/large (EINVAL)\n", base, size);
+        EINVAL
+    })?;
+    // SAFETY: pure query of the resource tree.
+    let ram = unsafe {
+        bindings::region_intersects(
+            base,
+            size as usize,
+            bindings::IORESOURCE_SYSTEM_RAM as c_ulong,
+            bindings::IORES_DESC_NONE as c_ulong,
+        )
+    };
+    if ram != bindings::REGION_DISJOINT as c_int {
+        pr_err!("region {:#x}+{:#x} overlaps System RAM: reserve it with memmap=SIZE$ADDR (EINVAL)\n", base, size);
+        return Err(EINVAL);
+    }
+    // SAFETY: the name is a static string; the resource tree is locked inside.
+    let res = unsafe {
+        bindings::__request_region(
+            &raw mut bindings::iomem_resource,
+            base,
+            size,
+            c_str!("kram").as_char_ptr(),
+            0,
+        )
+    };
+    if res.is_null() {
+        pr_err!("region {:#x}+{:#x} is already owned by another driver (EBUSY)\n", base, size);
+        return Err(EBUSY);
+    }
+    // SAFETY: the range is reserved memory we now own; write-back mapping.
+    let virt = unsafe { bindings::memremap(base, size as usize, bindings::MEMREMAP_WB as c_ulong) };
+    let Some(virt) = NonNull::new(virt.cast::<u8>()) else {
+        // SAFETY: requested just above.
+        unsafe { bindings::__release_region(&raw mut bindings::iomem_resource, base, size) };
+        pr_err!("cannot map region {:#x}+{:#x} (ENOMEM)\n", base, size);
+        return Err(ENOMEM);
+    };
+    Ok(Region { virt, geo, kram: None, refused: None })
+}
+
+fn adopt(r: &mut Region) {
+    // SAFETY: called with `STATE` held or before it is published; the
+    // result is stored in `r` and dropped before the unmap.
+    let media = unsafe { Region::media(r.virt, &r.geo) };
+    match Kram::open(r.geo, media, Direct) {
+        Ok((k, rep)) => {
+            let s = k.stats();
+            let areas = k.superblock().areas.iter().filter(|a| a.in_use()).count();
+            pr_info!(
+                "adopted region {:#x}+{} MiB: generation {}, {} areas, {} pages used, {} free{}\n",
+                r.geo.base,
+                (r.geo.pages * PAGE_SIZE as u64) >> 20,
+                rep.generation,
+                areas,
+                s.used,
+                s.free,
+                if rep.other_slot_bad { " (one superblock copy was damaged)" } else { "" }
+            );
+            if rep.recovered != format::Intent::None {
+                pr_info!("finished an interrupted update: {:?}\n", rep.recovered);
+            }
+            r.kram = Some(k);
+            r.refused = None;
+        }
+        Err(e) => {
+            pr_err!(
+                "region {:#x}: metadata refused ({:?}), contents left untouched; format explicitly to reuse it\n",
+                r.geo.base,
+                e
+            );
+            r.kram = None;
+            r.refused = Some(e);
+        }
+    }
+}
+
+fn with_region<T>(f: impl FnOnce(&mut Region) -> Result<T>) -> Result<T> {
+    let mut guard = STATE.lock();
+    match guard.as_mut() {
+        Some(r) => f(r),
+        None => Err(ENODEV),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Kernel API, exported by kram_glue.c. Prototypes in include/kram.h.
+
+fn ret(r: Result<c_int>) -> c_int {
+    match r {
+        Ok(v) => v,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Copy a NUL-terminated name of at most `NAME_LEN - 1` bytes.
+///
+/// # Safety
+///
+/// `name` must be null or point to a NUL-terminated string.
+unsafe fn name_from_c(name: *const c_char, buf: &mut [u8; format::NAME_LEN]) -> Result<usize> {
+    if name.is_null() {
+        return Err(EINVAL);
+    }
+    for (i, b) in buf.iter_mut().enumerate() {
+        // SAFETY: the caller passes a NUL-terminated string; we stop at NUL.
+        let c = unsafe { *name.add(i) } as u8;
+        if c == 0 {
+            return Ok(i);
+        }
+        *b = c;
+    }
+    Err(EINVAL)
+}
+
+/// Look up an area by name. Returns its id (> 0) or a negative errno.
+#[no_mangle]
+pub extern "C" fn kram_area_lookup(name: *const c_char) -> c_int {
+    let mut buf = [0u8; format::NAME_LEN];
+    // SAFETY: API contract: `name` is a NUL-terminated string.
+    let r = unsafe { name_from_c(name, &mut buf) }.and_then(|n| {
+        with_region(|r| Ok(r.ready()?.lookup(&buf[..n]).map_err(errno)? as c_int))
+    });
+    ret(r)
+}
+
+/// Create an area with a fixed run of `npages` pages. Returns its id.
+#[no_mangle]
+pub extern "C" fn kram_area_create(name: *const c_char, npages: u64) -> c_int {
+    let mut buf = [0u8; format::NAME_LEN];
+    // SAFETY: API contract: `name` is a NUL-terminated string.
+    let r = unsafe { name_from_c(name, &mut buf) }.and_then(|n| {
+        with_region(|r| Ok(r.ready()?.create_area(&buf[..n], npages).map_err(errno)? as c_int))
+    });
+    ret(r)
+}
+
+/// Delete an area and free all its pages.
+#[no_mangle]
+pub extern "C" fn kram_area_delete(area: c_int) -> c_int {
+    let id = u16::try_from(area).map_err(|_| EINVAL);
+    ret(id.and_then(|id| with_region(|r| r.ready()?.delete_area(id).map_err(errno).map(|_| 0))))
+}
+
+fn out_page(r: &Region, index: u64, phys: *mut u64, virt: *mut *mut c_void) {
+    if !phys.is_null() {
+        // SAFETY: API contract: `phys` is null or valid for a write.
+        unsafe { *phys = r.geo.phys(index) };
+    }
+    if !virt.is_null() {
+        // SAFETY: API contract: `virt` is null or valid for a write.
+        unsafe { *virt = r.page_virt(index) };
+    }
+}
+
+/// Page `index` of an area's fixed run: the same physical page in every
+/// kernel. Fills `*phys` and `*virt` (either may be null).
+#[no_mangle]
+pub extern "C" fn kram_get_fixed_page(area: c_int, index: u64, phys: *mut u64, virt: *mut *mut c_void) -> c_int {
+    let id = u16::try_from(area).map_err(|_| EINVAL);
+    ret(id.and_then(|id| {
+        with_region(|r| {
+            let page = r.ready()?.fixed_page(id, index).map_err(errno)?;
+            out_page(r, page, phys, virt);
+            Ok(0)
+        })
+    }))
+}
+
+/// Allocate a page owned by `area`; it stays allocated across kexec.
+#[no_mangle]
+pub extern "C" fn kram_alloc_page(area: c_int, phys: *mut u64, virt: *mut *mut c_void) -> c_int {
+    let id = u16::try_from(area).map_err(|_| EINVAL);
+    ret(id.and_then(|id| {
+        with_region(|r| {
+            let page = r.ready()?.alloc_page(id).map_err(errno)?;
+            out_page(r, page, phys, virt);
+            Ok(0)
+        })
+    }))
+}
+
+/// Free a page `kram_alloc_page(area, ...)` returned.
+#[no_mangle]
+pub extern "C" fn kram_free_page(area: c_int, phys: u64) -> c_int {
+    let id = u16::try_from(area).map_err(|_| EINVAL);
+    ret(id.and_then(|id| {
+        with_region(|r| {
+            let page = r.geo.index_of(phys).ok_or(EINVAL)?;
+            r.ready()?.free_page(id, page).map_err(errno)?;
+            Ok(0)
+        })
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// /dev/kram. The ABI is include/uapi/kram.h; keep the two in step.
+
+const KRAM_IOC_MAGIC: u32 = 0xBC;
+/// Confirmation value `KRAM_IOC_FORMAT` requires ("FORMAT!!" little-endian).
+const KRAM_FORMAT_CONFIRM: u64 = u64::from_le_bytes(*b"FORMAT!!");
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct KramStatus {
+    base: u64,
+    size: u64,
+    pages: u64,
+    meta_pages: u64,
+    used_pages: u64,
+    free_pages: u64,
+    generation: u64,
+    /// 0: ready, 1: metadata refused.
+    state: u32,
+    /// Positive errno of the refusal.
+    error: u32,
+    areas: u32,
+    max_areas: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KramArea {
+    name: [u8; format::NAME_LEN],
+    npages: u64,
+    /// Offset of the first fixed page from the region's start: the mmap offset.
+    offset: u64,
+    id: u32,
+    flags: u32,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct KramPage {
+    id: u32,
+    pad: u32,
+    /// Offset of the page from the region's start.
+    offset: u64,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct KramFormat {
+    confirm: u64,
+}
+
+// SAFETY: plain integers and byte arrays, no padding (all fields 8-byte
+// multiples or paired u32s), every bit pattern valid.
+unsafe impl FromBytes for KramStatus {}
+// SAFETY: as above.
+unsafe impl AsBytes for KramStatus {}
+// SAFETY: as above.
+unsafe impl FromBytes for KramArea {}
+// SAFETY: as above.
+unsafe impl AsBytes for KramArea {}
+// SAFETY: as above.
+unsafe impl FromBytes for KramPage {}
+// SAFETY: as above.
+unsafe impl AsBytes for KramPage {}
+// SAFETY: as above.
+unsafe impl FromBytes for KramFormat {}
+
+const KRAM_IOC_STATUS: u32 = _IOR::<KramStatus>(KRAM_IOC_MAGIC, 0);
+const KRAM_IOC_FORMAT: u32 = _IOW::<KramFormat>(KRAM_IOC_MAGIC, 1);
+const KRAM_IOC_CREATE: u32 = _IOWR::<KramArea>(KRAM_IOC_MAGIC, 2);
+const KRAM_IOC_DELETE: u32 = _IOW::<KramArea>(KRAM_IOC_MAGIC, 3);
+const KRAM_IOC_LOOKUP: u32 = _IOWR::<KramArea>(KRAM_IOC_MAGIC, 4);
+const KRAM_IOC_AREA_AT: u32 = _IOWR::<KramArea>(KRAM_IOC_MAGIC, 5);
+const KRAM_IOC_ALLOC: u32 = _IOWR::<KramPage>(KRAM_IOC_MAGIC, 6);
+const KRAM_IOC_FREE: u32 = _IOW::<KramPage>(KRAM_IOC_MAGIC, 7);
+
+fn area_name(a: &KramArea) -> Result<&[u8]> {
+    let n = a.name.iter().position(|&b| b == 0).ok_or(EINVAL)?;
+    Ok(&a.name[..n])
+}
+
+fn status() -> Result<KramStatus> {
+    with_region(|r| {
+        let mut s = KramStatus {
+            base: r.geo.base,
+            size: r.geo.pages * PAGE_SIZE as u64,
+            pages: r.geo.pages,
+            max_areas: format::MAX_AREAS as u32,
+            ..Default::default()
+        };
+        match (&r.kram, r.refused) {
+            (Some(k), _) => {
+                let st = k.stats();
+                s.meta_pages = st.meta;
+                s.used_pages = st.used;
+                s.free_pages = st.free;
+                s.generation = k.superblock().generation;
+                s.areas = k.superblock().areas.iter().filter(|a| a.in_use()).count() as u32;
+            }
+            (None, e) => {
+                s.state = 1;
+                s.error = e.map_or(ENODEV, errno).to_errno().unsigned_abs();
+            }
+        }
+        Ok(s)
+    })
+}
+
+fn fill_area(r: &Region, id: u16, out: &mut KramArea) -> Result {
+    let k = r.kram.as_ref().ok_or(ENODEV)?;
+    let a = k.area(id).map_err(errno)?;
+    out.name = a.name;
+    out.npages = a.npages;
+    out.offset = a.first * PAGE_SIZE as u64;
+    out.id = id as u32;
+    Ok(())
+}
+
+struct KramDev;
+
+#[vtable]
+impl MiscDevice for KramDev {
+    type Ptr = KBox<Self>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+        // SAFETY: `capable` only reads the current task's credentials.
+        if !unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) } {
+            return Err(EPERM);
+        }
+        Ok(KBox::new(KramDev, GFP_KERNEL)?)
+    }
+
+    fn ioctl(_me: &KramDev, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        let user = |len| UserSlice::new(UserPtr::from_addr(arg), len);
+        match cmd {
+            KRAM_IOC_STATUS => {
+                let s = status()?;
+                user(size_of::<KramStatus>()).writer().write(&s)?;
+            }
+            KRAM_IOC_FORMAT => {
+                let f: KramFormat = user(size_of::<KramFormat>()).reader().read()?;
+                if f.confirm != KRAM_FORMAT_CONFIRM {
+                    return Err(EINVAL);
+                }
+                with_region(|r| {
+                    r.kram = None;
+                    // SAFETY: `STATE` is held; the result lives in `r`.
+                    let media = unsafe { Region::media(r.virt, &r.geo) };
+                    let k = Kram::format(r.geo, media, Direct).map_err(errno)?;
+                    pr_info!("region {:#x} formatted on request\n", r.geo.base);
+                    r.kram = Some(k);
+                    r.refused = None;
+                    Ok(())
+                })?;
+            }
+            KRAM_IOC_CREATE | KRAM_IOC_LOOKUP | KRAM_IOC_DELETE | KRAM_IOC_AREA_AT => {
+                let (mut rd, mut wr) = user(size_of::<KramArea>()).reader_writer();
+                let mut a: KramArea = rd.read()?;
+                with_region(|r| {
+                    let k = r.ready()?;
+                    let id = match cmd {
+                        KRAM_IOC_CREATE => k.create_area(area_name(&a)?, a.npages).map_err(errno)?,
+                        KRAM_IOC_AREA_AT => u16::try_from(a.id).map_err(|_| EINVAL)?,
+                        _ => k.lookup(area_name(&a)?).map_err(errno)?,
+                    };
+                    if cmd == KRAM_IOC_DELETE {
+                        return k.delete_area(id).map_err(errno);
+                    }
+                    fill_area(r, id, &mut a)
+                })?;
+                if cmd != KRAM_IOC_DELETE {
+                    wr.write(&a)?;
+                }
+            }
+            KRAM_IOC_ALLOC | KRAM_IOC_FREE => {
+                let (mut rd, mut wr) = user(size_of::<KramPage>()).reader_writer();
+                let mut p: KramPage = rd.read()?;
+                let id = u16::try_from(p.id).map_err(|_| EINVAL)?;
+                with_region(|r| {
+                    let pagesz = PAGE_SIZE as u64;
+                    if cmd == KRAM_IOC_ALLOC {
+                        p.offset = r.ready()?.alloc_page(id).map_err(errno)? * pagesz;
+                        Ok(())
+                    } else {
+                        let page = r.geo.index_of(r.geo.base.wrapping_add(p.offset)).ok_or(EINVAL)?;
+                        r.ready()?.free_page(id, page).map_err(errno)
+                    }
+                })?;
+                if cmd == KRAM_IOC_ALLOC {
+                    wr.write(&p)?;
+                }
+            }
+            _ => return Err(ENOTTY),
+        }
+        Ok(0)
+    }
+
+    /// Map pages of one area's fixed run: the mmap offset is the offset from
+    /// the region's start (`KramArea::offset` plus a page multiple).
+    fn mmap(_me: &KramDev, _file: &File, vma: &VmaNew) -> Result {
+        if vma.flags() & kernel::mm::virt::flags::SHARED == 0 {
+            return Err(EINVAL);
+        }
+        let len = (vma.end() - vma.start()) as u64;
+        // SAFETY: reading a field of the VMA being set up, which we may access.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
+        let pfn = with_region(|r| {
+            let k = r.ready()?;
+            let first = pgoff;
+            let last = first.checked_add(len / PAGE_SIZE as u64).ok_or(EINVAL)?;
+            let (owner, fixed) = k.page_owner(first).map_err(|_| EINVAL)?;
+            let a = k.area(owner).map_err(|_| EINVAL)?;
+            if !fixed || last > a.first + a.npages {
+                return Err(EINVAL);
+            }
+            Ok(r.geo.base / PAGE_SIZE as u64 + first)
+        })?;
+        vma.set_io();
+        vma.set_dontexpand();
+        vma.set_dontdump();
+        // SAFETY: the VMA is being set up by this mmap call; the pfn range is
+        // the area's fixed run inside our region, which stays reserved while
+        // the file (and so the module) is referenced by the VMA.
+        to_result(unsafe {
+            bindings::remap_pfn_range(
+                vma.as_ptr(),
+                vma.start() as c_ulong,
+                pfn as c_ulong,
+                len as c_ulong,
+                (*vma.as_ptr()).vm_page_prot,
+            )
+        })
+    }
+}
+
+/// Owns the region published in `STATE`: dropping it unpublishes the
+/// region, then unmaps and releases it outside the lock (unmapping sleeps).
+struct RegionGuard;
+
+impl Drop for RegionGuard {
+    fn drop(&mut self) {
+        let r = STATE.lock().take();
+        drop(r);
+    }
+}
+
+/// Fields drop in declaration order: debugfs and the device go before the
+/// region they show.
+#[pin_data]
+struct KramModule {
+    #[pin]
+    _status: debugfs::File<()>,
+    _debugfs: debugfs::Dir,
+    #[pin]
+    _dev: MiscDeviceRegistration<KramDev>,
+    _region: RegionGuard,
+}
+
+fn debugfs_status(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let guard = STATE.lock();
+    let Some(r) = guard.as_ref() else {
+        return writeln!(f, "state: no region");
+    };
+    writeln!(f, "region: {:#x} {} MiB", r.geo.base, (r.geo.pages * PAGE_SIZE as u64) >> 20)?;
+    match (&r.kram, r.refused) {
+        (Some(k), _) => {
+            let s = k.stats();
+            writeln!(f, "state: ready")?;
+            writeln!(f, "generation: {}", k.superblock().generation)?;
+            writeln!(f, "pages: {} meta: {} used: {} free: {}", s.pages, s.meta, s.used, s.free)?;
+            for (i, a) in k.superblock().areas.iter().enumerate().filter(|(_, a)| a.in_use()) {
+                let name = core::str::from_utf8(a.name()).unwrap_or("?");
+                writeln!(f, "area {} {}: first {:#x} pages {}", i + 1, name, r.geo.phys(a.first), a.npages)?;
+            }
+            Ok(())
+        }
+        (None, e) => writeln!(f, "state: refused ({:?})", e),
+    }
+}
+
+impl kernel::InPlaceModule for KramModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        // SAFETY: called once, before anything uses `STATE`.
+        unsafe { STATE.init() };
+        let (b, s) = (*module_parameters::base.value(), *module_parameters::size.value());
+        let setup = move || -> Result<RegionGuard> {
+            if b == 0 || s == 0 {
+                pr_err!("no region: load with base=ADDR size=BYTES of a memmap=SIZE$ADDR range (EINVAL)\n");
+                return Err(EINVAL);
+            }
+            let mut r = map_region(b, s)?;
+            adopt(&mut r);
+            *STATE.lock() = Some(r);
+            Ok(RegionGuard)
+        };
+        let dir = debugfs::Dir::new(c_str!("kram"));
+        try_pin_init!(Self {
+            _region: setup()?,
+            _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c_str!("kram") }),
+            _status <- dir.read_callback_file(c_str!("status"), (), &debugfs_status),
+            _debugfs: dir,
+        })
+    }
+}

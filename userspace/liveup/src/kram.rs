@@ -1,0 +1,305 @@
+//! Client of `/dev/kram` (ABI: kram/include/uapi/kram.h).
+
+use memmap2::{MmapMut, MmapOptions};
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+pub const NAME_LEN: usize = 32;
+pub const PAGE_SIZE: u64 = 4096;
+pub const FORMAT_CONFIRM: u64 = u64::from_le_bytes(*b"FORMAT!!");
+pub const DEFAULT_DEVICE: &str = "/dev/kram";
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Status {
+    pub base: u64,
+    pub size: u64,
+    pub pages: u64,
+    pub meta_pages: u64,
+    pub used_pages: u64,
+    pub free_pages: u64,
+    pub generation: u64,
+    pub state: u32,
+    pub error: u32,
+    pub areas: u32,
+    pub max_areas: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RawArea {
+    pub name: [u8; NAME_LEN],
+    pub npages: u64,
+    pub offset: u64,
+    pub id: u32,
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RawPage {
+    pub id: u32,
+    pub pad: u32,
+    pub offset: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RawFormat {
+    pub confirm: u64,
+}
+
+/// An area as userspace sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Area {
+    pub id: u32,
+    pub name: String,
+    pub npages: u64,
+    /// Offset of the fixed run from the region start: the mmap offset.
+    pub offset: u64,
+}
+
+pub const IOC_MAGIC: u8 = 0xBC;
+pub mod ioc {
+    use super::*;
+    nix::ioctl_read!(status, IOC_MAGIC, 0, Status);
+    nix::ioctl_write_ptr!(format, IOC_MAGIC, 1, RawFormat);
+    nix::ioctl_readwrite!(create, IOC_MAGIC, 2, RawArea);
+    nix::ioctl_write_ptr!(delete, IOC_MAGIC, 3, RawArea);
+    nix::ioctl_readwrite!(lookup, IOC_MAGIC, 4, RawArea);
+    nix::ioctl_readwrite!(area_at, IOC_MAGIC, 5, RawArea);
+    nix::ioctl_readwrite!(alloc, IOC_MAGIC, 6, RawPage);
+    nix::ioctl_write_ptr!(free, IOC_MAGIC, 7, RawPage);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KramError {
+    #[error("cannot open {path}: {source} (is the kram module loaded, and are you root?)")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("area name must be 1-31 characters of [A-Za-z0-9._-]: {0:?}")]
+    Name(String),
+    #[error("{op}: {errno}{hint}")]
+    Ioctl {
+        op: &'static str,
+        errno: nix::Error,
+        hint: &'static str,
+    },
+    #[error("mmap of area {name}: {source}")]
+    Map {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+fn hint(e: nix::Error) -> &'static str {
+    match e {
+        nix::Error::EUCLEAN => {
+            " (KRAM metadata refused: see dmesg; `liveup kram format --yes` erases the region)"
+        }
+        nix::Error::ENOENT => " (no such area)",
+        nix::Error::EEXIST => " (an area of that name exists)",
+        nix::Error::ENOSPC => " (not enough free pages or area slots)",
+        _ => "",
+    }
+}
+
+fn check(op: &'static str, r: nix::Result<i32>) -> Result<(), KramError> {
+    r.map(|_| ()).map_err(|errno| KramError::Ioctl {
+        op,
+        errno,
+        hint: hint(errno),
+    })
+}
+
+pub fn raw_area(name: &str) -> Result<RawArea, KramError> {
+    let ok = !name.is_empty()
+        && name.len() < NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(KramError::Name(name.into()));
+    }
+    let mut a = RawArea {
+        name: [0; NAME_LEN],
+        npages: 0,
+        offset: 0,
+        id: 0,
+        flags: 0,
+    };
+    a.name[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(a)
+}
+
+impl From<RawArea> for Area {
+    fn from(a: RawArea) -> Self {
+        let n = a.name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        Area {
+            id: a.id,
+            name: String::from_utf8_lossy(&a.name[..n]).into_owned(),
+            npages: a.npages,
+            offset: a.offset,
+        }
+    }
+}
+
+/// An open `/dev/kram`.
+pub struct Kram {
+    file: File,
+}
+
+impl Kram {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, KramError> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| KramError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Kram { file })
+    }
+
+    pub fn fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
+    pub fn status(&self) -> Result<Status, KramError> {
+        let mut s = Status::default();
+        // SAFETY: `s` is a valid `struct kram_status` for the kernel to fill.
+        check("status", unsafe { ioc::status(self.fd(), &mut s) })?;
+        Ok(s)
+    }
+
+    pub fn format(&self) -> Result<(), KramError> {
+        let f = RawFormat {
+            confirm: FORMAT_CONFIRM,
+        };
+        // SAFETY: `f` is a valid `struct kram_format`.
+        check("format", unsafe { ioc::format(self.fd(), &f) })
+    }
+
+    pub fn create(&self, name: &str, npages: u64) -> Result<Area, KramError> {
+        let mut a = raw_area(name)?;
+        a.npages = npages;
+        // SAFETY: `a` is a valid `struct kram_area`.
+        check("create", unsafe { ioc::create(self.fd(), &mut a) })?;
+        Ok(a.into())
+    }
+
+    pub fn delete(&self, name: &str) -> Result<(), KramError> {
+        let a = raw_area(name)?;
+        // SAFETY: `a` is a valid `struct kram_area`.
+        check("delete", unsafe { ioc::delete(self.fd(), &a) })
+    }
+
+    pub fn lookup(&self, name: &str) -> Result<Area, KramError> {
+        let mut a = raw_area(name)?;
+        // SAFETY: `a` is a valid `struct kram_area`.
+        check("lookup", unsafe { ioc::lookup(self.fd(), &mut a) })?;
+        Ok(a.into())
+    }
+
+    pub fn areas(&self) -> Result<Vec<Area>, KramError> {
+        let max = self.status()?.max_areas;
+        let mut out = Vec::new();
+        for id in 1..=max {
+            let mut a = RawArea {
+                name: [0; NAME_LEN],
+                npages: 0,
+                offset: 0,
+                id,
+                flags: 0,
+            };
+            // SAFETY: `a` is a valid `struct kram_area`.
+            match unsafe { ioc::area_at(self.fd(), &mut a) } {
+                Ok(_) => out.push(a.into()),
+                Err(nix::Error::ENOENT) => {}
+                Err(errno) => {
+                    return Err(KramError::Ioctl {
+                        op: "area_at",
+                        errno,
+                        hint: hint(errno),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Allocate a page for area `id`; returns its offset in the region.
+    pub fn alloc(&self, id: u32) -> Result<u64, KramError> {
+        let mut p = RawPage {
+            id,
+            ..Default::default()
+        };
+        // SAFETY: `p` is a valid `struct kram_page`.
+        check("alloc", unsafe { ioc::alloc(self.fd(), &mut p) })?;
+        Ok(p.offset)
+    }
+
+    pub fn free(&self, id: u32, offset: u64) -> Result<(), KramError> {
+        let p = RawPage { id, pad: 0, offset };
+        // SAFETY: `p` is a valid `struct kram_page`.
+        check("free", unsafe { ioc::free(self.fd(), &p) })
+    }
+
+    /// Map an area's whole fixed run, shared.
+    pub fn map(&self, area: &Area) -> Result<MmapMut, KramError> {
+        // SAFETY: the mapping is of device memory owned by the area; other
+        // mappers of the same area see the same bytes, as for any shared file.
+        unsafe {
+            MmapOptions::new()
+                .offset(area.offset)
+                .len((area.npages * PAGE_SIZE) as usize)
+                .map_mut(&self.file)
+        }
+        .map_err(|source| KramError::Map {
+            name: area.name.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_uapi_header() {
+        // _IOR(0xBC, 0, struct kram_status): dir=2, size=72, type=0xBC, nr=0
+        assert_eq!(std::mem::size_of::<Status>(), 72);
+        assert_eq!(std::mem::size_of::<RawArea>(), 56);
+        assert_eq!(std::mem::size_of::<RawPage>(), 16);
+        assert_eq!(
+            nix::request_code_read!(IOC_MAGIC, 0, std::mem::size_of::<Status>()) as u32,
+            0x8048_bc00
+        );
+        assert_eq!(
+            nix::request_code_readwrite!(IOC_MAGIC, 2, std::mem::size_of::<RawArea>()) as u32,
+            0xc038_bc02
+        );
+    }
+
+    #[test]
+    fn names_are_checked_before_any_ioctl() {
+        assert!(raw_area("guest-ram.0").is_ok());
+        for bad in ["", "a/b", "space here", &"x".repeat(32)] {
+            assert!(matches!(raw_area(bad), Err(KramError::Name(_))), "{bad:?}");
+        }
+        let a = raw_area("vm1").unwrap();
+        assert_eq!(&a.name[..4], b"vm1\0");
+        assert_eq!(Area::from(a).name, "vm1");
+    }
+
+    #[test]
+    fn format_confirmation_matches_the_header() {
+        assert_eq!(FORMAT_CONFIRM, 0x2121_5441_4d52_4f46);
+    }
+}

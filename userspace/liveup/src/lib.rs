@@ -1,0 +1,6 @@
+//! liveup: host kernel hot-upgrade and accelerated live migration for
+//! KVM/QEMU hosts. The CLI is `src/main.rs`; these modules are its pieces.
+
+pub mod host;
+pub mod iomem;
+pub mod kram;
