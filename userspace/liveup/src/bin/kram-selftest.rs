@@ -109,7 +109,7 @@ fn stress(dev: &str, area: &str, threads: usize, iters: usize) -> Result<()> {
                 let mut mine = Vec::new();
                 let mut r = Rng::new(t as u64 + 1);
                 for _ in 0..iters {
-                    if mine.len() < 8 && (mine.is_empty() || r.next() % 2 == 0) {
+                    if mine.len() < 8 && (mine.is_empty() || r.next().is_multiple_of(2)) {
                         let off = k.alloc(id)?;
                         ensure!(
                             held.lock().unwrap().insert(off),
@@ -180,7 +180,7 @@ fn fuzz(dev: &str, iters: usize, seed: u64) -> Result<()> {
             1 => 0xdead_0000usize as *mut u8,
             _ => buf.as_mut_ptr(),
         };
-        if nr == 6 && r.next() % 2 == 0 {
+        if nr == 6 && r.next().is_multiple_of(2) {
             // ALLOC for an existing area id: must succeed or say why.
             let id = before
                 .get((r.next() % before.len().max(1) as u64) as usize)
