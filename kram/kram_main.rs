@@ -15,7 +15,7 @@
 //! context, never from hard-IRQ context), by ioctls and by mmap; user memory
 //! is copied before it is taken and after it is dropped.
 
-use core::ffi::{c_char, c_int, c_ulong, c_void};
+use kernel::ffi::{c_char, c_int, c_ulong, c_void};
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicU32;
 use kernel::{
@@ -31,8 +31,9 @@ use kernel::{
     uaccess::{UserPtr, UserSlice},
 };
 
+// The shared format code is a library API; not all of it is used here.
 #[path = "../userspace/kram-format/src/format.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 mod format;
 
 use format::{Direct, Geometry, Kram, Media, PAGE_SIZE};
@@ -631,7 +632,7 @@ impl kernel::InPlaceModule for KramModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         // SAFETY: called once, before anything uses `STATE`.
         unsafe { STATE.init() };
-        let (b, s) = (*module_parameters::base.value(), *module_parameters::size.value());
+        let (b, s) = (module_parameters::base.value(), module_parameters::size.value());
         let setup = move || -> Result<RegionGuard> {
             if b == 0 || s == 0 {
                 pr_err!("no region: load with base=ADDR size=BYTES of a memmap=SIZE$ADDR range (EINVAL)\n");

@@ -44,15 +44,27 @@ kh_kexec_next() {
     return 1
 }
 
-# kh_module_load_unload MODULE: the module from our tree loads, shows up in
-# /proc/modules, unloads, and the kernel logged no warning meanwhile.
+# kh_module_load_unload MODULE [PARAMS]: the module from our tree loads,
+# shows up in /proc/modules, unloads, and the kernel logged no warning.
 kh_module_load_unload() {
     m=$1
     kh_dmesg_mark
-    if ! insmod /host/modules/"$m".ko; then
+    if ! insmod /host/modules/"$m".ko $2; then
         kh_fail "$m loads" "insmod failed"; return
     fi
     if grep -q "^$m " /proc/modules; then kh_ok "$m loads"; else kh_fail "$m loads" "not in /proc/modules"; fi
     if rmmod "$m" && ! grep -q "^$m " /proc/modules; then kh_ok "$m unloads"; else kh_fail "$m unloads" "rmmod failed"; fi
     kh_dmesg_clean "$m: no warning in dmesg"
 }
+
+# The KRAM region the rig reserved (memmap=), as module parameters.
+kh_kram_region() {
+    read KRAM_BASE KRAM_SIZE_STR < /host/memmap
+    case $KRAM_SIZE_STR in
+        *M) KRAM_SIZE=$((${KRAM_SIZE_STR%M} * 1024 * 1024));;
+        *G) KRAM_SIZE=$((${KRAM_SIZE_STR%G} * 1024 * 1024 * 1024));;
+        *) KRAM_SIZE=$KRAM_SIZE_STR;;
+    esac
+    KRAM_PARAMS="base=$KRAM_BASE size=$KRAM_SIZE"
+}
+kh_kram_region

@@ -36,6 +36,10 @@ enum Cmd {
     Fuzz { iters: usize, seed: u64 },
     /// Without CAP_SYS_ADMIN, and as an unprivileged user, open must fail.
     Unpriv,
+    /// Allocate one page for an area; print its offset in the region.
+    Alloc { area: String },
+    /// Free a page of an area by its offset in the region.
+    Free { area: String, offset: String },
 }
 
 /// xorshift64*: a small deterministic generator for patterns and fuzzing.
@@ -301,5 +305,17 @@ fn main() -> Result<()> {
         } => stress(&cli.device, &area, threads, iters),
         Cmd::Fuzz { iters, seed } => fuzz(&cli.device, iters, seed),
         Cmd::Unpriv => unpriv(&cli.device),
+        Cmd::Alloc { area } => {
+            let k = Kram::open(&cli.device)?;
+            println!("{:#x}", k.alloc(k.lookup(&area)?.id)?);
+            Ok(())
+        }
+        Cmd::Free { area, offset } => {
+            let k = Kram::open(&cli.device)?;
+            let off = u64::from_str_radix(offset.trim_start_matches("0x"), 16)
+                .context("offset is hexadecimal")?;
+            k.free(k.lookup(&area)?.id, off)?;
+            Ok(())
+        }
     }
 }
