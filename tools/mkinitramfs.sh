@@ -14,8 +14,10 @@ if [ ! -f "$out" ]; then
     cp /bin/busybox "$tmp/bin/busybox"
     if [ "$kind" = rig ]; then
         cp "$(command -v kexec)" "$tmp/sbin/kexec"
-        # kexec is dynamically linked: take its libraries and the loader along.
-        ldd "$(command -v kexec)" | grep -o '/[^ ]*' | while read -r lib; do
+        # kexec is dynamically linked: take its libraries and the loader
+        # along, and what our Rust binaries (out/bin, over 9p) need besides.
+        { ldd "$(command -v kexec)" | grep -o '/[^ ]*'
+          for l in libgcc_s.so.1 libm.so.6; do ls /lib/x86_64-linux-gnu/$l; done; } | while read -r lib; do
             mkdir -p "$tmp$(dirname "$lib")"; cp -L "$lib" "$tmp$lib"
         done
     fi

@@ -9,9 +9,19 @@ first=$((addr / page))
 case $size in *M) bytes=$((${size%M} * 1024 * 1024));; *G) bytes=$((${size%G} * 1024 * 1024 * 1024));; esac
 last=$((first + bytes / page - 256))   # the last MiB of the region
 
+# A top-level Reserved range of /proc/iomem contains the whole region (e820
+# merges it with adjacent firmware ranges), and no System RAM touches it.
 region_reserved() {
-    hex=$(printf '%x' "$addr")
-    grep -i "^ *0*$hex-.*: Reserved" /proc/iomem > /dev/null
+    end=$((addr + bytes - 1))
+    found=1; grep -v '^ ' /proc/iomem > /tmp/iomem.top
+    while read -r range colon name; do
+        s=$((0x${range%-*})); e=$((0x${range#*-}))
+        [ "$name" = Reserved ] && [ $s -le $addr ] && [ $e -ge $end ] && found=0
+        [ "$name" = "System RAM" ] && [ $s -le $end ] && [ $e -ge $addr ] && { found=1; break; }
+    done < /tmp/iomem.top
+    [ $found = 0 ] && return 0
+    kh_log "region not reserved in /proc/iomem:"; grep -v "^ " /proc/iomem
+    return 1
 }
 dump() { dd if=/dev/mem bs=$page skip=$1 count=256 2>/dev/null; }
 

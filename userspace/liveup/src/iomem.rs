@@ -74,12 +74,19 @@ pub fn parse(text: &str) -> Result<Vec<Resource>, ParseError> {
     Ok(out)
 }
 
-/// Top-level "Reserved" ranges at or above 4 GiB that do not touch System
-/// RAM: what memmap=SIZE$ADDR leaves for a KRAM region.
-pub fn reserved_candidates(res: &[Resource]) -> Vec<&Resource> {
+/// The parts at or above 4 GiB of top-level "Reserved" ranges that do not
+/// touch System RAM: what memmap=SIZE$ADDR leaves for a KRAM region. The
+/// kernel merges a memmap= range with adjacent firmware ranges (the BIOS
+/// area just below 4 GiB), so a range is clipped at 4 GiB, not skipped.
+pub fn reserved_candidates(res: &[Resource]) -> Vec<Resource> {
+    const FOUR_GIB: u64 = 1 << 32;
     res.iter()
-        .filter(|r| r.depth == 0 && r.name == "Reserved" && r.start >= 1 << 32)
+        .filter(|r| r.depth == 0 && r.name == "Reserved" && r.end >= FOUR_GIB)
         .filter(|r| !overlaps_ram(res, r.start, r.len()))
+        .map(|r| Resource {
+            start: r.start.max(FOUR_GIB),
+            ..r.clone()
+        })
         .collect()
 }
 
@@ -101,7 +108,7 @@ mod tests {
 00100000-7ffdffff : System RAM
   01000000-01ffffff : Kernel code
 b0000000-bfffffff : PCI ECAM 0000 [bus 00-ff]
-100000000-10fffffff : Reserved
+fffc0000-10fffffff : Reserved
 110000000-17fffffff : System RAM
 ";
 
@@ -111,8 +118,8 @@ b0000000-bfffffff : PCI ECAM 0000 [bus 00-ff]
         assert_eq!(r.len(), 9);
         assert_eq!(r[3].depth, 1);
         assert_eq!(r[3].name, "System ROM");
-        assert_eq!(r[7].start, 0x1_0000_0000);
-        assert_eq!(r[7].len(), 256 << 20);
+        assert_eq!(r[7].start, 0xfffc_0000);
+        assert_eq!(r[7].len(), (256 << 20) + (256 << 10));
     }
 
     #[test]
@@ -121,6 +128,7 @@ b0000000-bfffffff : PCI ECAM 0000 [bus 00-ff]
         let c = reserved_candidates(&r);
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].start, 0x1_0000_0000);
+        assert_eq!(c[0].len(), 256 << 20);
     }
 
     #[test]
