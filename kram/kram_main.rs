@@ -62,9 +62,10 @@ struct Region {
     virt: NonNull<u8>,
     geo: Geometry,
     /// `None` while the metadata is refused (corrupt, foreign, unformatted).
-    kram: Option<Kram<'static, Direct>>,
+    /// Boxed: it is about 2 KiB, too much to move around kernel stacks.
+    kram: Option<KBox<Kram<'static, Direct>>>,
     /// Why the metadata was refused.
-    refused: Option<format::Error>,
+    refused: Option<Error>,
 }
 
 // SAFETY: `virt` points to a mapping owned by this value; it is only used
@@ -120,7 +121,7 @@ impl Region {
     fn ready(&mut self) -> Result<&mut Kram<'static, Direct>> {
         match (&mut self.kram, self.refused) {
             (Some(k), _) => Ok(k),
-            (None, Some(e)) => Err(errno(e)),
+            (None, Some(e)) => Err(e),
             (None, None) => Err(ENODEV),
         }
     }
@@ -198,7 +199,10 @@ fn adopt(r: &mut Region) {
     // SAFETY: called with `STATE` held or before it is published; the
     // result is stored in `r` and dropped before the unmap.
     let media = unsafe { Region::media(r.virt, &r.geo) };
-    match Kram::open(r.geo, media, Direct) {
+    match Kram::open(r.geo, media, Direct)
+        .map_err(errno)
+        .and_then(|(k, rep)| Ok((KBox::new(k, GFP_KERNEL)?, rep)))
+    {
         Ok((k, rep)) => {
             let s = k.stats();
             let areas = k.superblock().areas.iter().filter(|a| a.in_use()).count();
@@ -220,9 +224,9 @@ fn adopt(r: &mut Region) {
         }
         Err(e) => {
             pr_err!(
-                "region {:#x}: metadata refused ({:?}), contents left untouched; format explicitly to reuse it\n",
+                "region {:#x}: metadata refused (errno {}), contents left untouched; format explicitly to reuse it\n",
                 r.geo.base,
-                e
+                e.to_errno()
             );
             r.kram = None;
             r.refused = Some(e);
@@ -449,7 +453,7 @@ fn status() -> Result<KramStatus> {
             }
             (None, e) => {
                 s.state = 1;
-                s.error = e.map_or(ENODEV, errno).to_errno().unsigned_abs();
+                s.error = e.unwrap_or(ENODEV).to_errno().unsigned_abs();
             }
         }
         Ok(s)
@@ -496,7 +500,7 @@ impl MiscDevice for KramDev {
                     r.kram = None;
                     // SAFETY: `STATE` is held; the result lives in `r`.
                     let media = unsafe { Region::media(r.virt, &r.geo) };
-                    let k = Kram::format(r.geo, media, Direct).map_err(errno)?;
+                    let k = KBox::new(Kram::format(r.geo, media, Direct).map_err(errno)?, GFP_KERNEL)?;
                     pr_info!("region {:#x} formatted on request\n", r.geo.base);
                     r.kram = Some(k);
                     r.refused = None;
@@ -624,7 +628,7 @@ fn debugfs_status(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result
             }
             Ok(())
         }
-        (None, e) => writeln!(f, "state: refused ({:?})", e),
+        (None, e) => writeln!(f, "state: refused (errno {})", e.unwrap_or(ENODEV).to_errno()),
     }
 }
 

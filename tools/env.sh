@@ -5,6 +5,9 @@ KH_KERNEL_PKG=linux-source-7.3
 KH_KERNEL_PKG_VERSION=${KH_KERNEL_PKG_VERSION:-7.3.4-1~bpo13+1}
 KH_RUST_VERSION=1.96
 KH_BINDGEN_VERSION=0.72.1
+# Bump when tools/build-kernel.sh changes how a kernel is built: part of the
+# kernel cache key (comment-only edits of the script then rebuild nothing).
+KH_KERNEL_BUILD_REV=1
 export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 export PATH="$KH_CACHE/cargo/bin:$PATH"
 mkdir -p "$KH_CACHE"
@@ -29,7 +32,7 @@ kh_kernel_key() {
         done
         /usr/bin/rustc --version; clang-19 --version | head -n1
         echo "$KH_BINDGEN_VERSION"
-        cat "$KH_ROOT/tools/build-kernel.sh"
+        echo "build-rev $KH_KERNEL_BUILD_REV"
     } | sha256sum | cut -c1-16
 }
 kh_kernel_dir() { echo "$KH_CACHE/kernels/$1-$(kh_kernel_key "$1")"; }

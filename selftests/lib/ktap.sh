@@ -15,7 +15,7 @@ kh_check() { # name command... : ok when the command succeeds
 kh_log() { echo "KH-LOG $KH_TEST: $*"; }
 
 # Lines of the kernel log that mean something went wrong.
-KH_BAD_DMESG='WARNING:|BUG:|KASAN|UBSAN|Oops|possible circular|possible recursive|inconsistent lock|lockdep|Call Trace|general protection|kernel panic'
+KH_BAD_DMESG='WARNING:|BUG:|KASAN|UBSAN|Oops|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|lock held when returning|Call Trace|general protection|Kernel panic'
 kh_dmesg_mark() { dmesg -c > /dev/null; }
 kh_dmesg_clean() { # name: no warning since the last mark
     if dmesg | grep -E "$KH_BAD_DMESG" > /tmp/kh-bad; then

@@ -106,10 +106,13 @@ pub trait Persist {
         word.store(value, Ordering::Release);
         Ok(())
     }
-    /// Write an encoded superblock into a slot.
-    fn write_sb(&self, slot: &mut [u8], sb: &[u8; SB_LEN]) -> Result<(), Error> {
-        let dst = slot.get_mut(..SB_LEN).ok_or(Error::Geometry)?;
-        dst.copy_from_slice(sb);
+    /// Write a superblock into a slot (its checksum last).
+    fn write_sb(&self, slot: &mut [u8], sb: &Superblock) -> Result<(), Error> {
+        sb.encode(slot)
+    }
+    /// Make a slot invalid.
+    fn erase_sb(&self, slot: &mut [u8]) -> Result<(), Error> {
+        slot.get_mut(..SB_LEN).ok_or(Error::Geometry)?.fill(0);
         Ok(())
     }
 }
@@ -326,8 +329,10 @@ fn get_u64(buf: &[u8], off: usize) -> u64 {
 }
 
 impl Superblock {
-    /// Encode into `buf`, checksum last.
-    pub fn encode(&self, buf: &mut [u8; SB_LEN]) {
+    /// Encode into `buf` (at least `SB_LEN` bytes), checksum last: a write
+    /// torn anywhere leaves a slot whose checksum fails.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<(), Error> {
+        let buf = buf.get_mut(..SB_LEN).ok_or(Error::Geometry)?;
         buf.fill(0);
         put(buf, SB_MAGIC, &MAGIC);
         put(buf, SB_VERSION, &FORMAT_VERSION.to_le_bytes());
@@ -354,6 +359,22 @@ impl Superblock {
         }
         let c = crc32c(&buf[..SB_CSUM]);
         put(buf, SB_CSUM, &c.to_le_bytes());
+        Ok(())
+    }
+
+    /// Check a slot's magic, checksum and version without decoding it;
+    /// return its generation.
+    pub fn peek(buf: &[u8]) -> Result<u64, Error> {
+        let buf = buf.get(..SB_LEN).ok_or(Error::NoSuperblock)?;
+        if buf.get(..8) != Some(&MAGIC[..]) || crc32c(&buf[..SB_CSUM]) != get_u32(buf, SB_CSUM) {
+            return Err(Error::NoSuperblock);
+        }
+        if get_u32(buf, SB_VERSION) != FORMAT_VERSION
+            || get_u32(buf, SB_PAGE_SIZE) != PAGE_SIZE as u32
+        {
+            return Err(Error::Version);
+        }
+        Ok(get_u64(buf, SB_GEN))
     }
 
     /// Decode and check one slot. The geometry inside is checked for sanity
@@ -461,10 +482,12 @@ pub struct Stats {
 }
 
 /// A region in use: the decoded current superblock plus the media.
+///
+/// About 2 KiB: the kernel keeps it on the heap, and the code below avoids
+/// more than one superblock on the stack at a time (kernel stacks are small).
 pub struct Kram<'a, P: Persist> {
     media: Media<'a>,
     sb: Superblock,
-    scratch: [u8; SB_LEN],
     used: u64,
     hint: u64,
     pub(crate) persist: P,
@@ -490,18 +513,14 @@ impl<'a, P: Persist> Kram<'a, P> {
                 intent: Intent::None,
                 areas: [NO_AREA; MAX_AREAS],
             },
-            scratch: [0; SB_LEN],
             used: 0,
             hint: geo.data_first(),
             persist,
         };
         // Invalidate old superblocks first, so a crash half-way through
         // leaves a region that is refused, not one that looks valid.
-        let zero = [0u8; SB_LEN];
-        for s in 0..2 {
-            if let Some(slot) = k.media.slots.get_mut(s) {
-                k.persist.write_sb(slot, &zero)?;
-            }
+        for slot in k.media.slots.iter_mut() {
+            k.persist.erase_sb(slot)?;
         }
         for (i, w) in k.media.map.iter().enumerate() {
             let page = i as u64;
@@ -522,11 +541,12 @@ impl<'a, P: Persist> Kram<'a, P> {
     /// finish a pending intent. Nothing is written if anything is wrong.
     pub fn open(geo: Geometry, media: Media<'a>, persist: P) -> Result<(Self, OpenReport), Error> {
         Self::check_media(&geo, &media)?;
-        let mut found: [Option<Superblock>; 2] = [None, None];
+        // Generations of the slots that pass magic, checksum and version.
+        let mut gens = [None, None];
         let mut first_err = Error::NoSuperblock;
         for (s, slot) in media.slots.iter().enumerate() {
-            match Superblock::decode(slot) {
-                Ok(sb) if sb.generation % 2 == s as u64 && sb.generation > 0 => found[s] = Some(sb),
+            match Superblock::peek(slot) {
+                Ok(g) if g % 2 == s as u64 && g > 0 => gens[s] = Some(g),
                 Ok(_) => {}
                 Err(e) => {
                     if e != Error::NoSuperblock {
@@ -535,17 +555,37 @@ impl<'a, P: Persist> Kram<'a, P> {
                 }
             }
         }
-        let [a, b] = found;
-        let (sb, other_bad) = match (a, b) {
-            (Some(a), Some(b)) => {
-                if a.generation.abs_diff(b.generation) != 1 {
-                    return Err(Error::Corrupt(0));
-                }
-                (if a.generation > b.generation { a } else { b }, false)
+        if let [Some(a), Some(b)] = gens {
+            if a.abs_diff(b) != 1 {
+                return Err(Error::Corrupt(0));
             }
-            (Some(x), None) | (None, Some(x)) => (x, true),
-            (None, None) => return Err(first_err),
+        }
+        // Decode the newest; fall back to the other if it does not decode.
+        let order = if gens[0] > gens[1] { [0, 1] } else { [1, 0] };
+        let mut chosen = None;
+        for s in order {
+            if gens[s].is_none() {
+                continue;
+            }
+            match media.slots.get(s).map(|slot| Superblock::decode(slot)) {
+                Some(Ok(sb)) => {
+                    chosen = Some(sb);
+                    break;
+                }
+                Some(Err(e)) => first_err = e,
+                None => {}
+            }
+        }
+        let Some(sb) = chosen else {
+            return Err(first_err);
         };
+        // The other slot is bad if it did not validate, or if it was the newer
+        // one and did not decode.
+        let other = gens
+            .get(1 - (sb.generation % 2) as usize)
+            .copied()
+            .flatten();
+        let other_bad = other.is_none_or(|g| g > sb.generation);
         if sb.geo != geo {
             return Err(Error::Foreign);
         }
@@ -553,7 +593,6 @@ impl<'a, P: Persist> Kram<'a, P> {
         let mut k = Kram {
             media,
             sb,
-            scratch: [0; SB_LEN],
             used,
             hint: geo.data_first(),
             persist,
@@ -594,10 +633,9 @@ impl<'a, P: Persist> Kram<'a, P> {
 
     fn commit(&mut self) -> Result<(), Error> {
         self.sb.generation += 1;
-        self.sb.encode(&mut self.scratch);
         let slot = (self.sb.generation % 2) as usize;
         match self.media.slots.get_mut(slot) {
-            Some(s) => self.persist.write_sb(s, &self.scratch),
+            Some(s) => self.persist.write_sb(s, &self.sb),
             None => Err(Error::Geometry),
         }
     }

@@ -76,13 +76,23 @@ impl Persist for CrashAfter {
         word.store(value, Ordering::Release);
         Ok(())
     }
-    fn write_sb(&self, slot: &mut [u8], sb: &[u8; SB_LEN]) -> Result<(), Error> {
+    fn write_sb(&self, slot: &mut [u8], sb: &Superblock) -> Result<(), Error> {
+        let mut buf = [0u8; SB_LEN];
+        sb.encode(&mut buf)?;
         if self.left.get() == 0 {
-            slot[..SB_LEN / 2].copy_from_slice(&sb[..SB_LEN / 2]);
+            slot[..SB_LEN / 2].copy_from_slice(&buf[..SB_LEN / 2]);
             return Err(Error::Crashed);
         }
         self.left.set(self.left.get() - 1);
-        slot[..SB_LEN].copy_from_slice(sb);
+        slot[..SB_LEN].copy_from_slice(&buf);
+        Ok(())
+    }
+    fn erase_sb(&self, slot: &mut [u8]) -> Result<(), Error> {
+        if self.left.get() == 0 {
+            return Err(Error::Crashed);
+        }
+        self.left.set(self.left.get() - 1);
+        slot[..SB_LEN].fill(0);
         Ok(())
     }
 }
@@ -296,7 +306,7 @@ fn unformatted_foreign_and_corrupt_regions_are_refused_untouched() {
     let mut sb = k.superblock().clone();
     drop(k);
     sb.generation += 2;
-    sb.encode(&mut buf);
+    sb.encode(&mut buf).unwrap();
     buf[SB_VERSION] = 2;
     let c = crc32c(&buf[..SB_CSUM]);
     buf[SB_CSUM..].copy_from_slice(&c.to_le_bytes());

@@ -4,3 +4,5 @@
 pub mod host;
 pub mod iomem;
 pub mod kram;
+pub mod qmp;
+pub mod upgrade;

@@ -4,7 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use liveup::{host, kram};
+use liveup::{host, kram, upgrade};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -25,6 +26,49 @@ enum Cmd {
         /// Read this file instead of /proc/iomem (for testing).
         #[arg(long, default_value = "/proc/iomem")]
         iomem: String,
+    },
+    /// Start and list VMs whose RAM lives in KRAM (what `upgrade` manages).
+    Vm {
+        #[arg(long, default_value = kram::DEFAULT_DEVICE)]
+        device: String,
+        #[command(subcommand)]
+        cmd: VmCmd,
+    },
+    /// Hot-upgrade the host kernel under the managed VMs: preflight, save
+    /// device state (cpr-reboot) into KRAM, kexec. `liveup restore` in the
+    /// new kernel brings the VMs back.
+    Upgrade {
+        #[arg(long, default_value = kram::DEFAULT_DEVICE)]
+        device: String,
+        /// The new kernel image.
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        /// Appended to the current kernel command line.
+        #[arg(long)]
+        append: Option<String>,
+        /// Replaces the current kernel command line.
+        #[arg(long)]
+        cmdline: Option<String>,
+        /// Do everything except the kexec, then resume the VMs (a rehearsal).
+        #[arg(long)]
+        no_exec: bool,
+    },
+    /// In the new kernel: adopt KRAM and relaunch the VMs `upgrade` saved.
+    Restore {
+        #[arg(long, default_value = kram::DEFAULT_DEVICE)]
+        device: String,
+        /// Load this kram.ko first (with --kram-params), timing it.
+        #[arg(long)]
+        kram_module: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        kram_params: String,
+        /// Restore again after a failure (VMs already running are skipped).
+        #[arg(long)]
+        retry: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Manage the KRAM region (/dev/kram): status, areas, format.
     Kram {
@@ -63,6 +107,28 @@ enum KramCmd {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum VmCmd {
+    /// Launch QEMU with its RAM in KRAM area vm-NAME and record how.
+    Start {
+        #[arg(long)]
+        name: String,
+        /// Guest RAM, e.g. 256M.
+        #[arg(long)]
+        mem: String,
+        /// Run QEMU chrooted in this directory.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        #[arg(long, default_value = "qemu-system-x86_64")]
+        qemu: String,
+        /// Further QEMU arguments (after --).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The managed VMs.
+    List,
 }
 
 /// Parse "64M", "1G", "4096" into bytes.
@@ -155,6 +221,68 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Kram { device, cmd } => kram_cmd(&device, cmd),
+        Cmd::Vm { device, cmd } => match cmd {
+            VmCmd::Start {
+                name,
+                mem,
+                root,
+                qemu,
+                args,
+            } => {
+                let k = kram::Kram::open(&device)?;
+                let vm = upgrade::vm_start(&k, &name, parse_size(&mem)?, &root, &qemu, &args)?;
+                println!(
+                    "started VM {} with its RAM in KRAM area {}",
+                    vm.name, vm.area
+                );
+                Ok(())
+            }
+            VmCmd::List => {
+                for vm in upgrade::managed_vms()? {
+                    println!("{} area={} qmp={}", vm.name, vm.area, vm.qmp.display());
+                }
+                Ok(())
+            }
+        },
+        Cmd::Upgrade {
+            device,
+            kernel,
+            initrd,
+            append,
+            cmdline,
+            no_exec,
+        } => {
+            let k = kram::Kram::open(&device)?;
+            upgrade::upgrade(
+                &k,
+                &upgrade::UpgradeArgs {
+                    kernel: &kernel,
+                    initrd: initrd.as_deref(),
+                    append: append.as_deref(),
+                    cmdline: cmdline.as_deref(),
+                    no_exec,
+                },
+            )
+        }
+        Cmd::Restore {
+            device,
+            kram_module,
+            kram_params,
+            retry,
+            json,
+        } => {
+            let args = upgrade::RestoreArgs {
+                kram_module: kram_module.as_deref(),
+                kram_params: &kram_params,
+                retry,
+            };
+            match upgrade::restore(&device, &args)? {
+                Some(r) if json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Some(r) => print!("{r}"),
+                None => println!("liveup: nothing to restore"),
+            }
+            Ok(())
+        }
     }
 }
 

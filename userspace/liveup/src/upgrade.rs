@@ -1,0 +1,722 @@
+//! Host kernel hot-upgrade: `liveup vm start`, `liveup upgrade`, `liveup restore`.
+//!
+//! Guest RAM lives in a KRAM area (QEMU maps /dev/kram at the area's offset,
+//! share=on), so across kexec only device state has to be saved. `upgrade`
+//! checks everything first (preflight), loads the new kernel, and only then
+//! stops the VMs: each QEMU saves its device state in cpr-reboot mode with
+//! x-ignore-shared (guest RAM is not copied), liveup stores the states and
+//! the VMs' command lines in the KRAM area `liveup-state`, and kexecs. In the
+//! new kernel `restore` reads them back, relaunches each QEMU with
+//! `-incoming defer`, loads the state and lets the guest run.
+//!
+//! Times are taken with the TSC, which keeps counting through kexec; its
+//! rate is calibrated against CLOCK_MONOTONIC on each side.
+
+use crate::kram::{Kram, KramError};
+use crate::qmp::Qmp;
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// KRAM area holding the manifest and saved device states.
+pub const STATE_AREA: &str = "liveup-state";
+const STATE_AREA_BYTES: u64 = 16 << 20;
+const MAGIC: &[u8; 8] = b"LIVEUPv1";
+const HEADER: usize = 64;
+/// Saved device states start here; the manifest JSON sits between the header and this.
+const BLOB_BASE: usize = 1 << 20;
+
+/// How to (re)launch one VM. Paths are as QEMU sees them (inside `root`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VmConfig {
+    pub name: String,
+    /// Directory QEMU runs chrooted in ("/" for none).
+    pub root: PathBuf,
+    /// The QEMU command line, without -incoming.
+    pub argv: Vec<String>,
+    pub qmp: PathBuf,
+    pub area: String,
+}
+
+impl VmConfig {
+    fn host_path(&self, p: &Path) -> PathBuf {
+        self.root.join(p.strip_prefix("/").unwrap_or(p))
+    }
+    fn qmp_host(&self) -> PathBuf {
+        self.host_path(&self.qmp)
+    }
+    fn state_path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/liveup/{}.state", self.name))
+    }
+    fn command(&self, incoming: bool) -> Command {
+        let mut c = if self.root == Path::new("/") {
+            Command::new(&self.argv[0])
+        } else {
+            let mut c = Command::new("chroot");
+            c.arg(&self.root).arg(&self.argv[0]);
+            c
+        };
+        c.args(&self.argv[1..]);
+        if incoming {
+            c.args(["-incoming", "defer"]);
+        }
+        c
+    }
+}
+
+/// Directory (outside any chroot) where VM configs live while they run.
+pub fn run_dir() -> PathBuf {
+    PathBuf::from(std::env::var("LIVEUP_RUN_DIR").unwrap_or_else(|_| "/run/liveup".into()))
+}
+
+/// Fault injection for tests: LIVEUP_FAIL=<step> makes that step fail.
+fn fault(step: &str) -> Result<()> {
+    if std::env::var("LIVEUP_FAIL").is_ok_and(|s| s == step) {
+        bail!("injected failure at step '{step}' (LIVEUP_FAIL)");
+    }
+    Ok(())
+}
+
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// TSC ticks per second, measured against CLOCK_MONOTONIC over 50 ms.
+pub fn tsc_hz() -> f64 {
+    let (t0, c0) = (Instant::now(), rdtsc());
+    std::thread::sleep(Duration::from_millis(50));
+    let (t1, c1) = (Instant::now(), rdtsc());
+    (c1 - c0) as f64 / (t1 - t0).as_secs_f64()
+}
+
+fn spawn_qemu(vm: &VmConfig, incoming: bool) -> Result<()> {
+    let _ = fs::remove_file(vm.qmp_host());
+    let out = vm
+        .command(incoming)
+        .output()
+        .with_context(|| format!("cannot run QEMU for {}", vm.name))?;
+    ensure!(
+        out.status.success(),
+        "QEMU for {} failed ({}): {}",
+        vm.name,
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// `liveup vm start`: put the VM's RAM in a KRAM area and launch QEMU.
+pub fn vm_start(
+    kram: &Kram,
+    name: &str,
+    mem: u64,
+    root: &Path,
+    qemu: &str,
+    extra: &[String],
+) -> Result<VmConfig> {
+    let area_name = format!("vm-{name}");
+    let pages = mem.div_ceil(crate::kram::PAGE_SIZE);
+    let area = match kram.lookup(&area_name) {
+        Ok(a) if a.npages == pages => a,
+        Ok(a) => bail!(
+            "area {area_name} exists with {} pages, not {pages}",
+            a.npages
+        ),
+        Err(KramError::Ioctl {
+            errno: nix::Error::ENOENT,
+            ..
+        }) => kram.create(&area_name, pages)?,
+        Err(e) => return Err(e.into()),
+    };
+    let qmp = PathBuf::from(format!("/run/liveup/{name}.qmp"));
+    let mut argv: Vec<String> = vec![qemu.into(), "-name".into(), name.into()];
+    argv.extend([
+        "-object".into(),
+        format!(
+            "memory-backend-file,id=ram0,size={},mem-path=/dev/kram,offset={},share=on",
+            pages * crate::kram::PAGE_SIZE,
+            area.offset
+        ),
+        "-machine".into(),
+        "memory-backend=ram0".into(),
+        "-m".into(),
+        format!("{}M", (pages * crate::kram::PAGE_SIZE) >> 20),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", qmp.display()),
+        "-daemonize".into(),
+        "-pidfile".into(),
+        format!("/run/liveup/{name}.pid"),
+    ]);
+    argv.extend(extra.iter().cloned());
+    let vm = VmConfig {
+        name: name.into(),
+        root: root.into(),
+        argv,
+        qmp,
+        area: area_name,
+    };
+    fs::create_dir_all(vm.host_path(Path::new("/run/liveup")))?;
+    fs::create_dir_all(run_dir())?;
+    spawn_qemu(&vm, false)?;
+    let mut q = Qmp::connect(vm.qmp_host(), Duration::from_secs(30))?;
+    ensure!(
+        q.status()? == "running",
+        "VM {name} is not running after start"
+    );
+    fs::write(
+        run_dir().join(format!("{name}.json")),
+        serde_json::to_vec_pretty(&vm)?,
+    )?;
+    Ok(vm)
+}
+
+pub fn managed_vms() -> Result<Vec<VmConfig>> {
+    let mut vms = Vec::new();
+    let Ok(dir) = fs::read_dir(run_dir()) else {
+        return Ok(vms);
+    };
+    for e in dir {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "json")
+            && p.file_stem().is_some_and(|s| s != "last-upgrade")
+        {
+            vms.push(
+                serde_json::from_slice(&fs::read(&p)?)
+                    .with_context(|| format!("bad VM record {}", p.display()))?,
+            );
+        }
+    }
+    vms.sort_by(|a: &VmConfig, b| a.name.cmp(&b.name));
+    Ok(vms)
+}
+
+/// What `upgrade` leaves in KRAM for `restore`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub tsc_hz: f64,
+    /// TSC when the first VM was stopped.
+    pub t_blackout: u64,
+    /// TSC when all states were saved and stored.
+    pub t_saved: u64,
+    /// TSC right before kexec.
+    pub t_kexec: u64,
+    pub vms: Vec<SavedVm>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedVm {
+    pub config: VmConfig,
+    pub state_offset: u64,
+    pub state_len: u64,
+    pub state_crc: u32,
+    pub save_ticks: u64,
+}
+
+fn state_area(kram: &Kram) -> Result<crate::kram::Area> {
+    match kram.lookup(STATE_AREA) {
+        Ok(a) => Ok(a),
+        Err(KramError::Ioctl {
+            errno: nix::Error::ENOENT,
+            ..
+        }) => Ok(kram.create(STATE_AREA, STATE_AREA_BYTES / crate::kram::PAGE_SIZE)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Write header + manifest JSON + blobs into the state area.
+fn store(kram: &Kram, manifest: &Manifest, blobs: &[Vec<u8>]) -> Result<()> {
+    let area = state_area(kram)?;
+    let mut m = kram.map(&area)?;
+    let json = serde_json::to_vec(manifest)?;
+    ensure!(
+        HEADER + json.len() <= BLOB_BASE,
+        "manifest too large ({} bytes)",
+        json.len()
+    );
+    let total = BLOB_BASE + blobs.iter().map(Vec::len).sum::<usize>();
+    ensure!(
+        total <= m.len(),
+        "saved state ({total} bytes) does not fit the {} byte KRAM area",
+        m.len()
+    );
+    m[HEADER..HEADER + json.len()].copy_from_slice(&json);
+    for (b, v) in blobs.iter().zip(&manifest.vms) {
+        let off = v.state_offset as usize;
+        m[off..off + b.len()].copy_from_slice(b);
+    }
+    // Header last: until it is written the area holds no valid manifest.
+    let mut h = [0u8; HEADER];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&(json.len() as u64).to_le_bytes());
+    h[16..20].copy_from_slice(&kram_format::crc32c(&json).to_le_bytes());
+    h[20..24].copy_from_slice(&0u32.to_le_bytes()); // restored flag
+    m[..HEADER].copy_from_slice(&h);
+    Ok(())
+}
+
+/// Parse kernel command line for kexec: the current one plus `append`.
+fn next_cmdline(append: Option<&str>, replace: Option<&str>) -> Result<String> {
+    let base = match replace {
+        Some(r) => r.to_string(),
+        None => fs::read_to_string("/proc/cmdline")?.trim().to_string(),
+    };
+    Ok(match append {
+        Some(a) => format!("{base} {a}"),
+        None => base,
+    })
+}
+
+fn kexec_load(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<()> {
+    let k = fs::File::open(kernel)
+        .with_context(|| format!("cannot open kernel {}", kernel.display()))?;
+    let i = initrd
+        .map(|p| fs::File::open(p).with_context(|| format!("cannot open initrd {}", p.display())))
+        .transpose()?;
+    let c = CString::new(cmdline)?;
+    let flags: libc::c_ulong = if i.is_none() { 4 } else { 0 }; // KEXEC_FILE_NO_INITRAMFS
+                                                                // SAFETY: valid fds and a NUL-terminated command line of the given length.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            k.as_raw_fd(),
+            i.as_ref().map_or(-1, |f| f.as_raw_fd()),
+            c.as_bytes_with_nul().len(),
+            c.as_ptr(),
+            flags,
+        )
+    };
+    ensure!(
+        rc == 0,
+        "kexec_file_load of {} failed: {}",
+        kernel.display(),
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+fn kexec_unload() {
+    // SAFETY: KEXEC_FILE_UNLOAD (1) takes no file arguments.
+    unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            -1,
+            -1,
+            0usize,
+            std::ptr::null::<u8>(),
+            1 as libc::c_ulong,
+        )
+    };
+}
+
+pub struct UpgradeArgs<'a> {
+    pub kernel: &'a Path,
+    pub initrd: Option<&'a Path>,
+    pub append: Option<&'a str>,
+    pub cmdline: Option<&'a str>,
+    /// Do everything but the final kexec (for tests and dry runs).
+    pub no_exec: bool,
+}
+
+/// `liveup upgrade`. Returns only if it did not kexec.
+pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
+    // ---- preflight: nothing is touched if any of this fails ----
+    let st = kram.status()?;
+    ensure!(
+        st.state == 0,
+        "KRAM is not ready (errno {}): see `liveup kram status`",
+        st.error
+    );
+    let vms = managed_vms()?;
+    ensure!(
+        !vms.is_empty(),
+        "no managed VMs in {} (start them with `liveup vm start`)",
+        run_dir().display()
+    );
+    let mut qmps = Vec::new();
+    for vm in &vms {
+        let mut q = Qmp::connect(vm.qmp_host(), Duration::from_secs(5))
+            .with_context(|| format!("VM {}", vm.name))?;
+        let s = q.status()?;
+        ensure!(s == "running", "VM {} is {s}, not running", vm.name);
+        ensure!(
+            vm.argv
+                .iter()
+                .any(|x| x.contains("mem-path=/dev/kram") && x.contains("share=on")),
+            "VM {} does not keep its RAM in KRAM (share=on)",
+            vm.name
+        );
+        kram.lookup(&vm.area)
+            .with_context(|| format!("VM {}: KRAM area {}", vm.name, vm.area))?;
+        q.execute(
+            "migrate-set-capabilities",
+            json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+        )?;
+        q.execute("migrate-set-parameters", json!({"mode": "cpr-reboot"}))
+            .with_context(|| format!("VM {}: QEMU without cpr-reboot", vm.name))?;
+        qmps.push(q);
+    }
+    state_area(kram)?;
+    fault("preflight")?;
+    let cmdline = next_cmdline(a.append, a.cmdline)?;
+    kexec_load(a.kernel, a.initrd, &cmdline)?;
+    let hz = tsc_hz();
+
+    // ---- blackout ----
+    let t_blackout = rdtsc();
+    let mut stopped: Vec<usize> = Vec::new();
+    let result = (|| -> Result<Manifest> {
+        let mut saved = Vec::new();
+        let mut blobs = Vec::new();
+        for (i, (vm, q)) in vms.iter().zip(qmps.iter_mut()).enumerate() {
+            let t = rdtsc();
+            let _ = fs::remove_file(vm.host_path(&vm.state_path()));
+            stopped.push(i);
+            q.execute(
+                "migrate",
+                json!({"uri": format!("file:{}", vm.state_path().display())}),
+            )?;
+            q.wait_migration("migrate (cpr-reboot save)", Duration::from_secs(60))?;
+            fault("after-save")?;
+            let blob = fs::read(vm.host_path(&vm.state_path()))?;
+            saved.push(SavedVm {
+                config: vm.clone(),
+                state_offset: 0,
+                state_len: blob.len() as u64,
+                state_crc: kram_format::crc32c(&blob),
+                save_ticks: rdtsc() - t,
+            });
+            blobs.push(blob);
+        }
+        let mut m = Manifest {
+            tsc_hz: hz,
+            t_blackout,
+            t_saved: 0,
+            t_kexec: 0,
+            vms: saved,
+        };
+        let mut off = BLOB_BASE as u64;
+        for v in m.vms.iter_mut() {
+            v.state_offset = off;
+            off += v.state_len;
+        }
+        m.t_saved = rdtsc();
+        m.t_kexec = m.t_saved;
+        store(kram, &m, &blobs)?;
+        fault("before-kexec")?;
+        Ok(m)
+    })();
+    let manifest = match result {
+        Ok(m) => m,
+        Err(e) => {
+            // Nothing is lost: guest RAM never moved; resume every VM we stopped.
+            for &i in &stopped {
+                let _ = qmps[i].execute("cont", json!({}));
+            }
+            kexec_unload();
+            return Err(
+                e.context("upgrade aborted before kexec; the VMs were resumed where they were")
+            );
+        }
+    };
+    eprintln!(
+        "liveup: {} VM(s) saved in {:.1} ms; kexec",
+        manifest.vms.len(),
+        (manifest.t_saved - manifest.t_blackout) as f64 * 1e3 / hz
+    );
+    if a.no_exec {
+        for q in qmps.iter_mut() {
+            let _ = q.execute("cont", json!({}));
+        }
+        kexec_unload();
+        return Ok(());
+    }
+    // SAFETY: sync and reboot(2) with LINUX_REBOOT_CMD_KEXEC; a loaded image exists.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::LINUX_REBOOT_CMD_KEXEC);
+    }
+    bail!("kexec failed: {}", std::io::Error::last_os_error())
+}
+
+/// One row of the downtime breakdown.
+#[derive(Debug, Serialize)]
+pub struct Phase {
+    pub phase: String,
+    pub ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub vms: Vec<String>,
+    pub phases: Vec<Phase>,
+    /// From the first VM stopping to the last VM running again.
+    pub downtime_ms: f64,
+}
+
+/// Load a kernel module from a file with parameters (finit_module).
+fn load_module(path: &Path, params: &str) -> Result<()> {
+    let f =
+        fs::File::open(path).with_context(|| format!("cannot open module {}", path.display()))?;
+    let p = CString::new(params)?;
+    // SAFETY: valid fd and NUL-terminated parameter string.
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), p.as_ptr(), 0) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        ensure!(
+            e.raw_os_error() == Some(libc::EEXIST),
+            "cannot load {}: {e}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+pub struct RestoreArgs<'a> {
+    pub kram_module: Option<&'a Path>,
+    pub kram_params: &'a str,
+    pub retry: bool,
+}
+
+/// `liveup restore`: relaunch the VMs `upgrade` saved.
+pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
+    let t_start = rdtsc();
+    if let Some(m) = a.kram_module {
+        load_module(m, a.kram_params)?;
+    }
+    let t_kram = rdtsc();
+    let kram = Kram::open(device)?;
+    let st = kram.status()?;
+    ensure!(
+        st.state == 0,
+        "KRAM metadata refused (errno {}): the saved VMs are still in the region; fix it and run `liveup restore --retry`",
+        st.error
+    );
+    let area = match kram.lookup(STATE_AREA) {
+        Ok(a) => a,
+        Err(KramError::Ioctl {
+            errno: nix::Error::ENOENT,
+            ..
+        }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut m = kram.map(&area)?;
+    if &m[..8] != MAGIC {
+        return Ok(None);
+    }
+    let len = u64::from_le_bytes(m[8..16].try_into()?) as usize;
+    let crc = u32::from_le_bytes(m[16..20].try_into()?);
+    let restored = u32::from_le_bytes(m[20..24].try_into()?);
+    if restored != 0 && !a.retry {
+        return Ok(None);
+    }
+    ensure!(
+        HEADER + len <= m.len(),
+        "liveup state: manifest length {len} is corrupt"
+    );
+    let json = &m[HEADER..HEADER + len];
+    ensure!(
+        kram_format::crc32c(json) == crc,
+        "liveup state: manifest checksum mismatch; nothing restored"
+    );
+    let man: Manifest = serde_json::from_slice(json).context("liveup state: bad manifest")?;
+    let hz = man.tsc_hz;
+    let ms = |ticks: u64| ticks as f64 * 1e3 / hz;
+    let (mut qemu_start, mut load, mut resume) = (0u64, 0u64, 0u64);
+    for v in &man.vms {
+        let vm = &v.config;
+        let (o, l) = (v.state_offset as usize, v.state_len as usize);
+        ensure!(
+            o + l <= m.len(),
+            "liveup state: VM {} state out of range",
+            vm.name
+        );
+        let blob = &m[o..o + l];
+        ensure!(
+            kram_format::crc32c(blob) == v.state_crc,
+            "liveup state: VM {} state checksum mismatch",
+            vm.name
+        );
+        if a.retry
+            && Qmp::connect(vm.qmp_host(), Duration::ZERO)
+                .is_ok_and(|mut q| q.status().is_ok_and(|s| s == "running"))
+        {
+            continue;
+        }
+        fs::create_dir_all(vm.host_path(Path::new("/run/liveup")))?;
+        fs::write(vm.host_path(&vm.state_path()), blob)?;
+        fault("restore-qemu")?;
+        let t0 = rdtsc();
+        spawn_qemu(vm, true)?;
+        let mut q = Qmp::connect(vm.qmp_host(), Duration::from_secs(30))?;
+        let t1 = rdtsc();
+        q.execute(
+            "migrate-set-capabilities",
+            json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+        )?;
+        q.execute("migrate-set-parameters", json!({"mode": "cpr-reboot"}))?;
+        q.execute(
+            "migrate-incoming",
+            json!({"uri": format!("file:{}", vm.state_path().display())}),
+        )?;
+        q.wait_migration("migrate-incoming", Duration::from_secs(60))?;
+        let t2 = rdtsc();
+        if q.status()? != "running" {
+            q.execute("cont", json!({}))?;
+        }
+        let t3 = rdtsc();
+        qemu_start += t1 - t0;
+        load += t2 - t1;
+        resume += t3 - t2;
+        fs::create_dir_all(run_dir())?;
+        fs::write(
+            run_dir().join(format!("{}.json", vm.name)),
+            serde_json::to_vec_pretty(vm)?,
+        )?;
+    }
+    let t_end = rdtsc();
+    m[20..24].copy_from_slice(&1u32.to_le_bytes());
+    let save: u64 = man.vms.iter().map(|v| v.save_ticks).sum();
+    let report = Report {
+        vms: man.vms.iter().map(|v| v.config.name.clone()).collect(),
+        phases: vec![
+            Phase {
+                phase: "stop + save device state".into(),
+                ms: ms(save),
+            },
+            Phase {
+                phase: "store state in KRAM".into(),
+                ms: ms(man.t_saved - man.t_blackout - save),
+            },
+            Phase {
+                phase: "kexec to restore start".into(),
+                ms: ms(t_start.saturating_sub(man.t_kexec)),
+            },
+            Phase {
+                phase: "module load + KRAM adoption".into(),
+                ms: ms(t_kram - t_start),
+            },
+            Phase {
+                phase: "QEMU start".into(),
+                ms: ms(qemu_start),
+            },
+            Phase {
+                phase: "state load".into(),
+                ms: ms(load),
+            },
+            Phase {
+                phase: "resume".into(),
+                ms: ms(resume),
+            },
+        ],
+        downtime_ms: ms(t_end.saturating_sub(man.t_blackout)),
+    };
+    fs::write(
+        run_dir().join("last-upgrade.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    Ok(Some(report))
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "host kernel upgrade: VMs {}", self.vms.join(", "))?;
+        for p in &self.phases {
+            writeln!(f, "  {:<30} {:>10.1} ms", p.phase, p.ms)?;
+        }
+        writeln!(
+            f,
+            "  {:<30} {:>10.1} ms",
+            "downtime (first stop to last resume)", self.downtime_ms
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm() -> VmConfig {
+        VmConfig {
+            name: "vm1".into(),
+            root: "/mnt".into(),
+            argv: vec!["qemu-system-x86_64".into(), "-m".into(), "256M".into()],
+            qmp: "/run/liveup/vm1.qmp".into(),
+            area: "vm-vm1".into(),
+        }
+    }
+
+    #[test]
+    fn paths_inside_the_chroot_map_to_the_host() {
+        let v = vm();
+        assert_eq!(v.qmp_host(), PathBuf::from("/mnt/run/liveup/vm1.qmp"));
+        assert_eq!(
+            v.host_path(&v.state_path()),
+            PathBuf::from("/mnt/run/liveup/vm1.state")
+        );
+        let c = v.command(true);
+        let args: Vec<_> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(c.get_program(), "chroot");
+        assert_eq!(
+            args,
+            [
+                "/mnt",
+                "qemu-system-x86_64",
+                "-m",
+                "256M",
+                "-incoming",
+                "defer"
+            ]
+        );
+    }
+
+    #[test]
+    fn fault_injection_names_the_step() {
+        std::env::set_var("LIVEUP_FAIL", "after-save");
+        assert!(fault("preflight").is_ok());
+        let e = fault("after-save").unwrap_err().to_string();
+        assert!(e.contains("after-save"), "{e}");
+        std::env::remove_var("LIVEUP_FAIL");
+    }
+
+    #[test]
+    fn the_tsc_advances_at_a_plausible_rate() {
+        let hz = tsc_hz();
+        assert!(hz > 1e7 && hz < 1e11, "{hz}");
+    }
+
+    #[test]
+    fn command_lines_append() {
+        assert_eq!(
+            next_cmdline(Some("x=1"), Some("console=ttyS0")).unwrap(),
+            "console=ttyS0 x=1"
+        );
+        assert_eq!(next_cmdline(None, Some("a")).unwrap(), "a");
+    }
+
+    #[test]
+    fn report_prints_every_phase_and_the_total() {
+        let r = Report {
+            vms: vec!["vm1".into()],
+            phases: vec![Phase {
+                phase: "state load".into(),
+                ms: 1.5,
+            }],
+            downtime_ms: 42.0,
+        };
+        let s = r.to_string();
+        assert!(
+            s.contains("state load") && s.contains("1.5") && s.contains("42.0"),
+            "{s}"
+        );
+    }
+}
