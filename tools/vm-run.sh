@@ -1,7 +1,7 @@
 #!/bin/bash
 # Boot the kernel under test in a QEMU guest that looks like a cloud host and
 # run selftests in it. Usage:
-#   tools/vm-run.sh -k KERNEL_DIR -o RUN_DIR [-t SECONDS] [-r ROOTFS_IMG] TEST...
+#   tools/vm-run.sh -k KERNEL_DIR -o RUN_DIR [-t SECONDS] [-r ROOTFS_IMG] [-v VM_KERNEL] TEST...
 # TEST is selftests/<component>/<name>.sh given as <component>/<name>.
 # The machine: q35 with split irqchip, an emulated Intel IOMMU (intremap,
 # caching-mode), an e1000e for passthrough, 4 GiB RAM with KH_MEMMAP reserved
@@ -9,9 +9,9 @@
 # host-side timestamps, and a hard timeout. Results: RUN_DIR/state/*.ktap.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
-timeout=900 rootfs="" kdir="" run=""
-while getopts k:o:t:r: o; do
-    case $o in k) kdir=$OPTARG;; o) run=$OPTARG;; t) timeout=$OPTARG;; r) rootfs=$OPTARG;;
+timeout=900 rootfs="" kdir="" run="" vmkernel=""
+while getopts k:o:t:r:v: o; do
+    case $o in k) kdir=$OPTARG;; o) run=$OPTARG;; t) timeout=$OPTARG;; r) rootfs=$OPTARG;; v) vmkernel=$OPTARG;;
                *) exit 2;; esac
 done
 shift $((OPTIND - 1))
@@ -26,6 +26,9 @@ find "$KH_ROOT"/kram "$KH_ROOT"/iommu-preserve "$KH_ROOT"/prezero "$KH_ROOT"/vfi
 cp "$kdir/bzImage" "$run/bzImage"
 cp "$("$KH_ROOT/tools/mkinitramfs.sh" rig)" "$run/initrd.img"
 cp "$("$KH_ROOT/tools/mkinitramfs.sh" l2)" "$run/l2-initrd.img"
+cp "$("$KH_ROOT/tools/mkinitramfs.sh" vm)" "$run/vm-initrd.img"
+# Nested VMs boot this kernel (the release one when given: no KASAN, fast).
+cp "${vmkernel:-$kdir/bzImage}" "$run/vm-bzImage"
 printf '%s\n' "$@" > "$run/plan"
 echo "$KH_MEMMAP_ADDR $KH_MEMMAP_SIZE" > "$run/memmap"
 
@@ -40,18 +43,29 @@ echo "rig: accel=$accel, kernel $(basename "$kdir"), timeout ${timeout}s, tests:
 drive=()
 [ -n "$rootfs" ] && drive=(-drive "file=$rootfs,if=virtio,format=raw,snapshot=on")
 cmdline="console=ttyS0 loglevel=4 panic=-1 oops=panic intel_iommu=on no5lvl memmap=$KH_MEMMAP_SIZE\$$KH_MEMMAP_ADDR $KH_EXTRA_CMDLINE"
+# The guest's ttyS1 and ttyS2 carry its VMs' heartbeats out; each line is
+# stamped here, on the outermost host, whose clock no kexec disturbs.
+hb=()
+for p in 1 2; do
+    mkfifo "$run/hb$p"
+    perl -MTime::HiRes=time -ne 'BEGIN{$|=1} printf "%.3f %s", time, $_' < "$run/hb$p" > "$run/heartbeat$p.log" &
+    hb+=(-chardev "pipe,id=hb$p,path=$run/hb$p" -device "isa-serial,chardev=hb$p")
+done
 set +e
 timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
     -machine q35,kernel-irqchip=split "${acc[@]}" -smp 2 -m 4G \
     -device intel-iommu,intremap=on,caching-mode=on \
     -netdev user,id=n0,restrict=on -device e1000e,netdev=n0,addr=03.0 \
     -virtfs local,path="$run",mount_tag=host,security_model=none,id=host \
-    "${drive[@]}" \
+    "${drive[@]}" "${hb[@]}" \
     -kernel "$run/bzImage" -initrd "$run/initrd.img" -append "$cmdline" \
     -display none -serial stdio -monitor none -no-reboot < /dev/null 2>&1 \
   | perl -MTime::HiRes=time -ne 'BEGIN{$|=1; $t0=time} printf "[%9.3f] %s", time-$t0, $_' \
   | tee "$run/console.log" | grep --line-buffered -E '^\[ *[0-9.]+\] (KH-|Kernel panic|BUG:|WARNING:)'
 rc=${PIPESTATUS[0]}
+# Readers still waiting for a writer (the guest never opened a port): release them.
+for p in 1 2; do timeout 2 sh -c ": > '$run/hb$p'" 2>/dev/null; done
+wait
 set -e
 [ "$rc" = 124 ] && echo "rig: guest timed out after ${timeout}s" | tee -a "$run/console.log"
 echo "rig: qemu exit $rc; console log: $run/console.log"

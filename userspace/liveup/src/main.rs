@@ -239,7 +239,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             VmCmd::List => {
                 for vm in upgrade::managed_vms()? {
-                    println!("{} area={} qmp={}", vm.name, vm.area, vm.qmp.display());
+                    println!("{} {} area={}", vm.name, upgrade::vm_status(&vm), vm.area);
                 }
                 Ok(())
             }

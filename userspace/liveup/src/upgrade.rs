@@ -177,6 +177,13 @@ pub fn vm_start(
     Ok(vm)
 }
 
+/// The VM's QEMU run state, or "unreachable".
+pub fn vm_status(vm: &VmConfig) -> String {
+    Qmp::connect(vm.qmp_host(), Duration::ZERO)
+        .and_then(|mut q| q.status())
+        .unwrap_or_else(|_| "unreachable".into())
+}
+
 pub fn managed_vms() -> Result<Vec<VmConfig>> {
     let mut vms = Vec::new();
     let Ok(dir) = fs::read_dir(run_dir()) else {

@@ -1,0 +1,112 @@
+#!/bin/sh
+# Host kernel hot-upgrade under two running VMs whose RAM is in KRAM: three
+# upgrades in a row (liveup upgrade -> kexec -> liveup restore), each VM's
+# in-guest memory checksum intact after every one; failures injected before
+# kexec leave the VMs running where they were; a failed restore is
+# recovered with `liveup restore --retry`. The outer host timestamps the
+# VMs' heartbeats (tools/ktap-report.sh turns gaps into downtime figures).
+. /host/lib/ktap.sh
+L=/host/bin/liveup
+R=/mnt
+UPGRADES=3
+
+setup_root() {
+    mount /dev/vda $R || return 1
+    mkdir -p $R/host
+    for d in dev proc sys host; do mount --bind /$d $R/$d; done
+    mount -t tmpfs tmpfs $R/run
+    mkdir -p $R/run/liveup
+}
+vm_log() { echo $R/run/liveup/$1.console; }
+start_vm() { # name serial-port
+    $L vm start --name $1 --mem 96M --root $R -- \
+        -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none \
+        -kernel /host/vm-bzImage -initrd /host/vm-initrd.img \
+        -append "console=ttyS1 quiet panic=-1 vmname=$1" \
+        -chardev serial,id=hb,path=/dev/ttyS$2 -serial chardev:hb \
+        -chardev file,id=con,path=/run/liveup/$1.console,append=on -serial chardev:con
+}
+wait_for() { # file pattern seconds
+    n=0
+    while ! grep -q "$2" "$1" 2>/dev/null; do
+        n=$((n + 1)); [ $n -gt $(($3 * 2)) ] && return 1; sleep 0.5
+    done
+}
+memchecks() { grep -c "VM-MEMCHECK $1 .* ok" "$(vm_log $1)" 2>/dev/null || echo 0; }
+# after_resume NAME: a fresh memory check passes after the VM came back
+after_resume() {
+    before=$(memchecks $1)
+    n=0
+    while [ "$(memchecks $1)" -le "$before" ]; do
+        n=$((n + 1)); [ $n -gt 240 ] && return 1; sleep 0.5
+    done
+    ! grep -q "VM-MEMCHECK $1 .* BAD" "$(vm_log $1)"
+}
+running() { $L vm list | grep -q "^$1 running"; }
+both_running() { running vm1 && running vm2; }
+upgrade_now() { # inject-step (or empty)
+    echo $((KH_STAGE + 1)) > "$KH_STAGEFILE"
+    sync
+    echo "KH-UPGRADE-START $KH_STAGE"
+    $L upgrade --kernel /host/bzImage --initrd /host/initrd.img
+    echo "$KH_STAGE" > "$KH_STAGEFILE"
+    kh_fail "upgrade $((KH_STAGE + 1)) kexecs" "liveup upgrade returned"
+}
+
+case $KH_STAGE in
+0)
+    insmod /host/modules/kram.ko $KRAM_PARAMS
+    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_check "KRAM ready" sh -c "$L kram status | grep -q ready"
+    kh_check "trixie rootfs with QEMU 11" setup_root
+    kh_check "start vm1 with its RAM in KRAM" start_vm vm1 1
+    kh_check "start vm2 with its RAM in KRAM" start_vm vm2 2
+    kh_check "vm1 booted" wait_for "$(vm_log vm1)" VM-READY 240
+    kh_check "vm2 booted" wait_for "$(vm_log vm2)" VM-READY 240
+    kh_check "vm1 memory check passes before upgrading" after_resume vm1
+
+    # Failures before kexec: nothing lost, VMs keep running where they were.
+    $L upgrade --kernel /nonexistent > $KH_DIR/out 2>&1; rc=$?
+    if [ $rc = 1 ] && grep -q "nonexistent" $KH_DIR/out && running vm1 && running vm2; then
+        kh_ok "bad kernel path: refused in preflight, VMs untouched"
+    else
+        kh_fail "bad kernel path: refused in preflight, VMs untouched" "rc=$rc $(cat $KH_DIR/out)"
+    fi
+    for step in preflight after-save before-kexec; do
+        LIVEUP_FAIL=$step $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1; rc=$?
+        if [ $rc = 1 ] && grep -q "injected failure at step '$step'" $KH_DIR/out && running vm1 && running vm2 \
+           && after_resume vm1 && after_resume vm2; then
+            kh_ok "failure injected at $step: error reported, both VMs running, memory intact"
+        else
+            kh_fail "failure injected at $step: error reported, both VMs running, memory intact" "rc=$rc $(cat $KH_DIR/out)"
+        fi
+    done
+    kh_dmesg_clean "no warning in dmesg before the first upgrade"
+    upgrade_now
+    ;;
+*)
+    echo "KH-UPGRADE-RESTORE $KH_STAGE"
+    setup_root
+    if [ "$KH_STAGE" = $((UPGRADES + 1)) ]; then
+        # Restore fails (injected): the saved VMs stay in KRAM; --retry recovers.
+        LIVEUP_FAIL=restore-qemu $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" > $KH_DIR/out 2>&1
+        rc=$?
+        kh_check "restore failure is reported (exit 1)" sh -c "test $rc = 1 && grep -q restore-qemu $KH_DIR/out"
+        $L restore --retry > $KH_DIR/out 2>&1
+        kh_check "restore --retry brings both VMs back" both_running
+        kh_check "vm1 memory intact after the failed restore and retry" after_resume vm1
+        kh_check "vm2 memory intact after the failed restore and retry" after_resume vm2
+        kh_dmesg_clean "no warning in dmesg"
+        exit 0
+    fi
+    $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" | tee $KH_DIR/report.$KH_STAGE
+    echo "KH-UPGRADE-DONE $KH_STAGE"
+    sed 's/^/KH-LOG upgrade: /' $KH_DIR/report.$KH_STAGE
+    kh_check "upgrade $KH_STAGE: both VMs running" both_running
+    kh_check "upgrade $KH_STAGE: vm1 memory checksum intact" after_resume vm1
+    kh_check "upgrade $KH_STAGE: vm2 memory checksum intact" after_resume vm2
+    kh_dmesg_clean "upgrade $KH_STAGE: no warning in dmesg"
+    # after the last counted upgrade, one more whose restore fails on purpose
+    upgrade_now
+    ;;
+esac
