@@ -39,5 +39,15 @@ perl -ne 'if (/^\[ *([0-9.]+)\] KH-KEXEC-E (\S+)/) { $t=$1; $n=$2 }
           elsif (defined $t && /^\[ *([0-9.]+)\] KH-TEST-START (\S+) stage=(\d+)/) {
               printf "# figure: %s stage %d: kexec -e to init in the new kernel: %.2f s\n", $2, $3, $1-$t; undef $t }' \
     "$run/console.log" | tee "$run/figures"
+# Guest-visible downtime: gaps in each VM's heartbeat (every 20 ms in the VM),
+# stamped on this host. Gaps over 1 s are the upgrades.
+for h in "$run"/heartbeat*.log; do
+    [ -s "$h" ] || continue
+    perl -ane 'next unless $F[1] eq "HB"; $n=$F[2];
+        if (defined $last{$n}) { $g=$F[0]-$last{$n}; push @{$gaps{$n}}, sprintf("%.2f", $g) if $g > 1.0 }
+        $last{$n}=$F[0]; $beats{$n}++;
+        END { for $n (sort keys %beats) {
+            printf "# figure: %s: %d heartbeats; gaps over 1 s (s): %s\n", $n, $beats{$n}, join(", ", @{$gaps{$n} || []}) || "none" } }' "$h"
+done | tee -a "$run/figures"
 echo "$p $f $s" > "$run/counts"
 echo "# rig: $p passed, $f failed, $s skipped"
