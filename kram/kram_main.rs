@@ -496,11 +496,13 @@ impl MiscDevice for KramDev {
                 if f.confirm != KRAM_FORMAT_CONFIRM {
                     return Err(EINVAL);
                 }
+                // Allocate before taking the spinlock: GFP_KERNEL may sleep.
+                let slot = KBox::<Kram<'static, Direct>>::new_uninit(GFP_KERNEL)?;
                 with_region(|r| {
                     r.kram = None;
                     // SAFETY: `STATE` is held; the result lives in `r`.
                     let media = unsafe { Region::media(r.virt, &r.geo) };
-                    let k = KBox::new(Kram::format(r.geo, media, Direct).map_err(errno)?, GFP_KERNEL)?;
+                    let k = KBox::write(slot, Kram::format(r.geo, media, Direct).map_err(errno)?);
                     pr_info!("region {:#x} formatted on request\n", r.geo.base);
                     r.kram = Some(k);
                     r.refused = None;

@@ -57,7 +57,7 @@ timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
     -device intel-iommu,intremap=on,caching-mode=on \
     -netdev user,id=n0,restrict=on -device e1000e,netdev=n0,addr=03.0 \
     -virtfs local,path="$run",mount_tag=host,security_model=none,id=host \
-    "${drive[@]}" "${hb[@]}" \
+    "${drive[@]}" "${hb[@]}" ${KH_QEMU_EXTRA:-} \
     -kernel "$run/bzImage" -initrd "$run/initrd.img" -append "$cmdline" \
     -display none -serial stdio -monitor none -no-reboot < /dev/null 2>&1 \
   | perl -MTime::HiRes=time -ne 'BEGIN{$|=1; $t0=time} printf "[%9.3f] %s", time-$t0, $_' \
