@@ -30,6 +30,9 @@ check-userspace:
 demo:
 	tools/demo.sh
 
+bench:
+	tools/bench.sh
+
 clean:
 	rm -rf out .kdir
 	cd userspace && cargo clean

@@ -20,6 +20,7 @@ shift $((OPTIND - 1))
 rm -rf "$run"; mkdir -p "$run/tests" "$run/modules" "$run/state"
 cp -r "$KH_ROOT"/selftests/. "$run/tests/"
 cp -r "$KH_ROOT/selftests/lib" "$run/lib"
+cp -r "$KH_ROOT/bench" "$run/tests/bench"
 find "$KH_ROOT"/kram "$KH_ROOT"/iommu-preserve "$KH_ROOT"/prezero "$KH_ROOT"/vfio-keep \
     -name '*.ko' -exec cp {} "$run/modules/" \;
 [ -d "$KH_ROOT/out/bin" ] && cp -r "$KH_ROOT/out/bin" "$run/bin"

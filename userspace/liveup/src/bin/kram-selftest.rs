@@ -36,6 +36,13 @@ enum Cmd {
     Fuzz { iters: usize, seed: u64 },
     /// Without CAP_SYS_ADMIN, and as an unprivileged user, open must fail.
     Unpriv,
+    /// Timings: alloc+free through the ioctl, and populating a mapping of
+    /// an area against anonymous memory of the same size.
+    Bench {
+        area: String,
+        pool: String,
+        iters: usize,
+    },
     /// Allocate one page for an area; print its offset in the region.
     Alloc { area: String },
     /// Free a page of an area by its offset in the region.
@@ -61,6 +68,46 @@ fn pattern(seed: u64, page: u64, buf: &mut [u8]) {
     for c in buf.chunks_mut(8) {
         c.copy_from_slice(&r.next().to_le_bytes()[..c.len()]);
     }
+}
+
+fn bench(k: &Kram, area: &str, pool: &str, iters: usize) -> Result<()> {
+    use std::time::Instant;
+    let id = k.lookup(pool)?.id;
+    let t = Instant::now();
+    for _ in 0..iters {
+        let off = k.alloc(id)?;
+        k.free(id, off)?;
+    }
+    let pair = t.elapsed().as_nanos() as f64 / iters as f64;
+    let a = k.lookup(area)?;
+    let len = (a.npages * PAGE_SIZE) as usize;
+    let touch = |m: &mut [u8]| {
+        for p in m.chunks_mut(PAGE_SIZE as usize) {
+            p[0] = 1;
+        }
+    };
+    let t = Instant::now();
+    let mut m = k.map(&a)?;
+    touch(&mut m);
+    let kram_s = t.elapsed().as_secs_f64();
+    drop(m);
+    let t = Instant::now();
+    let mut anon = memmap2::MmapMut::map_anon(len)?;
+    touch(&mut anon);
+    let anon_s = t.elapsed().as_secs_f64();
+    let mib = len as f64 / (1 << 20) as f64;
+    println!("| KRAM_IOC_ALLOC + KRAM_IOC_FREE (ioctl pair) | {pair:.0} ns |");
+    println!(
+        "| map + touch {mib:.0} MiB KRAM area | {:.1} ms ({:.0} MiB/s) |",
+        kram_s * 1e3,
+        mib / kram_s
+    );
+    println!(
+        "| map + touch {mib:.0} MiB anonymous memory | {:.1} ms ({:.0} MiB/s) |",
+        anon_s * 1e3,
+        mib / anon_s
+    );
+    Ok(())
 }
 
 fn fill(k: &Kram, area: &str, seed: u64, verify: bool) -> Result<()> {
@@ -305,6 +352,7 @@ fn main() -> Result<()> {
         } => stress(&cli.device, &area, threads, iters),
         Cmd::Fuzz { iters, seed } => fuzz(&cli.device, iters, seed),
         Cmd::Unpriv => unpriv(&cli.device),
+        Cmd::Bench { area, pool, iters } => bench(&Kram::open(&cli.device)?, &area, &pool, iters),
         Cmd::Alloc { area } => {
             let k = Kram::open(&cli.device)?;
             println!("{:#x}", k.alloc(k.lookup(&area)?.id)?);
