@@ -9,8 +9,8 @@ kh_ok()   { kh_result ok "$1"; }
 kh_fail() { kh_result "not ok" "$1" "# $2"; }
 kh_skip() { kh_result ok "$1" "# SKIP $2"; }
 kh_check() { # name command... : ok when the command succeeds
-    n=$1; shift
-    if "$@"; then kh_ok "$n"; else kh_fail "$n" "failed: $*"; fi
+    local _name="$1"; shift
+    if "$@"; then kh_ok "$_name"; else kh_fail "$_name" "failed: $*"; fi
 }
 kh_log() { echo "KH-LOG $KH_TEST: $*"; }
 

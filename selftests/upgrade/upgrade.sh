@@ -24,19 +24,28 @@ start_vm() { # name serial-port
         -kernel /host/vm-bzImage -initrd /host/vm-initrd.img \
         -append "console=ttyS1 quiet panic=-1 vmname=$1" \
         -chardev serial,id=hb,path=/dev/ttyS$2 -serial chardev:hb \
-        -chardev file,id=con,path=/run/liveup/$1.console,append=on -serial chardev:con
+        -chardev file,id=con,path=/run/liveup/$1.console,append=on -serial chardev:con \
+        -D /run/liveup/$1.qemu.log -d guest_errors
 }
 wait_for() { # file pattern seconds
-    n=0
+    local n=0
     while ! grep -q "$2" "$1" 2>/dev/null; do
         n=$((n + 1)); [ $n -gt $(($3 * 2)) ] && return 1; sleep 0.5
     done
 }
-memchecks() { grep -c "VM-MEMCHECK $1 .* ok" "$(vm_log $1)" 2>/dev/null || echo 0; }
+memchecks() { local c; c=$(grep -c "VM-MEMCHECK $1 .* ok" "$(vm_log $1)" 2>/dev/null); echo "${c:-0}"; }
+# On failure, show what the VMs and their QEMUs said.
+diag() {
+    $L vm list | sed 's/^/KH-LOG vm: /'
+    for v in vm1 vm2; do
+        tail -n 5 "$(vm_log $v)" 2>/dev/null | sed "s/^/KH-LOG $v console: /"
+        tail -n 5 $R/run/liveup/$v.qemu.log 2>/dev/null | sed "s/^/KH-LOG $v qemu: /"
+    done
+}
 # after_resume NAME: a fresh memory check passes after the VM came back
 after_resume() {
+    local before n=0
     before=$(memchecks $1)
-    n=0
     while [ "$(memchecks $1)" -le "$before" ]; do
         n=$((n + 1)); [ $n -gt 240 ] && return 1; sleep 0.5
     done
@@ -61,7 +70,7 @@ case $KH_STAGE in
     kh_check "trixie rootfs with QEMU 11" setup_root
     kh_check "start vm1 with its RAM in KRAM" start_vm vm1 1
     kh_check "start vm2 with its RAM in KRAM" start_vm vm2 2
-    kh_check "vm1 booted" wait_for "$(vm_log vm1)" VM-READY 240
+    kh_check "vm1 booted" wait_for "$(vm_log vm1)" VM-READY 240 || diag
     kh_check "vm2 booted" wait_for "$(vm_log vm2)" VM-READY 240
     kh_check "vm1 memory check passes before upgrading" after_resume vm1
 
@@ -102,6 +111,7 @@ case $KH_STAGE in
     $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" | tee $KH_DIR/report.$KH_STAGE
     echo "KH-UPGRADE-DONE $KH_STAGE"
     sed 's/^/KH-LOG upgrade: /' $KH_DIR/report.$KH_STAGE
+    both_running || diag
     kh_check "upgrade $KH_STAGE: both VMs running" both_running
     kh_check "upgrade $KH_STAGE: vm1 memory checksum intact" after_resume vm1
     kh_check "upgrade $KH_STAGE: vm2 memory checksum intact" after_resume vm2

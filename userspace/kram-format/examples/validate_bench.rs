@@ -10,7 +10,10 @@ fn main() {
     let map: Vec<AtomicU32> = (0..geo.pages).map(|_| AtomicU32::new(0)).collect();
     let (mut s0, mut s1) = (vec![0u8; PAGE_SIZE], vec![0u8; PAGE_SIZE]);
     {
-        let media = Media { slots: [&mut s0, &mut s1], map: &map };
+        let media = Media {
+            slots: [&mut s0, &mut s1],
+            map: &map,
+        };
         let mut k = Kram::format(geo, media, Direct).expect("format");
         let a = k.create_area(b"guest-ram", 128 * 1024).expect("area");
         for _ in 0..10_000 {
@@ -20,7 +23,10 @@ fn main() {
     let runs = 5;
     let t = Instant::now();
     for _ in 0..runs {
-        let media = Media { slots: [&mut s0, &mut s1], map: &map };
+        let media = Media {
+            slots: [&mut s0, &mut s1],
+            map: &map,
+        };
         Kram::open(geo, media, Direct).expect("open");
     }
     let ms = t.elapsed().as_secs_f64() * 1e3 / runs as f64;

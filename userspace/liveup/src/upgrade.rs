@@ -535,7 +535,9 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     let man: Manifest = serde_json::from_slice(json).context("liveup state: bad manifest")?;
     let hz = man.tsc_hz;
     let ms = |ticks: u64| ticks as f64 * 1e3 / hz;
-    let (mut qemu_start, mut load, mut resume) = (0u64, 0u64, 0u64);
+    // Check every saved state, then start all QEMUs at once (QEMU start-up
+    // dominates restore), then load and resume each VM.
+    let mut todo = Vec::new();
     for v in &man.vms {
         let vm = &v.config;
         let (o, l) = (v.state_offset as usize, v.state_len as usize);
@@ -550,19 +552,44 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
             "liveup state: VM {} state checksum mismatch",
             vm.name
         );
-        if a.retry
-            && Qmp::connect(vm.qmp_host(), Duration::ZERO)
-                .is_ok_and(|mut q| q.status().is_ok_and(|s| s == "running"))
-        {
+        if a.retry && vm_status(vm) == "running" {
             continue;
         }
         fs::create_dir_all(vm.host_path(Path::new("/run/liveup")))?;
         fs::write(vm.host_path(&vm.state_path()), blob)?;
-        fault("restore-qemu")?;
-        let t0 = rdtsc();
-        spawn_qemu(vm, true)?;
-        let mut q = Qmp::connect(vm.qmp_host(), Duration::from_secs(30))?;
-        let t1 = rdtsc();
+        todo.push(vm);
+    }
+    fault("restore-qemu")?;
+    let t0 = rdtsc();
+    std::thread::scope(|s| -> Result<()> {
+        let spawned: Vec<_> = todo
+            .iter()
+            .map(|vm| s.spawn(move || spawn_qemu(vm, true)))
+            .collect();
+        for h in spawned {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("QEMU start thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    // Managed again from here on, whatever happens next (a failed restore
+    // leaves every VM visible to `vm list` and `restore --retry`).
+    fs::create_dir_all(run_dir())?;
+    for vm in &todo {
+        fs::write(
+            run_dir().join(format!("{}.json", vm.name)),
+            serde_json::to_vec_pretty(vm)?,
+        )?;
+    }
+    let mut qmps = Vec::new();
+    for vm in &todo {
+        qmps.push(
+            Qmp::connect(vm.qmp_host(), Duration::from_secs(30))
+                .with_context(|| format!("VM {}", vm.name))?,
+        );
+    }
+    let t1 = rdtsc();
+    for (vm, q) in todo.iter().zip(qmps.iter_mut()) {
         q.execute(
             "migrate-set-capabilities",
             json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
@@ -572,21 +599,20 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
             "migrate-incoming",
             json!({"uri": format!("file:{}", vm.state_path().display())}),
         )?;
-        q.wait_migration("migrate-incoming", Duration::from_secs(60))?;
-        let t2 = rdtsc();
-        if q.status()? != "running" {
-            q.execute("cont", json!({}))?;
-        }
-        let t3 = rdtsc();
-        qemu_start += t1 - t0;
-        load += t2 - t1;
-        resume += t3 - t2;
-        fs::create_dir_all(run_dir())?;
-        fs::write(
-            run_dir().join(format!("{}.json", vm.name)),
-            serde_json::to_vec_pretty(vm)?,
-        )?;
     }
+    for q in qmps.iter_mut() {
+        q.wait_migration("migrate-incoming", Duration::from_secs(60))?;
+    }
+    let t2 = rdtsc();
+    for (vm, q) in todo.iter().zip(qmps.iter_mut()) {
+        let st = q.status()?;
+        if st != "running" {
+            q.execute("cont", json!({}))
+                .with_context(|| format!("VM {} is {st} after loading its state", vm.name))?;
+        }
+    }
+    let t3 = rdtsc();
+    let (qemu_start, load, resume) = (t1 - t0, t2 - t1, t3 - t2);
     let t_end = rdtsc();
     m[20..24].copy_from_slice(&1u32.to_le_bytes());
     let save: u64 = man.vms.iter().map(|v| v.save_ticks).sum();
