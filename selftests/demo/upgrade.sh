@@ -18,7 +18,7 @@ case $KH_STAGE in
     $L vm start --name demo-vm --mem 128M --root $R -- \
         -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none \
         -kernel /host/vm-bzImage -initrd /host/vm-initrd.img \
-        -append "console=ttyS1 quiet panic=-1 vmname=demo-vm" \
+        -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=demo-vm" \
         -chardev serial,id=hb,path=/dev/ttyS1 -serial chardev:hb \
         -chardev file,id=con,path=/run/liveup/demo-vm.console,append=on -serial chardev:con
     n=0; while ! grep -q VM-MEMCHECK $R/run/liveup/demo-vm.console 2>/dev/null && [ $n -lt 480 ]; do sleep 0.5; n=$((n+1)); done

@@ -22,7 +22,7 @@ start_vm() { # name serial-port
     $L vm start --name $1 --mem 96M --root $R -- \
         -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none \
         -kernel /host/vm-bzImage -initrd /host/vm-initrd.img \
-        -append "console=ttyS1 quiet panic=-1 vmname=$1" \
+        -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=$1" \
         -chardev serial,id=hb,path=/dev/ttyS$2 -serial chardev:hb \
         -chardev file,id=con,path=/run/liveup/$1.console,append=on -serial chardev:con \
         -D /run/liveup/$1.qemu.log -d guest_errors
