@@ -5,7 +5,7 @@
 export KH_CACHE ?= /var/cache/kvmhost
 VARIANT ?= debug
 
-.PHONY: all setup kernel modules userspace check check-userspace demo bench clean
+.PHONY: all setup kernel modules userspace check check-upgrade check-userspace demo bench clean
 all: modules userspace
 
 setup:
@@ -23,6 +23,11 @@ userspace:
 
 check:
 	tools/check.sh
+
+# The hot-upgrade selftest (selftests/upgrade/): not yet reliable in the
+# nested TCG rig, so not part of `make check`; see Documentation/upgrade.rst.
+check-upgrade:
+	tools/check-upgrade.sh
 
 check-userspace:
 	cd userspace && cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings && cargo test --workspace

@@ -1,0 +1,17 @@
+#!/bin/bash
+# The hot-upgrade selftest alone (two VMs, three upgrades, failure
+# injection), on the debug kernel with release-kernel VMs.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$KH_ROOT"
+export CARGO_INCREMENTAL=0
+kdir=$("$KH_ROOT/tools/build-modules.sh" debug | tail -n1)
+vmk=$("$KH_ROOT/tools/build-kernel.sh" release | tail -n1)
+rootfs=$("$KH_ROOT/tools/mkrootfs.sh")
+"$KH_ROOT/tools/build-userspace-guest.sh" > /dev/null
+run="$KH_ROOT/out/check-upgrade"
+"$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade
+"$KH_ROOT/tools/ktap-report.sh" "$run"
+read -r p f s < "$run/counts"
+echo "$p passed, $f failed, $s skipped"
+[ "$f" = 0 ]
