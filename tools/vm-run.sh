@@ -51,9 +51,11 @@ cmdline="console=ttyS0 loglevel=4 panic=-1 oops=panic intel_iommu=on no5lvl no_t
 # The guest's ttyS1 and ttyS2 carry its VMs' heartbeats out; each line is
 # stamped here, on the outermost host, whose clock no kexec disturbs.
 hb=()
+# QEMU's pipe chardev writes PATH.out and reads PATH.in; with one FIFO for
+# both it would read its own output back and lose characters.
 for p in 1 2; do
-    mkfifo "$run/hb$p"
-    perl -MTime::HiRes=time -ne 'BEGIN{$|=1} printf "%.3f %s", time, $_' < "$run/hb$p" > "$run/heartbeat$p.log" &
+    mkfifo "$run/hb$p.in" "$run/hb$p.out"
+    perl -MTime::HiRes=time -ne 'BEGIN{$|=1} printf "%.3f %s", time, $_' < "$run/hb$p.out" > "$run/heartbeat$p.log" &
     hb+=(-chardev "pipe,id=hb$p,path=$run/hb$p" -device "isa-serial,chardev=hb$p")
 done
 set +e
@@ -69,7 +71,7 @@ timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
   | tee "$run/console.log" | grep --line-buffered -E '^\[ *[0-9.]+\] (KH-|Kernel panic|BUG:|WARNING:)'
 rc=${PIPESTATUS[0]}
 # Readers still waiting for a writer (the guest never opened a port): release them.
-for p in 1 2; do timeout 2 sh -c ": > '$run/hb$p'" 2>/dev/null; done
+for p in 1 2; do timeout 2 sh -c ": > '$run/hb$p.out'" 2>/dev/null; done
 wait
 set -e
 [ "$rc" = 124 ] && echo "rig: guest timed out after ${timeout}s" | tee -a "$run/console.log"

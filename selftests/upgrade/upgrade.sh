@@ -17,15 +17,15 @@ setup_root() {
     mount -t tmpfs tmpfs $R/run
     mkdir -p $R/run/liveup
 }
-vm_log() { echo $R/run/liveup/$1.console; }
+vm_log() { echo /host/$1.console; }  # on the outer host too, for post-mortems
 start_vm() { # name serial-port
     $L vm start --name $1 --mem 96M --root $R -- \
         -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none \
         -kernel /host/vm-bzImage -initrd /host/vm-initrd.img \
         -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=$1" \
         -chardev serial,id=hb,path=/dev/ttyS$2 -serial chardev:hb \
-        -chardev file,id=con,path=/run/liveup/$1.console,append=on -serial chardev:con \
-        -D /run/liveup/$1.qemu.log -d guest_errors
+        -chardev file,id=con,path=/host/$1.console,append=on -serial chardev:con \
+        -D /host/$1.qemu.log -d guest_errors
 }
 wait_for() { # file pattern seconds
     local n=0
@@ -39,7 +39,7 @@ diag() {
     $L vm list | sed 's/^/KH-LOG vm: /'
     for v in vm1 vm2; do
         tail -n 5 "$(vm_log $v)" 2>/dev/null | sed "s/^/KH-LOG $v console: /"
-        tail -n 5 $R/run/liveup/$v.qemu.log 2>/dev/null | sed "s/^/KH-LOG $v qemu: /"
+        tail -n 5 /host/$v.qemu.log 2>/dev/null | sed "s/^/KH-LOG $v qemu: /"
     done
 }
 # after_resume NAME: a fresh memory check passes after the VM came back
