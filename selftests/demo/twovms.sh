@@ -1,0 +1,20 @@
+#!/bin/sh
+# Debugging aid (not in make check): two nested VMs at once, with ordinary
+# anonymous RAM (no KRAM), watched for 120 s. Tells whether running two L2
+# guests side by side is sound in the nested TCG rig at all.
+. /host/lib/ktap.sh
+R=/mnt
+mount /dev/vda $R; mkdir -p $R/host; for d in dev proc sys host; do mount --bind /$d $R/$d; done
+mount -t tmpfs tmpfs $R/run
+for v in 1 2; do
+    chroot $R qemu-system-x86_64 -name t$v -machine q35,accel=kvm -cpu qemu64 -smp 1 -m 96M -nodefaults -display none \
+        -kernel /host/vm-bzImage -initrd /host/vm-initrd.img -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=t$v" \
+        -chardev serial,id=hb,path=/dev/ttyS$v -serial chardev:hb \
+        -chardev file,id=con,path=/host/t$v.console,append=on -serial chardev:con -daemonize
+done
+sleep 120
+for v in 1 2; do
+    n=$(grep -c VM-READY /host/t$v.console)
+    kh_check "t$v booted exactly once (boots: $n)" test "$n" = 1
+    kh_check "t$v memory checks all ok" sh -c "grep -q 'VM-MEMCHECK t$v .* ok' /host/t$v.console && ! grep -q BAD /host/t$v.console"
+done
