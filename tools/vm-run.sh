@@ -31,6 +31,8 @@ cp "$("$KH_ROOT/tools/mkinitramfs.sh" vm)" "$run/vm-initrd.img"
 # Nested VMs boot this kernel (the release one when given: no KASAN, fast).
 cp "${vmkernel:-$kdir/bzImage}" "$run/vm-bzImage"
 printf '%s\n' "$@" > "$run/plan"
+# KH_GUEST_ENV="A=1 B=2": variables for the guest-side tests.
+echo "${KH_GUEST_ENV:-}" | tr ' ' '\n' | sed -n 's/^\([A-Z_]*=.*\)/export \1/p' > "$run/guest.env"
 echo "$KH_MEMMAP_ADDR $KH_MEMMAP_SIZE" > "$run/memmap"
 
 accel=$("$KH_ROOT/tools/accel-probe.sh" "$run/bzImage")
@@ -59,7 +61,11 @@ for p in 1 2; do
     hb+=(-chardev "pipe,id=hb$p,path=$run/hb$p" -device "isa-serial,chardev=hb$p")
 done
 set +e
-timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
+# KH_L0_QEMU=trixie: run the outer QEMU from the trixie rootfs (11.x)
+# instead of bookworm's 7.2.
+qemu=(qemu-system-x86_64)
+[ "${KH_L0_QEMU:-}" = trixie ] && qemu=("$KH_ROOT/tools/qemu-trixie.sh")
+timeout --kill-after=10 "$timeout" "${qemu[@]}" \
     -machine q35,kernel-irqchip=split "${acc[@]}" -smp 2 -m 4G \
     -device intel-iommu,intremap=on,caching-mode=on \
     -netdev user,id=n0,restrict=on -device e1000e,netdev=n0,addr=03.0 \

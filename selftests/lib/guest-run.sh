@@ -4,6 +4,7 @@
 # its stage counter lives in /host/state, on the host, so it survives the
 # kexec, and the next kernel's init resumes the same test at the next stage.
 . /host/lib/ktap.sh
+[ -f /host/guest.env ] && . /host/guest.env
 state=/host/state
 mkdir -p "$state"
 for t in $(cat /host/plan); do
