@@ -4,8 +4,7 @@
 L=/host/bin/liveup; R=/mnt
 insmod /host/modules/kram.ko $KRAM_PARAMS
 $L kram status | grep -q ready || $L kram format --yes
-mount /dev/vda $R; mkdir -p $R/host; for d in dev proc sys host; do mount --bind /$d $R/$d; done
-mount -t tmpfs tmpfs $R/run; mkdir -p $R/run/liveup
+kh_mount_rootfs $R
 $L vm start --name vm1 --mem 96M --root $R -- -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none \
   -kernel /host/vm-bzImage -initrd /host/vm-initrd.img -append "console=ttyS1 panic=-1 vmname=vm1" \
   -chardev serial,id=hb,path=/dev/ttyS1 -serial chardev:hb \

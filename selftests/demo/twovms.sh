@@ -4,8 +4,7 @@
 # guests side by side is sound in the nested TCG rig at all.
 . /host/lib/ktap.sh
 R=/mnt
-mount /dev/vda $R; mkdir -p $R/host; for d in dev proc sys host; do mount --bind /$d $R/$d; done
-mount -t tmpfs tmpfs $R/run
+kh_mount_rootfs $R
 for v in 1 2; do
     chroot $R qemu-system-x86_64 -name t$v -machine q35,accel=kvm -cpu qemu64 -smp 1 -m 96M -nodefaults -display none \
         -kernel /host/vm-bzImage -initrd /host/vm-initrd.img -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=t$v" \

@@ -4,16 +4,12 @@
 . /host/lib/ktap.sh
 L=/host/bin/liveup
 R=/mnt
-setup_root() {
-    mount /dev/vda $R && mkdir -p $R/host && for d in dev proc sys host; do mount --bind /$d $R/$d; done
-    mount -t tmpfs tmpfs $R/run && mkdir -p $R/run/liveup
-}
 say() { echo "KH-DEMO $*"; }
 case $KH_STAGE in
 0)
     insmod /host/modules/kram.ko $KRAM_PARAMS
     $L kram status | grep -q ready || $L kram format --yes > /dev/null
-    setup_root
+    kh_mount_rootfs $R
     say "host kernel $(uname -r), KRAM: $($L kram status | sed -n 's/^pages *//p')"
     $L vm start --name demo-vm --mem 128M --root $R -- \
         -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none \
@@ -30,7 +26,7 @@ case $KH_STAGE in
     kh_fail "upgrade" "liveup upgrade returned"
     ;;
 1)
-    setup_root
+    kh_mount_rootfs $R
     say "new kernel booted; liveup restore"
     $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" > $KH_DIR/report
     sed 's/^/KH-DEMO /' $KH_DIR/report

@@ -68,3 +68,12 @@ kh_kram_region() {
     KRAM_PARAMS="base=$KRAM_BASE size=$KRAM_SIZE"
 }
 kh_kram_region
+
+# kh_mount_rootfs DIR: the trixie rootfs (/dev/vda, QEMU 11) at DIR with
+# /dev, /proc, /sys and /host bound in and an empty tmpfs at DIR/run.
+kh_mount_rootfs() {
+    mount /dev/vda "$1" || return 1
+    mkdir -p "$1/host"
+    for d in dev proc sys host; do mount --bind /$d "$1/$d"; done
+    mount -t tmpfs tmpfs "$1/run" && mkdir -p "$1/run/liveup"
+}

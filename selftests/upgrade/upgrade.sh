@@ -13,13 +13,6 @@ UPGRADES=3
 # VMs at once are not sound in the TCG rig (Documentation/upgrade.rst).
 VMS=$(echo "${KH_UPGRADE_VMS:-vm1,vm2}" | tr , ' ')
 
-setup_root() {
-    mount /dev/vda $R || return 1
-    mkdir -p $R/host
-    for d in dev proc sys host; do mount --bind /$d $R/$d; done
-    mount -t tmpfs tmpfs $R/run
-    mkdir -p $R/run/liveup
-}
 vm_log() { echo /host/$1.console; }  # on the outer host too, for post-mortems
 start_vm() { # name serial-port
     $L vm start --name $1 --mem 96M --root $R -- \
@@ -71,7 +64,7 @@ case $KH_STAGE in
     insmod /host/modules/kram.ko $KRAM_PARAMS
     $L kram status | grep -q ready || $L kram format --yes > /dev/null
     kh_check "KRAM ready" sh -c "$L kram status | grep -q ready"
-    kh_check "trixie rootfs with QEMU 11" setup_root
+    kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R
     port=1
     for v in $VMS; do
         kh_check "start $v with its RAM in KRAM" start_vm $v $port
@@ -101,7 +94,7 @@ case $KH_STAGE in
     ;;
 *)
     echo "KH-UPGRADE-RESTORE $KH_STAGE"
-    setup_root
+    kh_mount_rootfs $R
     if [ "$KH_STAGE" = $((UPGRADES + 1)) ]; then
         # Restore fails (injected): the saved VMs stay in KRAM; --retry recovers.
         LIVEUP_FAIL=restore-qemu $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" > $KH_DIR/out 2>&1

@@ -88,11 +88,26 @@ pub enum KramError {
         errno: nix::Error,
         hint: &'static str,
     },
+    #[error("area {name} exists with {have} pages, not {want}")]
+    Size { name: String, have: u64, want: u64 },
     #[error("mmap of area {name}: {source}")]
     Map {
         name: String,
         source: std::io::Error,
     },
+}
+
+impl KramError {
+    /// The area (or page) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            KramError::Ioctl {
+                errno: nix::Error::ENOENT,
+                ..
+            }
+        )
+    }
 }
 
 fn hint(e: nix::Error) -> &'static str {
@@ -191,6 +206,21 @@ impl Kram {
         // SAFETY: `a` is a valid `struct kram_area`.
         check("create", unsafe { ioc::create(self.fd(), &mut a) })?;
         Ok(a.into())
+    }
+
+    /// Area `name`, created with `npages` pages if it does not exist; one of
+    /// another size is an error.
+    pub fn ensure(&self, name: &str, npages: u64) -> Result<Area, KramError> {
+        match self.lookup(name) {
+            Ok(a) if a.npages == npages => Ok(a),
+            Ok(a) => Err(KramError::Size {
+                name: name.into(),
+                have: a.npages,
+                want: npages,
+            }),
+            Err(e) if e.is_not_found() => self.create(name, npages),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn delete(&self, name: &str) -> Result<(), KramError> {

@@ -12,7 +12,7 @@
 //! Times are taken with the TSC, which keeps counting through kexec; its
 //! rate is calibrated against CLOCK_MONOTONIC on each side.
 
-use crate::kram::{Kram, KramError};
+use crate::kram::Kram;
 use crate::qmp::Qmp;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -123,18 +123,7 @@ pub fn vm_start(
 ) -> Result<VmConfig> {
     let area_name = format!("vm-{name}");
     let pages = mem.div_ceil(crate::kram::PAGE_SIZE);
-    let area = match kram.lookup(&area_name) {
-        Ok(a) if a.npages == pages => a,
-        Ok(a) => bail!(
-            "area {area_name} exists with {} pages, not {pages}",
-            a.npages
-        ),
-        Err(KramError::Ioctl {
-            errno: nix::Error::ENOENT,
-            ..
-        }) => kram.create(&area_name, pages)?,
-        Err(e) => return Err(e.into()),
-    };
+    let area = kram.ensure(&area_name, pages)?;
     let qmp = PathBuf::from(format!("/run/liveup/{name}.qmp"));
     let mut argv: Vec<String> = vec![qemu.into(), "-name".into(), name.into()];
     argv.extend([
@@ -227,14 +216,7 @@ pub struct SavedVm {
 }
 
 fn state_area(kram: &Kram) -> Result<crate::kram::Area> {
-    match kram.lookup(STATE_AREA) {
-        Ok(a) => Ok(a),
-        Err(KramError::Ioctl {
-            errno: nix::Error::ENOENT,
-            ..
-        }) => Ok(kram.create(STATE_AREA, STATE_AREA_BYTES / crate::kram::PAGE_SIZE)?),
-        Err(e) => Err(e.into()),
-    }
+    Ok(kram.ensure(STATE_AREA, STATE_AREA_BYTES / crate::kram::PAGE_SIZE)?)
 }
 
 /// Write header + manifest JSON + blobs into the state area.
@@ -507,10 +489,7 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     );
     let area = match kram.lookup(STATE_AREA) {
         Ok(a) => a,
-        Err(KramError::Ioctl {
-            errno: nix::Error::ENOENT,
-            ..
-        }) => return Ok(None),
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let mut m = kram.map(&area)?;
@@ -611,9 +590,8 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
                 .with_context(|| format!("VM {} is {st} after loading its state", vm.name))?;
         }
     }
-    let t3 = rdtsc();
-    let (qemu_start, load, resume) = (t1 - t0, t2 - t1, t3 - t2);
     let t_end = rdtsc();
+    let (qemu_start, load, resume) = (t1 - t0, t2 - t1, t_end - t2);
     m[20..24].copy_from_slice(&1u32.to_le_bytes());
     let save: u64 = man.vms.iter().map(|v| v.save_ticks).sum();
     let report = Report {

@@ -220,12 +220,8 @@ fn fuzz(dev: &str, iters: usize, seed: u64) -> Result<()> {
                 _ => 16,
             },
         };
-        let dir = match r.next() % 8 {
-            0 => 0,
-            1 => 1,
-            2 => 2,
-            _ => 3,
-        };
+        // ioctl direction: mostly read+write, sometimes none, write or read.
+        let dir = (r.next() % 8).min(3);
         let ptr: *mut u8 = match r.next() % 10 {
             0 => std::ptr::null_mut(),
             1 => 0xdead_0000usize as *mut u8,
@@ -238,10 +234,8 @@ fn fuzz(dev: &str, iters: usize, seed: u64) -> Result<()> {
                 .map_or(1, |a| a.id);
             buf[..4].copy_from_slice(&id.to_le_bytes());
         }
-        let req = ((dir as u64) << 30)
-            | ((size as u64 & 0x3fff) << 16)
-            | ((IOC_MAGIC as u64) << 8)
-            | nr as u64;
+        let req =
+            (dir << 30) | ((size as u64 & 0x3fff) << 16) | ((IOC_MAGIC as u64) << 8) | nr as u64;
         // SAFETY: the kernel reads and writes at most `size` (< 256) bytes at
         // `ptr`, which is `buf` or an address it must refuse with EFAULT.
         let rc = unsafe { libc::ioctl(k.fd(), req as _, ptr) };
