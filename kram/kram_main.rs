@@ -66,6 +66,9 @@ struct Region {
     kram: Option<KBox<Kram<'static, Direct>>>,
     /// Why the metadata was refused.
     refused: Option<Error>,
+    /// Claimed in the iomem tree (a `memmap=` range; a `reserve_mem=` range
+    /// is memblock-reserved System RAM, which cannot be requested).
+    claimed: bool,
 }
 
 // SAFETY: `virt` points to a mapping owned by this value; it is only used
@@ -140,59 +143,92 @@ impl Drop for Region {
         // SAFETY: `virt` came from `memremap()` in `map_region` and nothing
         // uses it any more.
         unsafe { bindings::memunmap(self.virt.as_ptr().cast()) };
-        // SAFETY: the range was requested in `map_region`.
-        unsafe {
-            bindings::__release_region(
-                &raw mut bindings::iomem_resource,
-                self.geo.base,
-                self.geo.pages * PAGE_SIZE as u64,
-            )
-        };
+        if self.claimed {
+            // SAFETY: the range was requested in `map_region`.
+            unsafe {
+                bindings::__release_region(
+                    &raw mut bindings::iomem_resource,
+                    self.geo.base,
+                    self.geo.pages * PAGE_SIZE as u64,
+                )
+            };
+        }
     }
 }
 
+/// Where the region comes from.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    /// `base=`/`size=` or a `memmap=` range: reserved in the E820 map.
+    Reserved,
+    /// `reserve_mem=...:kram`: memblock-reserved System RAM.
+    ReserveMem,
+}
+
+/// The region when no `base=`/`size=` is given: `reserve_mem=SIZE:ALIGN:kram`
+/// on the command line. (A `memmap=` range is found by `liveup kram load`
+/// from /proc/cmdline: the kernel does not export its command line.)
+fn discover() -> Result<(u64, u64, Source)> {
+    let (mut b, mut s) = (0, 0);
+    // SAFETY: the name is NUL-terminated; `b` and `s` are valid for writes.
+    let found = unsafe { bindings::reserve_mem_find_by_name(c_str!("kram").as_char_ptr(), &mut b, &mut s) };
+    if found == 0 {
+        pr_err!("no region: load with base= size= of a memmap=SIZE$ADDR range (liveup kram load finds it), or boot with reserve_mem=SIZE:ALIGN:kram (EINVAL)\n");
+        return Err(EINVAL);
+    }
+    pr_info!("region {:#x}+{:#x} from reserve_mem=...:kram\n", b, s);
+    Ok((b, s, Source::ReserveMem))
+}
+
 /// Check the range, claim it in the iomem tree and map it.
-fn map_region(base: u64, size: u64) -> Result<Region> {
+fn map_region(base: u64, size: u64, source: Source) -> Result<Region> {
     let geo = Geometry::new(base, size).map_err(|_| {
         pr_err!("region {:#x}+{:#x} is not page aligned or too small/large (EINVAL)\n", base, size);
         EINVAL
     })?;
-    // SAFETY: pure query of the resource tree.
-    let ram = unsafe {
-        bindings::region_intersects(
-            base,
-            size as usize,
-            bindings::IORESOURCE_SYSTEM_RAM as c_ulong,
-            bindings::IORES_DESC_NONE as c_ulong,
-        )
-    };
-    if ram != bindings::REGION_DISJOINT as c_int {
-        pr_err!("region {:#x}+{:#x} overlaps System RAM: reserve it with memmap=SIZE$ADDR (EINVAL)\n", base, size);
-        return Err(EINVAL);
+    let claimed = source == Source::Reserved;
+    if claimed {
+        // SAFETY: pure query of the resource tree.
+        let ram = unsafe {
+            bindings::region_intersects(
+                base,
+                size as usize,
+                bindings::IORESOURCE_SYSTEM_RAM as c_ulong,
+                bindings::IORES_DESC_NONE as c_ulong,
+            )
+        };
+        if ram != bindings::REGION_DISJOINT as c_int {
+            pr_err!("region {:#x}+{:#x} overlaps System RAM: reserve it with memmap=SIZE$ADDR (EINVAL)\n", base, size);
+            return Err(EINVAL);
+        }
+        // SAFETY: the name is a static string; the resource tree is locked inside.
+        let res = unsafe {
+            bindings::__request_region(
+                &raw mut bindings::iomem_resource,
+                base,
+                size,
+                c_str!("kram").as_char_ptr(),
+                0,
+            )
+        };
+        if res.is_null() {
+            pr_err!("region {:#x}+{:#x} is already owned by another driver (EBUSY)\n", base, size);
+            return Err(EBUSY);
+        }
     }
-    // SAFETY: the name is a static string; the resource tree is locked inside.
-    let res = unsafe {
-        bindings::__request_region(
-            &raw mut bindings::iomem_resource,
-            base,
-            size,
-            c_str!("kram").as_char_ptr(),
-            0,
-        )
-    };
-    if res.is_null() {
-        pr_err!("region {:#x}+{:#x} is already owned by another driver (EBUSY)\n", base, size);
-        return Err(EBUSY);
-    }
-    // SAFETY: the range is reserved memory we now own; write-back mapping.
+    // SAFETY: the range is reserved memory we now own (a claimed E820
+    // range, or memblock-reserved RAM the kernel never allocates from);
+    // write-back mapping (for RAM, memremap returns the direct map).
     let virt = unsafe { bindings::memremap(base, size as usize, bindings::MEMREMAP_WB as c_ulong) };
     let Some(virt) = NonNull::new(virt.cast::<u8>()) else {
-        // SAFETY: requested just above.
-        unsafe { bindings::__release_region(&raw mut bindings::iomem_resource, base, size) };
+        if claimed {
+            // SAFETY: requested just above.
+            unsafe { bindings::__release_region(&raw mut bindings::iomem_resource, base, size) };
+        }
         pr_err!("cannot map region {:#x}+{:#x} (ENOMEM)\n", base, size);
         return Err(ENOMEM);
     };
-    Ok(Region { virt, geo, kram: None, refused: None })
+    Ok(Region { virt, geo, kram: None, refused: None, claimed })
 }
 
 fn adopt(r: &mut Region) {
@@ -640,11 +676,15 @@ impl kernel::InPlaceModule for KramModule {
         unsafe { STATE.init() };
         let (b, s) = (module_parameters::base.value(), module_parameters::size.value());
         let setup = move || -> Result<RegionGuard> {
-            if b == 0 || s == 0 {
-                pr_err!("no region: load with base=ADDR size=BYTES of a memmap=SIZE$ADDR range (EINVAL)\n");
-                return Err(EINVAL);
-            }
-            let mut r = map_region(b, s)?;
+            let (b, s, source) = match (b, s) {
+                (0, 0) => discover()?,
+                (0, _) | (_, 0) => {
+                    pr_err!("give both base= and size=, or neither to use the command line's reservation (EINVAL)\n");
+                    return Err(EINVAL);
+                }
+                _ => (b, s, Source::Reserved),
+            };
+            let mut r = map_region(b, s, source)?;
             adopt(&mut r);
             *STATE.lock() = Some(r);
             Ok(RegionGuard)

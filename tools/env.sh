@@ -1,6 +1,6 @@
 # Shared settings for the project's scripts. Sourced, never executed.
 # Everything downloaded or built lives in $KH_CACHE, outside the clone.
-KH_CACHE=${KH_CACHE:-/var/cache/kvmhost}
+export KH_CACHE=${KH_CACHE:-/var/cache/kvmhost}
 KH_KERNEL_PKG=linux-source-7.3
 KH_KERNEL_PKG_VERSION=${KH_KERNEL_PKG_VERSION:-7.3.4-1~bpo13+1}
 KH_RUST_VERSION=1.96
@@ -18,7 +18,7 @@ KH_RUST_SRC=${KH_RUST_SRC:-$(ls -d /usr/src/rustc-1.96*/library 2>/dev/null | he
 KH_KMAKE_VARS=(LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc
                RUSTDOC=/usr/bin/rustdoc BINDGEN="$KH_CACHE/cargo/bin/bindgen"
                RUST_LIB_SRC="$KH_RUST_SRC")
-KH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export KH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # kh_kernel_key VARIANT: hash of everything the built kernel depends on.
 kh_kernel_key() {
@@ -41,4 +41,6 @@ kh_kernel_dir() { echo "$KH_CACHE/kernels/$1-$(kh_kernel_key "$1")"; }
 # 4 GiB, which is RAM in a 4 GiB q35 guest (2 GiB low, 2 GiB from 4 GiB up).
 KH_MEMMAP_SIZE=${KH_MEMMAP_SIZE:-256M}
 KH_MEMMAP_ADDR=${KH_MEMMAP_ADDR:-0x100000000}
+# A second, reserve_mem= region (selftests/kram/discover.sh).
+KH_RESERVE_MEM=32M:2M:kram
 KH_EXTRA_CMDLINE=${KH_EXTRA_CMDLINE:-}

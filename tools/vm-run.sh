@@ -36,7 +36,7 @@ echo "${KH_GUEST_ENV:-}" | tr ' ' '\n' | sed -n 's/^\([A-Z_]*=.*\)/export \1/p' 
 echo "$KH_MEMMAP_ADDR $KH_MEMMAP_SIZE" > "$run/memmap"
 
 accel=$("$KH_ROOT/tools/accel-probe.sh" "$run/bzImage")
-if [ "$accel" = kvm ]; then acc=(-accel kvm -cpu host); else acc=(-accel tcg,thread=multi -cpu max); fi
+if [ "$accel" = kvm ]; then acc=(-accel kvm -cpu host); else acc=(-accel tcg,thread=${KH_TCG_THREAD:-multi} -cpu max); fi
 echo "rig: accel=$accel, kernel $(basename "$kdir"), timeout ${timeout}s, tests: $*"
 
 # no_timer_check: a TCG guest on a loaded machine can fail the IO-APIC timer
@@ -49,7 +49,7 @@ echo "rig: accel=$accel, kernel $(basename "$kdir"), timeout ${timeout}s, tests:
 # before any module of ours loads); with 4-level paging it does not happen.
 drive=()
 [ -n "$rootfs" ] && drive=(-drive "file=$rootfs,if=virtio,format=raw,snapshot=on")
-cmdline="console=ttyS0 loglevel=4 panic=-1 oops=panic intel_iommu=on no5lvl no_timer_check memmap=$KH_MEMMAP_SIZE\$$KH_MEMMAP_ADDR $KH_EXTRA_CMDLINE"
+cmdline="console=ttyS0 loglevel=4 panic=-1 oops=panic intel_iommu=on no5lvl no_timer_check memmap=$KH_MEMMAP_SIZE\$$KH_MEMMAP_ADDR reserve_mem=$KH_RESERVE_MEM $KH_EXTRA_CMDLINE"
 # The guest's ttyS1 and ttyS2 carry its VMs' heartbeats out; each line is
 # stamped here, on the outermost host, whose clock no kexec disturbs.
 hb=()

@@ -6,7 +6,7 @@
 R=/mnt
 kh_mount_rootfs $R
 for v in 1 2; do
-    chroot $R qemu-system-x86_64 -name t$v -machine q35,accel=kvm -cpu qemu64 -smp 1 -m 96M -nodefaults -display none \
+    chroot $R ${KH_L2_TASKSET:+taskset -c $KH_L2_TASKSET} qemu-system-x86_64 -name t$v -machine q35,accel=kvm -cpu qemu64 -smp 1 -m 96M -nodefaults -display none \
         -kernel /host/vm-bzImage -initrd /host/vm-initrd.img -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=t$v" \
         -chardev serial,id=hb,path=/dev/ttyS$v -serial chardev:hb \
         -chardev file,id=con,path=/host/t$v.console,append=on -serial chardev:con -daemonize

@@ -9,6 +9,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod cmdline;
 mod format;
 pub use format::*;
 

@@ -90,6 +90,14 @@ pub enum KramError {
     },
     #[error("area {name} exists with {have} pages, not {want}")]
     Size { name: String, have: u64, want: u64 },
+    #[error("no KRAM region: {0}")]
+    NoRegion(&'static str),
+    #[error("cannot load {path} ({params}): {source} (dmesg says why)")]
+    Load {
+        path: String,
+        params: String,
+        source: std::io::Error,
+    },
     #[error("mmap of area {name}: {source}")]
     Map {
         name: String,
@@ -331,5 +339,75 @@ mod tests {
     #[test]
     fn format_confirmation_matches_the_header() {
         assert_eq!(FORMAT_CONFIRM, 0x2121_5441_4d52_4f46);
+    }
+}
+
+/// Module parameters for the KRAM region the kernel command line reserves:
+/// `base=.. size=..` for the one `memmap=SIZE$ADDR` (or `!`) range, nothing
+/// for `reserve_mem=SIZE:ALIGN:kram` (the module looks that up itself).
+pub fn region_params(cmdline: &str) -> Result<String, KramError> {
+    use kram_format::cmdline::{find_region, FindError, Found};
+    match find_region(cmdline) {
+        Ok(Found::Memmap(base, size)) => Ok(format!("base={base:#x} size={size}")),
+        Ok(Found::ReserveMem) => Ok(String::new()),
+        Err(FindError::None) => Err(KramError::NoRegion(
+            "the kernel command line reserves no region: boot with memmap=SIZE$ADDR or reserve_mem=SIZE:ALIGN:kram",
+        )),
+        Err(FindError::Ambiguous) => Err(KramError::NoRegion(
+            "the kernel command line has several memmap= ranges: give the module parameters (base=ADDR size=BYTES)",
+        )),
+    }
+}
+
+/// Load kram.ko with `params`, or with the region found on /proc/cmdline
+/// when `params` is `None`. Already loaded is not an error. Returns the
+/// parameters used.
+pub fn load_module(path: &Path, params: Option<&str>) -> Result<String, KramError> {
+    let params = match params {
+        Some(p) => p.to_string(),
+        None => {
+            let c = std::fs::read_to_string("/proc/cmdline").map_err(|source| KramError::Open {
+                path: "/proc/cmdline".into(),
+                source,
+            })?;
+            region_params(&c)?
+        }
+    };
+    let f = File::open(path).map_err(|source| KramError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let p = std::ffi::CString::new(params.as_str())
+        .map_err(|_| KramError::NoRegion("module parameters contain a NUL byte"))?;
+    // SAFETY: valid fd and NUL-terminated parameter string.
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), p.as_ptr(), 0) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(KramError::Load {
+                path: path.display().to_string(),
+                params,
+                source: e,
+            });
+        }
+    }
+    Ok(params)
+}
+
+#[cfg(test)]
+mod region_tests {
+    use super::*;
+
+    #[test]
+    fn params_from_the_command_line() {
+        let c = "console=ttyS0 memmap=256M$0x100000000 no5lvl\n";
+        assert_eq!(region_params(c).unwrap(), "base=0x100000000 size=268435456");
+        assert_eq!(region_params("reserve_mem=64M:2M:kram").unwrap(), "");
+        let e = region_params("quiet").unwrap_err().to_string();
+        assert!(e.contains("reserves no region"), "{e}");
+        let e = region_params("memmap=1M$1G memmap=1M$2G")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("several"), "{e}");
     }
 }

@@ -59,11 +59,12 @@ enum Cmd {
     Restore {
         #[arg(long, default_value = kram::DEFAULT_DEVICE)]
         device: String,
-        /// Load this kram.ko first (with --kram-params), timing it.
+        /// Load this kram.ko first, timing it.
         #[arg(long)]
         kram_module: Option<PathBuf>,
-        #[arg(long, default_value = "")]
-        kram_params: String,
+        /// Its parameters (default: the region reserved on /proc/cmdline).
+        #[arg(long)]
+        kram_params: Option<String>,
         /// Restore again after a failure (VMs already running are skipped).
         #[arg(long)]
         retry: bool,
@@ -82,6 +83,15 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum KramCmd {
+    /// Load kram.ko for the region reserved on the kernel command line
+    /// (memmap=SIZE$ADDR or reserve_mem=SIZE:ALIGN:kram).
+    Load {
+        /// Path of kram.ko.
+        module: PathBuf,
+        /// Module parameters instead of the ones found on /proc/cmdline.
+        #[arg(long)]
+        params: Option<String>,
+    },
     /// Region, page counts and metadata generation.
     Status {
         #[arg(long)]
@@ -147,10 +157,10 @@ fn parse_size(s: &str) -> Result<u64> {
 }
 
 fn kram_cmd(device: &str, cmd: KramCmd) -> Result<()> {
-    let k = kram::Kram::open(device)?;
+    let k = || kram::Kram::open(device);
     match cmd {
         KramCmd::Status { json } => {
-            let s = k.status()?;
+            let s = k()?.status()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -168,7 +178,7 @@ fn kram_cmd(device: &str, cmd: KramCmd) -> Result<()> {
             }
         }
         KramCmd::List { json } => {
-            let areas = k.areas()?;
+            let areas = k()?.areas()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&areas)?);
             } else {
@@ -186,21 +196,30 @@ fn kram_cmd(device: &str, cmd: KramCmd) -> Result<()> {
         }
         KramCmd::Create { name, size } => {
             let bytes = parse_size(&size)?;
-            let a = k.create(&name, bytes.div_ceil(kram::PAGE_SIZE))?;
+            let a = k()?.create(&name, bytes.div_ceil(kram::PAGE_SIZE))?;
             println!(
                 "created area {} (id {}): {} pages at offset {:#x}",
                 a.name, a.id, a.npages, a.offset
             );
         }
         KramCmd::Delete { name } => {
-            k.delete(&name)?;
+            k()?.delete(&name)?;
             println!("deleted area {name}");
+        }
+        KramCmd::Load { module, params } => {
+            let p = kram::load_module(&module, params.as_deref())?;
+            let how = if p.is_empty() {
+                "reserve_mem=...:kram"
+            } else {
+                &p
+            };
+            println!("kram loaded ({how})");
         }
         KramCmd::Format { yes } => {
             if !yes {
                 bail!("format erases every area in the region: add --yes to confirm");
             }
-            k.format()?;
+            k()?.format()?;
             println!("region formatted");
         }
     }
@@ -273,7 +292,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let args = upgrade::RestoreArgs {
                 kram_module: kram_module.as_deref(),
-                kram_params: &kram_params,
+                kram_params: kram_params.as_deref(),
                 retry,
             };
             match upgrade::restore(&device, &args)? {

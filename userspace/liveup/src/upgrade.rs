@@ -450,26 +450,10 @@ pub struct Report {
 }
 
 /// Load a kernel module from a file with parameters (finit_module).
-fn load_module(path: &Path, params: &str) -> Result<()> {
-    let f =
-        fs::File::open(path).with_context(|| format!("cannot open module {}", path.display()))?;
-    let p = CString::new(params)?;
-    // SAFETY: valid fd and NUL-terminated parameter string.
-    let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), p.as_ptr(), 0) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        ensure!(
-            e.raw_os_error() == Some(libc::EEXIST),
-            "cannot load {}: {e}",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
 pub struct RestoreArgs<'a> {
     pub kram_module: Option<&'a Path>,
-    pub kram_params: &'a str,
+    /// Parameters for kram.ko; `None`: the region on /proc/cmdline.
+    pub kram_params: Option<&'a str>,
     pub retry: bool,
 }
 
@@ -477,7 +461,7 @@ pub struct RestoreArgs<'a> {
 pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     let t_start = rdtsc();
     if let Some(m) = a.kram_module {
-        load_module(m, a.kram_params)?;
+        crate::kram::load_module(m, a.kram_params)?;
     }
     let t_kram = rdtsc();
     let kram = Kram::open(device)?;
