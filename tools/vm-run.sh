@@ -30,6 +30,10 @@ cp "$("$KH_ROOT/tools/mkinitramfs.sh" l2)" "$run/l2-initrd.img"
 cp "$("$KH_ROOT/tools/mkinitramfs.sh" vm)" "$run/vm-initrd.img"
 # Nested VMs boot this kernel (the release one when given: no KASAN, fast).
 cp "${vmkernel:-$kdir/bzImage}" "$run/vm-bzImage"
+# The minimal test VM (tools/guest/tinyvm.c), a Multiboot kernel.
+gcc -m32 -ffreestanding -fno-pic -fno-pie -no-pie -nostdlib -static -O2 -fno-toplevel-reorder \
+    -fno-stack-protector -Wall -Werror -Wl,-Ttext=0x100000 -Wl,--build-id=none \
+    -o "$run/tinyvm.elf" "$KH_ROOT/tools/guest/tinyvm.c"
 printf '%s\n' "$@" > "$run/plan"
 # KH_GUEST_ENV="A=1 B=2": variables for the guest-side tests.
 echo "${KH_GUEST_ENV:-}" | tr ' ' '\n' | sed -n 's/^\([A-Z_]*=.*\)/export \1/p' > "$run/guest.env"
@@ -49,6 +53,14 @@ echo "rig: accel=$accel, kernel $(basename "$kdir"), timeout ${timeout}s, tests:
 # before any module of ours loads); with 4-level paging it does not happen.
 drive=()
 [ -n "$rootfs" ] && drive=(-drive "file=$rootfs,if=virtio,format=raw,snapshot=on")
+# KH_SCRATCH_DISK=SIZE: an empty ext4 disk (the guest's /dev/vdb), which
+# keeps what is written to it across the guest's kexecs (bench/upgrade.sh).
+if [ -n "${KH_SCRATCH_DISK:-}" ]; then
+    [ -n "$rootfs" ] || { echo "rig: KH_SCRATCH_DISK needs a rootfs (-r)" >&2; exit 2; }
+    rm -f "$run/scratch.img"; truncate -s "$KH_SCRATCH_DISK" "$run/scratch.img"
+    mkfs.ext4 -q -F "$run/scratch.img"
+    drive+=(-drive "file=$run/scratch.img,if=virtio,format=raw,cache=unsafe")
+fi
 cmdline="console=ttyS0 loglevel=4 panic=-1 oops=panic intel_iommu=on no5lvl no_timer_check memmap=$KH_MEMMAP_SIZE\$$KH_MEMMAP_ADDR reserve_mem=$KH_RESERVE_MEM $KH_EXTRA_CMDLINE"
 # The guest's ttyS1 and ttyS2 carry its VMs' heartbeats out; each line is
 # stamped here, on the outermost host, whose clock no kexec disturbs.
@@ -66,7 +78,7 @@ set +e
 qemu=(qemu-system-x86_64)
 [ "${KH_L0_QEMU:-}" = trixie ] && qemu=("$KH_ROOT/tools/qemu-trixie.sh")
 timeout --kill-after=10 "$timeout" "${qemu[@]}" \
-    -machine q35,kernel-irqchip=split "${acc[@]}" -smp 2 -m 4G \
+    -machine q35,kernel-irqchip=split "${acc[@]}" -smp 2 -m "${KH_RIG_MEM:-4G}" \
     -device intel-iommu,intremap=on,caching-mode=on \
     -netdev user,id=n0,restrict=on -device e1000e,netdev=n0,addr=03.0 \
     -virtfs local,path="$run",mount_tag=host,security_model=none,id=host \

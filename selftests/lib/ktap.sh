@@ -10,7 +10,7 @@ kh_fail() { kh_result "not ok" "$1" "# $2"; }
 kh_skip() { kh_result ok "$1" "# SKIP $2"; }
 kh_check() { # name command... : ok when the command succeeds
     local _name="$1"; shift
-    if "$@"; then kh_ok "$_name"; else kh_fail "$_name" "failed: $*"; fi
+    if "$@"; then kh_ok "$_name"; else kh_fail "$_name" "failed: $*"; return 1; fi
 }
 kh_log() { echo "KH-LOG $KH_TEST: $*"; }
 

@@ -8,20 +8,27 @@
 . /host/lib/ktap.sh
 L=/host/bin/liveup
 R=/mnt
-UPGRADES=3
-# KH_UPGRADE_VMS (from KH_GUEST_ENV): which VMs; two by default. Two nested
-# VMs at once are not sound in the TCG rig (Documentation/upgrade.rst).
+UPGRADES=${KH_UPGRADES:-3}
+# KH_UPGRADE_VMS (from KH_GUEST_ENV): which VMs; two by default.
 VMS=$(echo "${KH_UPGRADE_VMS:-vm1,vm2}" | tr , ' ')
 
 vm_log() { echo /host/$1.console; }  # on the outer host too, for post-mortems
+# KH_UPGRADE_GUEST: "tiny" (default; tools/guest/tinyvm.c checks all of its
+# RAM) or "linux" (the release kernel + tools/guest/vm-init). Two Linux VMs
+# at once are not sound in the nested TCG rig (Documentation/upgrade.rst).
 start_vm() { # name serial-port
-    $L vm start --name $1 --mem 96M --root $R -- \
-        -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none \
-        -kernel /host/vm-bzImage -initrd /host/vm-initrd.img \
-        -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=$1" \
-        -chardev serial,id=hb,path=/dev/ttyS$2 -serial chardev:hb \
-        -chardev file,id=con,path=/host/$1.console,append=on -serial chardev:con \
-        -D /host/$1.qemu.log -d guest_errors
+    if [ "${KH_UPGRADE_GUEST:-tiny}" = linux ]; then
+        set -- "$1" "$2" -kernel /host/vm-bzImage -initrd /host/vm-initrd.img \
+            -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=$1"
+    else
+        set -- "$1" "$2" -kernel /host/tinyvm.elf -append "vmname=$1"
+    fi
+    n=$1 p=$2; shift 2
+    $L vm start --name $n --mem 96M --root $R -- \
+        -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none "$@" \
+        -chardev serial,id=hb,path=/dev/ttyS$p -serial chardev:hb \
+        -chardev file,id=con,path=/host/$n.console,append=on -serial chardev:con \
+        -D /host/$n.qemu.log -d guest_errors
 }
 wait_for() { # file pattern seconds
     local n=0
@@ -34,6 +41,12 @@ memchecks() { local c; c=$(grep -c "VM-MEMCHECK $1 .* ok" "$(vm_log $1)" 2>/dev/
 diag() {
     $L vm list | sed 's/^/KH-LOG vm: /'
     for v in $VMS; do
+        # where its vCPU is (for a stalled VM): registers and serial ports
+        for c in "info registers" "info chardev" "info irq" "info pic"; do
+            $L qmp $R/run/liveup/$v.qmp human-monitor-command "{\"command-line\": \"$c\"}" 2>&1 \
+                | sed 's/\\r\\n/\n/g' | grep -E 'RIP|EFL|serial|hb|con|IRQ|irr|isr|imr|^"' | head -n 12 \
+                | sed "s/^/KH-LOG $v $c: /"
+        done
         tail -n 5 "$(vm_log $v)" 2>/dev/null | sed "s/^/KH-LOG $v console: /"
         tail -n 5 /host/$v.qemu.log 2>/dev/null | sed "s/^/KH-LOG $v qemu: /"
     done
@@ -102,7 +115,7 @@ case $KH_STAGE in
         kh_check "restore failure is reported (exit 1)" sh -c "test $rc = 1 && grep -q restore-qemu $KH_DIR/out"
         $L restore --retry > $KH_DIR/out 2>&1
         kh_check "restore --retry brings both VMs back" both_running
-        kh_check "memory of every VM intact after the failed restore and retry" all_memory_ok
+        kh_check "memory of every VM intact after the failed restore and retry" all_memory_ok || diag
         kh_dmesg_clean "no warning in dmesg"
         exit 0
     fi
@@ -111,7 +124,10 @@ case $KH_STAGE in
     sed 's/^/KH-LOG upgrade: /' $KH_DIR/report.$KH_STAGE
     both_running || diag
     kh_check "upgrade $KH_STAGE: both VMs running" both_running
-    for v in $VMS; do kh_check "upgrade $KH_STAGE: $v memory checksum intact" after_resume $v; done
+    for v in $VMS; do
+        if after_resume $v; then kh_ok "upgrade $KH_STAGE: $v memory checksum intact"
+        else kh_fail "upgrade $KH_STAGE: $v memory checksum intact" "no fresh check"; diag; fi
+    done
     kh_dmesg_clean "upgrade $KH_STAGE: no warning in dmesg"
     # after the last counted upgrade, one more whose restore fails on purpose
     upgrade_now

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use liveup::{host, kram, upgrade};
+use liveup::{host, kram, qmp, upgrade};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,13 +63,26 @@ enum Cmd {
         #[arg(long)]
         kram_module: Option<PathBuf>,
         /// Its parameters (default: the region reserved on /proc/cmdline).
-        #[arg(long)]
+        #[arg(long, env = "LIVEUP_KRAM_PARAMS")]
         kram_params: Option<String>,
         /// Restore again after a failure (VMs already running are skipped).
         #[arg(long)]
         retry: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Send one QMP command to a QEMU and print the reply (JSON).
+    Qmp {
+        /// The QMP Unix socket.
+        socket: PathBuf,
+        /// Command name, e.g. query-status.
+        command: String,
+        /// Arguments as a JSON object.
+        #[arg(default_value = "{}")]
+        args: String,
+        /// After the command, wait until the migration it started completes.
+        #[arg(long)]
+        wait_migration: bool,
     },
     /// Manage the KRAM region (/dev/kram): status, areas, format.
     Kram {
@@ -139,6 +152,13 @@ enum VmCmd {
     },
     /// The managed VMs.
     List,
+    /// Quit a managed VM's QEMU and stop managing it.
+    Stop {
+        name: String,
+        /// Also delete its KRAM area (its RAM): the VM cannot come back.
+        #[arg(long)]
+        delete_area: bool,
+    },
 }
 
 /// Parse "64M", "1G", "4096" into bytes.
@@ -240,6 +260,22 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Kram { device, cmd } => kram_cmd(&device, cmd),
+        Cmd::Qmp {
+            socket,
+            command,
+            args,
+            wait_migration,
+        } => {
+            let args: serde_json::Value = serde_json::from_str(&args)
+                .with_context(|| format!("arguments are not JSON: {args}"))?;
+            let mut q = qmp::Qmp::connect(&socket, std::time::Duration::from_secs(10))?;
+            let r = q.execute(&command, args)?;
+            if wait_migration {
+                q.wait_migration(&command, std::time::Duration::from_secs(3600))?;
+            }
+            println!("{r}");
+            Ok(())
+        }
         Cmd::Vm { device, cmd } => match cmd {
             VmCmd::Start {
                 name,
@@ -254,6 +290,16 @@ fn run(cli: Cli) -> Result<()> {
                     "started VM {} with its RAM in KRAM area {}",
                     vm.name, vm.area
                 );
+                Ok(())
+            }
+            VmCmd::Stop { name, delete_area } => {
+                let k = if delete_area {
+                    Some(kram::Kram::open(&device)?)
+                } else {
+                    None
+                };
+                upgrade::vm_stop(k.as_ref(), &name, delete_area)?;
+                println!("stopped VM {name}");
                 Ok(())
             }
             VmCmd::List => {

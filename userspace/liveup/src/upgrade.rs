@@ -193,6 +193,34 @@ pub fn managed_vms() -> Result<Vec<VmConfig>> {
     Ok(vms)
 }
 
+/// `liveup vm stop`: quit a managed VM's QEMU, forget it and, with
+/// `delete_area`, free its KRAM area (only once QEMU has exited, so no
+/// mapping of the area is left).
+pub fn vm_stop(kram: Option<&Kram>, name: &str, delete_area: bool) -> Result<()> {
+    let rec = run_dir().join(format!("{name}.json"));
+    let vm: VmConfig = serde_json::from_slice(
+        &fs::read(&rec).with_context(|| format!("no managed VM named {name}"))?,
+    )
+    .with_context(|| format!("bad VM record {}", rec.display()))?;
+    if let Ok(mut q) = Qmp::connect(vm.qmp_host(), Duration::ZERO) {
+        // QEMU may close the socket before or after answering.
+        let _ = q.execute("quit", json!({}));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Qmp::connect(vm.qmp_host(), Duration::ZERO).is_ok() || vm.qmp_host().exists() {
+        ensure!(
+            Instant::now() < deadline,
+            "VM {name}: QEMU did not exit within 30 s of quit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::remove_file(&rec)?;
+    if let (true, Some(k)) = (delete_area, kram) {
+        k.delete(&vm.area)?;
+    }
+    Ok(())
+}
+
 /// What `upgrade` leaves in KRAM for `restore`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Manifest {

@@ -1,0 +1,39 @@
+#!/bin/bash
+# Hot-upgrade downtime table (bench/upgrade.sh in the rig, release kernel):
+# floor (bare kexec to init), mainline (migrate all RAM to a file, kexec,
+# read it back) and liveup (device state only, RAM in KRAM), for 256 MiB
+# and 1 GiB VMs, all measured in one run. Downtime = the longest gap in the
+# VM's 20 ms heartbeat, stamped on this host.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$KH_ROOT"
+export CARGO_INCREMENTAL=0
+"$KH_ROOT/tools/setup-toolchain.sh" > /dev/null
+kdir=$("$KH_ROOT/tools/build-modules.sh" release | tail -n1)
+rootfs=$("$KH_ROOT/tools/mkrootfs.sh")
+"$KH_ROOT/tools/build-userspace-guest.sh" > /dev/null
+run="$KH_ROOT/out/bench-upgrade"
+# 1.5 GiB of KRAM for the 1 GiB VM; 6 GiB of rig RAM so the mainline VM
+# (anonymous RAM) fits beside it; a scratch disk for the mainline state file.
+KH_MEMMAP_SIZE=1536M KH_RIG_MEM=6G KH_SCRATCH_DISK=3G \
+    "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 3000 -r "$rootfs" bench/upgrade \
+    | grep --line-buffered -E 'KH-RESULT|KH-BENCH-LOG|rig:' | sed -E 's/^\[ *[0-9.]+\] //'
+"$KH_ROOT/tools/ktap-report.sh" "$run" > "$run/ktap"
+read -r p f s < "$run/counts"
+floor=$(sed -n 's/.*bench\/upgrade stage 1: kexec -e to init in the new kernel: \([0-9.]*\) s/\1/p' "$run/figures")
+gap() { # VM name: its longest heartbeat gap (s)
+    perl -e '$n = shift; $max = 0; while (<>) { @F = split; next unless $F[1] eq "HB" && $F[2] eq $n;
+             $max = $F[0] - $l if defined $l && $F[0] - $l > $max; $l = $F[0] } printf "%.2f", $max' "$1" "$run"/heartbeat1.log
+}
+echo
+echo "| VM RAM | floor: bare kexec to init (s) | mainline: save all to file, kexec, load (s) | liveup upgrade (s) | liveup / floor | mainline / liveup |"
+echo "|---|---|---|---|---|---|"
+for mib in 256 1024; do
+    m=$(gap main-$mib) o=$(gap ours-$mib)
+    r1=$(awk -v a="$o" -v b="$floor" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+    r2=$(awk -v a="$m" -v b="$o" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }')
+    echo "| $mib MiB | ${floor:--} | $m | $o | $r1 | $r2 |"
+done
+echo
+echo "rig: $p passed, $f failed (bench/upgrade: VMs' memory checked after every upgrade)"
+[ "$f" = 0 ]

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tinyvm: a minimal test VM for the rig (a Multiboot kernel for QEMU's
+ * -kernel). It fills almost all of its RAM with pseudo-random data, prints
+ * "VM-READY <name> <sum>" on COM2, then every 20 ms (PIT interrupt, HLT in
+ * between) prints "HB <name> <n>" on COM1 and every 100 beats re-checks all
+ * of that RAM: "VM-MEMCHECK <name> <n> ok|BAD" on COM2. The same lines as
+ * the Linux test VM (tools/guest/vm-init), with a far smaller footprint in
+ * the nested TCG rig: no paging, one interrupt source, a few port writes
+ * per beat; beats go on during a check, so only a pause of the VM makes a
+ * gap. Command line: vmname=NAME, memcheck=BEATS (default 100), separated
+ * by spaces or commas.
+ *
+ * Build: gcc -m32 -ffreestanding -fno-pic -fno-pie -no-pie -nostdlib -static
+ *        -O2 -fno-toplevel-reorder -Wl,-Ttext=0x100000 (tools/vm-run.sh)
+ */
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+#define COM1 0x3f8 /* ttyS0: heartbeat */
+#define COM2 0x2f8 /* ttyS1: console */
+#define FILL_START (4u << 20)
+
+/* Multiboot v1 header (flags: page-align modules, want memory info). */
+__asm__(".section .text\n"
+	".align 4\n"
+	"mb_header: .long 0x1BADB002, 0x00000003, -(0x1BADB002 + 0x00000003)\n"
+	".globl _start\n"
+	"_start:\n"
+	"  cli\n"
+	"  mov $stack_top, %esp\n"
+	"  push %ebx\n"
+	"  call tiny_main\n"
+	"1: hlt\n"
+	"  jmp 1b\n"
+	/* IRQ0: count a tick, acknowledge the PIC */
+	"irq0:\n"
+	"  push %eax\n"
+	"  incl ticks\n"
+	"  mov $0x20, %al\n"
+	"  out %al, $0x20\n"
+	"  pop %eax\n"
+	"  iret\n"
+	/* any other vector: ignore (spurious IRQ7 has no EOI) */
+	"ignore:\n"
+	"  iret\n");
+
+extern void irq0(void), ignore(void);
+volatile u32 ticks;
+static u8 stack[16384] __attribute__((aligned(16), used));
+__asm__(".globl stack_top\n .set stack_top, stack + 16384\n");
+
+static unsigned long long gdt[3] = {
+	0,
+	0x00cf9a000000ffffull, /* 0x08: flat 32-bit code */
+	0x00cf92000000ffffull, /* 0x10: flat data */
+};
+static unsigned long long idt[48];
+static struct __attribute__((packed)) { u16 limit; u32 base; } gdtr, idtr;
+
+static inline void outb(u16 p, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(p)); }
+static inline u8 inb(u16 p) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(p)); return v; }
+
+static void putc(u16 port, char c)
+{
+	while (!(inb(port + 5) & 0x20))
+		;
+	outb(port, c);
+}
+static void puts(u16 port, const char *s) { while (*s) putc(port, *s++); }
+static void putu(u16 port, u32 v, int base)
+{
+	char b[12]; int i = 0;
+	do { u32 d = v % base; b[i++] = d < 10 ? '0' + d : 'a' + d - 10; v /= base; } while (v);
+	while (i) putc(port, b[--i]);
+}
+
+static void gate(int vec, void (*h)(void))
+{
+	u32 a = (u32)h;
+	idt[vec] = (a & 0xffff) | (0x08ull << 16) | (0x8eull << 40) | ((unsigned long long)(a >> 16) << 48);
+}
+
+static u32 xorshift(u32 *s) { u32 x = *s; x ^= x << 13; x ^= x >> 17; x ^= x << 5; return *s = x; }
+
+static u32 fill_end;
+static u32 seed0;
+static char name[32] = "tinyvm";
+static u32 beat, next_tick;
+
+/* Print a heartbeat if a tick passed since the last one; called from the
+ * memory checks too, so a long check never shows up as a gap. */
+static void maybe_beat(void)
+{
+	if ((int)(ticks - next_tick) < 0)
+		return;
+	next_tick = ticks + 1;
+	beat++;
+	puts(COM1, "HB "); puts(COM1, name); puts(COM1, " "); putu(COM1, beat, 10); puts(COM1, "\n");
+}
+
+static u32 checksum(void)
+{
+	u32 h = 2166136261u;
+	for (volatile u32 *p = (u32 *)FILL_START; p < (u32 *)fill_end; p++) {
+		h = (h ^ *p) * 16777619u;
+		if (!((u32)p & 0xffff))
+			maybe_beat();
+	}
+	return h;
+}
+
+/* The value of "key=" in the command line c, or 0. */
+static const char *param(const char *c, const char *key)
+{
+	for (const char *start = c; *c; c++) {
+		const char *k = key, *p = c;
+		if (c != start && c[-1] != ' ' && c[-1] != ',')
+			continue;
+		while (*k && *p == *k) { p++; k++; }
+		if (!*k)
+			return p;
+	}
+	return 0;
+}
+
+void tiny_main(u32 *mbi)
+{
+	u32 i, sum, checked = 0, every = 100;
+
+	gdtr.limit = sizeof(gdt) - 1; gdtr.base = (u32)gdt;
+	__asm__ volatile("lgdt %0\n ljmp $0x08, $1f\n 1:\n mov $0x10, %%ax\n"
+			 " mov %%ax, %%ds\n mov %%ax, %%es\n mov %%ax, %%ss\n mov %%ax, %%fs\n mov %%ax, %%gs"
+			 : : "m"(gdtr) : "eax", "memory");
+	for (i = 0; i < 48; i++)
+		gate(i, ignore);
+	gate(32, irq0);
+	idtr.limit = sizeof(idt) - 1; idtr.base = (u32)idt;
+	__asm__ volatile("lidt %0" : : "m"(idtr));
+
+	/* 8259: IRQ 0-7 -> vectors 32-39, 8-15 -> 40-47; only IRQ0 unmasked. */
+	outb(0x20, 0x11); outb(0xa0, 0x11); outb(0x21, 32); outb(0xa1, 40);
+	outb(0x21, 4); outb(0xa1, 2); outb(0x21, 1); outb(0xa1, 1);
+	outb(0x21, 0xfe); outb(0xa1, 0xff);
+	/* PIT channel 0, mode 2, 50 Hz */
+	outb(0x43, 0x34); outb(0x40, 23864 & 0xff); outb(0x40, 23864 >> 8);
+
+	if (mbi[0] & 4) { /* command line */
+		const char *c = (const char *)mbi[4], *v;
+		if ((v = param(c, "vmname="))) {
+			for (i = 0; i < sizeof(name) - 1 && v[i] && v[i] != ' ' && v[i] != ','; i++)
+				name[i] = v[i];
+			name[i] = 0;
+		}
+		if ((v = param(c, "memcheck="))) {
+			for (every = 0; *v >= '0' && *v <= '9'; v++)
+				every = every * 10 + *v - '0';
+			if (!every)
+				every = 100;
+		}
+	}
+	/* all RAM above 4 MiB but the last MiB (mem_upper: KiB above 1 MiB) */
+	fill_end = (mbi[0] & 1) ? (1u << 20) + mbi[2] * 1024 - (1u << 20) : FILL_START;
+	{
+		u32 lo, hi;
+		__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+		seed0 = (lo ^ hi) | 1;
+	}
+	{
+		u32 s = seed0;
+		for (u32 *p = (u32 *)FILL_START; p < (u32 *)fill_end; p++)
+			*p = xorshift(&s);
+	}
+	sum = checksum();
+	puts(COM2, "VM-READY "); puts(COM2, name); puts(COM2, " ");
+	putu(COM2, sum, 16); puts(COM2, " mem="); putu(COM2, (fill_end - FILL_START) >> 20, 10);
+	puts(COM2, "M\n");
+
+	__asm__ volatile("sti");
+	next_tick = ticks + 1;
+	for (;;) {
+		while ((int)(ticks - next_tick) < 0)
+			__asm__ volatile("hlt");
+		maybe_beat();
+		if (beat - checked >= every) {
+			u32 at = beat, ok = checksum() == sum;
+			checked = beat;
+			puts(COM2, "VM-MEMCHECK "); puts(COM2, name); puts(COM2, " "); putu(COM2, at, 10);
+			puts(COM2, ok ? " ok\n" : " BAD\n");
+		}
+	}
+}
