@@ -53,6 +53,17 @@ echo "== rig: $(echo $plan | wc -w) tests"
 read -r kp kf ks < "$run/counts"
 P=$((P + kp)); F=$((F + kf)); S=$((S + ks))
 
+# --- hot-upgrade under running VMs, in a second rig boot ----------------------
+echo "== rig: hot-upgrade (selftests/upgrade, release host kernel)"
+rm -f "$KH_ROOT/out/check-upgrade/counts"
+"$KH_ROOT/tools/check-upgrade.sh" | grep -v '^make'
+if [ -f "$KH_ROOT/out/check-upgrade/counts" ]; then
+    read -r up uf us < "$KH_ROOT/out/check-upgrade/counts"
+    P=$((P + up)); F=$((F + uf)); S=$((S + us))
+else
+    fail "hot-upgrade rig run"
+fi
+
 echo "== make check took $(( $(date +%s) - t0 )) s"
 echo "$P passed, $F failed, $S skipped"
 [ "$F" = 0 ]

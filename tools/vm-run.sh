@@ -17,6 +17,11 @@ done
 shift $((OPTIND - 1))
 [ -n "$kdir" ] && [ -n "$run" ] && [ $# -gt 0 ] || { echo "usage: $0 -k KDIR -o RUN [-t S] [-r IMG] TEST..." >&2; exit 2; }
 
+# The modules in the tree must be built for this kernel (tools/build-modules.sh).
+if [ "$(cat "$KH_ROOT/.kdir" 2>/dev/null)" != "$kdir" ]; then
+    echo "rig: modules in the tree are built for $(cat "$KH_ROOT/.kdir" 2>/dev/null || echo nothing), not $kdir: run tools/build-modules.sh" >&2
+    exit 2
+fi
 rm -rf "$run"; mkdir -p "$run/tests" "$run/modules" "$run/state"
 cp -r "$KH_ROOT"/selftests/. "$run/tests/"
 cp -r "$KH_ROOT/selftests/lib" "$run/lib"
