@@ -6,9 +6,14 @@ set -euo pipefail
 variant=${1:-debug}
 kdir=$("$KH_ROOT/tools/build-kernel.sh" "$variant" | tail -n1)
 km() { make -C "$kdir/build" M="$KH_ROOT" "${KH_KMAKE_VARS[@]}" "$@"; }
-# Modules built for another kernel must not be mixed in.
+# Modules built for another kernel must not be mixed in. (Not `make clean`:
+# for an external tree that deletes every *.ko below it, including the
+# copies in out/ that a running rig guest is using.)
 if [ "$(cat "$KH_ROOT/.kdir" 2>/dev/null)" != "$kdir" ]; then
-    km clean >/dev/null 2>&1 || true
+    find "$KH_ROOT"/kram "$KH_ROOT"/iommu-preserve "$KH_ROOT"/prezero "$KH_ROOT"/vfio-keep \
+        \( -name '*.o' -o -name '*.ko' -o -name '*.mod' -o -name '*.mod.c' -o -name '.*.cmd' \
+        -o -name 'modules.order' -o -name '*.rmeta' -o -name '*.d' \) -delete
+    rm -f "$KH_ROOT"/{Module.symvers,modules.order,.module-common.o,..module-common.o.cmd,.Module.symvers.cmd,.modules.order.cmd}
     echo "$kdir" > "$KH_ROOT/.kdir"
 fi
 km -j"$(nproc)" modules >&2
