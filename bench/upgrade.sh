@@ -11,21 +11,21 @@
 . /host/lib/ktap.sh
 L=/host/bin/liveup
 R=/mnt
-S=/scratch
+S=$R/scratch   # the scratch disk, inside the chroot QEMU runs in (as /scratch)
 SIZES="256 1024"
 say() { echo "KH-BENCH-LOG $*"; }
 vm_log() { echo /host/$1.console; }
 wait_for() { # file pattern seconds
-    n=0
+    _i=0
     while ! grep -q "$2" "$1" 2>/dev/null; do
-        n=$((n + 1)); [ $n -gt $(($3 * 2)) ] && return 1; sleep 0.5
+        _i=$((_i + 1)); [ $_i -gt $(($3 * 2)) ] && return 1; sleep 0.5
     done
 }
 checks() { c=$(grep -c "VM-MEMCHECK $1 .* ok" "$(vm_log $1)" 2>/dev/null); echo "${c:-0}"; }
 # fresh_check NAME: one more good memory check than before, and no bad one
 fresh_check() {
-    b=$(checks $1) n=0
-    while [ "$(checks $1)" -le "$b" ]; do n=$((n + 1)); [ $n -gt 600 ] && return 1; sleep 0.5; done
+    _b=$(checks $1) _i=0
+    while [ "$(checks $1)" -le "$_b" ]; do _i=$((_i + 1)); [ $_i -gt 600 ] && return 1; sleep 0.5; done
     ! grep -q "VM-MEMCHECK $1 .* BAD" "$(vm_log $1)"
 }
 # guest NAME: QEMU arguments shared by both ways (heartbeat on ttyS1)
@@ -37,6 +37,7 @@ guest() {
 }
 kexec_to() { # stage
     echo $1 > "$KH_STAGEFILE"; sync
+    umount $S
     kexec -s -l /host/bzImage --initrd=/host/initrd.img --command-line="$(cat /proc/cmdline)" || return 1
     echo "KH-KEXEC-E $KH_TEST stage=$KH_STAGE"
     kexec -e
@@ -57,6 +58,7 @@ ours_begin() {
     fi
     say "$n: liveup upgrade"
     echo $((KH_STAGE + 1)) > "$KH_STAGEFILE"; sync
+    umount $S
     $L upgrade --kernel /host/bzImage --initrd /host/initrd.img
     kh_fail "ours, $1 MiB: upgrade" "liveup upgrade returned"
     exit 0
@@ -85,7 +87,7 @@ main_begin() {
     say "$n: stop, migrate everything to a file, sync, kexec"
     t0=$(cut -d' ' -f1 /proc/uptime)
     $L qmp $q stop > /dev/null
-    $L qmp $q migrate "{\"uri\": \"file:$S/$n.state\"}" --wait-migration > /dev/null
+    $L qmp $q migrate "{\"uri\": \"file:/scratch/$n.state\"}" --wait-migration > /dev/null
     sync
     say "$n: saved $(du -m $S/$n.state | cut -f1) MiB in $(elapsed $t0) s"
     kexec_to $((KH_STAGE + 1))
@@ -99,7 +101,7 @@ main_end() {
     # shellcheck disable=SC2046
     chroot $R qemu-system-x86_64 -name $n -m ${1}M -qmp unix:/run/$n.qmp,server=on,wait=off \
         -daemonize -incoming defer $(guest $n)
-    $L qmp $q migrate-incoming "{\"uri\": \"file:$S/$n.state\"}" --wait-migration > /dev/null
+    $L qmp $q migrate-incoming "{\"uri\": \"file:/scratch/$n.state\"}" --wait-migration > /dev/null
     $L qmp $q cont > /dev/null
     say "$n: QEMU started, state read back, resumed in $(elapsed $t0) s"
     kh_check "mainline, $1 MiB: VM memory intact after the upgrade" fresh_check $n

@@ -3,8 +3,10 @@
 # upgrades in a row (liveup upgrade -> kexec -> liveup restore), each VM's
 # in-guest memory checksum intact after every one; failures injected before
 # kexec leave the VMs running where they were; a failed restore is
-# recovered with `liveup restore --retry`. The outer host timestamps the
-# VMs' heartbeats (tools/ktap-report.sh turns gaps into downtime figures).
+# recovered with `liveup restore --retry`, and another one by kexec'ing
+# back (into the same kernel here) and restoring there. The outer host
+# timestamps the VMs' heartbeats (tools/ktap-report.sh turns gaps into
+# downtime figures).
 . /host/lib/ktap.sh
 L=/host/bin/liveup
 R=/mnt
@@ -116,7 +118,22 @@ case $KH_STAGE in
         $L restore --retry > $KH_DIR/out 2>&1
         kh_check "restore --retry brings both VMs back" both_running
         kh_check "memory of every VM intact after the failed restore and retry" all_memory_ok || diag
-        kh_dmesg_clean "no warning in dmesg"
+        kh_dmesg_clean "no warning in dmesg after the retry"
+        # once more, and this time recover by a kexec back (to the same
+        # kernel here) instead of --retry
+        upgrade_now
+    fi
+    if [ "$KH_STAGE" = $((UPGRADES + 2)) ]; then
+        LIVEUP_FAIL=restore-qemu $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" > $KH_DIR/out 2>&1
+        kh_check "second failed restore reported" test $? = 1
+        kh_check "no VM runs after the failed restore" sh -c "! $L vm list | grep -q running"
+        kh_kexec_next
+    fi
+    if [ "$KH_STAGE" = $((UPGRADES + 3)) ]; then
+        $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" > $KH_DIR/out 2>&1
+        kh_check "restore after a kexec back brings both VMs back" both_running || { cat $KH_DIR/out; diag; }
+        kh_check "memory of every VM intact after the failed restore and the kexec back" all_memory_ok || diag
+        kh_dmesg_clean "no warning in dmesg after the kexec back"
         exit 0
     fi
     $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" | tee $KH_DIR/report.$KH_STAGE
