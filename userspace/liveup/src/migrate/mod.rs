@@ -5,3 +5,4 @@
 //! Documentation/migrate.rst has the design and the relay's wire format.
 
 pub mod codec;
+pub mod relay;
