@@ -5,4 +5,5 @@
 //! Documentation/migrate.rst has the design and the relay's wire format.
 
 pub mod codec;
+pub mod plan;
 pub mod relay;
