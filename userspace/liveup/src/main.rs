@@ -70,6 +70,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Live-migrate a VM: QEMU multifd or liveup's compressing relay (QAT
+    /// or software codecs), chosen from measurements.
+    Migrate {
+        #[command(subcommand)]
+        cmd: liveup::migrate::cli::MigrateCmd,
+    },
     /// Manage the KRAM region (/dev/kram): status, areas, format.
     Kram {
         /// The KRAM device.
@@ -221,6 +227,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Kram { device, cmd } => kram_cmd(&device, cmd),
+        Cmd::Migrate { cmd } => Ok(liveup::migrate::cli::run(cmd)?),
         Cmd::Vm { device, cmd } => match cmd {
             VmCmd::Start {
                 name,
@@ -294,7 +301,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("liveup: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<liveup::migrate::cli::CliError>() {
+                Some(m) => ExitCode::from(m.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -4,6 +4,10 @@
 //! in parallel through [`codec`] (QAT via QATzip, or software).
 //! Documentation/migrate.rst has the design and the relay's wire format.
 
+pub mod cli;
 pub mod codec;
+pub mod control;
+pub mod facts;
 pub mod plan;
 pub mod relay;
+pub mod session;

@@ -257,7 +257,7 @@ pub struct RelayStats {
     pub chunks: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct RelaySummary {
     pub raw_bytes: u64,
     pub wire_bytes: u64,
