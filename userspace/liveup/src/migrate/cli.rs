@@ -52,6 +52,13 @@ pub enum MigrateCmd {
         /// Print one JSON document (plan and report) instead of text.
         #[arg(long)]
         json: bool,
+        /// Relay: seconds a stalled connection may block before the
+        /// migration is abandoned (the VM stays here).
+        #[arg(long, default_value_t = 15)]
+        stall_timeout: u64,
+        /// Test hook: corrupt relay chunk N in flight.
+        #[arg(long, hide = true)]
+        x_corrupt_chunk: Option<u64>,
     },
     /// Wait for one incoming migration into the QEMU behind --qmp (started
     /// with `-incoming defer -S`); resume it only once everything verified.
@@ -126,6 +133,8 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
             timeout,
             plan_only,
             json,
+            stall_timeout,
+            x_corrupt_chunk,
         } => {
             let chunk_size = chunk_size
                 .map(|s| parse_size(&s).map(|v| v as usize))
@@ -158,6 +167,8 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 timeout: Duration::from_secs(timeout),
                 plan_only,
                 progress: !json,
+                stall_timeout: Duration::from_secs(stall_timeout),
+                corrupt_chunk: x_corrupt_chunk,
             };
             let r = session::send(&opts, |line| {
                 if !json {
@@ -255,6 +266,8 @@ mod tests {
             timeout: 10,
             plan_only: true,
             json: true,
+            stall_timeout: 15,
+            x_corrupt_chunk: None,
         };
         let e = run(cmd).unwrap_err();
         assert_eq!(e.exit_code(), 2);

@@ -161,6 +161,10 @@ pub struct SendOptions {
     /// Print the plan and stop.
     pub plan_only: bool,
     pub progress: bool,
+    /// Relay: a connection stalled this long counts as cut.
+    pub stall_timeout: Duration,
+    /// Test hook (hidden option): corrupt this relay chunk in flight.
+    pub corrupt_chunk: Option<u64>,
 }
 
 /// The final report of a migration.
@@ -469,6 +473,8 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
                     chunk_size: p.chunk_size,
                     qat: qat_lib.clone(),
                     confirm_timeout: Duration::from_secs(120),
+                    stall_timeout: opts.stall_timeout,
+                    corrupt_chunk: opts.corrupt_chunk,
                 };
                 let (stats, cancel) = (stats.clone(), cancel.clone());
                 let n = p.threads;
@@ -828,6 +834,7 @@ fn receive_inner(
                 idle_timeout: opts.idle_timeout,
             };
             let (stats2, p2) = (stats.clone(), path.clone());
+            let ctl = c.stream().try_clone()?;
             in_path = Some(path);
             relay_thread = Some(std::thread::spawn(
                 move || -> Result<RelaySummary, MigrateError> {
@@ -843,6 +850,11 @@ fn receive_inner(
                     // Whatever happened, QEMU sees the end of the stream now: a
                     // complete one, or a truncated one it refuses.
                     let _ = sink.shutdown(std::net::Shutdown::Both);
+                    if r.is_err() {
+                        // Wake the agent, which may be waiting for a source
+                        // that cannot reach it any more.
+                        let _ = ctl.shutdown(std::net::Shutdown::Read);
+                    }
                     Ok(r?)
                 },
             ));
