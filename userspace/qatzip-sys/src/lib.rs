@@ -169,15 +169,15 @@ type MaxLenFn = unsafe extern "C" fn(c_uint, *mut QzSessionT) -> c_uint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QzError {
-    #[error("cannot load QATzip ({name}): {source}")]
+    #[error("cannot load QATzip ({name}): {cause}")]
     Load {
         name: String,
-        source: libloading::Error,
+        cause: libloading::Error,
     },
-    #[error("QATzip library lacks {symbol}: {source}")]
+    #[error("QATzip library lacks {symbol}: {cause}")]
     Symbol {
         symbol: &'static str,
-        source: libloading::Error,
+        cause: libloading::Error,
     },
     #[error("{call} failed: {} ({code})", status_name(*.code))]
     Status { call: &'static str, code: c_int },
@@ -232,18 +232,18 @@ impl QatZip {
         let name = name.as_ref();
         // SAFETY: loading QATzip runs its (trusted, system-installed)
         // constructors; nothing else.
-        let lib = unsafe { libloading::Library::new(name) }.map_err(|source| QzError::Load {
+        let lib = unsafe { libloading::Library::new(name) }.map_err(|cause| QzError::Load {
             name: name.display().to_string(),
-            source,
+            cause,
         })?;
         macro_rules! sym {
             ($name:literal, $ty:ty) => {{
                 // SAFETY: the symbol's C signature is the one in qatzip.h,
                 // mirrored by $ty.
                 let s: libloading::Symbol<$ty> =
-                    unsafe { lib.get($name) }.map_err(|source| QzError::Symbol {
+                    unsafe { lib.get($name) }.map_err(|cause| QzError::Symbol {
                         symbol: std::str::from_utf8(&$name[..$name.len() - 1]).unwrap_or("?"),
-                        source,
+                        cause,
                     })?;
                 *s
             }};

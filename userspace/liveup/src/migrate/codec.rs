@@ -101,10 +101,10 @@ pub enum CodecError {
     Qat(#[from] qatzip_sys::QzError),
     #[error("codec qat needs libqatzip, which is not loaded")]
     NoQatLib,
-    #[error("{format:?} decode: {source}")]
+    #[error("{format:?} decode: {cause}")]
     Decode {
         format: Format,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0:?} encode: {1}")]
     Encode(Format, std::io::Error),
@@ -216,9 +216,9 @@ impl Decoder {
             Some(lib) => Some(Session::new(lib, SessionConfig::default())?),
             None => None,
         };
-        let zstd = zstd::bulk::Decompressor::new().map_err(|source| CodecError::Decode {
+        let zstd = zstd::bulk::Decompressor::new().map_err(|cause| CodecError::Decode {
             format: Format::Zstd,
-            source,
+            cause,
         })?;
         Ok(Decoder { qat, zstd })
     }
@@ -238,7 +238,7 @@ impl Decoder {
         dst: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
         dst.clear();
-        let derr = |source| CodecError::Decode { format, source };
+        let derr = |cause| CodecError::Decode { format, cause };
         match format {
             Format::Raw => dst.extend_from_slice(src),
             Format::Gzip => {

@@ -117,6 +117,7 @@ struct Model {
 
 pub const QAT_DEVICE_MBPS: f64 = 1200.0;
 pub const DEFAULT_CHUNK: usize = 1 << 20;
+pub const MIN_AUTO_CHUNK: usize = 64 << 10;
 pub const DEFAULT_DOWNTIME_MS: u64 = 300;
 
 fn model(codec: CodecKind, level: u32) -> Model {
@@ -356,13 +357,27 @@ pub fn plan(input: &PlanInput) -> Plan {
     }
 
     let downtime_ms = p.downtime_ms.unwrap_or(DEFAULT_DOWNTIME_MS);
+    // Relay chunks: big enough to compress well and keep per-chunk costs
+    // low, small enough that what is queued at switchover (a chunk per
+    // thread) crosses the link in ~10 ms.
+    let chunk_size = p.chunk_size.unwrap_or_else(|| {
+        ((input.link_bps * 0.01) as usize)
+            .next_power_of_two()
+            .clamp(MIN_AUTO_CHUNK, DEFAULT_CHUNK)
+    });
+    if mode == Mode::Relay && p.chunk_size.is_none() {
+        why.push(format!(
+            "chunk {} KiB: about 10 ms of the link, 64 KiB..1 MiB",
+            chunk_size >> 10
+        ));
+    }
     Plan {
         mode,
         codec,
         native_compression: native.map(str::to_string),
         level,
         threads,
-        chunk_size: p.chunk_size.unwrap_or(DEFAULT_CHUNK),
+        chunk_size,
         xbzrle_cache,
         converge,
         dirty_limit_mbps,
@@ -475,6 +490,13 @@ mod tests {
         assert_eq!(p.mode, Mode::Relay);
         assert_ne!(p.codec, CodecKind::None);
         assert!(p.reasons.iter().any(|r| r.starts_with("relay:")), "{p}");
+        // 12.5 MB/s: 125 kB in 10 ms -> 128 KiB chunks.
+        assert_eq!(p.chunk_size, 128 << 10);
+        assert_eq!(
+            plan(&input(10_000.0, 0.0, 4.0, &["none"])).chunk_size,
+            1 << 20
+        );
+        assert_eq!(plan(&input(1.0, 0.0, 4.0, &["none"])).chunk_size, 64 << 10);
         // Only one side lacking it is enough.
         let mut i = input(12.5, 0.0, 4.0, &["none", "zstd"]);
         i.dst.qemu.compressions = vec!["none".into()];

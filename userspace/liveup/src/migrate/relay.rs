@@ -55,8 +55,8 @@ pub enum RelayError {
     Hello(String),
     #[error("relay: chunk {seq}: checksum mismatch (corrupt data)")]
     ChunkCrc { seq: u64 },
-    #[error("relay: chunk {seq}: {source}")]
-    Codec { seq: u64, source: CodecError },
+    #[error("relay: chunk {seq}: {cause}")]
+    Codec { seq: u64, cause: CodecError },
     #[error("relay: chunk {seq}: bad lengths raw {raw} wire {wire}")]
     Lengths { seq: u64, raw: u32, wire: u32 },
     #[error("relay: chunk {0} received twice or out of range")]
@@ -205,7 +205,7 @@ impl ChunkHeader {
         let seq = le64(&b[8..16]);
         let h = ChunkHeader {
             flags: b[4],
-            format: Format::try_from(b[5]).map_err(|source| RelayError::Codec { seq, source })?,
+            format: Format::try_from(b[5]).map_err(|cause| RelayError::Codec { seq, cause })?,
             seq,
             raw_len: le32(&b[16..20]),
             wire_len: le32(&b[20..24]),
@@ -360,7 +360,8 @@ pub fn send(
     }
     let err = FirstError::default();
     let total = AtomicU64::new(0);
-    let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(n * 2);
+    // Little queueing: what waits here at switchover is downtime.
+    let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(n);
     let rx = Mutex::new(rx);
     let mut confirm = shut[0].try_clone()?;
 
@@ -494,7 +495,7 @@ fn send_worker(
         }
         let mut fmt = enc
             .compress(&raw, &mut wire)
-            .map_err(|source| RelayError::Codec { seq, source })?;
+            .map_err(|cause| RelayError::Codec { seq, cause })?;
         // Incompressible: send it as it is (cheaper to decode, never larger).
         if wire.len() >= raw.len() {
             fmt = Format::Raw;
@@ -687,7 +688,7 @@ fn receive_worker(
         })?;
         let mut raw = Vec::new();
         dec.decompress(h.format, &wire, h.raw_len as usize, &mut raw)
-            .map_err(|source| RelayError::Codec { seq: h.seq, source })?;
+            .map_err(|cause| RelayError::Codec { seq: h.seq, cause })?;
         if crc32fast::hash(&raw) != h.raw_crc {
             return Err(RelayError::ChunkCrc { seq: h.seq });
         }

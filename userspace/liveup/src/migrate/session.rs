@@ -35,11 +35,8 @@ pub enum MigrateError {
     NoQmpSocket(String),
     #[error("unsupported QEMU on the {side}: {why}")]
     UnsupportedQemu { side: &'static str, why: String },
-    #[error("destination {addr} unreachable: {source}")]
-    Unreachable {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error("destination {addr} unreachable: {cause}")]
+    Unreachable { addr: String, cause: std::io::Error },
     #[error("{0}")]
     Qmp(#[from] QmpError),
     #[error("{0}")]
@@ -179,7 +176,8 @@ pub struct Report {
     pub total_secs: f64,
     /// QEMU's own downtime figure (source stopped to source completed).
     pub qemu_downtime_ms: u64,
-    /// Source stopped to destination resumed, measured by liveup.
+    /// Source stopped (by QEMU's total-time and downtime) to destination
+    /// resumed (its `cont` confirmed), on the source's clock.
     pub downtime_ms: u64,
     /// Bytes on the wire: relay frames, or QEMU's transferred bytes.
     pub wire_bytes: u64,
@@ -218,9 +216,9 @@ impl std::fmt::Display for Report {
 }
 
 fn connect_dest(to: &str) -> Result<TcpStream, MigrateError> {
-    let unreachable = |source| MigrateError::Unreachable {
+    let unreachable = |cause| MigrateError::Unreachable {
         addr: to.to_string(),
-        source,
+        cause,
     };
     let addrs: Vec<SocketAddr> = to.to_socket_addrs().map_err(unreachable)?.collect();
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
@@ -484,10 +482,11 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
                 format!("unix:{}", path.display())
             }
         };
+        let started_at = t0.elapsed().as_secs_f64();
         q.execute("migrate", json!({ "uri": qemu_uri }))?;
         let progress = Progress::new(opts.progress);
         let last = loop {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
             let r = q.execute("query-migrate", json!({}))?;
             let relay_snap = (p.mode == Mode::Relay).then(|| stats.snapshot());
             progress.update(&r, relay_snap, t0.elapsed().as_secs_f64());
@@ -514,8 +513,10 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
             }
         };
         progress.finish();
-        let completed_at = t0.elapsed().as_secs_f64();
         let qemu_downtime = last["downtime"].as_u64().unwrap_or(0);
+        // QEMU's clock: the VM stopped total-time - downtime after start.
+        let total_ms = last["total-time"].as_u64().unwrap_or(0);
+        let stopped_at = started_at + total_ms.saturating_sub(qemu_downtime) as f64 / 1000.0;
         if let Some(t) = relay_thread.take() {
             match t.join() {
                 Ok(r) => {
@@ -529,7 +530,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
                 }
             }
         }
-        Ok((qemu_downtime, completed_at, last))
+        Ok((qemu_downtime, stopped_at, last))
     })();
     if let Some(p) = &relay_path {
         let _ = std::fs::remove_file(p);
@@ -551,7 +552,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
             },
         }
     };
-    let (qemu_downtime, completed_at, last) = match result {
+    let (qemu_downtime, stopped_at, last) = match result {
         Ok(v) => v,
         Err(e) => {
             if let Some(t) = relay_thread.take() {
@@ -606,7 +607,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         Err(e) => return Err(fail(e, &mut q, &mut c, &cancel)),
     };
     let resumed_at = t0.elapsed().as_secs_f64();
-    let downtime_ms = ((resumed_at - completed_at) * 1000.0) as u64 + qemu_downtime;
+    let downtime_ms = ((resumed_at - stopped_at).max(0.0) * 1000.0) as u64;
     let ram = &last["ram"];
     let transferred = ram["transferred"].as_u64().unwrap_or(0);
     let relay_sum = (p.mode == Mode::Relay).then(|| stats.snapshot());
@@ -681,7 +682,7 @@ fn relay_source(
             let _ = qemu.shutdown(std::net::Shutdown::Both);
             return Err(MigrateError::Unreachable {
                 addr: to.to_string(),
-                source: e,
+                cause: e,
             });
         }
     };
