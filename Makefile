@@ -5,7 +5,7 @@
 export KH_CACHE ?= /var/cache/kvmhost
 VARIANT ?= debug
 
-.PHONY: all setup kernel modules userspace check check-upgrade check-userspace demo bench clean
+.PHONY: all setup kernel modules userspace check check-upgrade check-userspace check-migrate demo bench bench-migrate clean
 all: modules userspace
 
 setup:
@@ -29,6 +29,11 @@ check:
 check-upgrade:
 	tools/check-upgrade.sh
 
+# liveup migrate end to end: two network namespaces, a shaped link, TCG
+# guests (needs root); see Documentation/migrate.rst.
+check-migrate:
+	tools/check-migrate.sh
+
 check-userspace:
 	cd userspace && cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings && cargo test --workspace
 
@@ -37,6 +42,9 @@ demo:
 
 bench:
 	tools/bench.sh
+
+bench-migrate:
+	bench/migrate.sh
 
 clean:
 	rm -rf out .kdir

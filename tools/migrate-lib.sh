@@ -98,7 +98,8 @@ khm_state() { khm_qmp "$1" query-status 2>/dev/null | jq -r .status 2>/dev/null 
 khm_wait_log() {
     local i
     for i in $(seq $(($4 * 10))); do
-        [ "$(grep -c "$2" "$1" 2>/dev/null)" -ge "$3" ] && return 0
+        local c; c=$(grep -c "$2" "$1" 2>/dev/null)
+        [ "${c:-0}" -ge "$3" ] && return 0
         sleep 0.1
     done
     return 1
@@ -119,7 +120,7 @@ khm_receive() {
         --listen "$(khm_ip "$ns"):$port" --idle-timeout 30 "$@" > "$KHM_WORK/$name.recv.log" 2>&1 &
     KHM_RECV_PID=$!
     KHM_PIDS+=($!)
-    sleep 0.3
+    khm_wait_log "$KHM_WORK/$name.recv.log" "listening on" 1 30
 }
 
 # khm_send NS NAME TO-NS PORT OUT [ARGS]: migrate VM NAME from NS; JSON to OUT.

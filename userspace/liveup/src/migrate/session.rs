@@ -734,8 +734,6 @@ fn wait_incoming(q: &mut Qmp, timeout: Duration) -> Result<(), MigrateError> {
 pub fn receive(opts: &ReceiveOptions, mut say: impl FnMut(&str)) -> Result<String, MigrateError> {
     let mut q = open_qmp(&opts.qmp)?;
     let qemu_pid = q.peer_pid();
-    let (qat_lib, qat_hw) = facts::qat_probe();
-    let me = facts::host_facts(&mut q, qat_lib.is_some(), qat_hw)?;
     let st = q.status()?;
     if st != "inmigrate" {
         return Err(MigrateError::UnsupportedQemu {
@@ -745,7 +743,9 @@ pub fn receive(opts: &ReceiveOptions, mut say: impl FnMut(&str)) -> Result<Strin
     }
     let l = TcpListener::bind(&opts.listen)?;
     say(&format!("listening on {}", l.local_addr()?));
-    let (stream, peer) = l.accept()?;
+    let (qat_lib, qat_hw) = facts::qat_probe();
+    let me = facts::host_facts(&mut q, qat_lib.is_some(), qat_hw)?;
+    let (stream, peer) = accept_timeout(&l, opts.idle_timeout)?;
     say(&format!("source {peer} connected"));
     let local_ip: IpAddr = stream.local_addr()?.ip();
     let mut c = Control::new(stream)?;
@@ -917,6 +917,29 @@ fn receive_inner(
     })?;
     say(&format!("destination VM {now}"));
     Ok(now)
+}
+
+fn accept_timeout(l: &TcpListener, t: Duration) -> std::io::Result<(TcpStream, SocketAddr)> {
+    l.set_nonblocking(true)?;
+    let start = Instant::now();
+    loop {
+        match l.accept() {
+            Ok((s, a)) => {
+                s.set_nonblocking(false)?;
+                return Ok((s, a));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && start.elapsed() < t => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no source connected",
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn fmt_ip(ip: IpAddr) -> String {
