@@ -41,8 +41,8 @@ for rep in $(seq "$REPS"); do
         kill "$(eval echo "\$KHM_PID_$cur")" 2>/dev/null
         if ! khm_memcheck "$next"; then echo "$c rep $rep: guest memory check FAILED" >&2; bad=$((bad + 1)); fi
         jq -r --arg c "$c" '.Done | [$c, .total_secs, .downtime_ms, .wire_bytes, .ratio,
-            .src_qemu_cpu_secs + .src_liveup_cpu_secs, .dst_qemu_cpu_secs + .dst_liveup_cpu_secs,
-            .plan.level, (.plan.chunk_size / 1024), (.plan.converge)] | @tsv' \
+            .src_qemu_cpu_secs, .src_liveup_cpu_secs, .dst_qemu_cpu_secs + .dst_liveup_cpu_secs,
+            .plan.level, (.plan.chunk_size / 1024), (.plan.converge), .plan.native_compression] | @tsv' \
             "$KHM_WORK/$next.json" >> "$results"
         echo "$c rep $rep: $(tail -n1 "$results")" >&2
         cur=$next; t=$here; here=$there; there=$t
@@ -55,7 +55,7 @@ import sys, statistics as st
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 by = {}
 for r in rows:
-    by.setdefault(r[0], []).append([float(x) if x.replace(".", "", 1).isdigit() else x for x in r[1:]])
+    by.setdefault(r[0], []).append([float(x) if x.replace(".", "", 1).isdigit() else x for x in r[1:]] + [""])
 def med(c, i):
     return st.median(v[i] for v in by[c])
 base = by.get("native:none")
@@ -64,14 +64,15 @@ bw = med("native:none", 2) if base else None
 print(f"Link {sys.argv[2]} (tbf), guest {sys.argv[3]} TCG dirtying continuously, "
       f"{sys.argv[4]} threads/channels, median of {sys.argv[5]} run(s).\n")
 hdr = ["case", "time s", "time / native none", "downtime ms", "wire MiB", "wire / native none",
-       "ratio", "src CPU s", "dst CPU s", "level", "converge"]
+       "ratio", "src QEMU CPU s", "src liveup CPU s", "dst CPU s", "level", "QEMU compression"]
 out = []
 for c in by:
-    t, d, w, ratio, sc, dc = (med(c, i) for i in range(6))
-    lvl = by[c][0][6]; conv = by[c][0][8]
+    t, d, w, ratio, sq, sl, dc = (med(c, i) for i in range(7))
+    lvl = by[c][0][7]
+    comp = by[c][0][10] if len(by[c][0]) > 10 and by[c][0][10] else "-"
     out.append([c, f"{t:.2f}", f"{t / bt:.2f}" if bt else "-", f"{d:.0f}", f"{w / 1048576:.1f}",
-                f"{w / bw:.2f}" if bw else "-", f"{ratio:.2f}", f"{sc:.1f}", f"{dc:.1f}",
-                str(int(lvl)) if isinstance(lvl, float) else str(lvl), str(conv)])
+                f"{w / bw:.2f}" if bw else "-", f"{ratio:.2f}", f"{sq:.1f}", f"{sl:.2f}", f"{dc:.1f}",
+                str(int(lvl)) if isinstance(lvl, float) else str(lvl), str(comp)])
 wid = [max(len(h), *(len(r[i]) for r in out)) for i, h in enumerate(hdr)]
 sep = "  ".join("=" * x for x in wid)
 print(sep); print("  ".join(h.ljust(x) for h, x in zip(hdr, wid))); print(sep)

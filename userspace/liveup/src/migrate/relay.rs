@@ -289,6 +289,28 @@ pub struct SendConfig {
     /// Test hook: flip a payload byte of this chunk after its checksum was
     /// computed, as a bad link or memory would.
     pub corrupt_chunk: Option<u64>,
+    /// SO_SNDBUF for each connection. What sits in socket buffers when QEMU
+    /// stops the VM is downtime: keep it near what the link drains quickly.
+    pub sndbuf: Option<usize>,
+}
+
+fn set_sndbuf(c: &TcpStream, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: v is a valid c_int for the option's size.
+    let rc = unsafe {
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Keeps the first error of several threads.
@@ -347,6 +369,9 @@ pub fn send(
         let mut c2 = c.try_clone()?;
         c.set_nodelay(true)?;
         c.set_write_timeout(Some(cfg.stall_timeout))?;
+        if let Some(b) = cfg.sndbuf {
+            set_sndbuf(c, b)?;
+        }
         c2.write_all(
             &Hello {
                 session,
@@ -779,6 +804,7 @@ mod tests {
             confirm_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(10),
             corrupt_chunk: None,
+            sndbuf: None,
         }
     }
 

@@ -473,6 +473,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
                     confirm_timeout: Duration::from_secs(120),
                     stall_timeout: opts.stall_timeout,
                     corrupt_chunk: opts.corrupt_chunk,
+                    sndbuf: Some(p.chunk_size.max(64 << 10)),
                 };
                 let (stats, cancel) = (stats.clone(), cancel.clone());
                 let n = p.threads;
