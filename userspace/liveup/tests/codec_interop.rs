@@ -131,3 +131,65 @@ fn qat_and_software_codecs_interoperate_with_real_libqatzip() {
     assert!(out == data, "qzip -> qat");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A whole relay stream across the real library: QAT-compressing sender
+/// to a software-decoding receiver, and a software gzip sender to a
+/// receiver that decodes through QATzip.
+#[test]
+fn relay_streams_cross_between_qatzip_and_software() {
+    use liveup::migrate::relay::{receive, send, ReceiveConfig, RelayStats, SendConfig};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+    if !run_inside(
+        mkqatroot(),
+        "relay_streams_cross_between_qatzip_and_software",
+    ) {
+        return;
+    }
+    let lib = QatZip::load().expect("libqatzip.so.3");
+    let data = sample(6 << 20, 42);
+    for (codec, send_qat, recv_qat) in [
+        (CodecKind::Qat, true, false),
+        (CodecKind::Gzip, false, true),
+    ] {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let rlib = recv_qat.then(|| lib.clone());
+        let recv = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let cfg = ReceiveConfig {
+                qat: rlib,
+                idle_timeout: Duration::from_secs(20),
+            };
+            let s = receive(&l, &mut out, &cfg, &RelayStats::default()).unwrap();
+            (out, s)
+        });
+        let conns = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let cfg = SendConfig {
+            codec,
+            level: 1,
+            chunk_size: 256 << 10,
+            qat: send_qat.then(|| lib.clone()),
+            confirm_timeout: Duration::from_secs(20),
+            stall_timeout: Duration::from_secs(20),
+            corrupt_chunk: None,
+            sndbuf: None,
+        };
+        let sent = send(
+            &data[..],
+            conns,
+            &cfg,
+            &RelayStats::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let (out, got) = recv.join().unwrap();
+        assert!(out == data, "{codec}: stream differs");
+        assert_eq!(got.chunks, sent.chunks);
+        assert!(
+            sent.wire_bytes * 3 < sent.raw_bytes * 2,
+            "{codec}: {sent:?}"
+        );
+    }
+}
