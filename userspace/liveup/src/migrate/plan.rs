@@ -336,18 +336,24 @@ pub fn plan(input: &PlanInput) -> Plan {
             .next_power_of_two()
             .max(16 << 20);
         let cap = (input.ram_bytes / 4).min(input.src.mem_available / 8);
-        if want <= cap && input.src.idle_cpus >= threads as f64 + 0.5 {
+        let spare_cpu = input.src.idle_cpus >= threads as f64 + 0.5;
+        if want > cap {
+            why.push(format!(
+                "no xbzrle: a {} MiB cache exceeds {} MiB (a quarter of the guest, an eighth of free memory)",
+                want >> 20,
+                cap >> 20
+            ));
+        } else if !spare_cpu {
+            why.push(format!(
+                "no xbzrle: no CPU to spare for it ({:.1} idle, {threads} compressing)",
+                input.src.idle_cpus
+            ));
+        } else {
             xbzrle_cache = Some(want);
             why.push(format!(
                 "xbzrle cache {} MiB: the guest rewrites pages ({}) and memory allows",
                 want >> 20,
                 mb(input.dirty_bps)
-            ));
-        } else {
-            why.push(format!(
-                "no xbzrle: a {} MiB cache does not fit (cap {} MiB) or no spare CPU",
-                want >> 20,
-                cap >> 20
             ));
         }
     }
@@ -554,12 +560,20 @@ mod tests {
     }
 
     #[test]
-    fn low_memory_refuses_xbzrle() {
+    fn low_memory_or_busy_cpu_refuses_xbzrle() {
         let mut i = input(12.5, 200.0, 4.0, &["none"]);
         i.src.mem_available = 256 << 20;
         let p = plan(&i);
         assert_eq!(p.xbzrle_cache, None);
-        assert!(p.reasons.iter().any(|r| r.starts_with("no xbzrle")));
+        assert!(p.reasons.iter().any(|r| r.contains("exceeds")), "{p}");
+        let mut i = input(12.5, 200.0, 1.0, &["none"]);
+        i.prefs.threads = Some(2);
+        let p = plan(&i);
+        assert_eq!(p.xbzrle_cache, None);
+        assert!(
+            p.reasons.iter().any(|r| r.contains("no CPU to spare")),
+            "{p}"
+        );
     }
 
     #[test]

@@ -291,10 +291,15 @@ fn recover_source(q: &mut Qmp, was_running: bool) -> String {
 
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    /// The dirty rate measured before starting, shown until QEMU has its own.
+    dirty_bps: f64,
+    /// (seconds, remaining bytes) of the last update, and the smoothed rate
+    /// at which `remaining` falls, for the ETA.
+    last: std::cell::Cell<(f64, u64, f64)>,
 }
 
 impl Progress {
-    fn new(show: bool) -> Self {
+    fn new(show: bool, dirty_bps: f64) -> Self {
         let bar = show.then(|| {
             let b = indicatif::ProgressBar::new(1);
             b.set_style(
@@ -303,7 +308,11 @@ impl Progress {
             );
             b
         });
-        Progress { bar }
+        Progress {
+            bar,
+            dirty_bps,
+            last: std::cell::Cell::new((0.0, 0, 0.0)),
+        }
     }
 
     fn update(&self, r: &Value, relay: Option<RelaySummary>, elapsed: f64) {
@@ -312,8 +321,12 @@ impl Progress {
         let g = |k: &str| ram[k].as_u64().unwrap_or(0);
         let (total, remaining, transferred) = (g("total"), g("remaining"), g("transferred"));
         let page = g("page-size").max(4096);
-        let dirty = ram["dirty-pages-rate"].as_f64().unwrap_or(0.0) * page as f64;
-        let mbps = ram["mbps"].as_f64().unwrap_or(0.0);
+        let qemu_dirty = ram["dirty-pages-rate"].as_f64().unwrap_or(0.0) * page as f64;
+        let dirty = if qemu_dirty > 0.0 {
+            qemu_dirty
+        } else {
+            self.dirty_bps
+        };
         let (wire, ratio) = match relay {
             Some(s) if s.wire_bytes > 0 => (s.wire_bytes, s.raw_bytes as f64 / s.wire_bytes as f64),
             _ => {
@@ -330,22 +343,35 @@ impl Progress {
             }
         };
         let thr = wire as f64 / elapsed.max(0.001);
-        let eta = if mbps > 0.0 {
-            remaining as f64 * 8.0 / (mbps * 1e6)
+        // ETA from how fast `remaining` actually falls (zero pages are
+        // cheap, dirtied pages come back), smoothed.
+        let (t0, rem0, rate0) = self.last.get();
+        let rate = if t0 > 0.0 && elapsed > t0 && rem0 >= remaining {
+            let now = (rem0 - remaining) as f64 / (elapsed - t0);
+            if rate0 > 0.0 {
+                0.7 * rate0 + 0.3 * now
+            } else {
+                now
+            }
         } else {
-            0.0
+            rate0
+        };
+        self.last.set((elapsed, remaining, rate));
+        let eta = if rate > 0.0 {
+            format!("{:.0}s", remaining as f64 / rate)
+        } else {
+            "?".into()
         };
         b.set_length(total.max(1));
         b.set_position(total.saturating_sub(remaining));
         b.set_message(format!(
-            "{} sent {:.1} MiB, left {:.1} MiB, {:.1} MB/s wire, ratio {:.2}x, dirty {:.1} MB/s, ETA {:.0}s",
+            "{} sent {:.1} MiB, left {:.1} MiB, {:.1} MB/s wire, ratio {:.2}x, dirty {:.1} MB/s, ETA {eta}",
             r["status"].as_str().unwrap_or("?"),
             wire as f64 / 1048576.0,
             remaining as f64 / 1048576.0,
             thr / 1e6,
             ratio,
             dirty / 1e6,
-            eta
         ));
     }
 
@@ -485,7 +511,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         };
         let started_at = t0.elapsed().as_secs_f64();
         q.execute("migrate", json!({ "uri": qemu_uri }))?;
-        let progress = Progress::new(opts.progress);
+        let progress = Progress::new(opts.progress, dirty_bps);
         let last = loop {
             std::thread::sleep(Duration::from_millis(100));
             let r = q.execute("query-migrate", json!({}))?;
