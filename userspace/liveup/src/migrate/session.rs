@@ -322,7 +322,8 @@ impl Progress {
         let (total, remaining, transferred) = (g("total"), g("remaining"), g("transferred"));
         let page = g("page-size").max(4096);
         let qemu_dirty = ram["dirty-pages-rate"].as_f64().unwrap_or(0.0) * page as f64;
-        let dirty = if qemu_dirty > 0.0 {
+        // QEMU's rate means something from its second dirty-bitmap sync on.
+        let dirty = if g("dirty-sync-count") >= 2 {
             qemu_dirty
         } else {
             self.dirty_bps
