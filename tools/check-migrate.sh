@@ -84,10 +84,30 @@ nothing() { :; }
 
 check "link cut during a relay migration: source keeps running, destination never runs" \
     fail_case f1 4451 cut_link --mode relay --codec none --stall-timeout 5
+corrupt_case() {
+    fail_case "$@" || return 1
+    # The receiver names the chunk it refused.
+    grep -qE "chunk 20: (checksum mismatch|.*decode)" "$KHM_WORK/f2.recv.log"
+}
 check "corrupted relay chunk: refused, source keeps running, destination never runs" \
-    fail_case f2 4452 nothing --mode relay --codec lz4 --x-corrupt-chunk 20
+    corrupt_case f2 4452 nothing --mode relay --codec lz4 --x-corrupt-chunk 20
 check "destination QEMU killed during a native migration: source keeps running" \
     fail_case f3 4453 kill_dest --mode native
+
+# --plan-only: measures, prints the plan and its reasons, migrates nothing;
+# the agent then refuses to let its QEMU run.
+plan_only() {
+    khm_vm "$KHM_NS_A" p1 incoming || return 1
+    khm_receive "$KHM_NS_A" p1 4460
+    ip netns exec "$KHM_NS_B" "$LIVEUP" migrate send --qmp "$KHM_WORK/v3.qmp" \
+        --to "$KHM_IP_A:4460" --plan-only > "$KHM_WORK/plan.txt" 2>&1 || return 1
+    wait "$KHM_RECV_PID" && return 1
+    grep -q "^plan: " "$KHM_WORK/plan.txt" && grep -q "why: " "$KHM_WORK/plan.txt" &&
+        grep -q "^measured: link" "$KHM_WORK/plan.txt" || return 1
+    sed 's/^/# /' "$KHM_WORK/plan.txt"
+    [ "$(khm_state v3)" = running ] && [ "$(khm_state p1)" = gone ]
+}
+check "--plan-only prints the plan and why, the VM stays, the destination quits" plan_only
 
 # CLI errors: message and exit code.
 expect_rc() {

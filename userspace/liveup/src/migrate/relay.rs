@@ -67,6 +67,8 @@ pub enum RelayError {
     EndMismatch(u64, u64),
     #[error("relay: connection {0} closed before its end marker")]
     Truncated(u16),
+    #[error("relay: connection {0} silent for {1:?} (link cut or sender gone)")]
+    Stalled(u16, Duration),
     #[error("relay: more than {MAX_PENDING_BYTES} bytes waiting for chunk {0}")]
     Window(u64),
     #[error("relay: receiver did not confirm: {0}")]
@@ -687,14 +689,15 @@ fn receive_worker(
         if stop.load(Ordering::SeqCst) {
             return Err(RelayError::Cancelled);
         }
+        let io_err = |e: std::io::Error| match e.kind() {
+            ErrorKind::UnexpectedEof => RelayError::Truncated(idx),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                RelayError::Stalled(idx, cfg.idle_timeout)
+            }
+            _ => e.into(),
+        };
         let mut hb = [0u8; HDR_LEN];
-        if let Err(e) = conn.read_exact(&mut hb) {
-            return Err(if e.kind() == ErrorKind::UnexpectedEof {
-                RelayError::Truncated(idx)
-            } else {
-                e.into()
-            });
-        }
+        conn.read_exact(&mut hb).map_err(io_err)?;
         let h = ChunkHeader::decode(&hb)?;
         stats
             .wire_bytes
@@ -704,13 +707,7 @@ fn receive_worker(
             return Ok(());
         }
         wire.resize(h.wire_len as usize, 0);
-        conn.read_exact(&mut wire).map_err(|e| {
-            if e.kind() == ErrorKind::UnexpectedEof {
-                RelayError::Truncated(idx)
-            } else {
-                e.into()
-            }
-        })?;
+        conn.read_exact(&mut wire).map_err(io_err)?;
         let mut raw = Vec::new();
         dec.decompress(h.format, &wire, h.raw_len as usize, &mut raw)
             .map_err(|cause| RelayError::Codec { seq: h.seq, cause })?;
@@ -1133,6 +1130,23 @@ mod tests {
         f.end(1, 2);
         let (r, _) = h.join().unwrap();
         assert!(r.is_err(), "{r:?}");
+    }
+
+    #[test]
+    fn a_silent_connection_is_a_stall() {
+        let (l, addr) = listener();
+        let h = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let cfg = ReceiveConfig {
+                qat: None,
+                idle_timeout: Duration::from_millis(300),
+            };
+            receive(&l, &mut out, &cfg, &RelayStats::default())
+        });
+        let mut f = Fake::connect(addr, 1, 4);
+        f.chunk(0, 0, b"aaaa");
+        let r = h.join().unwrap();
+        assert!(matches!(r, Err(RelayError::Stalled(0, _))), "{r:?}");
     }
 
     #[test]

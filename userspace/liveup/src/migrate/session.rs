@@ -37,13 +37,13 @@ pub enum MigrateError {
     UnsupportedQemu { side: &'static str, why: String },
     #[error("destination {addr} unreachable: {cause}")]
     Unreachable { addr: String, cause: std::io::Error },
-    #[error("{0}")]
+    #[error(transparent)]
     Qmp(#[from] QmpError),
-    #[error("{0}")]
+    #[error(transparent)]
     Control(#[from] CtlError),
-    #[error("{0}")]
+    #[error(transparent)]
     Relay(#[from] RelayError),
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("migration failed: {reason}; source VM {source_state}")]
     Failed {
@@ -565,9 +565,11 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
     }
     let fail = |e: MigrateError, q: &mut Qmp, c: &mut Control, cancel: &AtomicBool| {
         cancel.store(true, Ordering::SeqCst);
-        let _ = c.send(&Ctl::Abort {
-            reason: e.to_string(),
-        });
+        let reason = match &e {
+            MigrateError::Failed { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        let _ = c.send(&Ctl::Abort { reason });
         let state = recover_source(q, was_running);
         match e {
             MigrateError::Failed { reason, .. } => MigrateError::Failed {
@@ -787,13 +789,15 @@ pub fn receive(opts: &ReceiveOptions, mut say: impl FnMut(&str)) -> Result<Strin
             let _ = c.send(&Ctl::Error {
                 message: e.to_string(),
             });
-            let state = q.status().unwrap_or_else(|_| "gone".into());
-            if state != "gone" {
-                let _ = q.execute("quit", json!({}));
+            match q.status() {
+                Ok(state) => {
+                    let _ = q.execute("quit", json!({}));
+                    say(&format!(
+                        "failed ({e}); destination QEMU ({state}) told to quit"
+                    ));
+                }
+                Err(_) => say(&format!("failed ({e}); destination QEMU already gone")),
             }
-            say(&format!(
-                "failed ({e}); destination QEMU ({state}) told to quit"
-            ));
             Err(e)
         }
     }
@@ -906,6 +910,19 @@ fn receive_inner(
         }
         Err(e) => {
             cleanup(&in_path);
+            // A failed relay closes the control connection's read side to
+            // wake us: its error is the one that matters.
+            if let Some(t) = relay_thread.take() {
+                let since = Instant::now();
+                while !t.is_finished() && since.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if t.is_finished() {
+                    if let Ok(Err(re)) = t.join() {
+                        return Err(re);
+                    }
+                }
+            }
             return Err(e.into());
         }
     }
