@@ -17,6 +17,8 @@ KHM_WORK=${KHM_WORK:-$(mktemp -d /tmp/kh-migrate.XXXXXX)}
 LIVEUP=$KH_ROOT/userspace/target/release/liveup
 
 khm_build() {
+    command -v jq > /dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends jq > /dev/null; } >&2
     (cd "$KH_ROOT/userspace" && CARGO_INCREMENTAL=0 nice -n 10 cargo build --release -q -p liveup) >&2
     KHM_KERNEL=$(kh_kernel_dir release)/bzImage
     [ -f "$KHM_KERNEL" ] || KHM_KERNEL=$(ls "$KH_CACHE"/kernels/release-*/bzImage 2>/dev/null | head -n1)
