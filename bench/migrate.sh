@@ -80,4 +80,5 @@ for r in out: print("  ".join(v.ljust(x) for v, x in zip(r, wid)))
 print(sep)
 PY
 echo "# $bad failed run(s)" >&2
+[ $bad != 0 ] || [ -n "${KH_KEEP_WORK:-}" ] || { khm_cleanup; rm -rf "$KHM_WORK"; }
 [ $bad = 0 ]

@@ -125,4 +125,6 @@ check "destination QEMU not waiting for a migration: exit 3 and says so" \
 check "the VM survived it all in B" khm_memcheck v3
 
 echo "$pass passed, $failn failed"
+# Logs stay for a failed run (or with KH_KEEP_WORK=1).
+[ $failn != 0 ] || [ -n "${KH_KEEP_WORK:-}" ] || { khm_cleanup; rm -rf "$KHM_WORK"; }
 [ $failn = 0 ]
