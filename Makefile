@@ -5,7 +5,7 @@
 export KH_CACHE ?= /var/cache/kvmhost
 VARIANT ?= debug
 
-.PHONY: all setup kernel modules userspace check check-upgrade check-userspace demo bench bench-upgrade clean
+.PHONY: all setup kernel modules userspace check check-upgrade check-userspace check-migrate demo bench bench-upgrade bench-migrate clean
 all: modules userspace
 
 setup:
@@ -29,6 +29,11 @@ check:
 check-upgrade:
 	VARIANT=$(if $(filter command line,$(origin VARIANT)),$(VARIANT),release) tools/check-upgrade.sh
 
+# liveup migrate end to end: two network namespaces, a shaped link, TCG
+# guests (needs root); see Documentation/migrate.rst.
+check-migrate:
+	tools/check-migrate.sh
+
 check-userspace:
 	cd userspace && cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings && cargo test --workspace
 
@@ -41,6 +46,9 @@ bench:
 
 bench-upgrade:
 	tools/bench-upgrade.sh
+
+bench-migrate:
+	bench/migrate.sh
 
 clean:
 	rm -rf out .kdir

@@ -64,6 +64,19 @@ else
     fail "hot-upgrade rig run"
 fi
 
+# --- liveup migrate end to end: network namespaces, shaped link, QEMU 11 ---
+echo "== liveup migrate: tools/check-migrate.sh"
+"$KH_ROOT/tools/check-migrate.sh" > "$KH_ROOT/out/check-migrate.log" 2>&1
+mrc=$?
+grep -E '^(ok|not ok) ' "$KH_ROOT/out/check-migrate.log"
+read -r mp mf < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$KH_ROOT/out/check-migrate.log" | tail -n1)
+if [ -n "${mp:-}" ]; then
+    P=$((P + mp)); F=$((F + mf))
+    [ "$mrc" = 0 ] || [ "$mf" -gt 0 ] || fail "check-migrate exited $mrc"
+else
+    fail "check-migrate produced no summary (see out/check-migrate.log)"
+fi
+
 echo "== make check took $(( $(date +%s) - t0 )) s"
 echo "$P passed, $F failed, $S skipped"
 [ "$F" = 0 ]

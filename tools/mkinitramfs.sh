@@ -3,10 +3,12 @@
 # its path. "rig" (default): busybox, kexec and its libraries, tools/guest/init.
 # "l2": busybox and tools/guest/l2-init, for nested test VMs.
 # "vm": busybox and tools/guest/vm-init, the heartbeat VM that upgrades keep.
+# "vmdirty": busybox and tools/guest/vm-dirty-init, a VM that keeps dirtying
+# memory and checking it (for migration tests).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 kind=${1:-rig}
-case $kind in rig) init=init;; l2) init=l2-init;; vm) init=vm-init;; *) echo "usage: $0 [rig|l2|vm]" >&2; exit 2;; esac
+case $kind in rig) init=init;; l2) init=l2-init;; vm) init=vm-init;; vmdirty) init=vm-dirty-init;; *) echo "usage: $0 [rig|l2|vm|vmdirty]" >&2; exit 2;; esac
 key=$( { echo "$kind"; cat "$KH_ROOT/tools/guest/$init" "$0"; dpkg-query -W busybox-static kexec-tools; } | sha256sum | cut -c1-16)
 out="$KH_CACHE/initramfs/$kind-$key.cpio.gz"
 if [ ! -f "$out" ]; then

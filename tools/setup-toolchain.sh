@@ -3,7 +3,7 @@
 # and crates.io. Idempotent: does nothing when everything is present.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
-pkgs=(rustc-web rust-web-src libclang1-19 clang-19 lld-19 llvm-19
+pkgs=(jq iproute2 rustc-web rust-web-src libclang1-19 clang-19 lld-19 llvm-19
       qemu-system-x86 kexec-tools busybox-static debootstrap
       bc flex bison libelf-dev libssl-dev cpio xz-utils zstd rsync kmod e2fsprogs)
 missing=()

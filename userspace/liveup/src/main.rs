@@ -84,6 +84,12 @@ enum Cmd {
         #[arg(long)]
         wait_migration: bool,
     },
+    /// Live-migrate a VM: QEMU multifd or liveup's compressing relay (QAT
+    /// or software codecs), chosen from measurements.
+    Migrate {
+        #[command(subcommand)]
+        cmd: liveup::migrate::cli::MigrateCmd,
+    },
     /// Manage the KRAM region (/dev/kram): status, areas, format.
     Kram {
         /// The KRAM device.
@@ -276,6 +282,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{r}");
             Ok(())
         }
+        Cmd::Migrate { cmd } => Ok(liveup::migrate::cli::run(cmd)?),
         Cmd::Vm { device, cmd } => match cmd {
             VmCmd::Start {
                 name,
@@ -359,7 +366,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("liveup: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<liveup::migrate::cli::CliError>() {
+                Some(m) => ExitCode::from(m.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

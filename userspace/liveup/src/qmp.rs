@@ -77,6 +77,28 @@ impl Qmp {
         Ok(q)
     }
 
+    /// The QEMU process at the other end of the socket (SO_PEERCRED).
+    pub fn peer_pid(&self) -> Option<i32> {
+        use std::os::fd::AsRawFd;
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: cred and len are valid for getsockopt to fill.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.writer.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0 && cred.pid > 0).then_some(cred.pid)
+    }
+
     fn read(&mut self) -> Result<Value, QmpError> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {

@@ -1,0 +1,130 @@
+#!/bin/bash
+# End-to-end checks of `liveup migrate` between two network namespaces
+# joined by a shaped link (tbf, $KH_MIGRATE_RATE, default 100mbit). One
+# guest that never stops dirtying memory (tools/guest/vm-dirty-init)
+# travels A -> B -> A -> B: QEMU multifd, the relay with zstd, the relay
+# with the qat codec (real libqatzip, software fallback, in the trixie
+# chroot) decoded in software; after each move its own checksums must hold.
+# Then failures that must leave it running where it is: link cut mid-relay,
+# a corrupted chunk, the destination QEMU killed; and the CLI's errors.
+# Prints "ok N - ..." / "not ok N - ..." and "N passed, N failed".
+set -uo pipefail
+. "$(dirname "$0")/migrate-lib.sh"
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+trap khm_cleanup EXIT
+pass=0 failn=0 n=0
+ok() { n=$((n + 1)); pass=$((pass + 1)); echo "ok $n - $*"; }
+notok() { n=$((n + 1)); failn=$((failn + 1)); echo "not ok $n - $*"; }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else notok "$what"; fi; }
+fig() { jq -r '.Done | "\(.total_secs|.*100|round/100) s, downtime \(.downtime_ms) ms, wire \(.wire_bytes/1048576|.*10|round/10) MiB, ratio \(.ratio|.*100|round/100)x, \(.plan.mode) \(.plan.codec) x\(.plan.threads)"' "$1" 2>/dev/null; }
+
+khm_build || { echo "not ok 1 - build"; echo "0 passed, 1 failed"; exit 1; }
+khm_net || { echo "not ok 1 - network namespaces"; echo "0 passed, 1 failed"; exit 1; }
+echo "# work dir $KHM_WORK, link $KHM_RATE, VM $KHM_MEM, dirtying ${KHM_DIRTY_MB} MiB"
+
+# migrate FROM-NS FROM-VM TO-NS TO-VM PORT ARGS...: a successful move.
+migrate_ok() {
+    local from=$1 src=$2 to=$3 dst=$4 port=$5; shift 5
+    khm_vm "$to" "$dst" incoming || return 1
+    khm_receive "$to" "$dst" "$port"
+    khm_send "$from" "$src" "$to" "$port" "$KHM_WORK/$dst.json" "$@"
+    local rc=$?
+    wait "$KHM_RECV_PID"; local rrc=$?
+    [ $rc = 0 ] && [ $rrc = 0 ] || { echo "# send rc $rc, receive rc $rrc: $(tail -n3 "$KHM_WORK/$dst.json.err" "$KHM_WORK/$dst.recv.log")"; return 1; }
+    echo "# $(fig "$KHM_WORK/$dst.json")"
+    [ "$(khm_state "$dst")" = running ] || { echo "# destination not running"; return 1; }
+    [ "$(khm_state "$src")" = postmigrate ] || { echo "# source not in postmigrate"; return 1; }
+    kill "$(eval echo "\$KHM_PID_$src")" 2>/dev/null
+    khm_memcheck "$dst"
+}
+
+khm_vm "$KHM_NS_A" v0 || exit 1
+khm_wait_log "$KHM_WORK/v0.1.log" "^VM-CHECK" 2 120
+check "guest v0 boots in A and checks its memory" khm_memcheck v0
+
+check "native multifd A->B keeps guest memory intact" \
+    migrate_ok "$KHM_NS_A" v0 "$KHM_NS_B" v1 4441 --mode native
+check "relay (zstd) B->A keeps guest memory intact" \
+    migrate_ok "$KHM_NS_B" v1 "$KHM_NS_A" v2 4442 --mode relay --codec zstd --threads 2
+KHM_IN_QATROOT=1 check "relay (qat codec via libqatzip) A->B, decoded in software, keeps guest memory intact" \
+    migrate_ok "$KHM_NS_A" v2 "$KHM_NS_B" v3 4443 --mode relay --codec qat --threads 2
+grep -q '"codec": "qat"' "$KHM_WORK/v3.json" || notok "qat relay report names the codec"
+
+# Failures: the VM (now v3 in B) must keep running in B; the destination
+# must never run.
+# fail_case NAME PORT ACTION ARGS...: ACTION runs while liveup migrates.
+fail_case() {
+    local dst=$1 port=$2 action=$3; shift 3
+    khm_vm "$KHM_NS_A" "$dst" incoming || return 1
+    khm_receive "$KHM_NS_A" "$dst" "$port"
+    khm_send "$KHM_NS_B" v3 "$KHM_NS_A" "$port" "$KHM_WORK/$dst.json" "$@" &
+    local sp=$!
+    $action "$dst"
+    wait $sp; local rc=$?
+    wait "$KHM_RECV_PID"; local rrc=$?
+    ip -n "$KHM_NS_B" link set "$(khm_dev "$KHM_NS_B")" up
+    ip -n "$KHM_NS_A" link set "$(khm_dev "$KHM_NS_A")" up
+    echo "# send rc $rc ($(tail -n1 "$KHM_WORK/$dst.json.err")), receive rc $rrc"
+    [ $rc = 5 ] || { echo "# expected exit code 5"; return 1; }
+    [ $rrc != 0 ] || { echo "# the destination agent claimed success"; return 1; }
+    local st; st=$(khm_state v3)
+    [ "$st" = running ] || { echo "# source is $st"; return 1; }
+    # The destination never ran: QEMU gone or not running, no guest output.
+    local i; for i in $(seq 50); do [ "$(khm_state "$dst")" = gone ] && break; sleep 0.2; done
+    st=$(khm_state "$dst")
+    [ "$st" = gone ] || [ "$st" = inmigrate ] || { echo "# destination is $st"; return 1; }
+    [ ! -s "$KHM_WORK/$dst.1.log" ] || { echo "# destination guest printed output"; return 1; }
+    # And the source's memory is still right, with new checks after this.
+    local before; before=$(grep -c "^VM-CHECK" "$KHM_WORK/v3.1.log")
+    khm_wait_log "$KHM_WORK/v3.1.log" "^VM-CHECK" $((before + 2)) 60 && ! grep -q BAD "$KHM_WORK/v3.1.log"
+}
+cut_link() { sleep 3; ip -n "$KHM_NS_A" link set "$(khm_dev "$KHM_NS_A")" down; }
+kill_dest() { sleep 3; kill -9 "$(eval echo "\$KHM_PID_$1")"; }
+nothing() { :; }
+
+check "link cut during a relay migration: source keeps running, destination never runs" \
+    fail_case f1 4451 cut_link --mode relay --codec none --stall-timeout 5
+corrupt_case() {
+    fail_case "$@" || return 1
+    # The receiver names the chunk it refused.
+    grep -qE "chunk 20: (checksum mismatch|.*decode)" "$KHM_WORK/f2.recv.log"
+}
+check "corrupted relay chunk: refused, source keeps running, destination never runs" \
+    corrupt_case f2 4452 nothing --mode relay --codec lz4 --x-corrupt-chunk 20
+check "destination QEMU killed during a native migration: source keeps running" \
+    fail_case f3 4453 kill_dest --mode native
+
+# --plan-only: measures, prints the plan and its reasons, migrates nothing;
+# the agent then refuses to let its QEMU run.
+plan_only() {
+    khm_vm "$KHM_NS_A" p1 incoming || return 1
+    khm_receive "$KHM_NS_A" p1 4460
+    ip netns exec "$KHM_NS_B" "$LIVEUP" migrate send --qmp "$KHM_WORK/v3.qmp" \
+        --to "$KHM_IP_A:4460" --plan-only > "$KHM_WORK/plan.txt" 2>&1 || return 1
+    wait "$KHM_RECV_PID" && return 1
+    grep -q "^plan: " "$KHM_WORK/plan.txt" && grep -q "why: " "$KHM_WORK/plan.txt" &&
+        grep -q "^measured: link" "$KHM_WORK/plan.txt" || return 1
+    sed 's/^/# /' "$KHM_WORK/plan.txt"
+    [ "$(khm_state v3)" = running ] && [ "$(khm_state p1)" = gone ]
+}
+check "--plan-only prints the plan and why, the VM stays, the destination quits" plan_only
+
+# CLI errors: message and exit code.
+expect_rc() {
+    local want=$1 pattern=$2; shift 2
+    local err; err=$("$@" 2>&1 >/dev/null); local rc=$?
+    echo "# rc $rc: $err"
+    [ $rc = "$want" ] && grep -q "$pattern" <<< "$err"
+}
+check "missing QMP socket: exit 2 and says so" \
+    expect_rc 2 "does not exist" "$LIVEUP" migrate send --qmp "$KHM_WORK/nope.qmp" --to 127.0.0.1:1
+check "unreachable destination: exit 4 and says so" \
+    expect_rc 4 "unreachable" ip netns exec "$KHM_NS_B" "$LIVEUP" migrate send --qmp "$KHM_WORK/v3.qmp" --to "$KHM_IP_A:4999"
+check "destination QEMU not waiting for a migration: exit 3 and says so" \
+    expect_rc 3 "incoming defer" "$LIVEUP" migrate receive --qmp "$KHM_WORK/v3.qmp" --listen 127.0.0.1:0
+check "the VM survived it all in B" khm_memcheck v3
+
+echo "$pass passed, $failn failed"
+# Logs stay for a failed run (or with KH_KEEP_WORK=1).
+[ $failn != 0 ] || [ -n "${KH_KEEP_WORK:-}" ] || { khm_cleanup; rm -rf "$KHM_WORK"; }
+[ $failn = 0 ]

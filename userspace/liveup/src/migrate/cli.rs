@@ -1,0 +1,276 @@
+//! The `liveup migrate` command line.
+
+use super::codec::CodecKind;
+use super::plan::{Converge, Mode, Prefs};
+use super::session::{self, MigrateError, ReceiveOptions, SendOptions, SendResult};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MigrateCmd {
+    /// Migrate a running VM to a host where `liveup migrate receive` waits.
+    /// Measures the link, the VM's dirty rate and both hosts, prints the
+    /// plan and why, migrates with a progress bar, and reports.
+    Send {
+        /// The source QEMU's QMP socket.
+        #[arg(long)]
+        qmp: PathBuf,
+        /// The destination agent, HOST:PORT.
+        #[arg(long)]
+        to: String,
+        /// Force native multifd or the relay.
+        #[arg(long)]
+        mode: Option<Mode>,
+        /// Force a codec (native: none, gzip=zlib, zstd, qat=qatzip).
+        #[arg(long)]
+        codec: Option<CodecKind>,
+        #[arg(long)]
+        level: Option<u32>,
+        /// Compression threads = relay connections = multifd channels.
+        #[arg(long)]
+        threads: Option<u32>,
+        /// Relay chunk size, e.g. 256K, 1M.
+        #[arg(long)]
+        chunk_size: Option<String>,
+        /// QEMU downtime-limit, milliseconds.
+        #[arg(long)]
+        downtime_ms: Option<u64>,
+        /// XBZRLE cache size (relay mode), e.g. 64M; 0 disables.
+        #[arg(long)]
+        xbzrle_cache: Option<String>,
+        #[arg(long)]
+        converge: Option<Converge>,
+        /// Seconds of dirty-rate measurement.
+        #[arg(long, default_value_t = 1)]
+        dirty_secs: u64,
+        /// Give up (and keep the VM here) after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Measure and print the plan, do not migrate.
+        #[arg(long)]
+        plan_only: bool,
+        /// Print one JSON document (plan and report) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Relay: seconds a stalled connection may block before the
+        /// migration is abandoned (the VM stays here).
+        #[arg(long, default_value_t = 15)]
+        stall_timeout: u64,
+        /// Test hook: corrupt relay chunk N in flight.
+        #[arg(long, hide = true)]
+        x_corrupt_chunk: Option<u64>,
+    },
+    /// Wait for one incoming migration into the QEMU behind --qmp (started
+    /// with `-incoming defer -S`); resume it only once everything verified.
+    Receive {
+        #[arg(long)]
+        qmp: PathBuf,
+        /// Control address to listen on, e.g. 0.0.0.0:4444.
+        #[arg(long)]
+        listen: String,
+        /// Seconds to wait for the source, or on a silent stream.
+        #[arg(long, default_value_t = 120)]
+        idle_timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What this host offers for QAT: devices in sysfs, libqatzip, whether
+    /// a session gets hardware.
+    Qat {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parse "64M", "1G", "4096".
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("bad size {s:?}"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Migrate(m) => m.exit_code(),
+            CliError::Json(_) => 1,
+        }
+    }
+}
+
+pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
+    match cmd {
+        MigrateCmd::Send {
+            qmp,
+            to,
+            mode,
+            codec,
+            level,
+            threads,
+            chunk_size,
+            downtime_ms,
+            xbzrle_cache,
+            converge,
+            dirty_secs,
+            timeout,
+            plan_only,
+            json,
+            stall_timeout,
+            x_corrupt_chunk,
+        } => {
+            let chunk_size = chunk_size
+                .map(|s| parse_size(&s).map(|v| v as usize))
+                .transpose()
+                .map_err(CliError::Usage)?;
+            if chunk_size.is_some_and(|c| c == 0 || c > super::relay::MAX_CHUNK) {
+                return Err(CliError::Usage(format!(
+                    "--chunk-size must be 1..={} bytes",
+                    super::relay::MAX_CHUNK
+                )));
+            }
+            let xbzrle_cache = xbzrle_cache
+                .map(|s| parse_size(&s))
+                .transpose()
+                .map_err(CliError::Usage)?;
+            let opts = SendOptions {
+                qmp,
+                to,
+                prefs: Prefs {
+                    mode,
+                    codec,
+                    level,
+                    threads,
+                    chunk_size,
+                    downtime_ms,
+                    xbzrle_cache,
+                    converge,
+                },
+                dirty_secs,
+                timeout: Duration::from_secs(timeout),
+                plan_only,
+                progress: !json,
+                stall_timeout: Duration::from_secs(stall_timeout),
+                corrupt_chunk: x_corrupt_chunk,
+            };
+            let r = session::send(&opts, |line| {
+                if !json {
+                    println!("{line}");
+                }
+            })?;
+            match (&r, json) {
+                (_, true) => println!("{}", serde_json::to_string_pretty(&r)?),
+                (SendResult::Done(rep), false) => println!("{rep}"),
+                (SendResult::Plan(..), false) => {}
+            }
+            Ok(())
+        }
+        MigrateCmd::Receive {
+            qmp,
+            listen,
+            idle_timeout,
+            json,
+        } => {
+            let opts = ReceiveOptions {
+                qmp,
+                listen,
+                idle_timeout: Duration::from_secs(idle_timeout),
+            };
+            let state = session::receive(&opts, |line| eprintln!("liveup receive: {line}"))?;
+            if json {
+                println!("{}", serde_json::json!({ "runstate": state }));
+            }
+            Ok(())
+        }
+        MigrateCmd::Qat { json } => {
+            let devs = qatzip_sys::devices();
+            let (lib, hw) = super::facts::qat_probe();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "devices": devs,
+                        "libqatzip": lib.as_ref().map(|l| l.name().to_string()),
+                        "hardware_session": hw,
+                    }))?
+                );
+            } else {
+                println!("QAT devices: {}", devs.len());
+                for d in &devs {
+                    println!(
+                        "  {} {} {} driver={} numa={}",
+                        d.address,
+                        d.family,
+                        if d.virtual_function { "VF" } else { "PF" },
+                        d.driver.as_deref().unwrap_or("-"),
+                        d.numa_node.map_or("-".into(), |n| n.to_string())
+                    );
+                }
+                match &lib {
+                    Some(l) => println!(
+                        "libqatzip: {} ({})",
+                        l.name(),
+                        if hw { "QAT hardware session" } else { "software fallback only" }
+                    ),
+                    None => println!("libqatzip: not found (codec qat unavailable; gzip is the software equivalent)"),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256K"), Ok(256 << 10));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn missing_qmp_socket_is_a_clear_error_with_its_exit_code() {
+        let cmd = MigrateCmd::Send {
+            qmp: "/nonexistent/qmp.sock".into(),
+            to: "127.0.0.1:1".into(),
+            mode: None,
+            codec: None,
+            level: None,
+            threads: None,
+            chunk_size: None,
+            downtime_ms: None,
+            xbzrle_cache: None,
+            converge: None,
+            dirty_secs: 1,
+            timeout: 10,
+            plan_only: true,
+            json: true,
+            stall_timeout: 15,
+            x_corrupt_chunk: None,
+        };
+        let e = run(cmd).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("/nonexistent/qmp.sock"), "{e}");
+    }
+}

@@ -1,0 +1,219 @@
+//! Measuring a host and its QEMU for the plan: CPU idle, memory, QAT,
+//! QEMU's migration features (from its QMP schema), the guest's dirty rate
+//! and CPU time spent.
+
+use super::plan::{HostFacts, QemuFacts};
+use crate::qmp::{Qmp, QmpError};
+use qatzip_sys::{QatZip, Session, SessionConfig};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// (busy, total) jiffies of all CPUs from /proc/stat.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Idle CPUs (fractional) measured over `over`.
+pub fn idle_cpus(over: Duration) -> f64 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let Some((b0, t0)) = cpu_jiffies() else {
+        return cpus;
+    };
+    std::thread::sleep(over);
+    let Some((b1, t1)) = cpu_jiffies() else {
+        return cpus;
+    };
+    if t1 <= t0 {
+        return cpus;
+    }
+    let busy = (b1 - b0) as f64 / (t1 - t0) as f64;
+    ((1.0 - busy) * cpus).clamp(0.0, cpus)
+}
+
+pub fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map_or(0, |k| k * 1024)
+}
+
+/// libqatzip, if it loads, and whether a session gets QAT hardware.
+pub fn qat_probe() -> (Option<Arc<QatZip>>, bool) {
+    match QatZip::load() {
+        Ok(lib) => {
+            let hw = Session::new(&lib, SessionConfig::default()).is_ok_and(|s| s.hardware());
+            (Some(lib), hw)
+        }
+        Err(_) => (None, false),
+    }
+}
+
+/// What a QEMU offers for migration, from query-version, the capabilities
+/// and the QMP schema (`multifd-compression`'s enum values).
+pub fn qemu_facts(q: &mut Qmp) -> Result<QemuFacts, QmpError> {
+    let v = q.execute("query-version", json!({}))?;
+    let part = |k: &str| v["qemu"][k].as_u64().unwrap_or(0);
+    let version = format!("{}.{}.{}", part("major"), part("minor"), part("micro"));
+    let caps: Vec<String> = q
+        .execute("query-migrate-capabilities", json!({}))?
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["capability"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let schema = q.execute("query-qmp-schema", json!({}))?;
+    let compressions = schema_enum(&schema, "migrate-set-parameters", "multifd-compression");
+    let kvm = q
+        .execute("query-kvm", json!({}))
+        .map(|r| r["enabled"].as_bool().unwrap_or(false))
+        .unwrap_or(false);
+    Ok(QemuFacts {
+        version,
+        multifd: caps.iter().any(|c| c == "multifd"),
+        compressions,
+        dirty_limit: caps.iter().any(|c| c == "dirty-limit"),
+        xbzrle: caps.iter().any(|c| c == "xbzrle"),
+        kvm,
+    })
+}
+
+/// The values of enum member `member` of command `cmd`'s argument type.
+/// (query-qmp-schema names types by number, so follow the references.)
+pub fn schema_enum(schema: &Value, cmd: &str, member: &str) -> Vec<String> {
+    let Some(entries) = schema.as_array() else {
+        return Vec::new();
+    };
+    let by: HashMap<&str, &Value> = entries
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e)))
+        .collect();
+    let ty = by
+        .get(cmd)
+        .and_then(|c| c["arg-type"].as_str())
+        .and_then(|t| by.get(t))
+        .and_then(|o| o["members"].as_array())
+        .and_then(|ms| ms.iter().find(|m| m["name"] == member))
+        .and_then(|m| m["type"].as_str())
+        .and_then(|t| by.get(t));
+    ty.and_then(|e| e["values"].as_array())
+        .map(|vs| {
+            vs.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// This host's facts with `q`'s QEMU.
+pub fn host_facts(q: &mut Qmp, qat_lib: bool, qat_hw: bool) -> Result<HostFacts, QmpError> {
+    Ok(HostFacts {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
+        idle_cpus: idle_cpus(Duration::from_millis(300)),
+        mem_available: mem_available(),
+        qat_devices: qatzip_sys::devices().len() as u32,
+        qatzip: qat_lib,
+        qat_hw,
+        qemu: qemu_facts(q)?,
+    })
+}
+
+/// Guest RAM size (query-memory-size-summary).
+pub fn ram_bytes(q: &mut Qmp) -> Result<u64, QmpError> {
+    let r = q.execute("query-memory-size-summary", json!({}))?;
+    Ok(r["base-memory"].as_u64().unwrap_or(0) + r["plugged-memory"].as_u64().unwrap_or(0))
+}
+
+/// The guest's dirty rate in bytes/s, measured by QEMU (calc-dirty-rate,
+/// page sampling) over `secs` seconds.
+pub fn dirty_rate(q: &mut Qmp, secs: u64) -> Result<f64, QmpError> {
+    q.execute(
+        "calc-dirty-rate",
+        json!({"calc-time": secs, "mode": "page-sampling"}),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(secs + 10);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let r = q.execute("query-dirty-rate", json!({}))?;
+        if r["status"] == "measured" {
+            return Ok(r["dirty-rate"].as_f64().unwrap_or(0.0) * 1024.0 * 1024.0);
+        }
+        if Instant::now() > deadline {
+            return Err(QmpError::Timeout("calc-dirty-rate".into()));
+        }
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+pub fn proc_cpu_secs(pid: i32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: u64 = f.get(11)?.parse().ok()?;
+    let st: u64 = f.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((ut + st) as f64 / hz)
+}
+
+/// CPU seconds this process has used.
+pub fn self_cpu_secs() -> f64 {
+    proc_cpu_secs(std::process::id() as i32).unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_enum_follows_numbered_types() {
+        let schema = json!([
+            {"name": "migrate-set-parameters", "meta-type": "command", "arg-type": "153", "ret-type": "0"},
+            {"name": "153", "meta-type": "object", "members": [
+                {"name": "downtime-limit", "type": "int"},
+                {"name": "multifd-compression", "type": "446"}]},
+            {"name": "446", "meta-type": "enum", "values": ["none", "zlib", "zstd", "qatzip"]}
+        ]);
+        assert_eq!(
+            schema_enum(&schema, "migrate-set-parameters", "multifd-compression"),
+            ["none", "zlib", "zstd", "qatzip"]
+        );
+        assert!(schema_enum(&schema, "migrate-set-parameters", "nope").is_empty());
+        assert!(schema_enum(&json!({}), "x", "y").is_empty());
+    }
+
+    #[test]
+    fn host_measurements_are_plausible() {
+        let cpus = std::thread::available_parallelism().unwrap().get() as f64;
+        let idle = idle_cpus(Duration::from_millis(50));
+        assert!((0.0..=cpus).contains(&idle), "{idle}");
+        assert!(mem_available() > 1 << 20);
+        // Burn some CPU, and see it counted.
+        let before = self_cpu_secs();
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        assert!(self_cpu_secs() - before >= 0.1);
+    }
+}

@@ -1,0 +1,610 @@
+//! The adaptive plan: from measured host CPU idle, link bandwidth, the VM's
+//! dirty rate and what each QEMU offers, choose how to move the VM (QEMU's
+//! multifd or the relay), the codec, its level and threads, and the
+//! convergence aids, with the reasons. A pure function, so it is tested
+//! without VMs.
+
+use super::codec::CodecKind;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// How the migration stream travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// QEMU's own multifd channels, QEMU compresses.
+    Native,
+    /// liveup carries the stream over N connections and compresses.
+    Relay,
+}
+
+/// What each QEMU offers, from its QMP schema.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct QemuFacts {
+    pub version: String,
+    /// The `multifd` migration capability exists.
+    pub multifd: bool,
+    /// Values of `multifd-compression` (none, zlib, zstd, qatzip, ...).
+    pub compressions: Vec<String>,
+    /// The `dirty-limit` capability exists.
+    pub dirty_limit: bool,
+    /// The `xbzrle` capability exists.
+    pub xbzrle: bool,
+    /// KVM (dirty-limit needs its dirty ring); false under TCG.
+    pub kvm: bool,
+}
+
+/// What one host offers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostFacts {
+    pub cpus: u32,
+    /// Idle CPUs, measured (e.g. 1.6 of 2).
+    pub idle_cpus: f64,
+    pub mem_available: u64,
+    /// QAT functions found in sysfs.
+    pub qat_devices: u32,
+    /// libqatzip could be loaded.
+    pub qatzip: bool,
+    /// A QATzip session ran on QAT hardware (not its software fallback).
+    pub qat_hw: bool,
+    pub qemu: QemuFacts,
+}
+
+/// The user's overrides; `None` leaves the choice to the plan.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Prefs {
+    pub mode: Option<Mode>,
+    pub codec: Option<CodecKind>,
+    pub level: Option<u32>,
+    pub threads: Option<u32>,
+    pub chunk_size: Option<usize>,
+    pub downtime_ms: Option<u64>,
+    pub xbzrle_cache: Option<u64>,
+    pub converge: Option<Converge>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanInput {
+    pub src: HostFacts,
+    pub dst: HostFacts,
+    /// Measured link bandwidth, bytes/s.
+    pub link_bps: f64,
+    /// Measured guest dirty rate, bytes/s.
+    pub dirty_bps: f64,
+    pub ram_bytes: u64,
+    pub prefs: Prefs,
+}
+
+/// A convergence aid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Converge {
+    Off,
+    AutoConverge,
+    DirtyLimit,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub mode: Mode,
+    pub codec: CodecKind,
+    /// The multifd-compression value for native mode.
+    pub native_compression: Option<String>,
+    pub level: u32,
+    /// Compression threads = relay connections = multifd channels.
+    pub threads: u32,
+    /// Relay chunk size, bytes.
+    pub chunk_size: usize,
+    /// XBZRLE cache size (relay mode only: QEMU uses XBZRLE only without
+    /// multifd).
+    pub xbzrle_cache: Option<u64>,
+    pub converge: Converge,
+    /// dirty-limit: the per-vCPU limit, MB/s.
+    pub dirty_limit_mbps: u64,
+    pub downtime_ms: u64,
+    /// Estimated guest-memory throughput, bytes/s.
+    pub est_bps: f64,
+    pub reasons: Vec<String>,
+}
+
+/// Nominal per-core software speeds (compress, MB/s of input) and ratios on
+/// guest memory, and QAT's per-device speed. Deliberately rough: they rank
+/// choices, the measurements in Documentation/migrate.rst refine them.
+struct Model {
+    mbps_per_core: f64,
+    ratio: f64,
+}
+
+pub const QAT_DEVICE_MBPS: f64 = 1200.0;
+pub const DEFAULT_CHUNK: usize = 1 << 20;
+pub const MIN_AUTO_CHUNK: usize = 64 << 10;
+pub const DEFAULT_DOWNTIME_MS: u64 = 300;
+
+fn model(codec: CodecKind, level: u32) -> Model {
+    let l = level.max(1) as f64;
+    match codec {
+        CodecKind::None => Model {
+            mbps_per_core: f64::INFINITY,
+            ratio: 1.0,
+        },
+        CodecKind::Lz4 => Model {
+            mbps_per_core: 450.0,
+            ratio: 2.0,
+        },
+        CodecKind::Zstd => Model {
+            mbps_per_core: 300.0 / (1.0 + 0.35 * (l - 1.0)),
+            ratio: (2.8 + 0.08 * (l - 1.0)).min(3.6),
+        },
+        CodecKind::Gzip | CodecKind::Qat => Model {
+            mbps_per_core: 70.0 / (1.0 + 0.3 * (l - 1.0)),
+            ratio: (2.5 + 0.05 * (l - 1.0)).min(2.9),
+        },
+    }
+}
+
+/// The multifd-compression name QEMU uses for a codec, if any.
+fn native_name(codec: CodecKind) -> Option<&'static str> {
+    match codec {
+        CodecKind::None => Some("none"),
+        CodecKind::Zstd => Some("zstd"),
+        CodecKind::Gzip => Some("zlib"),
+        CodecKind::Qat => Some("qatzip"),
+        CodecKind::Lz4 => None,
+    }
+}
+
+fn native_ok(input: &PlanInput, codec: CodecKind) -> Result<&'static str, String> {
+    let name = native_name(codec).ok_or_else(|| format!("QEMU has no multifd {codec}"))?;
+    for (side, h) in [("source", &input.src), ("destination", &input.dst)] {
+        if !h.qemu.multifd {
+            return Err(format!("{side} QEMU {} has no multifd", h.qemu.version));
+        }
+        if !h.qemu.compressions.iter().any(|c| c == name) {
+            return Err(format!(
+                "{side} QEMU {} lacks multifd-compression {name} (has {})",
+                h.qemu.version,
+                h.qemu.compressions.join(", ")
+            ));
+        }
+    }
+    Ok(name)
+}
+
+fn mb(bps: f64) -> String {
+    format!("{:.1} MB/s", bps / 1e6)
+}
+
+/// Estimated guest-memory throughput (bytes/s) of `codec` at `level` with
+/// `threads` compressing, given the link and whether QAT hardware works.
+fn estimate(input: &PlanInput, codec: CodecKind, level: u32, threads: u32, mode: Mode) -> f64 {
+    let m = model(codec, level);
+    let cpu = if codec == CodecKind::Qat && input.src.qat_hw {
+        QAT_DEVICE_MBPS * 1e6 * input.src.qat_devices.max(1) as f64
+    } else {
+        m.mbps_per_core * 1e6 * threads as f64
+    };
+    let link = input.link_bps * m.ratio;
+    // The relay copies the stream once more through a socket; QEMU's
+    // multifd does not.
+    let overhead = if mode == Mode::Relay { 0.92 } else { 1.0 };
+    cpu.min(link) * overhead
+}
+
+/// Make the plan.
+pub fn plan(input: &PlanInput) -> Plan {
+    let p = &input.prefs;
+    let mut why = Vec::new();
+    // Threads: what the source can spare besides QEMU's own migration
+    // thread (half a core), at least one, at most 8.
+    let spare = (input.src.idle_cpus - 0.5).floor().max(1.0) as u32;
+    let threads = p.threads.unwrap_or(spare.clamp(1, 8)).max(1);
+    if p.threads.is_none() {
+        why.push(format!(
+            "threads {threads}: source has {:.1} of {} CPUs idle, half a core kept for QEMU",
+            input.src.idle_cpus, input.src.cpus
+        ));
+    }
+
+    let mut codecs: Vec<CodecKind> = match p.codec {
+        Some(c) => vec![c],
+        None => {
+            let mut v = vec![
+                CodecKind::None,
+                CodecKind::Lz4,
+                CodecKind::Zstd,
+                CodecKind::Gzip,
+            ];
+            if input.src.qat_hw && input.src.qatzip {
+                v.push(CodecKind::Qat);
+            } else if input.src.qatzip {
+                why.push(
+                    "qat not considered: libqatzip loads but no QAT hardware session \
+                     (its software fallback is plain deflate)"
+                        .into(),
+                );
+            }
+            v
+        }
+    };
+    codecs.dedup();
+
+    // Every (codec, mode) pair that can run, with its estimate.
+    let mut best: Option<(f64, CodecKind, Mode, Option<&'static str>)> = None;
+    for &codec in &codecs {
+        let level = p.level.unwrap_or(codec.default_level());
+        for mode in [Mode::Native, Mode::Relay] {
+            if p.mode.is_some_and(|m| m != mode) {
+                continue;
+            }
+            let native = if mode == Mode::Native {
+                match native_ok(input, codec) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        if p.codec.is_some() || p.mode == Some(Mode::Native) {
+                            why.push(format!("native {codec} impossible: {e}"));
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let est = estimate(input, codec, level, threads, mode);
+            // Within 5 %, prefer what was found first: native over relay,
+            // cheaper codecs over dearer ones.
+            if best.is_none_or(|(b, ..)| est > b * 1.05) {
+                best = Some((est, codec, mode, native));
+            }
+        }
+    }
+    let (est, codec, mode, native) = best.unwrap_or((
+        estimate(input, CodecKind::None, 0, threads, Mode::Relay),
+        CodecKind::None,
+        Mode::Relay,
+        None,
+    ));
+    why.push(format!(
+        "link {}, ratio model {:.1}x for {codec}: estimated {} of guest memory via {}",
+        mb(input.link_bps),
+        model(codec, codec.default_level()).ratio,
+        mb(est),
+        match mode {
+            Mode::Native => "QEMU multifd",
+            Mode::Relay => "the relay",
+        }
+    ));
+    if mode == Mode::Relay && p.mode.is_none() {
+        let reason = native_ok(input, codec)
+            .err()
+            .unwrap_or_else(|| "relay estimated faster".into());
+        why.push(format!("relay: {reason}"));
+    }
+    if codec == CodecKind::None && p.codec.is_none() {
+        why.push(format!(
+            "no compression: the link ({}) is not the bottleneck for {threads} thread(s)",
+            mb(input.link_bps)
+        ));
+    }
+
+    // Level: with CPU to spare over the link, trade some speed for ratio.
+    let mut level = p.level.unwrap_or(codec.default_level());
+    if p.level.is_none() && codec == CodecKind::Zstd {
+        let cpu = model(codec, 3).mbps_per_core * 1e6 * threads as f64;
+        if cpu > 2.0 * input.link_bps * model(codec, 3).ratio {
+            level = 3;
+            why.push(format!(
+                "zstd level 3: {threads} thread(s) at level 3 still outrun the link twice"
+            ));
+        }
+    }
+
+    // Convergence: can we send faster than the guest dirties?
+    let mut converge = p.converge.unwrap_or(Converge::Off);
+    let mut dirty_limit_mbps = 0;
+    if p.converge.is_none() && input.dirty_bps > 0.5 * est {
+        let kvm_ring = input.src.qemu.kvm && input.src.qemu.dirty_limit;
+        converge = if kvm_ring {
+            Converge::DirtyLimit
+        } else {
+            Converge::AutoConverge
+        };
+        dirty_limit_mbps = ((est * 0.25) / 1e6).max(1.0) as u64;
+        why.push(format!(
+            "{}: dirty rate {} is over half the estimated {}{}",
+            match converge {
+                Converge::DirtyLimit => "dirty-limit",
+                _ => "auto-converge",
+            },
+            mb(input.dirty_bps),
+            mb(est),
+            if kvm_ring {
+                ""
+            } else {
+                " (dirty-limit needs KVM's dirty ring: not available, so CPU throttling)"
+            }
+        ));
+    }
+
+    // XBZRLE: only without multifd, and only if memory allows.
+    let mut xbzrle_cache = p.xbzrle_cache.filter(|&c| c > 0);
+    if mode == Mode::Relay
+        && p.xbzrle_cache.is_none()
+        && input.src.qemu.xbzrle
+        && input.dirty_bps > 0.1 * est
+    {
+        let want = ((input.dirty_bps * 2.0) as u64)
+            .next_power_of_two()
+            .max(16 << 20);
+        let cap = (input.ram_bytes / 4).min(input.src.mem_available / 8);
+        let spare_cpu = input.src.idle_cpus >= threads as f64 + 0.5;
+        if want > cap {
+            why.push(format!(
+                "no xbzrle: a {} MiB cache exceeds {} MiB (a quarter of the guest, an eighth of free memory)",
+                want >> 20,
+                cap >> 20
+            ));
+        } else if !spare_cpu {
+            why.push(format!(
+                "no xbzrle: no CPU to spare for it ({:.1} idle, {threads} compressing)",
+                input.src.idle_cpus
+            ));
+        } else {
+            xbzrle_cache = Some(want);
+            why.push(format!(
+                "xbzrle cache {} MiB: the guest rewrites pages ({}) and memory allows",
+                want >> 20,
+                mb(input.dirty_bps)
+            ));
+        }
+    }
+    if xbzrle_cache.is_some() && mode == Mode::Native {
+        why.push("xbzrle dropped: QEMU does not combine it with multifd".into());
+        xbzrle_cache = None;
+    }
+
+    let downtime_ms = p.downtime_ms.unwrap_or(DEFAULT_DOWNTIME_MS);
+    // Relay chunks: big enough to compress well and keep per-chunk costs
+    // low, small enough that what is queued at switchover (a chunk per
+    // thread) crosses the link in ~10 ms.
+    let chunk_size = p.chunk_size.unwrap_or_else(|| {
+        ((input.link_bps * 0.01) as usize)
+            .next_power_of_two()
+            .clamp(MIN_AUTO_CHUNK, DEFAULT_CHUNK)
+    });
+    if mode == Mode::Relay && p.chunk_size.is_none() {
+        why.push(format!(
+            "chunk {} KiB: about 10 ms of the link, 64 KiB..1 MiB",
+            chunk_size >> 10
+        ));
+    }
+    Plan {
+        mode,
+        codec,
+        native_compression: native.map(str::to_string),
+        level,
+        threads,
+        chunk_size,
+        xbzrle_cache,
+        converge,
+        dirty_limit_mbps,
+        downtime_ms,
+        est_bps: est,
+        reasons: why,
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.mode {
+            Mode::Native => format!(
+                "native multifd, compression {}",
+                self.native_compression.as_deref().unwrap_or("none")
+            ),
+            Mode::Relay => format!("relay, codec {}", self.codec),
+        };
+        writeln!(
+            f,
+            "plan: {mode}, level {}, {} thread(s)",
+            self.level, self.threads
+        )?;
+        if self.mode == Mode::Relay {
+            writeln!(f, "      chunk {} KiB", self.chunk_size >> 10)?;
+        }
+        writeln!(
+            f,
+            "      downtime-limit {} ms, xbzrle {}, convergence {}",
+            self.downtime_ms,
+            self.xbzrle_cache
+                .map(|c| format!("{} MiB", c >> 20))
+                .unwrap_or_else(|| "off".into()),
+            match self.converge {
+                Converge::Off => "off".to_string(),
+                Converge::AutoConverge => "auto-converge".to_string(),
+                Converge::DirtyLimit => format!("dirty-limit {} MB/s", self.dirty_limit_mbps),
+            }
+        )?;
+        writeln!(f, "      estimated {:.1} MB/s", self.est_bps / 1e6)?;
+        for r in &self.reasons {
+            writeln!(f, "  why: {r}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qemu(compressions: &[&str]) -> QemuFacts {
+        QemuFacts {
+            version: "11.1.3".into(),
+            multifd: true,
+            compressions: compressions.iter().map(|s| s.to_string()).collect(),
+            dirty_limit: true,
+            xbzrle: true,
+            kvm: false,
+        }
+    }
+
+    fn host(idle: f64, q: QemuFacts) -> HostFacts {
+        HostFacts {
+            cpus: 8,
+            idle_cpus: idle,
+            mem_available: 16 << 30,
+            qat_devices: 0,
+            qatzip: false,
+            qat_hw: false,
+            qemu: q,
+        }
+    }
+
+    fn input(link_mbps: f64, dirty_mbps: f64, idle: f64, comps: &[&str]) -> PlanInput {
+        PlanInput {
+            src: host(idle, qemu(comps)),
+            dst: host(idle, qemu(comps)),
+            link_bps: link_mbps * 1e6,
+            dirty_bps: dirty_mbps * 1e6,
+            ram_bytes: 8 << 30,
+            prefs: Prefs::default(),
+        }
+    }
+
+    #[test]
+    fn fast_link_idle_cpu_means_no_compression_native() {
+        let p = plan(&input(10_000.0, 0.0, 6.0, &["none", "zlib", "zstd"]));
+        assert_eq!(p.mode, Mode::Native);
+        assert_eq!(p.codec, CodecKind::None);
+        assert_eq!(p.native_compression.as_deref(), Some("none"));
+        assert_eq!(p.converge, Converge::Off);
+        assert!(p.reasons.iter().any(|r| r.contains("not the bottleneck")));
+    }
+
+    #[test]
+    fn slow_link_picks_native_zstd_when_both_qemus_have_it() {
+        let p = plan(&input(12.5, 0.0, 4.0, &["none", "zlib", "zstd"]));
+        assert_eq!(p.mode, Mode::Native);
+        assert_eq!(p.codec, CodecKind::Zstd);
+        assert_eq!(p.native_compression.as_deref(), Some("zstd"));
+        assert_eq!(p.threads, 3);
+        // Lots of CPU over a slow link: a higher level.
+        assert_eq!(p.level, 3);
+    }
+
+    #[test]
+    fn qemu_without_multifd_compression_goes_relay() {
+        let p = plan(&input(12.5, 0.0, 4.0, &["none"]));
+        assert_eq!(p.mode, Mode::Relay);
+        assert_ne!(p.codec, CodecKind::None);
+        assert!(p.reasons.iter().any(|r| r.starts_with("relay:")), "{p}");
+        // 12.5 MB/s: 125 kB in 10 ms -> 128 KiB chunks.
+        assert_eq!(p.chunk_size, 128 << 10);
+        assert_eq!(
+            plan(&input(10_000.0, 0.0, 4.0, &["none"])).chunk_size,
+            1 << 20
+        );
+        assert_eq!(plan(&input(1.0, 0.0, 4.0, &["none"])).chunk_size, 64 << 10);
+        // Only one side lacking it is enough.
+        let mut i = input(12.5, 0.0, 4.0, &["none", "zstd"]);
+        i.dst.qemu.compressions = vec!["none".into()];
+        assert_eq!(plan(&i).mode, Mode::Relay);
+    }
+
+    #[test]
+    fn qat_hardware_wins_when_cpu_is_busy_and_qemu_lacks_qatzip() {
+        let mut i = input(1250.0, 0.0, 1.0, &["none", "zlib", "zstd"]);
+        i.src.qat_devices = 2;
+        i.src.qatzip = true;
+        i.src.qat_hw = true;
+        let p = plan(&i);
+        assert_eq!(p.codec, CodecKind::Qat, "{p}");
+        assert_eq!(p.mode, Mode::Relay);
+        // With qatzip in both QEMUs it goes native.
+        i.src.qemu.compressions.push("qatzip".into());
+        i.dst.qemu.compressions.push("qatzip".into());
+        let p = plan(&i);
+        assert_eq!((p.mode, p.codec), (Mode::Native, CodecKind::Qat), "{p}");
+        assert_eq!(p.native_compression.as_deref(), Some("qatzip"));
+    }
+
+    #[test]
+    fn qatzip_without_hardware_is_not_chosen() {
+        let mut i = input(12.5, 0.0, 4.0, &["none"]);
+        i.src.qatzip = true;
+        let p = plan(&i);
+        assert_ne!(p.codec, CodecKind::Qat);
+        assert!(p.reasons.iter().any(|r| r.contains("no QAT hardware")));
+    }
+
+    #[test]
+    fn busy_cpu_on_a_slow_link_prefers_cheap_codecs() {
+        // One idle core, 100 MB/s: lz4 (450 MB/s, 2x) beats gzip (70 MB/s).
+        let p = plan(&input(100.0, 0.0, 1.0, &["none"]));
+        assert_eq!(p.mode, Mode::Relay);
+        assert_eq!(p.threads, 1);
+        assert!(matches!(p.codec, CodecKind::Lz4 | CodecKind::Zstd), "{p}");
+    }
+
+    #[test]
+    fn high_dirty_rate_turns_on_convergence_and_xbzrle_in_relay() {
+        let p = plan(&input(12.5, 200.0, 4.0, &["none"]));
+        assert_eq!(p.mode, Mode::Relay);
+        assert_eq!(p.converge, Converge::AutoConverge, "TCG: no dirty ring");
+        assert!(p.xbzrle_cache.is_some_and(|c| c >= 16 << 20), "{p}");
+        let mut i = input(12.5, 200.0, 4.0, &["none", "zstd"]);
+        i.src.qemu.kvm = true;
+        let p = plan(&i);
+        assert_eq!(p.mode, Mode::Native);
+        assert_eq!(p.converge, Converge::DirtyLimit);
+        assert!(p.dirty_limit_mbps >= 1);
+        assert_eq!(p.xbzrle_cache, None, "no xbzrle with multifd");
+    }
+
+    #[test]
+    fn low_memory_or_busy_cpu_refuses_xbzrle() {
+        let mut i = input(12.5, 200.0, 4.0, &["none"]);
+        i.src.mem_available = 256 << 20;
+        let p = plan(&i);
+        assert_eq!(p.xbzrle_cache, None);
+        assert!(p.reasons.iter().any(|r| r.contains("exceeds")), "{p}");
+        let mut i = input(12.5, 200.0, 1.0, &["none"]);
+        i.prefs.threads = Some(2);
+        let p = plan(&i);
+        assert_eq!(p.xbzrle_cache, None);
+        assert!(
+            p.reasons.iter().any(|r| r.contains("no CPU to spare")),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn preferences_override_and_impossible_native_is_explained() {
+        let mut i = input(10_000.0, 0.0, 6.0, &["none", "zstd"]);
+        i.prefs = Prefs {
+            mode: Some(Mode::Relay),
+            codec: Some(CodecKind::Lz4),
+            threads: Some(3),
+            chunk_size: Some(256 << 10),
+            downtime_ms: Some(50),
+            ..Default::default()
+        };
+        let p = plan(&i);
+        assert_eq!(
+            (p.mode, p.codec, p.threads, p.chunk_size, p.downtime_ms),
+            (Mode::Relay, CodecKind::Lz4, 3, 256 << 10, 50)
+        );
+        i.prefs = Prefs {
+            mode: Some(Mode::Native),
+            codec: Some(CodecKind::Lz4),
+            ..Default::default()
+        };
+        let p = plan(&i);
+        assert!(
+            p.reasons
+                .iter()
+                .any(|r| r.contains("native lz4 impossible")),
+            "{p}"
+        );
+        // Nothing native fits: the relay carries it anyway.
+        assert_eq!(p.mode, Mode::Relay);
+    }
+}
