@@ -128,6 +128,13 @@ if [ $((KH_STAGE % 2)) = 0 ]; then
     ours_end $(size $k)
     main_begin $(size $k)
 fi
+if [ $KH_STAGE = 1 ]; then
+    # How much of "QEMU start" is loading QEMU from disk after a kexec:
+    # the same trivial run with a cold and a warm page cache.
+    t0=$(cut -d' ' -f1 /proc/uptime); chroot $R qemu-system-x86_64 -version > /dev/null; cold=$(elapsed $t0)
+    t0=$(cut -d' ' -f1 /proc/uptime); chroot $R qemu-system-x86_64 -version > /dev/null; warm=$(elapsed $t0)
+    say "qemu-system-x86_64 -version after kexec: ${cold} s cold, ${warm} s warm"
+fi
 k=$(( (KH_STAGE + 1) / 2 ))
 [ $KH_STAGE -gt 1 ] && main_end $(size $((k - 1)))
 [ $k -le $nsizes ] && ours_begin $(size $k)
