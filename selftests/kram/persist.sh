@@ -69,6 +69,10 @@ inject() {
 
 case $KH_STAGE in
 0)
+    # Start from foreign content whatever ran before: random bytes over
+    # both superblock slots and the start of the owner map.
+    rmmod kram 2>/dev/null
+    dd if=/dev/urandom of=/dev/mem bs=$PG seek=$((KRAM_BASE / PG)) count=4 conv=notrunc 2>/dev/null
     before=$(region_hash)
     kh_dmesg_mark
     kh_check "kram loads on a region with foreign content" load
