@@ -175,7 +175,8 @@ void tiny_main(u32 *mbi)
 	sum = checksum();
 	puts(COM2, "VM-READY "); puts(COM2, name); puts(COM2, " ");
 	putu(COM2, sum, 16); puts(COM2, " mem="); putu(COM2, (fill_end - FILL_START) >> 20, 10);
-	puts(COM2, "M\n");
+	puts(COM2, "M range="); putu(COM2, FILL_START, 16); puts(COM2, "-"); putu(COM2, fill_end, 16);
+	puts(COM2, "\n");
 
 	__asm__ volatile("sti");
 	next_tick = ticks + 1;

@@ -202,18 +202,35 @@ pub fn vm_stop(kram: Option<&Kram>, name: &str, delete_area: bool) -> Result<()>
         &fs::read(&rec).with_context(|| format!("no managed VM named {name}"))?,
     )
     .with_context(|| format!("bad VM record {}", rec.display()))?;
+    let mut pid = None;
     if let Ok(mut q) = Qmp::connect(vm.qmp_host(), Duration::ZERO) {
+        pid = q.peer_pid();
         // QEMU may close the socket before or after answering.
         let _ = q.execute("quit", json!({}));
     }
+    // Gone means: the process has exited (so no mapping of its RAM is
+    // left), or, when its pid is unknown, nothing listens on the socket.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Qmp::connect(vm.qmp_host(), Duration::ZERO).is_ok() || vm.qmp_host().exists() {
+    loop {
+        let alive = match pid {
+            // a zombie has released its memory already
+            Some(p) => fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
+                st.rsplit(')')
+                    .next()
+                    .is_some_and(|r| !r.trim_start().starts_with('Z'))
+            }),
+            None => Qmp::connect(vm.qmp_host(), Duration::ZERO).is_ok(),
+        };
+        if !alive {
+            break;
+        }
         ensure!(
             Instant::now() < deadline,
             "VM {name}: QEMU did not exit within 30 s of quit"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = fs::remove_file(vm.qmp_host());
     fs::remove_file(&rec)?;
     if let (true, Some(k)) = (delete_area, kram) {
         k.delete(&vm.area)?;

@@ -24,6 +24,14 @@ enum Cmd {
     Verify { area: String, seed: u64 },
     /// Print an area's id, offset and size (to compare across kexec).
     Show { area: String },
+    /// The checksum tools/guest/tinyvm.c computes over its RAM (FNV-1a over
+    /// 32-bit little-endian words), over bytes START..END (hex) of an area
+    /// that is a VM's RAM; printed in hex as the VM prints it.
+    Sum {
+        area: String,
+        start: String,
+        end: String,
+    },
     /// Threads allocating and freeing pages of one area at once; a page
     /// handed out twice while held fails the test.
     Stress {
@@ -329,6 +337,13 @@ fn unpriv(dev: &str) -> Result<()> {
     Ok(())
 }
 
+/// FNV-1a over little-endian u32 words, as tools/guest/tinyvm.c hashes its RAM.
+fn tinyvm_sum(bytes: &[u8]) -> u32 {
+    bytes.chunks_exact(4).fold(2_166_136_261u32, |h, w| {
+        (h ^ u32::from_le_bytes([w[0], w[1], w[2], w[3]])).wrapping_mul(16_777_619)
+    })
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -337,6 +352,19 @@ fn main() -> Result<()> {
         Cmd::Show { area } => {
             let a = Kram::open(&cli.device)?.lookup(&area)?;
             println!("{} {} {:#x} {}", a.id, a.name, a.offset, a.npages);
+            Ok(())
+        }
+        Cmd::Sum { area, start, end } => {
+            let k = Kram::open(&cli.device)?;
+            let m = k.map(&k.lookup(&area)?)?;
+            let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16);
+            let (a, b) = (hex(&start)? as usize, hex(&end)? as usize);
+            ensure!(
+                a <= b && b <= m.len() && a % 4 == 0 && b % 4 == 0,
+                "range {start}..{end} is not inside area {area} ({} bytes) or not word aligned",
+                m.len()
+            );
+            println!("{:x}", tinyvm_sum(&m[a..b]));
             Ok(())
         }
         Cmd::Stress {
@@ -359,5 +387,22 @@ fn main() -> Result<()> {
             k.free(k.lookup(&area)?.id, off)?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tinyvm_sum_matches_the_guest() {
+        // FNV-1a offset basis for no words; one zero word multiplies once.
+        assert_eq!(super::tinyvm_sum(&[]), 2_166_136_261);
+        assert_eq!(
+            super::tinyvm_sum(&[0, 0, 0, 0]),
+            2_166_136_261u32.wrapping_mul(16_777_619)
+        );
+        assert_ne!(
+            super::tinyvm_sum(&[1, 0, 0, 0]),
+            super::tinyvm_sum(&[0, 1, 0, 0])
+        );
     }
 }

@@ -1,0 +1,48 @@
+#!/bin/sh
+# A small VM whose RAM is a KRAM area keeps its memory across a host kexec:
+# tinyvm (tools/guest/tinyvm.c) fills its RAM with random data and prints
+# the checksum and the range; the VM is stopped and its QEMU quits (the
+# area stays), the host kexecs, and in the new kernel the area's bytes
+# hash to the VM's checksum. The same hash is taken before the kexec, so
+# the comparison is known to work. (The full stop/save/restore/resume flow
+# is selftests/upgrade/upgrade.sh.)
+. /host/lib/ktap.sh
+L=/host/bin/liveup
+T=/host/bin/kram-selftest
+R=/mnt
+case $KH_STAGE in
+0)
+    kh_dmesg_mark
+    $L kram load /host/modules/kram.ko > /dev/null
+    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_mount_rootfs $R || kh_fail "trixie rootfs" "mount failed"
+    $L vm stop kvm --delete-area > /dev/null 2>&1
+    kh_check "VM started with its RAM in KRAM area vm-kvm" $L vm start --name kvm --mem 64M --root $R -- \
+        -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none \
+        -kernel /host/tinyvm.elf -append vmname=kvm -serial null \
+        -chardev file,id=con,path=/host/kvm.console -serial chardev:con
+    n=0; while ! grep -q "VM-MEMCHECK kvm" /host/kvm.console 2>/dev/null && [ $n -lt 600 ]; do n=$((n + 1)); sleep 0.5; done
+    line=$(grep VM-READY /host/kvm.console)
+    kh_log "$line"
+    sum=$(echo "$line" | cut -d' ' -f3) range=$(echo "$line" | sed -n 's/.*range=//p')
+    kh_check "VM filled its RAM and checked it" sh -c "grep -q 'VM-MEMCHECK kvm .* ok' /host/kvm.console"
+    kh_check "VM stopped, QEMU gone, area kept" sh -c \
+        "$L qmp $R/run/liveup/kvm.qmp stop > /dev/null && $L vm stop kvm > /dev/null && $T show vm-kvm > /dev/null"
+    echo "$sum ${range%-*} ${range#*-}" > $KH_DIR/vm
+    kh_check "area hashes to the VM's checksum before kexec" \
+        test "$($T sum vm-kvm ${range%-*} ${range#*-})" = "$sum"
+    kh_check "a different range does not (the check can fail)" \
+        test "$($T sum vm-kvm 0 ${range#*-})" != "$sum"
+    kh_dmesg_clean "no warning in dmesg before kexec"
+    kh_kexec_next
+    ;;
+1)
+    kh_dmesg_mark
+    $L kram load /host/modules/kram.ko > /dev/null
+    read -r sum a b < $KH_DIR/vm
+    got=$($T sum vm-kvm $a $b)
+    kh_check "after kexec the VM's RAM in KRAM hashes to its checksum ($sum)" test "$got" = "$sum"
+    kh_check "area deleted" $L kram delete vm-kvm
+    kh_dmesg_clean "no warning in dmesg after kexec"
+    ;;
+esac
