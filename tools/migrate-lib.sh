@@ -8,6 +8,10 @@ export KH_CACHE KH_ROOT
 KHM_RATE=${KH_MIGRATE_RATE:-100mbit}
 KHM_MEM=${KH_MIGRATE_MEM:-512M}
 KHM_DIRTY_MB=${KH_MIGRATE_DIRTY_MB:-4}
+# The guest's dirtying pace in MiB/s (0: without pause) and how much more
+# memory it fills at boot (half random, half text-like; see vm-dirty-init).
+KHM_DIRTY_RATE=${KH_MIGRATE_DIRTY_RATE:-0}
+KHM_FILL_MB=${KH_MIGRATE_FILL_MB:-0}
 KHM_NS_A=khm-a-$$
 KHM_NS_B=khm-b-$$
 KHM_IP_A=10.231.0.1
@@ -37,8 +41,21 @@ khm_net() {
     ip -n "$KHM_NS_B" addr add $KHM_IP_B/24 dev khmb$$
     for ns in "$KHM_NS_A" "$KHM_NS_B"; do ip -n "$ns" link set lo up; done
     ip -n "$KHM_NS_A" link set khma$$ up; ip -n "$KHM_NS_B" link set khmb$$ up
-    tc -n "$KHM_NS_A" qdisc add dev khma$$ root tbf rate "$KHM_RATE" burst 64kb latency 50ms
-    tc -n "$KHM_NS_B" qdisc add dev khmb$$ root tbf rate "$KHM_RATE" burst 64kb latency 50ms
+    khm_shape "$KHM_RATE"
+}
+
+# khm_shape RATE: (re)shape both directions with tbf. The bucket holds
+# about 1 ms of the link (at least 64 KiB): a 64 KiB bucket cannot keep a
+# 10 Gbit/s link busy between timer ticks.
+khm_shape() {
+    KHM_RATE=$1
+    local bps burst ns
+    bps=$(awk -v r="$1" 'BEGIN { n = r + 0; u = tolower(r); sub(/^[0-9.]+/, "", u);
+        m = (u == "gbit") ? 1e9 : (u == "mbit") ? 1e6 : (u == "kbit") ? 1e3 : 1; printf "%d", n * m }')
+    burst=$((bps / 8 / 1000)); [ "$burst" -ge 65536 ] || burst=65536
+    for ns in "$KHM_NS_A" "$KHM_NS_B"; do
+        tc -n "$ns" qdisc replace dev "$(khm_dev "$ns")" root tbf rate "$1" burst "$burst" latency 50ms || return 1
+    done
 }
 
 khm_dev() { [ "$1" = "$KHM_NS_A" ] && echo khma$$ || echo khmb$$; }
@@ -61,7 +78,7 @@ khm_vm() {
     ip netns exec "$ns" "$KH_ROOT/tools/qemu-trixie.sh" -machine q35 -accel tcg -cpu max \
         -m "$KHM_MEM" -smp 1 -display none -nodefaults \
         -kernel "$KHM_KERNEL" -initrd "$KHM_INITRD" \
-        -append "console=ttyS0 quiet vmname=vm vmdirty=$KHM_DIRTY_MB" \
+        -append "console=ttyS0 quiet vmname=vm vmdirty=$KHM_DIRTY_MB vmrate=$KHM_DIRTY_RATE vmfill=$KHM_FILL_MB" \
         -serial "file:$KHM_WORK/$name.0.log" -serial "file:$KHM_WORK/$name.1.log" \
         -qmp "unix:$KHM_WORK/$name.qmp,server=on,wait=off" "${extra[@]}" \
         > "$KHM_WORK/$name.qemu.log" 2>&1 &
@@ -107,11 +124,11 @@ khm_wait_log() {
     return 1
 }
 
-# khm_memcheck NAME: the VM's own checks after it resumed: three more
-# VM-CHECK lines, all ok, and no BAD anywhere in its log.
+# khm_memcheck NAME: the VM's own checks after it resumed: $KHM_CHECKS
+# (default three) more VM-CHECK lines, all ok, and no BAD anywhere in its log.
 khm_memcheck() {
     local log=$KHM_WORK/$1.1.log
-    khm_wait_log "$log" "^VM-CHECK" 3 120 || { echo "no VM-CHECK lines in $log" >&2; return 1; }
+    khm_wait_log "$log" "^VM-CHECK" "${KHM_CHECKS:-3}" 180 || { echo "no VM-CHECK lines in $log" >&2; return 1; }
     ! grep -q BAD "$log"
 }
 
