@@ -4,5 +4,6 @@
 pub mod host;
 pub mod iomem;
 pub mod kram;
+pub mod prezero;
 pub mod qmp;
 pub mod upgrade;
