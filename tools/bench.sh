@@ -9,8 +9,14 @@ export CARGO_INCREMENTAL=0
 kdir=$("$KH_ROOT/tools/build-modules.sh" release | tail -n1)
 "$KH_ROOT/tools/build-userspace-guest.sh" > /dev/null
 run="$KH_ROOT/out/bench"
-"$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 900 bench/kram > /dev/null
+# bench/prezero.sh starts QEMU from the trixie rootfs for its VM start figure.
+rootfs=$("$KH_ROOT/tools/mkrootfs.sh")
+"$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 2400 -r "$rootfs" bench/kram bench/prezero > /dev/null
 echo "| KRAM (rig guest, release kernel, TCG: $(nproc) host cores) | result |"
 echo "|---|---|"
 sed -n 's/.*KH-BENCH //p' "$run/console.log"
 (cd userspace && cargo run -q --release -p kram-format --example validate_bench)
+echo
+echo "| prezero (rig guest, release kernel, TCG: $(nproc) host cores) | off | on | change | zeroing moved to \`liveup prezero zero\` |"
+echo "|---|---|---|---|---|"
+sed -n 's/.*KH-BENCH-PZ //p' "$run/console.log"

@@ -1,0 +1,36 @@
+#!/bin/sh
+# Zeroing in the caller's context stops promptly on a signal: the request
+# returns, the page being zeroed goes back unmarked (aborted), and the
+# free pool is whole again.
+. /host/lib/ktap.sh
+. /host/lib/prezero.sh
+kh_dmesg_mark
+pz_pool2m 384 || { kh_fail "2M pool of 384 pages" "got $(cat $H2/nr_hugepages)"; pz_pool2m 0; exit 0; }
+pz_load || { kh_fail "prezero loads" "insmod failed"; exit 0; }
+t0=$(cut -d' ' -f1 /proc/uptime)
+$L prezero zero --size 2M --node 0 --count all > /tmp/pz-all.log 2>&1
+t1=$(cut -d' ' -f1 /proc/uptime)
+full=$(awk -v a=$t0 -v b=$t1 'BEGIN { printf "%d", (b - a) * 1000 }')
+kh_log "zeroing 768 MiB took $full ms"
+# Unmark everything by cycling the pool, then zero again and interrupt.
+pz_pool2m 0; pz_pool2m 384
+$L prezero zero --size 2M --node 0 --count all > /tmp/pz-int.log 2>&1 &
+p=$!
+sleep 0.2
+kill -INT $p
+t2=$(cut -d' ' -f1 /proc/uptime)
+wait $p
+t3=$(cut -d' ' -f1 /proc/uptime)
+stop=$(awk -v a=$t2 -v b=$t3 'BEGIN { printf "%d", (b - a) * 1000 }')
+kh_log "stopped $stop ms after SIGINT; $(cat /tmp/pz-int.log | tail -n1)"
+m=$(pz_stat 0 2M marked)
+if [ "$full" -lt 600 ]; then
+    kh_skip "SIGINT stops zeroing" "a full run took only $full ms, too short to interrupt"
+else
+    kh_check "SIGINT stops zeroing within 500 ms ($stop ms)" test "$stop" -lt 500
+    kh_check "interrupted: not all pages marked ($m of 384)" test "$m" -lt 384
+fi
+pz_expect "free pool whole after the interrupt" "$(pz_stat 0 2M free)" 384
+rmmod prezero
+pz_pool2m 0
+kh_dmesg_clean "prezero stop: no warning in dmesg"
