@@ -58,6 +58,18 @@ if pz_vfio_bind; then
 else
     kh_fail "e1000e bound to vfio-pci" "no IOMMU group or no /dev/vfio node"
 fi
+# fallocate() on hugetlbfs takes the same skip.
+mkdir -p /tmp/hfs
+if mount -t hugetlbfs -o pagesize=2M none /tmp/hfs; then
+    $L prezero zero --size 2M --node 0 --count all > /dev/null
+    h0=$(pz_stat 0 2M hits)
+    kh_check "fallocate 16M on hugetlbfs" fallocate -l 16M /tmp/hfs/f
+    pz_expect "fallocate: 8 hits" "$(( $(pz_stat 0 2M hits) - h0 ))" 8
+    kh_check "fallocated file reads as zero" cmp -n 16777216 /tmp/hfs/f /dev/zero
+    rm -f /tmp/hfs/f; umount /tmp/hfs
+else
+    kh_fail "hugetlbfs mounted" "mount -t hugetlbfs failed"
+fi
 pz_expect "no verify violation" "$(pz_stat 0 2M violations)" 0
 rmmod prezero
 pz_pool2m 0
