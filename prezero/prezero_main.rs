@@ -52,7 +52,12 @@ extern "C" {
     fn prezero_glue_take(order: c_uint, nid: c_int) -> *mut c_void;
     fn prezero_glue_ptr_err(p: *const c_void) -> c_long;
     fn prezero_glue_return(folio: *mut c_void, zeroed: bool);
-    fn prezero_glue_count(order: c_uint, nid: c_int, nr_free: *mut c_ulong, nr_marked: *mut c_ulong) -> c_int;
+    fn prezero_glue_count(
+        order: c_uint,
+        nid: c_int,
+        nr_free: *mut c_ulong,
+        nr_marked: *mut c_ulong,
+    ) -> c_int;
     fn prezero_glue_zero(folio: *mut c_void, first: c_ulong, nr: c_ulong);
     fn prezero_glue_dirty(folio: *mut c_void, index: c_ulong);
     fn prezero_glue_is_zero(folio: *mut c_void) -> bool;
@@ -146,7 +151,12 @@ fn set_enabled(on: bool) -> Result {
 
 /// Fault-path callback (through the glue): `marked` pages may skip clearing.
 #[no_mangle]
-pub extern "C" fn prezero_rs_consume(nid: c_int, order: c_uint, marked: bool, folio: *mut c_void) -> bool {
+pub extern "C" fn prezero_rs_consume(
+    nid: c_int,
+    order: c_uint,
+    marked: bool,
+    folio: *mut c_void,
+) -> bool {
     let c = counters(nid, order);
     if !marked {
         if let Some(c) = c {
@@ -160,7 +170,11 @@ pub extern "C" fn prezero_rs_consume(nid: c_int, order: c_uint, marked: bool, fo
             c.violations.fetch_add(1, Relaxed);
         }
         if !VIOLATION_REPORTED.swap(true, Relaxed) {
-            pr_err!("verify: page marked zeroed is not zero (node {} order {}); cleared it\n", nid, order);
+            pr_err!(
+                "verify: page marked zeroed is not zero (node {} order {}); cleared it\n",
+                nid,
+                order
+            );
         }
         return false;
     }
@@ -247,7 +261,9 @@ fn zero_pages(order: u32, nid: c_int, count: u64, worker: bool) -> Result<(u64, 
         }
         let complete = first == nr_sub;
         if complete && VERIFY.load(Relaxed) {
-            let inject = INJECT.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1)).is_ok();
+            let inject = INJECT
+                .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1))
+                .is_ok();
             if inject {
                 // SAFETY: we own `folio`; subpage 0 exists.
                 unsafe { prezero_glue_dirty(folio, 0) };
@@ -316,7 +332,10 @@ const PREZERO_IOC_MAGIC: u32 = 0xb7;
 const PREZERO_IOC_ZERO: u32 = _IOWR::<PrezeroReq>(PREZERO_IOC_MAGIC, 1);
 
 fn order_of_size(size: u64) -> Option<u32> {
-    SIZES.iter().map(|&(o, _)| o).find(|&o| (bindings::PAGE_SIZE as u64) << o == size)
+    SIZES
+        .iter()
+        .map(|&(o, _)| o)
+        .find(|&o| (bindings::PAGE_SIZE as u64) << o == size)
 }
 
 struct PrezeroDev;
@@ -337,15 +356,23 @@ impl MiscDevice for PrezeroDev {
         if cmd != PREZERO_IOC_ZERO {
             return Err(ENOTTY);
         }
-        let (mut rd, mut wr) = UserSlice::new(UserPtr::from_addr(arg), size_of::<PrezeroReq>()).reader_writer();
+        let (mut rd, mut wr) =
+            UserSlice::new(UserPtr::from_addr(arg), size_of::<PrezeroReq>()).reader_writer();
         let mut req: PrezeroReq = rd.read()?;
         let Some(order) = order_of_size(req.size) else {
             pr_err!("zero: size {} is not 2 MiB or 1 GiB (EINVAL)\n", req.size);
             return Err(EINVAL);
         };
         // SAFETY: checks a node number.
-        if req.node < 0 || req.node as usize >= NODES || !unsafe { prezero_glue_node_online(req.node) } {
-            pr_err!("zero: node {} is not an online node below {} (EINVAL)\n", req.node, NODES);
+        if req.node < 0
+            || req.node as usize >= NODES
+            || !unsafe { prezero_glue_node_online(req.node) }
+        {
+            pr_err!(
+                "zero: node {} is not an online node below {} (EINVAL)\n",
+                req.node,
+                NODES
+            );
             return Err(EINVAL);
         }
         if req.flags != 0 {
@@ -353,7 +380,11 @@ impl MiscDevice for PrezeroDev {
             return Err(EINVAL);
         }
         if req.count == 0 || req.count > MAX_COUNT {
-            pr_err!("zero: count {} not in 1..={} (EINVAL)\n", req.count, MAX_COUNT);
+            pr_err!(
+                "zero: count {} not in 1..={} (EINVAL)\n",
+                req.count,
+                MAX_COUNT
+            );
             return Err(EINVAL);
         }
         if !ENABLED.load(Relaxed) {
@@ -444,7 +475,10 @@ fn inject_write(_: &(), r: &mut UserSliceReader) -> Result {
 }
 
 fn stats_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-    writeln!(f, "node size free marked zeroed hits misses violations aborted zero_us")?;
+    writeln!(
+        f,
+        "node size free marked zeroed hits misses violations aborted zero_us"
+    )?;
     for nid in 0..NODES {
         // SAFETY: checks a node number.
         if !unsafe { prezero_glue_node_online(nid as c_int) } {
