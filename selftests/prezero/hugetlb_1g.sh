@@ -15,7 +15,7 @@ if ! pz_pool1g 1; then
         if grep -q ' kasan_report$' /proc/kallsyms; then
             # KASAN's shadow is carved from the top of RAM at boot, where
             # the only GiB-aligned free range of the 4 GiB rig guest is.
-            kh_skip "1G page" "KASAN kernel: no free GiB-aligned range in the 4 GiB rig (bench/prezero.sh has 1G rows on the release kernel)"
+            kh_skip "1G page" "KASAN kernel: no free GiB-aligned range in a 4 GiB guest; run with KH_QEMU_EXTRA=\"-m 6G\" KH_EXTRA_CMDLINE=\"hugepagesz=1G hugepages=1\""
             exit 0
         fi
         if [ "$KH_STAGE" = 0 ]; then
