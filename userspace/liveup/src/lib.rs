@@ -5,5 +5,6 @@ pub mod host;
 pub mod iomem;
 pub mod kram;
 pub mod migrate;
+pub mod prezero;
 pub mod qmp;
 pub mod upgrade;

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use liveup::{host, kram, qmp, upgrade};
+use liveup::{host, kram, prezero, qmp, upgrade};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,6 +26,11 @@ enum Cmd {
         /// Read this file instead of /proc/iomem (for testing).
         #[arg(long, default_value = "/proc/iomem")]
         iomem: String,
+    },
+    /// Zero free hugetlb pages ahead of time (prezero module) and measure it.
+    Prezero {
+        #[command(subcommand)]
+        cmd: prezero::PrezeroCmd,
     },
     /// Start and list VMs whose RAM lives in KRAM (what `upgrade` manages).
     Vm {
@@ -283,6 +288,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Migrate { cmd } => Ok(liveup::migrate::cli::run(cmd)?),
+        Cmd::Prezero { cmd } => prezero::run(cmd),
         Cmd::Vm { device, cmd } => match cmd {
             VmCmd::Start {
                 name,

@@ -1,0 +1,578 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! prezero: zero free hugetlb pages ahead of time.
+//!
+//! Free hugetlb pages (2 MiB and 1 GiB) are taken off their free list one at
+//! a time, zeroed while this module owns them, and put back marked
+//! `HPG_zeroed` (patches/0001). The hugetlb fault path, which is also the
+//! path of `MAP_POPULATE` and of `pin_user_pages()` under
+//! `VFIO_IOMMU_MAP_DMA`, then skips clearing a marked page. Zeroing runs
+//!
+//! * in the caller's context: `ioctl(PREZERO_IOC_ZERO)` on `/dev/prezero`
+//!   (`liveup prezero zero`), so the CPU time is charged to the caller's
+//!   cgroup and throttled with it;
+//! * optionally in an idle worker (`SCHED_IDLE` kthread, rate-capped).
+//!
+//! Both stop when memory is short (`MemAvailable` below a knob), when no
+//! unreserved free page is left, on a signal (caller) or as soon as another
+//! task wants the CPU (worker).
+//!
+//! Knobs and counters: `/sys/kernel/debug/prezero/` (Documentation/prezero.rst).
+//!
+//! Locking: knobs and counters are atomics. `REG` (a mutex) serialises
+//! registration with the hugetlb hooks (enable/disable); it is never taken
+//! from the fault path. The fault-path callback only touches atomics and
+//! reads the page it was given, which the faulting task owns.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
+use kernel::{
+    bindings, c_str, debugfs,
+    fs::File,
+    ioctl::_IOWR,
+    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    prelude::*,
+    sync::global_lock,
+    transmute::{AsBytes, FromBytes},
+    uaccess::{UserPtr, UserSlice, UserSliceReader},
+};
+
+module! {
+    type: PrezeroModule,
+    name: "prezero",
+    authors: ["kvmhost developers"],
+    description: "Zero free hugetlb pages ahead of time",
+    license: "GPL",
+}
+
+// The C glue (prezero_glue.c).
+extern "C" {
+    fn prezero_glue_register() -> c_int;
+    fn prezero_glue_unregister();
+    fn prezero_glue_take(order: c_uint, nid: c_int) -> *mut c_void;
+    fn prezero_glue_ptr_err(p: *const c_void) -> c_long;
+    fn prezero_glue_return(folio: *mut c_void, zeroed: bool);
+    fn prezero_glue_count(
+        order: c_uint,
+        nid: c_int,
+        nr_free: *mut c_ulong,
+        nr_marked: *mut c_ulong,
+    ) -> c_int;
+    fn prezero_glue_zero(folio: *mut c_void, first: c_ulong, nr: c_ulong);
+    fn prezero_glue_dirty(folio: *mut c_void, index: c_ulong);
+    fn prezero_glue_is_zero(folio: *mut c_void) -> bool;
+    fn prezero_glue_need_resched() -> bool;
+    fn prezero_glue_signal_pending() -> bool;
+    fn prezero_glue_cond_resched();
+    fn prezero_glue_now_ns() -> u64;
+    fn prezero_glue_available_pct() -> c_uint;
+    fn prezero_glue_node_online(nid: c_int) -> bool;
+    fn prezero_glue_idle_start() -> c_int;
+    fn prezero_glue_idle_stop();
+    fn prezero_glue_should_stop() -> bool;
+}
+
+/// Nodes with counters; pages on higher nodes are refused (EINVAL).
+const NODES: usize = 8;
+/// Huge page sizes handled: (order, name). x86-64, 4 KiB base pages.
+const SIZES: [(u32, &str); 2] = [(9, "2M"), (18, "1G")];
+/// Subpages zeroed between checks for "stop": 2 MiB.
+const CHUNK: u64 = 512;
+/// Upper bound of one request, in pages.
+const MAX_COUNT: u64 = 1 << 20;
+
+struct Counters {
+    zeroed: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    violations: AtomicU64,
+    aborted: AtomicU64,
+    zero_ns: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const COUNTERS: Counters = Counters {
+    zeroed: AtomicU64::new(0),
+    hits: AtomicU64::new(0),
+    misses: AtomicU64::new(0),
+    violations: AtomicU64::new(0),
+    aborted: AtomicU64::new(0),
+    zero_ns: AtomicU64::new(0),
+};
+#[allow(clippy::declare_interior_mutable_const)]
+const NODE_COUNTERS: [Counters; SIZES.len()] = [COUNTERS, COUNTERS];
+static STATS: [[Counters; SIZES.len()]; NODES] = [NODE_COUNTERS; NODES];
+
+// Knobs (debugfs). `ENABLED` mirrors the registration and changes under `REG`.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static VERIFY: AtomicBool = AtomicBool::new(false);
+static IDLE: AtomicBool = AtomicBool::new(false);
+static IDLE_RATE_MB: AtomicU32 = AtomicU32::new(64);
+static MIN_AVAIL_PCT: AtomicU32 = AtomicU32::new(5);
+/// Pending fault injections: zeroing leaves one byte set (verify mode only).
+static INJECT: AtomicU32 = AtomicU32::new(0);
+/// Violations are reported once per load; the counter has the rest.
+static VIOLATION_REPORTED: AtomicBool = AtomicBool::new(false);
+
+global_lock! {
+    // SAFETY: initialised in `PrezeroModule::init` before anything uses it.
+    unsafe(uninit) static REG: Mutex<()> = ();
+}
+
+fn size_index(order: u32) -> Option<usize> {
+    SIZES.iter().position(|&(o, _)| o == order)
+}
+
+fn counters(nid: c_int, order: u32) -> Option<&'static Counters> {
+    let n = usize::try_from(nid).ok().filter(|&n| n < NODES)?;
+    Some(&STATS[n][size_index(order)?])
+}
+
+/// Register with the hugetlb hooks (turns their static key on) or not.
+fn set_enabled(on: bool) -> Result {
+    let _g = REG.lock();
+    if on == ENABLED.load(Relaxed) {
+        return Ok(());
+    }
+    if on {
+        // SAFETY: registers a static ops table of the glue; undone before unload.
+        let r = unsafe { prezero_glue_register() };
+        if r != 0 {
+            pr_err!("cannot register with hugetlb (errno {})\n", -r);
+            return Err(Error::from_errno(r));
+        }
+    } else {
+        // SAFETY: undoes the registration above; waits for callers to leave.
+        unsafe { prezero_glue_unregister() };
+    }
+    ENABLED.store(on, Relaxed);
+    Ok(())
+}
+
+/// Fault-path callback (through the glue): `marked` pages may skip clearing.
+#[no_mangle]
+pub extern "C" fn prezero_rs_consume(
+    nid: c_int,
+    order: c_uint,
+    marked: bool,
+    folio: *mut c_void,
+) -> bool {
+    let c = counters(nid, order);
+    if !marked {
+        if let Some(c) = c {
+            c.misses.fetch_add(1, Relaxed);
+        }
+        return false;
+    }
+    // SAFETY: `folio` was just allocated by the faulting task, which owns it.
+    if VERIFY.load(Relaxed) && !unsafe { prezero_glue_is_zero(folio) } {
+        if let Some(c) = c {
+            c.violations.fetch_add(1, Relaxed);
+        }
+        if !VIOLATION_REPORTED.swap(true, Relaxed) {
+            pr_err!(
+                "verify: page marked zeroed is not zero (node {} order {}); cleared it\n",
+                nid,
+                order
+            );
+        }
+        return false;
+    }
+    if let Some(c) = c {
+        c.hits.fetch_add(1, Relaxed);
+    }
+    true
+}
+
+fn memory_short() -> bool {
+    // SAFETY: reads global counters.
+    let pct = unsafe { prezero_glue_available_pct() };
+    pct < MIN_AVAIL_PCT.load(Relaxed)
+}
+
+/// Why zeroing stopped early.
+#[derive(PartialEq)]
+enum Stop {
+    /// Nothing stopped it (or no free unmarked page was left).
+    No,
+    /// A signal (caller) or another task wanting the CPU (worker).
+    Interrupted,
+    /// Memory is short.
+    Pressure,
+}
+
+/// Should zeroing stop now? `worker`: the idle kthread, else the caller.
+fn stop_now(worker: bool) -> Stop {
+    // SAFETY: the glue helpers read the current task's state.
+    let wanted = unsafe {
+        if worker {
+            prezero_glue_should_stop() || prezero_glue_need_resched()
+        } else {
+            prezero_glue_signal_pending()
+        }
+    };
+    if wanted {
+        Stop::Interrupted
+    } else if memory_short() {
+        Stop::Pressure
+    } else {
+        Stop::No
+    }
+}
+
+/// Zero up to `count` free pages of `order` on `nid`.
+/// Returns pages zeroed and marked, nanoseconds spent and why it stopped.
+fn zero_pages(order: u32, nid: c_int, count: u64, worker: bool) -> Result<(u64, u64, Stop)> {
+    let c = counters(nid, order).ok_or(EINVAL)?;
+    let nr_sub = 1u64 << order;
+    let (mut done, mut ns) = (0u64, 0u64);
+    while done < count {
+        let why = stop_now(worker);
+        if why != Stop::No {
+            return Ok((done, ns, why));
+        }
+        // SAFETY: order and node were checked; the glue returns a folio we
+        // own (reference count 1, off the free list), NULL or an ERR_PTR.
+        let folio = unsafe { prezero_glue_take(order, nid) };
+        if folio.is_null() {
+            break;
+        }
+        // SAFETY: reads the pointer value only.
+        let err = unsafe { prezero_glue_ptr_err(folio) };
+        if err != 0 {
+            return Err(Error::from_errno(err as c_int));
+        }
+        // SAFETY: reads the clock.
+        let t0 = unsafe { prezero_glue_now_ns() };
+        let mut first = 0;
+        let mut why = Stop::No;
+        while first < nr_sub {
+            let n = CHUNK.min(nr_sub - first);
+            // SAFETY: we own `folio`; the range is inside it.
+            unsafe { prezero_glue_zero(folio, first as c_ulong, n as c_ulong) };
+            first += n;
+            why = stop_now(worker);
+            if why != Stop::No && first < nr_sub {
+                break;
+            }
+            why = Stop::No;
+            // SAFETY: may sleep; we are in process context without locks.
+            unsafe { prezero_glue_cond_resched() };
+        }
+        let complete = first == nr_sub;
+        if complete && VERIFY.load(Relaxed) {
+            let inject = INJECT
+                .fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1))
+                .is_ok();
+            if inject {
+                // SAFETY: we own `folio`; subpage 0 exists.
+                unsafe { prezero_glue_dirty(folio, 0) };
+            }
+        }
+        // SAFETY: gives back the folio taken above; marks it only if complete.
+        unsafe { prezero_glue_return(folio, complete) };
+        // SAFETY: reads the clock.
+        let dt = unsafe { prezero_glue_now_ns() }.saturating_sub(t0);
+        ns += dt;
+        c.zero_ns.fetch_add(dt, Relaxed);
+        if !complete {
+            c.aborted.fetch_add(1, Relaxed);
+            return Ok((done, ns, why));
+        }
+        c.zeroed.fetch_add(1, Relaxed);
+        done += 1;
+    }
+    Ok((done, ns, Stop::No))
+}
+
+/// One step of the idle worker; returns milliseconds to sleep.
+#[no_mangle]
+pub extern "C" fn prezero_rs_idle_step() -> c_long {
+    if !IDLE.load(Relaxed) || !ENABLED.load(Relaxed) {
+        return 500;
+    }
+    for nid in 0..NODES as c_int {
+        // SAFETY: checks a node number.
+        if !unsafe { prezero_glue_node_online(nid) } {
+            continue;
+        }
+        for &(order, _) in SIZES.iter() {
+            match zero_pages(order, nid, 1, true) {
+                Ok((1, _, _)) => {
+                    let rate = u64::from(IDLE_RATE_MB.load(Relaxed).max(1)) << 20;
+                    let ms = ((bindings::PAGE_SIZE as u64) << order).saturating_mul(1000) / rate;
+                    return ms.clamp(1, 60_000) as c_long;
+                }
+                Ok((_, _, Stop::No)) | Err(_) => continue,
+                Ok((_, _, Stop::Interrupted)) => return 100,
+                Ok((_, _, Stop::Pressure)) => return 1000,
+            }
+        }
+    }
+    1000
+}
+
+/// `PREZERO_IOC_ZERO` argument (include/uapi/prezero.h).
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct PrezeroReq {
+    size: u64,
+    node: i32,
+    flags: u32,
+    count: u64,
+    done: u64,
+    ns: u64,
+}
+// SAFETY: plain integers, no padding (8 + 4 + 4 + 3 * 8 bytes).
+unsafe impl FromBytes for PrezeroReq {}
+// SAFETY: as above.
+unsafe impl AsBytes for PrezeroReq {}
+
+const PREZERO_IOC_MAGIC: u32 = 0xb7;
+const PREZERO_IOC_ZERO: u32 = _IOWR::<PrezeroReq>(PREZERO_IOC_MAGIC, 1);
+
+fn order_of_size(size: u64) -> Option<u32> {
+    SIZES
+        .iter()
+        .map(|&(o, _)| o)
+        .find(|&o| (bindings::PAGE_SIZE as u64) << o == size)
+}
+
+struct PrezeroDev;
+
+#[vtable]
+impl MiscDevice for PrezeroDev {
+    type Ptr = KBox<Self>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+        // SAFETY: `capable` only reads the current task's credentials.
+        if !unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) } {
+            return Err(EPERM);
+        }
+        Ok(KBox::new(PrezeroDev, GFP_KERNEL)?)
+    }
+
+    fn ioctl(_me: &PrezeroDev, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        if cmd != PREZERO_IOC_ZERO {
+            return Err(ENOTTY);
+        }
+        let (mut rd, mut wr) =
+            UserSlice::new(UserPtr::from_addr(arg), size_of::<PrezeroReq>()).reader_writer();
+        let mut req: PrezeroReq = rd.read()?;
+        let Some(order) = order_of_size(req.size) else {
+            pr_err!("zero: size {} is not 2 MiB or 1 GiB (EINVAL)\n", req.size);
+            return Err(EINVAL);
+        };
+        // SAFETY: checks a node number.
+        if req.node < 0
+            || req.node as usize >= NODES
+            || !unsafe { prezero_glue_node_online(req.node) }
+        {
+            pr_err!(
+                "zero: node {} is not an online node below {} (EINVAL)\n",
+                req.node,
+                NODES
+            );
+            return Err(EINVAL);
+        }
+        if req.flags != 0 {
+            pr_err!("zero: flags {:#x} must be 0 (EINVAL)\n", req.flags);
+            return Err(EINVAL);
+        }
+        if req.count == 0 || req.count > MAX_COUNT {
+            pr_err!(
+                "zero: count {} not in 1..={} (EINVAL)\n",
+                req.count,
+                MAX_COUNT
+            );
+            return Err(EINVAL);
+        }
+        if !ENABLED.load(Relaxed) {
+            pr_err!("zero: prezero is disabled (ENODEV)\n");
+            return Err(ENODEV);
+        }
+        let (done, ns, why) = zero_pages(order, req.node, req.count, false)?;
+        if done == 0 && why == Stop::Interrupted {
+            return Err(EINTR);
+        }
+        req.done = done;
+        req.ns = ns;
+        wr.write(&req)?;
+        Ok(0)
+    }
+}
+
+/// Read a decimal number written to a knob, in `lo..=hi`.
+fn parse_knob(name: &str, r: &mut UserSliceReader, lo: u64, hi: u64) -> Result<u64> {
+    let mut buf = [0u8; 24];
+    let n = r.len();
+    let bad = |what: &str| {
+        pr_err!("{}: {} (EINVAL)\n", name, what);
+        EINVAL
+    };
+    if n == 0 || n > buf.len() {
+        return Err(bad("write one decimal number"));
+    }
+    r.read_slice(&mut buf[..n])?;
+    let s = core::str::from_utf8(&buf[..n]).map_err(|_| bad("not text"))?;
+    let v: u64 = s.trim().parse().map_err(|_| bad("not a decimal number"))?;
+    if v < lo || v > hi {
+        pr_err!("{}: {} not in {}..={} (EINVAL)\n", name, v, lo, hi);
+        return Err(EINVAL);
+    }
+    Ok(v)
+}
+
+fn show_bool(b: &AtomicBool, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    writeln!(f, "{}", b.load(Relaxed) as u32)
+}
+
+fn enabled_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    show_bool(&ENABLED, f)
+}
+fn enabled_write(_: &(), r: &mut UserSliceReader) -> Result {
+    set_enabled(parse_knob("enabled", r, 0, 1)? == 1)
+}
+fn verify_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    show_bool(&VERIFY, f)
+}
+fn verify_write(_: &(), r: &mut UserSliceReader) -> Result {
+    VERIFY.store(parse_knob("verify", r, 0, 1)? == 1, Relaxed);
+    Ok(())
+}
+fn idle_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    show_bool(&IDLE, f)
+}
+fn idle_write(_: &(), r: &mut UserSliceReader) -> Result {
+    IDLE.store(parse_knob("idle", r, 0, 1)? == 1, Relaxed);
+    Ok(())
+}
+fn rate_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    writeln!(f, "{}", IDLE_RATE_MB.load(Relaxed))
+}
+fn rate_write(_: &(), r: &mut UserSliceReader) -> Result {
+    IDLE_RATE_MB.store(parse_knob("idle_rate_mb", r, 1, 1 << 20)? as u32, Relaxed);
+    Ok(())
+}
+fn avail_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    writeln!(f, "{}", MIN_AVAIL_PCT.load(Relaxed))
+}
+fn avail_write(_: &(), r: &mut UserSliceReader) -> Result {
+    MIN_AVAIL_PCT.store(parse_knob("min_available_pct", r, 0, 100)? as u32, Relaxed);
+    Ok(())
+}
+fn inject_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    writeln!(f, "{}", INJECT.load(Relaxed))
+}
+fn inject_write(_: &(), r: &mut UserSliceReader) -> Result {
+    let v = parse_knob("inject_dirty", r, 0, 1000)?;
+    if v > 0 && !VERIFY.load(Relaxed) {
+        pr_err!("inject_dirty: only with verify=1, which catches it (EPERM)\n");
+        return Err(EPERM);
+    }
+    INJECT.store(v as u32, Relaxed);
+    Ok(())
+}
+
+fn stats_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    writeln!(
+        f,
+        "node size free marked zeroed hits misses violations aborted zero_us"
+    )?;
+    for nid in 0..NODES {
+        // SAFETY: checks a node number.
+        if !unsafe { prezero_glue_node_online(nid as c_int) } {
+            continue;
+        }
+        for (i, &(order, name)) in SIZES.iter().enumerate() {
+            let (mut free, mut marked): (c_ulong, c_ulong) = (0, 0);
+            // SAFETY: valid out-pointers; the glue checks order and node.
+            if unsafe { prezero_glue_count(order, nid as c_int, &mut free, &mut marked) } != 0 {
+                continue;
+            }
+            let c = &STATS[nid][i];
+            writeln!(
+                f,
+                "{} {} {} {} {} {} {} {} {} {}",
+                nid,
+                name,
+                free,
+                marked,
+                c.zeroed.load(Relaxed),
+                c.hits.load(Relaxed),
+                c.misses.load(Relaxed),
+                c.violations.load(Relaxed),
+                c.aborted.load(Relaxed),
+                c.zero_ns.load(Relaxed) / 1000
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Undoes what `init` set up outside the struct's other fields: stops the
+/// idle worker and unregisters from the hugetlb hooks. Marked pages stay
+/// marked: they are free and still zero, and the hooks ignore the mark
+/// while no module is registered.
+struct Core;
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // SAFETY: stops the kthread started in `init` (waits for it).
+        unsafe { prezero_glue_idle_stop() };
+        let _ = set_enabled(false);
+    }
+}
+
+/// Fields drop in declaration order: files and the device go before `Core`.
+#[pin_data]
+struct PrezeroModule {
+    #[pin]
+    _enabled: debugfs::File<()>,
+    #[pin]
+    _verify: debugfs::File<()>,
+    #[pin]
+    _idle: debugfs::File<()>,
+    #[pin]
+    _rate: debugfs::File<()>,
+    #[pin]
+    _avail: debugfs::File<()>,
+    #[pin]
+    _inject: debugfs::File<()>,
+    #[pin]
+    _stats: debugfs::File<()>,
+    _debugfs: debugfs::Dir,
+    #[pin]
+    _dev: MiscDeviceRegistration<PrezeroDev>,
+    _core: Core,
+}
+
+impl kernel::InPlaceModule for PrezeroModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        // SAFETY: called once, before anything uses `REG`.
+        unsafe { REG.init() };
+        let setup = || -> Result<Core> {
+            set_enabled(true)?;
+            // SAFETY: starts the idle kthread; `Core::drop` stops it.
+            let r = unsafe { prezero_glue_idle_start() };
+            if r != 0 {
+                let _ = set_enabled(false);
+                return Err(Error::from_errno(r));
+            }
+            Ok(Core)
+        };
+        let dir = debugfs::Dir::new(c_str!("prezero"));
+        try_pin_init!(Self {
+            _core: setup()?,
+            _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c_str!("prezero") }),
+            _enabled <- dir.read_write_callback_file(c_str!("enabled"), (), &enabled_read, &enabled_write),
+            _verify <- dir.read_write_callback_file(c_str!("verify"), (), &verify_read, &verify_write),
+            _idle <- dir.read_write_callback_file(c_str!("idle"), (), &idle_read, &idle_write),
+            _rate <- dir.read_write_callback_file(c_str!("idle_rate_mb"), (), &rate_read, &rate_write),
+            _avail <- dir.read_write_callback_file(c_str!("min_available_pct"), (), &avail_read, &avail_write),
+            _inject <- dir.read_write_callback_file(c_str!("inject_dirty"), (), &inject_read, &inject_write),
+            _stats <- dir.read_callback_file(c_str!("stats"), (), &stats_read),
+            _debugfs: dir,
+        })
+    }
+}

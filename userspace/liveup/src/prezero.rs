@@ -1,0 +1,468 @@
+//! `liveup prezero`: drive the prezero module (ABI: prezero/include/uapi/prezero.h,
+//! knobs in /sys/kernel/debug/prezero/) and measure what it buys.
+//!
+//! `zero` asks the kernel to zero free hugetlb pages in this process's
+//! context, so the CPU time lands in this process's cgroup (run it from a
+//! low-priority unit: userspace/liveup/prezero.service). `populate` and
+//! `vfio-map` are the measurements of bench/prezero.sh and the checks of
+//! selftests/prezero/: they time faulting memory in and pinning it through
+//! a VFIO container, and can check that every byte handed out is zero.
+
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+pub const DEFAULT_DEVICE: &str = "/dev/prezero";
+pub const DEBUGFS: &str = "/sys/kernel/debug/prezero";
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Req {
+    pub size: u64,
+    pub node: i32,
+    pub flags: u32,
+    pub count: u64,
+    pub done: u64,
+    pub ns: u64,
+}
+
+mod ioc {
+    use super::Req;
+    nix::ioctl_readwrite!(zero, 0xb7, 1, Req);
+}
+
+#[derive(Subcommand)]
+pub enum PrezeroCmd {
+    /// Zero free hugetlb pages now, in this process (its cgroup pays).
+    Zero {
+        /// Page size: 2M, 1G or a number of bytes (passed on unchecked).
+        #[arg(long, default_value = "2M")]
+        size: String,
+        /// NUMA node, or "all" for every node with free pages of that size.
+        #[arg(long, default_value = "all")]
+        node: String,
+        /// Pages to zero, or "all" (until none is left unzeroed).
+        #[arg(long, default_value = "all")]
+        count: String,
+        /// Request flags (must be 0; for testing the kernel's checks).
+        #[arg(long, default_value_t = 0)]
+        flags: u32,
+        #[arg(long, default_value = DEFAULT_DEVICE)]
+        device: String,
+    },
+    /// Counters per node and size, and the knobs.
+    Status,
+    /// Time faulting in SIZE bytes (mmap + populate) of one kind of memory.
+    Populate {
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Bytes, with K/M/G suffixes.
+        #[arg(long)]
+        size: String,
+        /// Fail if any byte handed out is not zero.
+        #[arg(long)]
+        check: bool,
+        /// Write a pattern into the memory before unmapping it.
+        #[arg(long)]
+        dirty: bool,
+    },
+    /// Time VFIO_IOMMU_MAP_DMA of SIZE bytes through a VFIO group's container.
+    VfioMap {
+        /// The group device, e.g. /dev/vfio/3.
+        #[arg(long)]
+        group: String,
+        #[arg(long, value_enum)]
+        kind: Kind,
+        #[arg(long)]
+        size: String,
+        /// Fail if any byte pinned is not zero.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
+pub enum Kind {
+    /// Anonymous 4 KiB pages (THP off for the range).
+    Anon,
+    /// Anonymous transparent huge pages.
+    Thp,
+    /// hugetlb 2 MiB pages.
+    Huge2m,
+    /// hugetlb 1 GiB pages.
+    Huge1g,
+}
+
+pub fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1 << 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], MIB),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], GIB),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().with_context(|| format!("bad size {s:?}"))?;
+    n.checked_mul(mult)
+        .with_context(|| format!("size {s:?} too large"))
+}
+
+fn size_name(size: u64) -> String {
+    match size {
+        s if s >= GIB && s % GIB == 0 => format!("{}G", s / GIB),
+        s if s >= MIB && s % MIB == 0 => format!("{}M", s / MIB),
+        s => format!("{s}"),
+    }
+}
+
+/// One zeroing request; returns (pages, nanoseconds).
+pub fn zero(dev: &File, size: u64, node: i32, count: u64, flags: u32) -> Result<(u64, u64)> {
+    let mut r = Req {
+        size,
+        node,
+        flags,
+        count,
+        ..Default::default()
+    };
+    // SAFETY: `r` is a valid, writable struct of the layout the ioctl expects.
+    unsafe { ioc::zero(dev.as_raw_fd(), &mut r) }
+        .with_context(|| format!("PREZERO_IOC_ZERO size {size} node {node} count {count}"))?;
+    Ok((r.done, r.ns))
+}
+
+/// Nodes that have free hugetlb pages of `size` (from sysfs).
+fn nodes_with_pages(size: u64) -> Vec<i32> {
+    let mut v = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/sys/devices/system/node") else {
+        return vec![0];
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(n) = name
+            .strip_prefix("node")
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let p = e.path().join(format!(
+            "hugepages/hugepages-{}kB/free_hugepages",
+            size >> 10
+        ));
+        if std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|f| f > 0)
+        {
+            v.push(n);
+        }
+    }
+    v.sort();
+    v
+}
+
+fn zero_cmd(device: &str, size: &str, node: &str, count: &str, flags: u32) -> Result<()> {
+    let size = parse_size(size)?;
+    let dev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+        .with_context(|| format!("cannot open {device} (is the prezero module loaded?)"))?;
+    let nodes = if node == "all" {
+        nodes_with_pages(size)
+    } else {
+        vec![node.parse().with_context(|| format!("bad node {node:?}"))?]
+    };
+    let all = count == "all";
+    let count: u64 = if all {
+        1 << 20
+    } else {
+        count
+            .parse()
+            .with_context(|| format!("bad count {count:?}"))?
+    };
+    let (mut total, mut ns) = (0, 0);
+    for n in nodes {
+        let (d, t) = zero(&dev, size, n, count, flags)?;
+        println!(
+            "node {n}: zeroed {d} pages of {} in {:.1} ms",
+            size_name(size),
+            t as f64 / 1e6
+        );
+        total += d;
+        ns += t;
+    }
+    println!(
+        "zeroed {total} pages ({} MiB) in {:.1} ms",
+        (total * size) >> 20,
+        ns as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// An anonymous mapping populated for writing; unmapped on drop.
+struct Region {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping this value owns.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+impl Region {
+    /// Map `len` bytes of `kind`; `populate` faults them in (timed by the caller).
+    fn map(kind: Kind, len: usize, populate: bool) -> Result<Region> {
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        let align = match kind {
+            Kind::Anon => 0,
+            Kind::Thp => 2 * MIB as usize,
+            Kind::Huge2m => {
+                flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_2MB;
+                0
+            }
+            Kind::Huge1g => {
+                flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_1GB;
+                0
+            }
+        };
+        let maplen = len + align;
+        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                maplen,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            bail!(
+                "mmap {} of {kind:?}: {}",
+                size_name(len as u64),
+                std::io::Error::last_os_error()
+            );
+        }
+        let mut r = Region {
+            addr: p,
+            len: maplen,
+        };
+        if align != 0 {
+            // Trim to an aligned range so THP can use PMD mappings.
+            let start = (p as usize).next_multiple_of(align);
+            let head = start - p as usize;
+            // SAFETY: unmapping the parts of our own mapping outside
+            // [start, start + len); `r` then owns exactly that range.
+            unsafe {
+                if head > 0 {
+                    libc::munmap(p, head);
+                }
+                if align > head {
+                    libc::munmap((start + len) as *mut libc::c_void, align - head);
+                }
+            }
+            r.addr = start as *mut libc::c_void;
+            r.len = len;
+        }
+        let advice = match kind {
+            Kind::Anon => libc::MADV_NOHUGEPAGE,
+            Kind::Thp => libc::MADV_HUGEPAGE,
+            _ => -1,
+        };
+        // SAFETY: advice on our own mapping.
+        if advice >= 0 && unsafe { libc::madvise(r.addr, r.len, advice) } != 0 {
+            bail!("madvise: {}", std::io::Error::last_os_error());
+        }
+        if populate {
+            // SAFETY: populating our own mapping (the MAP_POPULATE path for writes).
+            if unsafe { libc::madvise(r.addr, r.len, libc::MADV_POPULATE_WRITE) } != 0 {
+                bail!(
+                    "populate {} of {kind:?}: {}",
+                    size_name(len as u64),
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        Ok(r)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is ours, readable, `len` bytes.
+        unsafe { std::slice::from_raw_parts(self.addr.cast(), self.len) }
+    }
+
+    fn fill(&mut self, v: u8) {
+        // SAFETY: the mapping is ours, writable, `len` bytes.
+        unsafe { std::ptr::write_bytes(self.addr.cast::<u8>(), v, self.len) }
+    }
+
+    /// Number of 4 KiB pages with a non-zero byte.
+    fn nonzero_pages(&self) -> usize {
+        self.bytes()
+            .chunks(4096)
+            .filter(|c| c.iter().any(|&b| b != 0))
+            .count()
+    }
+}
+
+fn check_and_dirty(r: &mut Region, check: bool, dirty: bool) -> Result<()> {
+    if check {
+        let bad = r.nonzero_pages();
+        println!("nonzero pages: {bad}");
+        if bad > 0 {
+            bail!("{bad} pages handed out with non-zero content");
+        }
+    }
+    if dirty {
+        r.fill(0xa5);
+    }
+    Ok(())
+}
+
+fn populate_cmd(kind: Kind, size: &str, check: bool, dirty: bool) -> Result<()> {
+    let len = parse_size(size)? as usize;
+    let t = Instant::now();
+    let mut r = Region::map(kind, len, true)?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    println!("populate {kind:?} {}: {ms:.1} ms", size_name(len as u64));
+    check_and_dirty(&mut r, check, dirty)
+}
+
+mod vfio {
+    const T: u8 = b';';
+    nix::ioctl_write_int_bad!(set_iommu, nix::request_code_none!(T, 102));
+    nix::ioctl_write_ptr_bad!(set_container, nix::request_code_none!(T, 104), i32);
+    nix::ioctl_write_ptr_bad!(map_dma, nix::request_code_none!(T, 113), super::DmaMap);
+    nix::ioctl_readwrite_bad!(unmap_dma, nix::request_code_none!(T, 114), super::DmaUnmap);
+}
+const VFIO_TYPE1V2_IOMMU: i32 = 3;
+
+#[repr(C)]
+pub struct DmaMap {
+    argsz: u32,
+    flags: u32,
+    vaddr: u64,
+    iova: u64,
+    size: u64,
+}
+
+#[repr(C)]
+pub struct DmaUnmap {
+    argsz: u32,
+    flags: u32,
+    iova: u64,
+    size: u64,
+}
+
+/// IOVA for the mapping: above the 32-bit MSI window, below 39-bit.
+const IOVA: u64 = 1 << 34;
+
+fn vfio_map_cmd(group: &str, kind: Kind, size: &str, check: bool) -> Result<()> {
+    let len = parse_size(size)? as usize;
+    let rw = |p: &str| -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .with_context(|| format!("cannot open {p}"))
+    };
+    let container = rw("/dev/vfio/vfio")?;
+    let g = rw(group)?;
+    let cfd = container.as_raw_fd();
+    // SAFETY: VFIO ioctls on our own fds with arguments of the expected layout.
+    unsafe {
+        vfio::set_container(g.as_raw_fd(), &cfd).context("VFIO_GROUP_SET_CONTAINER")?;
+        vfio::set_iommu(cfd, VFIO_TYPE1V2_IOMMU).context("VFIO_SET_IOMMU")?;
+    }
+    let mut r = Region::map(kind, len, false)?;
+    let m = DmaMap {
+        argsz: size_of::<DmaMap>() as u32,
+        flags: 3,
+        vaddr: r.addr as u64,
+        iova: IOVA,
+        size: len as u64,
+    };
+    let t = Instant::now();
+    // SAFETY: maps (and pins) our own mapping `r`, which outlives the DMA mapping.
+    unsafe { vfio::map_dma(cfd, &m) }.context("VFIO_IOMMU_MAP_DMA")?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    println!("vfio map {kind:?} {}: {ms:.1} ms", size_name(len as u64));
+    let res = check_and_dirty(&mut r, check, false);
+    let mut u = DmaUnmap {
+        argsz: size_of::<DmaUnmap>() as u32,
+        flags: 0,
+        iova: IOVA,
+        size: len as u64,
+    };
+    // SAFETY: unmaps the range mapped above.
+    unsafe { vfio::unmap_dma(cfd, &mut u) }.context("VFIO_IOMMU_UNMAP_DMA")?;
+    res
+}
+
+pub fn run(cmd: PrezeroCmd) -> Result<()> {
+    match cmd {
+        PrezeroCmd::Zero {
+            size,
+            node,
+            count,
+            flags,
+            device,
+        } => zero_cmd(&device, &size, &node, &count, flags),
+        PrezeroCmd::Status => {
+            for knob in [
+                "enabled",
+                "verify",
+                "idle",
+                "idle_rate_mb",
+                "min_available_pct",
+            ] {
+                let v = std::fs::read_to_string(format!("{DEBUGFS}/{knob}"))
+                    .with_context(|| format!("cannot read {DEBUGFS}/{knob}"))?;
+                println!("{knob}: {}", v.trim());
+            }
+            print!("{}", std::fs::read_to_string(format!("{DEBUGFS}/stats"))?);
+            Ok(())
+        }
+        PrezeroCmd::Populate {
+            kind,
+            size,
+            check,
+            dirty,
+        } => populate_cmd(kind, &size, check, dirty),
+        PrezeroCmd::VfioMap {
+            group,
+            kind,
+            size,
+            check,
+        } => vfio_map_cmd(&group, kind, &size, check),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2M").unwrap(), 2 * MIB);
+        assert_eq!(parse_size("1G").unwrap(), GIB);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+        assert_eq!(size_name(2 * MIB), "2M");
+        assert_eq!(size_name(3 * GIB), "3G");
+    }
+
+    #[test]
+    fn req_layout() {
+        assert_eq!(size_of::<Req>(), 40);
+        assert_eq!(size_of::<DmaMap>(), 32);
+    }
+}
