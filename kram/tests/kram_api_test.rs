@@ -9,10 +9,11 @@
 //! allocation, freeing and errors, and leaves a pattern in the fixed pages
 //! and in one allocated page. `phase=1` (after a kexec) checks that both
 //! kept their contents and, with `fixed_phys=`/`alloc_phys=`, their
-//! physical addresses, then frees everything.
+//! physical addresses, then frees everything. `phase=2` times the calls
+//! (`bench/kram.sh`).
 
 use kernel::ffi::{c_char, c_int, c_void};
-use kernel::{c_str, prelude::*};
+use kernel::{bindings, c_str, prelude::*};
 
 module! {
     type: KramApiTest,
@@ -23,7 +24,7 @@ module! {
     params: {
         phase: u32 {
             default: 0,
-            description: "0: set up and check; 1: check what phase 0 left (after kexec)",
+            description: "0: set up and check; 1: check what phase 0 left (after kexec); 2: time the API",
         },
         fixed_phys: u64 {
             default: 0,
@@ -185,6 +186,45 @@ fn phase1(t: &mut Report) {
     t.check("area deleted", unsafe { kram_area_delete(area) } == 0);
 }
 
+/// Nanoseconds per call of kram_get_fixed_page and of a kram_alloc_page +
+/// kram_free_page pair, over `N` calls each, printed as `bench ...` lines.
+fn bench(t: &mut Report) {
+    const N: u64 = 20000;
+    // SAFETY: NUL-terminated name.
+    let old = unsafe { kram_area_lookup(NAME.as_char_ptr()) };
+    if old > 0 {
+        // SAFETY: plain call with an area id.
+        unsafe { kram_area_delete(old) };
+    }
+    // SAFETY: NUL-terminated name.
+    let area = unsafe { kram_area_create(NAME.as_char_ptr(), FIXED) };
+    t.check("bench area created", area > 0);
+    if area <= 0 {
+        return;
+    }
+    // SAFETY: reads the monotonic clock.
+    let now = || unsafe { bindings::ktime_get() } as u64;
+    let t0 = now();
+    let mut ok = true;
+    for i in 0..N {
+        ok &= fixed(area, i % FIXED).0 == 0;
+    }
+    let t1 = now();
+    for _ in 0..N {
+        let mut phys = 0u64;
+        // SAFETY: out-pointer is a valid local; virt not wanted.
+        ok &= unsafe { kram_alloc_page(area, &mut phys, core::ptr::null_mut()) } == 0;
+        // SAFETY: plain call.
+        ok &= unsafe { kram_free_page(area, phys) } == 0;
+    }
+    let t2 = now();
+    t.check("bench calls all succeeded", ok);
+    pr_info!("bench get_fixed_page {} ns/call\n", (t1 - t0) / N);
+    pr_info!("bench alloc+free {} ns/pair\n", (t2 - t1) / N);
+    // SAFETY: plain call.
+    unsafe { kram_area_delete(area) };
+}
+
 struct KramApiTest;
 
 impl kernel::Module for KramApiTest {
@@ -193,6 +233,7 @@ impl kernel::Module for KramApiTest {
         match module_parameters::phase.value() {
             0 => phase0(&mut t),
             1 => phase1(&mut t),
+            2 => bench(&mut t),
             p => {
                 pr_err!("phase={} is not 0 or 1 (EINVAL)\n", p);
                 return Err(EINVAL);
