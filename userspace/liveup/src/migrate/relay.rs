@@ -105,8 +105,7 @@ impl Hello {
         b[20..22].copy_from_slice(&self.conns.to_le_bytes());
         // 22..24 flags: none defined
         b[24..28].copy_from_slice(&self.chunk_size.to_le_bytes());
-        let crc = crc32fast::hash(&b[..28]);
-        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        seal32(&mut b);
         b
     }
 
@@ -114,7 +113,7 @@ impl Hello {
         if b[0..8] != HELLO_MAGIC {
             return Err(RelayError::BadMagic("hello"));
         }
-        if crc32fast::hash(&b[..28]) != le32(&b[28..32]) {
+        if !sealed32(b) {
             return Err(RelayError::HeaderCrc("hello"));
         }
         let version = u16::from_le_bytes([b[16], b[17]]);
@@ -149,6 +148,16 @@ pub struct ChunkHeader {
     pub raw_len: u32,
     pub wire_len: u32,
     pub raw_crc: u32,
+}
+
+/// Both 32-byte headers end with a CRC-32 of their first 28 bytes.
+fn seal32(b: &mut [u8; 32]) {
+    let crc = crc32fast::hash(&b[..28]);
+    b[28..32].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn sealed32(b: &[u8; 32]) -> bool {
+    crc32fast::hash(&b[..28]) == le32(&b[28..32])
 }
 
 fn le32(b: &[u8]) -> u32 {
@@ -192,8 +201,7 @@ impl ChunkHeader {
         b[16..20].copy_from_slice(&self.raw_len.to_le_bytes());
         b[20..24].copy_from_slice(&self.wire_len.to_le_bytes());
         b[24..28].copy_from_slice(&self.raw_crc.to_le_bytes());
-        let crc = crc32fast::hash(&b[..28]);
-        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        seal32(&mut b);
         b
     }
 
@@ -201,7 +209,7 @@ impl ChunkHeader {
         if b[0..4] != CHUNK_MAGIC {
             return Err(RelayError::BadMagic("chunk"));
         }
-        if crc32fast::hash(&b[..28]) != le32(&b[28..32]) {
+        if !sealed32(b) {
             return Err(RelayError::HeaderCrc("chunk"));
         }
         let seq = le64(&b[8..16]);
