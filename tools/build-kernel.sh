@@ -50,6 +50,37 @@ for f in base "$variant"; do
 done
 [ $bad = 0 ] || { echo "kernel $variant: configuration incomplete" >&2; exit 1; }
 km rustavailable
+# Seed from a finished build with the same .config (only the patches
+# differ): copy its objects, point its recorded paths here, and mark every
+# file either patch series touched as changed, so kbuild recompiles only
+# those and what depends on them. KH_KERNEL_SEED=0 builds from scratch. A
+# cold cache (CI) has no seed and builds everything.
+seed=""
+if [ "${KH_KERNEL_SEED:-1}" = 1 ]; then
+    for d in $(ls -dt "$KH_CACHE/kernels/$variant"-* 2>/dev/null); do
+        [ "$d" != "$dir" ] && [ -f "$d/ready" ] && cmp -s "$d/build/.config" "$dir/build/.config" && { seed=$d; break; }
+    done
+fi
+if [ -n "$seed" ]; then
+    echo "kernel $variant: seeding the build from $seed"
+    # files a patch series changed: newer than the pristine copy they came from
+    patched() { (cd "$1/src" && find . -type f -newermt "@$(( $(stat -c %Y "$1/build/.config") - 7200 ))" ! -newer "$1/build/.config"); }
+    changed=$( { patched "$seed"; patched "$dir"; } | sort -u)
+    cp -a "$seed/build/." "$dir/build/"
+    ln -sfn "$dir/src" "$dir/build/source"
+    { find "$dir/build" \( -name '*.cmd' -o -name '*.d' \) -type f -print0; printf '%s\0' "$dir/build/Makefile"; } \
+        | xargs -0 -r sed -i "s|$seed/|$dir/|g"
+    # same content as in the seed: the seed's time stamp (nothing to redo);
+    # different: now (recompiled with everything that includes it)
+    for f in $changed; do
+        if [ -f "$dir/src/$f" ] && [ -f "$seed/src/$f" ] && cmp -s "$seed/src/$f" "$dir/src/$f"; then
+            touch -r "$seed/src/$f" "$dir/src/$f"
+        elif [ -f "$dir/src/$f" ]; then
+            touch "$dir/src/$f"
+        fi
+    done
+    echo "kernel $variant: files changed by either patch series: $(echo $changed | wc -w)"
+fi
 echo "kernel $variant: building (make -j$(nproc)), log in $dir/build.log"
 if ! km -j"$(nproc)" bzImage modules > "$dir/build.log" 2>&1; then
     tail -n 40 "$dir/build.log" >&2; exit 1
