@@ -155,7 +155,8 @@ impl Nic {
 
         // The memory: header, progress, ring, buffers.
         mem.prefault();
-        mem.fill(0, mem.len(), 0);
+        // Header page and ring zeroed; buffers are the device's to fill.
+        mem.fill(0, header.buf_offset as usize, 0);
         mem.write(0, &header.encode());
         let progress = Progress {
             next_to_clean: 0,
