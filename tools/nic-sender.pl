@@ -10,7 +10,8 @@
 #   nic-sender.pl --to PORT --bind PORT [--rate N] [--duration S] [--log FILE]
 # Frames go out at --rate per second (paced every millisecond; after a
 # stall of the sender the missed ones go out at once, so the numbers have
-# no gap of the sender's making). Stops after --duration seconds or on
+# no gap of the sender's making); --rate 0 sends nothing (a silent source,
+# to see a receiving test fail). Stops after --duration seconds or on
 # SIGTERM, logging how many it sent.
 use strict;
 use warnings;
@@ -29,7 +30,7 @@ if ($ports) {
     print join(" ", map { $_->sockport } @s), "\n";
     exit 0;
 }
-$to && $bind && $rate > 0 or die "nic-sender: need --to PORT --bind PORT and a positive --rate\n";
+$to && $bind && $rate >= 0 or die "nic-sender: need --to PORT --bind PORT and a --rate >= 0\n";
 my $out = \*STDERR;
 if ($log) { open($out, ">>", $log) or die "nic-sender: $log: $!\n"; }
 select((select($out), $| = 1)[0]);
@@ -57,5 +58,5 @@ while (!$stop) {
     }
     sleep(0.001);
 }
-printf $out "%.3f nic-sender: sent %d frames (0..%d) in %.1f s, %d send errors\n",
-    time, $seq, $seq - 1, time - $t0, $errors;
+printf $out "%.3f nic-sender: sent %d frames%s in %.1f s, %d send errors\n",
+    time, $seq, ($seq ? sprintf(" (0..%d)", $seq - 1) : ""), time - $t0, $errors;

@@ -21,10 +21,13 @@ if [ ! -f /host/nic-source ]; then
     kh_skip "e1000e receives the outer host's frames by DMA" "no packet source: run the rig with KH_NIC_UDP=1"
     exit 0
 fi
-rate=$(sed -n 's/^rate=\([0-9]*\).*/\1/p' /host/nic-source)
-kh_log "packet source: $(cat /host/nic-source)"
 v() { sed -n "s/^$1=//p" "$2"; }
 num() { case $1 in ''|*[!0-9]*) echo -1;; *) echo "$1";; esac; }
+rate=$(num "$(sed -n 's/^rate=\([0-9]*\).*/\1/p' /host/nic-source)")
+kh_log "packet source: $(cat /host/nic-source)"
+# At least 3/4 of what the source sends in a steady window must arrive
+# (and one frame at the least: a silent source, KH_NIC_RATE=0, fails).
+want() { w=$(( rate * $1 * 3 / 4 )); [ "$w" -ge 1 ] && echo "$w" || echo 1; }
 give_back() {
     echo default > $sys/reset_method 2>/dev/null
     echo > $sys/driver_override
@@ -66,10 +69,10 @@ kh_log "init: frames=$frames seq $first..$last lost=$(v lost $out) [$(v lost_ran
     "hw_missed=$(v hw_missed $out) hw_good=$(v hw_good $out) other=$(v other_frames $out)"
 kh_check "link up, receiver on, ring registers as the header records" \
     test "$(v link_up $out)$(v rx_enabled $out)$(v ring_registers_match $out)" = 111
-kh_check "frames arrived: $frames in ${secs}s (source: $rate/s)" test "$frames" -ge "$rate"
+kh_check "frames arrived: $frames in ${secs}s (source: $rate/s)" test "$frames" -ge "$(want $((secs - settle)))"
 kh_check "sequence numbers increase ($first..$last)" test "$first" -ge 0 -a "$last" -gt "$first"
-kh_check "steady stream: $sframes frames after ${settle}s, none lost" \
-    test "$sframes" -ge "$rate" -a "$slost" = 0 -a "$(v steady_out_of_order $out)" = 0
+kh_check "steady stream: $sframes frames in the last $((secs - settle))s, none lost" \
+    test "$sframes" -ge "$(want $((secs - settle)))" -a "$slost" = 0 -a "$(v steady_out_of_order $out)" = 0
 
 # Takeover: a new process, the same memory at the same IOVA, no reset.
 out2=/tmp/dma-attach.out
@@ -86,7 +89,8 @@ kh_log "attach found: rdh=$(v rdh $out2) rdt=$(v rdt $out2) dd_set=$(v dd_set $o
 kh_check "attach: ring registers and receiver as init left them" \
     test "$(v ring_registers_match $out2)$(v rx_enabled $out2)" = 11
 kh_check "attach: numbers go on after init's last ($last < $afirst)" test "$afirst" -gt "$last" -a "$last" -ge 0
-kh_check "attach: steady stream, none lost" test "$asframes" -ge "$rate" -a "$aslost" = 0
+kh_check "attach: steady stream: $asframes frames in the last $((4 - settle))s, none lost" \
+    test "$asframes" -ge "$(want $((4 - settle)))" -a "$aslost" = 0
 
 if dmesg | grep -E 'DMAR:.*([Ff]ault|DMA (Read|Write))' > /tmp/dmar; then
     kh_fail "no DMAR fault" "$(head -n1 /tmp/dmar)"
