@@ -83,6 +83,21 @@ for p in 1 2; do
     perl -MTime::HiRes=time -ne 'BEGIN{$|=1} printf "%.3f %s", time, $_' < "$run/hb$p.out" > "$run/heartbeat$p.log" &
     hb+=(-chardev "pipe,id=hb$p,path=$run/hb$p" -device "isa-serial,chardev=hb$p")
 done
+# KH_NIC_UDP=1: the e1000e's netdev is a UDP datagram socket on the host's
+# loopback instead of user-mode networking (which gives the guest nothing
+# to receive), fed by tools/nic-sender.pl: broadcast frames with a 64-bit
+# sequence number, KH_NIC_RATE (2000) per second, for the whole run. The
+# guest finds the rate in /host/nic-source (selftests/vfio-keep/dma.sh).
+netdev=(-netdev user,id=n0,restrict=on)
+sender=""
+if [ "${KH_NIC_UDP:-0}" != 0 ]; then
+    read -r qport sport < <("$KH_ROOT/tools/nic-sender.pl" --ports)
+    netdev=(-netdev "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=$qport,remote.type=inet,remote.host=127.0.0.1,remote.port=$sport")
+    "$KH_ROOT/tools/nic-sender.pl" --to "$qport" --bind "$sport" --rate "${KH_NIC_RATE:-2000}" \
+        --duration "$((timeout + 60))" --log "$run/nic-sender.log" &
+    sender=$!
+    echo "rate=${KH_NIC_RATE:-2000} qemu_port=$qport sender_port=$sport" > "$run/nic-source"
+fi
 set +e
 # KH_L0_QEMU=trixie: run the outer QEMU from the trixie rootfs (11.x)
 # instead of bookworm's 7.2.
@@ -91,7 +106,7 @@ qemu=(qemu-system-x86_64)
 timeout --kill-after=10 "$timeout" "${qemu[@]}" \
     -machine q35,kernel-irqchip=split "${acc[@]}" -smp 2 -m "${KH_RIG_MEM:-4G}" \
     -device intel-iommu,intremap=on,caching-mode=on \
-    -netdev user,id=n0,restrict=on -device e1000e,netdev=n0,addr=03.0 \
+    "${netdev[@]}" -device e1000e,netdev=n0,addr=03.0 \
     -virtfs local,path="$run",mount_tag=host,security_model=none,id=host \
     "${drive[@]}" "${hb[@]}" ${KH_QEMU_EXTRA:-} \
     -kernel "$run/bzImage" -initrd "$run/initrd.img" -append "$cmdline" \
@@ -99,6 +114,7 @@ timeout --kill-after=10 "$timeout" "${qemu[@]}" \
   | perl -MTime::HiRes=time -ne 'BEGIN{$|=1; $t0=time} printf "[%9.3f] %s", time-$t0, $_' \
   | tee "$run/console.log" | grep --line-buffered -E '^\[ *[0-9.]+\] (KH-|Kernel panic|BUG:|WARNING:)'
 rc=${PIPESTATUS[0]}
+[ -n "$sender" ] && kill "$sender" 2>/dev/null
 # Readers still waiting for a writer (the guest never opened a port): release them.
 for p in 1 2; do timeout 2 sh -c ": > '$run/hb$p.out'" 2>/dev/null; done
 wait

@@ -1,0 +1,359 @@
+//! The legacy VFIO interface (uapi linux/vfio.h): a container with the
+//! type1v2 IOMMU, the device's group in it, the device fd, its regions.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+const VFIO_TYPE: u64 = b';' as u64;
+const VFIO_BASE: u64 = 100;
+/// `_IO(VFIO_TYPE, VFIO_BASE + n)`: no size or direction encoded.
+const fn vfio_io(n: u64) -> u64 {
+    (VFIO_TYPE << 8) | (VFIO_BASE + n)
+}
+const GET_API_VERSION: u64 = vfio_io(0);
+const CHECK_EXTENSION: u64 = vfio_io(1);
+const SET_IOMMU: u64 = vfio_io(2);
+const GROUP_GET_STATUS: u64 = vfio_io(3);
+const GROUP_SET_CONTAINER: u64 = vfio_io(4);
+const GROUP_GET_DEVICE_FD: u64 = vfio_io(6);
+const DEVICE_GET_REGION_INFO: u64 = vfio_io(8);
+const IOMMU_MAP_DMA: u64 = vfio_io(13);
+const IOMMU_UNMAP_DMA: u64 = vfio_io(14);
+
+const API_VERSION: i32 = 0;
+const TYPE1V2_IOMMU: u64 = 3;
+const GROUP_FLAGS_VIABLE: u32 = 1 << 0;
+pub const REGION_FLAG_MMAP: u32 = 1 << 2;
+const DMA_MAP_FLAG_READ: u32 = 1 << 0;
+const DMA_MAP_FLAG_WRITE: u32 = 1 << 1;
+pub const BAR0_REGION: u32 = 0;
+pub const CONFIG_REGION: u32 = 7;
+
+#[repr(C)]
+#[derive(Default)]
+struct GroupStatus {
+    argsz: u32,
+    flags: u32,
+}
+
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct RegionInfo {
+    pub argsz: u32,
+    pub flags: u32,
+    pub index: u32,
+    pub cap_offset: u32,
+    pub size: u64,
+    pub offset: u64,
+}
+
+#[repr(C)]
+struct DmaMap {
+    argsz: u32,
+    flags: u32,
+    vaddr: u64,
+    iova: u64,
+    size: u64,
+}
+
+#[repr(C)]
+struct DmaUnmap {
+    argsz: u32,
+    flags: u32,
+    iova: u64,
+    size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VfioError {
+    #[error("{path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{dev} has no IOMMU group (is the IOMMU on, and is the device bound to vfio-pci?)")]
+    NoGroup { dev: String },
+    #[error("{op}: {source}")]
+    Ioctl {
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("VFIO API version {0}, expected {API_VERSION}")]
+    Api(i32),
+    #[error("the container does not offer the type1v2 IOMMU")]
+    NoType1v2,
+    #[error("group {0} is not viable: bind every device in it to vfio-pci")]
+    NotViable(String),
+    #[error("device name {0:?} contains a NUL byte")]
+    Name(String),
+    #[error("BAR0 of {0} cannot be mmapped")]
+    NoMmap(String),
+    #[error("config space access at {offset:#x}: {source}")]
+    Config { offset: u64, source: std::io::Error },
+}
+
+fn ioctl<T>(fd: &File, op: &'static str, req: u64, arg: *mut T) -> Result<i32, VfioError> {
+    // SAFETY: callers pass a request whose argument is the `T` pointed to,
+    // valid for the call (or a plain integer cast to a pointer, which the
+    // kernel does not dereference).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req as libc::c_ulong, arg) };
+    if r < 0 {
+        Err(VfioError::Ioctl {
+            op,
+            source: std::io::Error::last_os_error(),
+        })
+    } else {
+        Ok(r)
+    }
+}
+
+/// The IOMMU group of PCI device `bdf`, from sysfs.
+pub fn group_of(bdf: &str) -> Result<String, VfioError> {
+    let link = PathBuf::from(format!("/sys/bus/pci/devices/{bdf}/iommu_group"));
+    let target = std::fs::read_link(&link).map_err(|_| VfioError::NoGroup { dev: bdf.into() })?;
+    target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| VfioError::NoGroup { dev: bdf.into() })
+}
+
+/// An open container with the device's group attached and the type1v2
+/// IOMMU set, and the device's fd. Dropping it closes the fds: vfio-pci
+/// then disables the device (bus mastering off) and the container's DMA
+/// mappings go away.
+pub struct Device {
+    pub bdf: String,
+    pub group: String,
+    container: File,
+    _group: File,
+    device: File,
+}
+
+impl Device {
+    pub fn open(bdf: &str) -> Result<Self, VfioError> {
+        let group = group_of(bdf)?;
+        let open = |p: &str| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(p)
+                .map_err(|source| VfioError::Open {
+                    path: p.into(),
+                    source,
+                })
+        };
+        let container = open("/dev/vfio/vfio")?;
+        let v = ioctl::<u8>(
+            &container,
+            "VFIO_GET_API_VERSION",
+            GET_API_VERSION,
+            std::ptr::null_mut(),
+        )?;
+        if v != API_VERSION {
+            return Err(VfioError::Api(v));
+        }
+        let ext = ioctl::<u8>(
+            &container,
+            "VFIO_CHECK_EXTENSION",
+            CHECK_EXTENSION,
+            TYPE1V2_IOMMU as *mut u8,
+        )?;
+        if ext == 0 {
+            return Err(VfioError::NoType1v2);
+        }
+        let gfile = open(&format!("/dev/vfio/{group}"))?;
+        let mut st = GroupStatus {
+            argsz: std::mem::size_of::<GroupStatus>() as u32,
+            flags: 0,
+        };
+        ioctl(&gfile, "VFIO_GROUP_GET_STATUS", GROUP_GET_STATUS, &mut st)?;
+        if st.flags & GROUP_FLAGS_VIABLE == 0 {
+            return Err(VfioError::NotViable(group));
+        }
+        let mut cfd: i32 = container.as_raw_fd();
+        ioctl(
+            &gfile,
+            "VFIO_GROUP_SET_CONTAINER",
+            GROUP_SET_CONTAINER,
+            &mut cfd,
+        )?;
+        ioctl::<u8>(
+            &container,
+            "VFIO_SET_IOMMU",
+            SET_IOMMU,
+            TYPE1V2_IOMMU as *mut u8,
+        )?;
+        let name = std::ffi::CString::new(bdf).map_err(|_| VfioError::Name(bdf.into()))?;
+        let dfd = ioctl(
+            &gfile,
+            "VFIO_GROUP_GET_DEVICE_FD",
+            GROUP_GET_DEVICE_FD,
+            name.as_ptr() as *mut libc::c_char,
+        )?;
+        // SAFETY: the ioctl returned a new fd that nothing else owns.
+        let device = unsafe { File::from_raw_fd(dfd) };
+        Ok(Device {
+            bdf: bdf.into(),
+            group,
+            container,
+            _group: gfile,
+            device,
+        })
+    }
+
+    pub fn region(&self, index: u32) -> Result<RegionInfo, VfioError> {
+        let mut r = RegionInfo {
+            argsz: std::mem::size_of::<RegionInfo>() as u32,
+            index,
+            ..Default::default()
+        };
+        ioctl(
+            &self.device,
+            "VFIO_DEVICE_GET_REGION_INFO",
+            DEVICE_GET_REGION_INFO,
+            &mut r,
+        )?;
+        Ok(r)
+    }
+
+    /// Map `size` bytes at `vaddr` for the device at `iova`, read and write.
+    ///
+    /// # Safety
+    /// `vaddr..vaddr+size` must be a mapping that stays valid until the
+    /// DMA mapping is removed (`unmap_dma`, or the container is closed).
+    pub unsafe fn map_dma(&self, vaddr: u64, iova: u64, size: u64) -> Result<(), VfioError> {
+        let mut m = DmaMap {
+            argsz: std::mem::size_of::<DmaMap>() as u32,
+            flags: DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE,
+            vaddr,
+            iova,
+            size,
+        };
+        ioctl(&self.container, "VFIO_IOMMU_MAP_DMA", IOMMU_MAP_DMA, &mut m).map(|_| ())
+    }
+
+    pub fn unmap_dma(&self, iova: u64, size: u64) -> Result<(), VfioError> {
+        let mut u = DmaUnmap {
+            argsz: std::mem::size_of::<DmaUnmap>() as u32,
+            flags: 0,
+            iova,
+            size,
+        };
+        ioctl(
+            &self.container,
+            "VFIO_IOMMU_UNMAP_DMA",
+            IOMMU_UNMAP_DMA,
+            &mut u,
+        )
+        .map(|_| ())
+    }
+
+    fn config_offset(&self, off: u64) -> Result<u64, VfioError> {
+        Ok(self.region(CONFIG_REGION)?.offset + off)
+    }
+
+    pub fn config_read16(&self, off: u64) -> Result<u16, VfioError> {
+        let at = self.config_offset(off)?;
+        let mut b = [0u8; 2];
+        self.device
+            .read_exact_at(&mut b, at)
+            .map_err(|source| VfioError::Config {
+                offset: off,
+                source,
+            })?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    pub fn config_write16(&self, off: u64, v: u16) -> Result<(), VfioError> {
+        let at = self.config_offset(off)?;
+        self.device
+            .write_all_at(&v.to_le_bytes(), at)
+            .map_err(|source| VfioError::Config {
+                offset: off,
+                source,
+            })
+    }
+
+    /// BAR0, mmapped.
+    pub fn map_bar0(&self) -> Result<Mmio, VfioError> {
+        let r = self.region(BAR0_REGION)?;
+        if r.flags & REGION_FLAG_MMAP == 0 || r.size == 0 {
+            return Err(VfioError::NoMmap(self.bdf.clone()));
+        }
+        // SAFETY: a fresh shared mapping of the device fd at the region's
+        // offset; nothing else aliases it in this process.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                r.size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.device.as_raw_fd(),
+                r.offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(VfioError::Ioctl {
+                op: "mmap BAR0",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Mmio {
+            base: p.cast(),
+            size: r.size as usize,
+        })
+    }
+}
+
+/// A mapped MMIO BAR: 32-bit volatile register access.
+pub struct Mmio {
+    base: *mut u8,
+    size: usize,
+}
+
+impl Mmio {
+    pub fn read32(&self, reg: u32) -> u32 {
+        let off = reg as usize;
+        assert!(
+            off + 4 <= self.size && off.is_multiple_of(4),
+            "register {reg:#x} outside BAR0"
+        );
+        // SAFETY: in bounds and aligned (checked), inside the live mapping.
+        unsafe { std::ptr::read_volatile(self.base.add(off).cast::<u32>()) }
+    }
+
+    pub fn write32(&self, reg: u32, v: u32) {
+        let off = reg as usize;
+        assert!(
+            off + 4 <= self.size && off.is_multiple_of(4),
+            "register {reg:#x} outside BAR0"
+        );
+        // SAFETY: as in read32.
+        unsafe { std::ptr::write_volatile(self.base.add(off).cast::<u32>(), v) }
+    }
+}
+
+impl Drop for Mmio {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in map_bar0, used no more.
+        unsafe { libc::munmap(self.base.cast(), self.size) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_uapi_header() {
+        assert_eq!(GET_API_VERSION, 0x3b64);
+        assert_eq!(GROUP_GET_DEVICE_FD, 0x3b6a);
+        assert_eq!(DEVICE_GET_REGION_INFO, 0x3b6c);
+        assert_eq!(IOMMU_MAP_DMA, 0x3b71);
+        assert_eq!(std::mem::size_of::<RegionInfo>(), 32);
+        assert_eq!(std::mem::size_of::<DmaMap>(), 32);
+        assert_eq!(std::mem::size_of::<DmaUnmap>(), 24);
+    }
+}
