@@ -416,6 +416,11 @@ impl Nic {
         self.bar.write32(regs::RCTL, r & !regs::RCTL_EN);
     }
 
+    /// The VFIO device (for the keep flag).
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
     pub fn bdf(&self) -> &str {
         &self.dev.bdf
     }

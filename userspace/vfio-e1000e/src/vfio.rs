@@ -21,6 +21,11 @@ const GROUP_GET_DEVICE_FD: u64 = vfio_io(6);
 const DEVICE_GET_REGION_INFO: u64 = vfio_io(8);
 const IOMMU_MAP_DMA: u64 = vfio_io(13);
 const IOMMU_UNMAP_DMA: u64 = vfio_io(14);
+const DEVICE_FEATURE: u64 = vfio_io(17);
+const FEATURE_GET: u32 = 1 << 16;
+const FEATURE_SET: u32 = 1 << 17;
+/// kvmhost's patches/0002: keep the device across close and kexec.
+const FEATURE_PCI_KEEP: u32 = 14;
 
 const API_VERSION: i32 = 0;
 const TYPE1V2_IOMMU: u64 = 3;
@@ -56,6 +61,14 @@ struct DmaMap {
     vaddr: u64,
     iova: u64,
     size: u64,
+}
+
+/// `struct vfio_device_feature` followed by a `__u32` payload.
+#[repr(C)]
+struct FeatureU32 {
+    argsz: u32,
+    flags: u32,
+    value: u32,
 }
 
 #[repr(C)]
@@ -201,6 +214,40 @@ impl Device {
             _group: gfile,
             device,
         })
+    }
+
+    /// Whether the device is kept (VFIO_DEVICE_FEATURE_PCI_KEEP, GET).
+    /// ENOTTY: a kernel without the keep patch.
+    pub fn keep(&self) -> Result<bool, VfioError> {
+        let mut f = FeatureU32 {
+            argsz: std::mem::size_of::<FeatureU32>() as u32,
+            flags: FEATURE_GET | FEATURE_PCI_KEEP,
+            value: 0,
+        };
+        ioctl(
+            &self.device,
+            "VFIO_DEVICE_FEATURE(PCI_KEEP, GET)",
+            DEVICE_FEATURE,
+            &mut f,
+        )?;
+        Ok(f.value != 0)
+    }
+
+    /// Keep the device (no reset or disable on close, bus mastering kept
+    /// through kexec) or stop keeping it.
+    pub fn set_keep(&self, keep: bool) -> Result<(), VfioError> {
+        let mut f = FeatureU32 {
+            argsz: std::mem::size_of::<FeatureU32>() as u32,
+            flags: FEATURE_SET | FEATURE_PCI_KEEP,
+            value: u32::from(keep),
+        };
+        ioctl(
+            &self.device,
+            "VFIO_DEVICE_FEATURE(PCI_KEEP, SET)",
+            DEVICE_FEATURE,
+            &mut f,
+        )
+        .map(|_| ())
     }
 
     pub fn region(&self, index: u32) -> Result<RegionInfo, VfioError> {
@@ -352,6 +399,8 @@ mod tests {
         assert_eq!(GROUP_GET_DEVICE_FD, 0x3b6a);
         assert_eq!(DEVICE_GET_REGION_INFO, 0x3b6c);
         assert_eq!(IOMMU_MAP_DMA, 0x3b71);
+        assert_eq!(DEVICE_FEATURE, 0x3b75);
+        assert_eq!(std::mem::size_of::<FeatureU32>(), 12);
         assert_eq!(std::mem::size_of::<RegionInfo>(), 32);
         assert_eq!(std::mem::size_of::<DmaMap>(), 32);
         assert_eq!(std::mem::size_of::<DmaUnmap>(), 24);

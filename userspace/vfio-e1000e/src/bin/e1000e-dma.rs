@@ -47,6 +47,10 @@ struct WatchArgs {
     /// Turn the receiver off before exiting.
     #[arg(long)]
     stop: bool,
+    /// Before exiting, mark the device kept (VFIO_DEVICE_FEATURE_PCI_KEEP):
+    /// closing it then neither resets nor disables it.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Subcommand)]
@@ -89,6 +93,11 @@ enum Cmd {
         iova: Option<u64>,
         #[arg(long)]
         stop: bool,
+    },
+    /// Show (no argument) or set the device's keep flag through VFIO.
+    Keep {
+        #[arg(value_parser = ["on", "off"])]
+        state: Option<String>,
     },
     /// The ring layout, the NIC's registers and the descriptors' DD bits
     /// (changes nothing, not even bus mastering).
@@ -174,6 +183,20 @@ fn report(json: bool, nic: &Nic, state: &RingState, watch: Option<&WatchReport>)
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Cmd::Keep { state } = &cli.cmd {
+        // No DMA memory and no NIC programming: only the flag.
+        let dev = vfio_e1000e::vfio::Device::open(&cli.bdf)
+            .with_context(|| format!("open {}", cli.bdf))?;
+        if let Some(s) = state {
+            dev.set_keep(s == "on")
+                .with_context(|| format!("set keep on {}", cli.bdf))?;
+        }
+        let k = dev
+            .keep()
+            .with_context(|| format!("keep flag of {}", cli.bdf))?;
+        println!("keep={}", u8::from(k));
+        return Ok(());
+    }
     let source = parse_source(&cli.mem, cli.mem_offset, &cli.kram_device);
     let mem =
         DmaMem::open(&source, cli.mem_size).with_context(|| format!("DMA memory {source}"))?;
@@ -214,6 +237,7 @@ fn run(cli: Cli) -> Result<()> {
                 watch: seconds,
                 settle,
                 stop,
+                keep: false,
             };
             finish(cli.json, &mut nic, Some(found), w)
         }
@@ -222,6 +246,7 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("attach {}", cli.bdf))?;
             report(cli.json, &nic, &found, None)
         }
+        Cmd::Keep { .. } => unreachable!("handled above"),
     }
 }
 
@@ -235,6 +260,11 @@ fn finish(json: bool, nic: &mut Nic, found: Option<RingState>, w: WatchArgs) -> 
     let watch = (w.watch > 0.0).then(|| nic.watch(w.watch, w.settle));
     if w.stop {
         nic.stop();
+    }
+    if w.keep {
+        nic.device()
+            .set_keep(true)
+            .with_context(|| format!("keep {}", nic.bdf()))?;
     }
     report(json, nic, &state, watch.as_ref())
 }
