@@ -7,11 +7,14 @@
 #   ff:ff:ff:ff:ff:ff  02:00:00:00:00:01  88b5  "KHSQ"  seq  padding to 60
 # Usage:
 #   nic-sender.pl --ports                 print two free UDP ports on 127.0.0.1
-#   nic-sender.pl --to PORT --bind PORT [--rate N] [--duration S] [--log FILE]
+#   nic-sender.pl --to PORT --bind PORT [--rate N] [--rate-file F] [--duration S] [--log FILE]
 # Frames go out at --rate per second (paced every millisecond; after a
 # stall of the sender the missed ones go out at once, so the numbers have
 # no gap of the sender's making); --rate 0 sends nothing (a silent source,
-# to see a receiving test fail). Stops after --duration seconds or on
+# to see a receiving test fail). --rate-file F: while F holds a number,
+# that is the rate (read every 0.2 s; the guest writes /host/nic-rate to
+# slow the source down for a long test, and removes it to go back).
+# Stops after --duration seconds or on
 # SIGTERM, logging how many it sent.
 use strict;
 use warnings;
@@ -20,8 +23,8 @@ use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use Getopt::Long;
 
-my ($to, $bind, $rate, $duration, $log, $ports) = (0, 0, 2000, 3600, "", 0);
-GetOptions("ports" => \$ports, "to=i" => \$to, "bind=i" => \$bind, "rate=i" => \$rate,
+my ($to, $bind, $rate, $duration, $log, $ports, $rate_file) = (0, 0, 2000, 3600, "", 0, "");
+GetOptions("ports" => \$ports, "to=i" => \$to, "bind=i" => \$bind, "rate=i" => \$rate, "rate-file=s" => \$rate_file,
            "duration=f" => \$duration, "log=s" => \$log) or die "usage: see $0\n";
 
 if ($ports) {
@@ -45,11 +48,26 @@ $SIG{TERM} = $SIG{INT} = sub { $stop = 1 };
 
 my $t0 = time;
 my ($seq, $errors) = (0, 0);
+# The current rate counts from ($tb, $sb): a change re-bases, so no burst.
+my ($default_rate, $tb, $sb, $checked) = ($rate, $t0, 0, 0);
 printf $out "%.3f nic-sender: to 127.0.0.1:%d from :%d, %d frames/s\n", $t0, $to, $bind, $rate;
 while (!$stop) {
     my $elapsed = time - $t0;
     last if $elapsed >= $duration;
-    my $due = int($elapsed * $rate);
+    if ($rate_file && time - $checked >= 0.2) {
+        $checked = time;
+        my $want = $default_rate;
+        if (open(my $rf, "<", $rate_file)) {
+            my $l = <$rf> // "";
+            $want = $1 if $l =~ /^\s*(\d+)/;
+            close $rf;
+        }
+        if ($want != $rate) {
+            printf $out "%.3f nic-sender: rate %d -> %d frames/s at %d\n", time, $rate, $want, $seq;
+            ($rate, $tb, $sb) = ($want, time, $seq);
+        }
+    }
+    my $due = $sb + int((time - $tb) * $rate);
     while ($seq < $due) {
         my $frame = $head . pack("Q>", $seq);
         $frame .= "\0" x (60 - length $frame);

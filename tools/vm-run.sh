@@ -93,8 +93,9 @@ sender=""
 if [ "${KH_NIC_UDP:-0}" != 0 ]; then
     read -r qport sport < <("$KH_ROOT/tools/nic-sender.pl" --ports)
     netdev=(-netdev "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=$qport,remote.type=inet,remote.host=127.0.0.1,remote.port=$sport")
+    rm -f "$run/nic-rate"
     "$KH_ROOT/tools/nic-sender.pl" --to "$qport" --bind "$sport" --rate "${KH_NIC_RATE:-2000}" \
-        --duration "$((timeout + 60))" --log "$run/nic-sender.log" &
+        --rate-file "$run/nic-rate" --duration "$((timeout + 60))" --log "$run/nic-sender.log" &
     sender=$!
     echo "rate=${KH_NIC_RATE:-2000} qemu_port=$qport sender_port=$sport" > "$run/nic-source"
 fi

@@ -11,6 +11,7 @@ extern crate std;
 
 pub mod cmdline;
 mod format;
+pub mod vtd;
 pub use format::*;
 
 #[cfg(test)]

@@ -1,0 +1,122 @@
+#!/bin/sh
+# A passthrough NIC keeps doing DMA through a kexec (issue 6): the e1000e,
+# kept (patches/0002) and bound to vfio-pci, receives the outer host's
+# numbered frames into an RX ring in a KRAM area. While the first process
+# still has it mapped, iommu_preserve copies its VT-d page tables into KRAM
+# and switches the IOMMU to a KRAM root table (patches/0003); the process
+# exits (its container and mappings go), the kernel kexecs with the NIC
+# receiving, and the next kernel (intel_iommu=adopt pci_keep=) adopts the
+# device's context entry. A process in the new kernel then finds every
+# frame since the first one's last, none lost, no DMAR fault before it
+# attached, and the device never reset.
+. /host/lib/ktap.sh
+D=/host/bin/e1000e-dma
+L=/host/bin/liveup
+M=/host/modules/iommu_preserve.ko
+dev=0000:00:03.0
+sys=/sys/bus/pci/devices/$dev
+code=$((0x18))          # segment 0, bus 0, devfn 00:03.0
+area=dma-iop
+size=20M
+ring=65528              # the most RDLEN holds (1 MiB - 128 B): 131 s of frames at $rate
+rate=500
+v() { sed -n "s/^$1=//p" "$2"; }
+num() { case $1 in ''|*[!0-9]*) echo -1;; *) echo "$1";; esac; }
+dmar_faults() { dmesg | grep -E 'DMAR: \[DMA (Read|Write)'; }
+give_back() {
+    rm -f /host/nic-rate
+    echo 0 > $sys/kept 2>/dev/null
+    echo > $sys/driver_override
+    [ -e $sys/driver ] && echo $dev > $sys/driver/unbind
+    echo $dev > /sys/bus/pci/drivers_probe
+    kh_check "NIC given back to e1000e" test "$(basename "$(readlink $sys/driver)")" = e1000e
+}
+
+if [ ! -f /host/nic-source ]; then
+    kh_skip "NIC DMA through a kexec" "no packet source: run the rig with KH_NIC_UDP=1"
+    exit 0
+fi
+
+case $KH_STAGE in
+0)
+    kh_dmesg_mark
+    echo $rate > /host/nic-rate
+    $L kram load /host/modules/kram.ko > /dev/null
+    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    echo vfio-pci > $sys/driver_override
+    [ -e $sys/driver ] && echo $dev > $sys/driver/unbind
+    echo $dev > /sys/bus/pci/drivers_probe
+    if ! kh_check "bound to vfio-pci" test "$(basename "$(readlink $sys/driver)")" = vfio-pci; then
+        give_back; exit 0
+    fi
+    # Bad input: nothing changes, one line says why.
+    kh_check "freeze of a device that is not kept: refused" sh -c "! insmod $M freeze=$code 2>/dev/null"
+    kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze $dev: device not kept'"
+    kh_check "freeze of a device that does not exist: refused" sh -c "! insmod $M freeze=$((0x0700)) 2>/dev/null"
+    kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze 0000:07:00.0: no such PCI device'"
+    echo 1 > $sys/kept
+
+    $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
+        --watch 14 --settle 2 > /tmp/i-1 2>&1 &
+    pid=$!
+    sleep 8
+    if insmod $M freeze=$code; then
+        kh_ok "freeze while the process has it mapped: tables in KRAM, translation on"
+    else
+        kh_fail "freeze while the process has it mapped: tables in KRAM, translation on" "$(dmesg | grep iommu_preserve | tail -n1)"
+    fi
+    kh_log "$(dmesg | grep 'iommu_preserve:' | tail -n1)"
+    rmmod iommu_preserve
+    kh_check "a second freeze is refused while a record exists" sh -c "! insmod $M freeze=$code 2>/dev/null"
+    kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze $dev: a preserved record exists already'"
+    wait $pid
+    last=$(num "$(v last_seq /tmp/i-1)")
+    kh_log "first process: frames=$(v frames /tmp/i-1) seq $(v first_seq /tmp/i-1)..$last steady_lost=$(v steady_lost /tmp/i-1)"
+    kh_check "the first process received a steady stream" \
+        test "$(num "$(v steady_frames /tmp/i-1)")" -gt $((rate * 4)) -a "$(v steady_lost /tmp/i-1)" = 0
+    echo "$last" > $KH_DIR/last
+    # The process is gone with its container: the KRAM tables translate.
+    sleep 3
+    kh_check "no DMAR fault after the process let go of the device" test -z "$(dmar_faults)" || dmar_faults | head -n3
+    kh_dmesg_clean "no warning in dmesg before kexec"
+    date +%s > $KH_DIR/kexec-time
+    kh_kexec_next "pci_keep=$dev intel_iommu=adopt"
+    ;;
+1)
+    last=$(cat $KH_DIR/last)
+    kh_check "next kernel adopted the kept device's translation" \
+        sh -c "dmesg | grep -q 'Copied translation tables from previous kernel'"
+    kh_check "translation was never switched off" sh -c "! dmesg | grep -q 'Translation was enabled for .* but we are not in kdump mode'"
+    kh_check "no DMAR fault during the handover" test -z "$(dmar_faults)" || dmar_faults | head -n3
+    kh_check "bound to vfio-pci, kept" test "$(basename "$(readlink $sys/driver)")$(cat $sys/kept)" = vfio-pci1
+    $L kram load /host/modules/kram.ko > /dev/null
+    insmod $M && rmmod iommu_preserve
+    kh_check "iommu_preserve: record valid, tables adopted in place" \
+        sh -c "dmesg | grep -q 'iommu_preserve: $dev: .*adopted in place'"
+    kh_check "release refused while the device translates through them" sh -c "! insmod $M release=1 2>/dev/null"
+    n0=$(dmar_faults | wc -l)
+    $D --bdf $dev --mem kram:$area --mem-size $size attach --watch 3 --settle 1 --stop > /tmp/i-2 2>&1
+    afirst=$(num "$(v first_seq /tmp/i-2)") waiting=$(num "$(v dd_set /tmp/i-2)")
+    kh_log "attach found rdh=$(v rdh /tmp/i-2) rdt=$(v rdt /tmp/i-2) waiting=$waiting bus_master=$(v bus_master /tmp/i-2)" \
+        "then seq $afirst..$(v last_seq /tmp/i-2) lost=$(v lost /tmp/i-2) [$(v lost_ranges /tmp/i-2)] hw_missed=$(v hw_missed /tmp/i-2)"
+    kh_check "ring registers as the old kernel left them, receiver on (never reset)" \
+        test "$(v ring_registers_match /tmp/i-2)$(v rx_enabled /tmp/i-2)$(v bus_master /tmp/i-2)" = 111
+    # The old process stopped cleaning the ring before the kexec; what the
+    # new one finds waiting came in while the kernels handed over.
+    kh_check "DMA went on through the kexec: $waiting frames waiting (> $((rate * 10)))" test "$waiting" -gt $((rate * 10))
+    kh_check "no sequence number lost across the kexec ($last -> $afirst)" \
+        test "$last" -ge 0 -a "$afirst" = $((last + 1)) -a "$(v lost /tmp/i-2)" = 0
+    # Attaching a new domain tears the adopted entry down; until the
+    # process maps its memory again the device is blocked (milestone 2).
+    kh_log "DMAR faults while the new process attached: $(( $(dmar_faults | wc -l) - n0 )) (device blocked, none before)"
+    dmar_faults | grep -v -e "device \[$dev\] .*Present bit in context entry is clear" \
+        -e "device \[$dev\] .*PTE \(Read\|Write\) access is not set" > /tmp/i-other
+    kh_check "any DMAR fault after the attach is the device blocked, nothing else" test ! -s /tmp/i-other || head -n3 /tmp/i-other
+    if insmod $M release=1; then rmmod iommu_preserve; fi
+    kh_check "release frees the tables once the device is attached anew" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"
+    insmod $M && rmmod iommu_preserve
+    kh_check "after release: nothing preserved" sh -c "dmesg | tail -n 3 | grep -q 'iommu_preserve: nothing preserved'"
+    kh_dmesg_clean "no warning in dmesg after kexec"
+    give_back
+    ;;
+esac
