@@ -14,6 +14,7 @@
 # kernel switches VT-d translation off at kexec, and DMA then would be
 # untranslated. Stage 1, after kexec with pci_keep=: bound to vfio-pci,
 # flag set, bus mastering on, ring registers as left, i.e. never reset.
+# The vfio_keep module lists kept devices and computes that pci_keep=.
 . /host/lib/ktap.sh
 D=/host/bin/e1000e-dma
 L=/host/bin/liveup
@@ -46,6 +47,9 @@ case $KH_STAGE in
     kh_check "sysfs: set and read back" test "$(cat $sys/kept)" = 1
     echo 0 > $sys/kept
     kh_check "sysfs: cleared" test "$(cat $sys/kept)" = 0
+    insmod /host/modules/vfio_keep.ko
+    VK=/sys/kernel/debug/vfio_keep
+    kh_check "vfio_keep: nothing kept, empty pci_keep=" test -z "$(cat $VK/cmdline)"
     $L kram load /host/modules/kram.ko > /dev/null
     $L kram status | grep -q ready || $L kram format --yes > /dev/null
     echo vfio-pci > $sys/driver_override
@@ -81,6 +85,10 @@ case $KH_STAGE in
     fi
     last=$(num "$(v last_seq /tmp/k-1)")
     kh_check "sysfs shows the flag VFIO set" test "$(cat $sys/kept)" = 1
+    kh_log "vfio_keep devices: $(cat $VK/devices)"
+    kh_check "vfio_keep lists it: bound to vfio-pci, bus mastering on" \
+        sh -c "grep -q '^$dev 8086:10d3 driver=vfio-pci bus_master=1 memory=1' $VK/devices"
+    kh_check "vfio_keep: the next kernel's pci_keep=" test "$(cat $VK/cmdline)" = "pci_keep=$dev"
     sleep 1
     $M attach --watch 2 --settle 1 > /tmp/k-2 2>&1
     afirst=$(num "$(v first_seq /tmp/k-2)")
@@ -105,8 +113,11 @@ case $KH_STAGE in
     other=$(grep -v "device \[$dev\] .*Present bit in context entry is clear" /tmp/dmar | head -n1)
     kh_log "DMAR faults in stage 0: $(wc -l < /tmp/dmar)"
     kh_check "kept: any DMAR fault is the device blocked by VT-d (no context entry), nothing else" test -z "$other"
+    keep=$(cat $VK/cmdline)
+    rmmod vfio_keep
     kh_dmesg_clean "no warning in dmesg before kexec"
-    kh_kexec_next "pci_keep=$dev"
+    # the next kernel's command line gets what vfio_keep computed
+    kh_kexec_next "$keep"
     ;;
 1)
     kh_check "next kernel: pci_keep= marked the device" sh -c "dmesg | grep -q '$dev: kept (pci_keep=)'"
@@ -120,6 +131,9 @@ case $KH_STAGE in
         test "$(v bus_master /tmp/k-4)$(v ring_registers_match /tmp/k-4)" = 11
     kh_check "VFIO keep feature: off" sh -c "$D --bdf $dev keep off | grep -q keep=0"
     kh_check "sysfs agrees" test "$(cat $sys/kept)" = 0
+    insmod /host/modules/vfio_keep.ko
+    kh_check "vfio_keep: no longer listed" test -z "$(cat /sys/kernel/debug/vfio_keep/devices)"
+    rmmod vfio_keep
     kh_dmesg_clean "no warning in dmesg after kexec"
     give_back
     ;;
