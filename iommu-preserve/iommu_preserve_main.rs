@@ -20,7 +20,9 @@
 //! Loaded without `freeze=` it checks the record (a corrupt one is refused
 //! and left as it is) and says whether the tables are adopted in place or
 //! the device was attached anew; with `release=1` it then frees them, but
-//! only once nothing translates through them.
+//! only once nothing translates through them; `discard=1` drops a refused
+//! record with its area (the kernel refused it at boot too, with the same
+//! checks, so nothing uses its pages).
 //!
 //! Locking: everything happens in module init, which the module loader
 //! serialises; KRAM's API has its own lock. The device's tables must not
@@ -52,6 +54,10 @@ module! {
         release: bool {
             default: false,
             description: "Free the preserved tables once the device is attached anew",
+        },
+        discard: bool {
+            default: false,
+            description: "Drop a refused (corrupt) record and every page it may name",
         },
     },
 }
@@ -237,7 +243,8 @@ unsafe fn record_page<'a>(virt: *mut c_void) -> &'a mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(virt.cast::<u8>(), 4096) }
 }
 
-fn area(create: bool) -> Result<Option<(c_int, *mut c_void)>> {
+/// The area, its record page's physical and virtual address.
+fn area(create: bool) -> Result<Option<(c_int, u64, *mut c_void)>> {
     // SAFETY: NUL-terminated name.
     let mut a = unsafe { kram_area_lookup(AREA.as_char_ptr()) };
     if a == ENOENT.to_errno() && create {
@@ -256,7 +263,7 @@ fn area(create: bool) -> Result<Option<(c_int, *mut c_void)>> {
     if r < 0 || virt.is_null() {
         return Err(if r < 0 { Error::from_errno(r) } else { ENOMEM });
     }
-    Ok(Some((a, virt)))
+    Ok(Some((a, phys, virt)))
 }
 
 fn vtd_errno(e: vtd::Error) -> Error {
@@ -281,7 +288,7 @@ fn freeze(code: i64) -> Result {
     let old_root = dev.root(0).inspect_err(|e| {
         pr_err!("freeze {}: its IOMMU's root table cannot be read (errno {})\n", bdf, e.to_errno());
     })?;
-    let Some((area, rec_virt)) = area(true).inspect_err(|e| {
+    let Some((area, rec_phys, rec_virt)) = area(true).inspect_err(|e| {
         pr_err!("freeze {}: KRAM area unavailable (errno {})\n", bdf, e.to_errno());
     })?
     else {
@@ -383,20 +390,22 @@ fn freeze(code: i64) -> Result {
     // SAFETY: a flag for intel_iommu_shutdown().
     unsafe { iopr_glue_keep_translation(true) };
     pr_info!(
-        "{}: DID {}, {}-level: translates through {} table pages in KRAM (root {:#x}); translation stays on at kexec\n",
+        "{}: DID {}, {}-level: translates through {} table pages in KRAM (root {:#x}); translation stays on at kexec; next kernel: intel_iommu_adopt={:#x} pci_keep={}\n",
         bdf,
         c.did,
         c.levels,
         rec.npages,
-        root_new
+        root_new,
+        rec_phys,
+        bdf
     );
     Ok(())
 }
 
 /// In the next kernel: check the record, say where the device stands,
 /// free the tables if asked and nothing uses them.
-fn check(release: bool) -> Result {
-    let Some((area, rec_virt)) = area(false)? else {
+fn check(release: bool, discard: bool) -> Result {
+    let Some((area, _, rec_virt)) = area(false)? else {
         pr_info!("nothing preserved\n");
         return Ok(());
     };
@@ -407,6 +416,14 @@ fn check(release: bool) -> Result {
         Ok(None) => {
             pr_info!("nothing preserved\n");
             return Ok(());
+        }
+        Err(e) if discard => {
+            // The kernel refused the same record at boot (same checks), so
+            // nothing translates through this area's pages.
+            // SAFETY: the area id from the lookup.
+            let r = unsafe { kram_area_delete(area) };
+            pr_info!("refused record ({:?}) discarded with its area (errno {})\n", e, r);
+            return if r < 0 { Err(Error::from_errno(r)) } else { Ok(()) };
         }
         Err(e) => {
             pr_err!("preserved record refused ({:?}), tables left as they are (EUCLEAN)\n", e);
@@ -439,7 +456,7 @@ fn check(release: bool) -> Result {
         rec.npages,
         state
     );
-    if !release {
+    if !release && !discard {
         return Ok(());
     }
     if in_use {
@@ -468,7 +485,7 @@ impl kernel::Module for IommuPreserve {
         if f >= 0 {
             freeze(f)?;
         } else {
-            check(module_parameters::release.value())?;
+            check(module_parameters::release.value(), module_parameters::discard.value())?;
         }
         Ok(IommuPreserve)
     }

@@ -9,6 +9,12 @@
 # device's context entry. A process in the new kernel then finds every
 # frame since the first one's last, none lost, no DMAR fault before it
 # attached, and the device never reset.
+# Stage 1 then freezes again and corrupts the record: stage 2's kernel must
+# refuse it with one line, keep translation on and block the device (DMAR
+# "context entry not present" faults, nothing adopted). Stage 2 runs the
+# same NIC without keep flag or preservation through a plain kexec: stage 3
+# shows what that costs (the device reset by e1000e, every frame sent
+# during the handover lost).
 . /host/lib/ktap.sh
 D=/host/bin/e1000e-dma
 L=/host/bin/liveup
@@ -66,6 +72,8 @@ case $KH_STAGE in
         kh_fail "freeze while the process has it mapped: tables in KRAM, translation on" "$(dmesg | grep iommu_preserve | tail -n1)"
     fi
     kh_log "$(dmesg | grep 'iommu_preserve:' | tail -n1)"
+    adopt=$(dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1)
+    kh_check "freeze names the record for the next kernel ($adopt)" test -n "$adopt"
     rmmod iommu_preserve
     kh_check "a second freeze is refused while a record exists" sh -c "! insmod $M freeze=$code 2>/dev/null"
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze $dev: a preserved record exists already'"
@@ -79,12 +87,13 @@ case $KH_STAGE in
     sleep 3
     kh_check "no DMAR fault after the process let go of the device" test -z "$(dmar_faults)" || dmar_faults | head -n3
     kh_dmesg_clean "no warning in dmesg before kexec"
-    date +%s > $KH_DIR/kexec-time
-    kh_kexec_next "pci_keep=$dev intel_iommu=adopt"
+    kh_kexec_next "pci_keep=$dev $adopt"
     ;;
 1)
     last=$(cat $KH_DIR/last)
-    kh_check "next kernel adopted the kept device's translation" \
+    kh_check "next kernel checked the record and adopted the device's translation" \
+        sh -c "dmesg | grep -q 'adopting the translation of $dev preserved at'"
+    kh_check "  through the copy path (page tables in place)" \
         sh -c "dmesg | grep -q 'Copied translation tables from previous kernel'"
     kh_check "translation was never switched off" sh -c "! dmesg | grep -q 'Translation was enabled for .* but we are not in kdump mode'"
     kh_check "no DMAR fault during the handover" test -z "$(dmar_faults)" || dmar_faults | head -n3
@@ -117,6 +126,61 @@ case $KH_STAGE in
     insmod $M && rmmod iommu_preserve
     kh_check "after release: nothing preserved" sh -c "dmesg | tail -n 3 | grep -q 'iommu_preserve: nothing preserved'"
     kh_dmesg_clean "no warning in dmesg after kexec"
+
+    # Fail-safe: freeze again, then corrupt the record (one byte of the
+    # domain id: the CRC no longer matches).
+    $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
+        --watch 10 --settle 2 > /tmp/i-3 2>&1 &
+    pid=$!
+    sleep 6
+    insmod $M freeze=$code && rmmod iommu_preserve
+    wait $pid
+    adopt=$(dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1)
+    kh_check "frozen again for the corrupt-record run ($adopt)" test -n "$adopt"
+    kh_check "record corrupted (one byte of the domain id)" /host/bin/kram-selftest poke iommu-preserve 14 1
+    kh_kexec_next "pci_keep=$dev $adopt"
+    ;;
+2)
+    kh_check "corrupt record refused with one line, translation kept on" \
+        sh -c "dmesg | grep -q 'preserved translation at .* refused (bad checksum): translation stays on, nothing adopted, kept devices blocked'"
+    kh_check "  nothing copied, translation never switched off" \
+        sh -c "! dmesg | grep -q -e 'Copied translation tables' -e 'Translation was enabled for .* but we are not in kdump mode'"
+    sleep 2
+    dmar_faults > /tmp/i-f
+    kh_log "DMAR faults with the record refused: $(wc -l < /tmp/i-f): $(head -n1 /tmp/i-f)"
+    kh_check "the kept NIC's DMA is blocked (context entry not present), nothing else" \
+        sh -c "grep -q 'device \[$dev\] .*Present bit in context entry is clear' /tmp/i-f && ! grep -v 'device \[$dev\]' /tmp/i-f | grep -q ."
+    $L kram load /host/modules/kram.ko > /dev/null
+    kh_check "iommu_preserve refuses the corrupt record too" sh -c "! insmod $M 2>/dev/null"
+    kh_check "  and says why" sh -c "dmesg | grep -q 'iommu_preserve: preserved record refused (BadChecksum)'"
+    insmod $M discard=1 && rmmod iommu_preserve
+    kh_check "discard drops it with its area" sh -c "dmesg | grep -q 'iommu_preserve: refused record (BadChecksum) discarded'"
+    kh_dmesg_mark
+
+    # Without keep flag and preservation, for comparison: a plain kexec.
+    echo 0 > $sys/kept
+    $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
+        --watch 4 --settle 1 > /tmp/i-4 2>&1
+    v last_seq /tmp/i-4 > $KH_DIR/last-plain
+    kh_check "baseline: the NIC received before the plain kexec" test "$(num "$(v frames /tmp/i-4)")" -gt 0
+    kh_kexec_next
+    ;;
+3)
+    last=$(num "$(cat $KH_DIR/last-plain)")
+    kh_check "baseline: e1000e took the NIC at boot (probe resets it)" \
+        test "$(basename "$(readlink $sys/driver)")" = e1000e
+    echo vfio-pci > $sys/driver_override
+    echo $dev > $sys/driver/unbind
+    echo $dev > /sys/bus/pci/drivers_probe
+    $L kram load /host/modules/kram.ko > /dev/null
+    $D --bdf $dev --mem kram:$area --mem-size $size status > /tmp/i-5 2>&1
+    kh_log "baseline after boot: bus_master=$(v bus_master /tmp/i-5) ring_registers_match=$(v ring_registers_match /tmp/i-5) rx_enabled=$(v rx_enabled /tmp/i-5)"
+    $D --bdf $dev --mem kram:$area --mem-size $size init --ring 4096 --buf-size 256 \
+        --watch 3 --settle 1 > /tmp/i-6 2>&1
+    first=$(num "$(v first_seq /tmp/i-6)") gap=$(num "$(v lost /tmp/i-6)")
+    lost=$((first - last - 1 + gap))
+    kh_log "baseline: last frame before the plain kexec $last, then $first..$(v last_seq /tmp/i-6) with $gap missing [$(v lost_ranges /tmp/i-6)]: $lost frames lost ($((lost / rate)) s at $rate/s); with keep + preservation: 0"
+    kh_check "baseline: frames sent during the handover were lost ($lost)" test "$last" -ge 0 -a "$first" -gt 0 -a "$lost" -gt $rate
     give_back
     ;;
 esac

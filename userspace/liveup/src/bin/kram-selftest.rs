@@ -55,6 +55,12 @@ enum Cmd {
     Alloc { area: String },
     /// Free a page of an area by its offset in the region.
     Free { area: String, offset: String },
+    /// XOR one byte of an area (offset and mask in hex): corrupts on purpose.
+    Poke {
+        area: String,
+        offset: String,
+        xor: String,
+    },
 }
 
 /// xorshift64*: a small deterministic generator for patterns and fuzzing.
@@ -378,6 +384,15 @@ fn main() -> Result<()> {
         Cmd::Alloc { area } => {
             let k = Kram::open(&cli.device)?;
             println!("{:#x}", k.alloc(k.lookup(&area)?.id)?);
+            Ok(())
+        }
+        Cmd::Poke { area, offset, xor } => {
+            let k = Kram::open(&cli.device)?;
+            let mut m = k.map(&k.lookup(&area)?)?;
+            let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16);
+            let (o, x) = (hex(&offset)? as usize, hex(&xor)?);
+            ensure!(o < m.len() && x <= 0xff, "offset {offset} outside area {area} or mask {xor} over 0xff");
+            m[o] ^= x as u8;
             Ok(())
         }
         Cmd::Free { area, offset } => {
