@@ -34,12 +34,18 @@
 //!   (intel/iommu.c:1192-1206: the copied entry is torn down and the new
 //!   domain's written in one go under iommu->lock).
 //!
-//! The catch: IOMMU_IOAS_MAP pins the user pages with GUP
+//! The catch: the IOAS pins the user pages with GUP
 //! (drivers/iommu/iommufd/pages.c:932, 940), which refuses VM_IO/VM_PFNMAP
 //! mappings (mm/gup.c:1207-1208: EFAULT), and IOMMU_IOAS_MAP_FILE takes a
 //! memfd or a vfio-pci dma-buf only (pages.c:1468-1485). A /dev/kram area
 //! is a remap_pfn_range() mapping, so it cannot go into an IOAS; anonymous
-//! memory and shared file mappings (tmpfs, memfd) can.
+//! memory and shared file mappings (tmpfs, memfd) can. Worse, an IOAS with
+//! no domain yet does not pin at IOMMU_IOAS_MAP (iopt_area_fill_domains()
+//! returns early, pages.c:1921-1922): the EFAULT comes from IOMMU_HWPT_ALLOC
+//! (iopt_fill_domain), after the bind; the process then exits, the unbind
+//! gives the group its default domain back, and an adopted entry is gone.
+//! So `open` checks the range's VMA flags in /proc/self/smaps before it
+//! binds anything.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -135,6 +141,38 @@ fn argsz<T>() -> u32 {
     std::mem::size_of::<T>() as u32
 }
 
+fn smaps_self() -> String {
+    std::fs::read_to_string("/proc/self/smaps").unwrap_or_default()
+}
+
+/// Whether every VMA of `smaps` overlapping `vaddr..vaddr+size` can be
+/// pinned by GUP: none has VM_IO (`io`) or VM_PFNMAP (`pf`) among its
+/// VmFlags (mm/gup.c:1207-1208). Unreadable smaps: assume it can (the
+/// kernel still says no, later).
+fn pinnable(smaps: &str, vaddr: u64, size: u64) -> bool {
+    let end = vaddr.saturating_add(size);
+    let mut overlaps = false;
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if overlaps && flags.split_whitespace().any(|f| f == "io" || f == "pf") {
+                return false;
+            }
+            continue;
+        }
+        // A VMA header: "start-end perms offset dev inode [path]".
+        let Some(range) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+            overlaps = a < end && vaddr < b;
+        }
+    }
+    true
+}
+
 /// The VFIO cdev of `bdf`: the one `vfioN` under its sysfs `vfio-dev`.
 pub fn cdev_of(bdf: &str) -> Result<String, VfioError> {
     let dir = format!("/sys/bus/pci/devices/{bdf}/vfio-dev");
@@ -186,9 +224,15 @@ impl Iommufd {
             dev_id: 0,
             hwpt: Cell::new(None),
         };
-        // Mapped before the device is bound: a failure here (EFAULT for a
-        // PFNMAP range such as a KRAM area) leaves the device untouched.
+        // Mapped before the device is bound; memory the HWPT could not pin
+        // is refused here, before the device is touched.
         if let Some(d) = dma {
+            if !pinnable(&smaps_self(), d.vaddr, d.size) {
+                return Err(VfioError::NotPinnable {
+                    vaddr: d.vaddr,
+                    size: d.size,
+                });
+            }
             // SAFETY: the caller's promise, passed on.
             unsafe { me.ioas_map(d.vaddr, d.iova, d.size)? };
         }
@@ -320,6 +364,25 @@ mod tests {
         assert_eq!(size_of::<BindIommufd>(), 24);
         assert_eq!(std::mem::offset_of!(BindIommufd, out_devid), 12);
         assert_eq!(size_of::<AttachPt>(), 16);
+    }
+
+    #[test]
+    fn pfnmap_ranges_are_not_pinnable() {
+        let smaps = "\
+7f0000000000-7f0000200000 rw-s 00000000 00:05 12 /dev/kram
+Size:               2048 kB
+VmFlags: rd wr sh mr mw me ms pf io dc de dd sd
+7f0000200000-7f0000400000 rw-p 00000000 00:00 0
+Size:               2048 kB
+VmFlags: rd wr mr mw me ac sd
+";
+        assert!(!pinnable(smaps, 0x7f00_0000_0000, 0x20_0000));
+        assert!(!pinnable(smaps, 0x7f00_001f_f000, 0x2000));
+        assert!(pinnable(smaps, 0x7f00_0020_0000, 0x20_0000));
+        assert!(pinnable("", 0x1000, 0x1000));
+        // This process's own anonymous memory.
+        let v = vec![0u8; 1 << 20];
+        assert!(pinnable(&smaps_self(), v.as_ptr() as u64, v.len() as u64));
     }
 
     #[test]

@@ -115,6 +115,10 @@ pub enum VfioError {
         "{dev} has no VFIO device cdev under {dir} (CONFIG_VFIO_DEVICE_CDEV, bound to vfio-pci?)"
     )]
     NoCdev { dev: String, dir: String },
+    #[error(
+        "iommufd cannot map {vaddr:#x}+{size:#x}: a VM_IO/VM_PFNMAP mapping (a KRAM area?) cannot be pinned; use the legacy container"
+    )]
+    NotPinnable { vaddr: u64, size: u64 },
 }
 
 /// Which VFIO IOMMU interface a [`Device`] goes through.
