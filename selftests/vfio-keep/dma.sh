@@ -76,7 +76,7 @@ kh_check "steady stream: $sframes frames in the last $((secs - settle))s, none l
 
 # Takeover: a new process, the same memory at the same IOVA, no reset.
 out2=/tmp/dma-attach.out
-if $D --bdf $dev --mem $mem --mem-size 2M attach --watch 4 --settle $settle --stop > $out2 2>&1; then
+if $D --bdf $dev --mem $mem --mem-size 2M attach --watch 4 --settle $settle > $out2 2>&1; then
     kh_ok "attach: running NIC taken over by a second process"
 else
     kh_fail "attach: running NIC taken over by a second process" "$(tail -n1 $out2)"
@@ -91,6 +91,25 @@ kh_check "attach: ring registers and receiver as init left them" \
 kh_check "attach: numbers go on after init's last ($last < $afirst)" test "$afirst" -gt "$last" -a "$last" -ge 0
 kh_check "attach: steady stream: $asframes frames in the last $((4 - settle))s, none lost" \
     test "$asframes" -ge "$(want $((4 - settle)))" -a "$aslost" = 0
+
+# Takeover through iommufd (e1000e-dma --iommufd): the tmpfs memory goes
+# into an IOAS first, the device is bound and attached to a HWPT already
+# filled from it. (The second process closed the device, so vfio-pci turned
+# bus mastering off in between: only the steady stream counts.)
+out3=/tmp/dma-iommufd.out
+if $D --iommufd --bdf $dev --mem $mem --mem-size 2M attach --watch 4 --settle $settle --stop > $out3 2>&1; then
+    kh_ok "attach through iommufd: a third process takes the NIC over"
+else
+    kh_fail "attach through iommufd: a third process takes the NIC over" "$(tail -n1 $out3)"
+fi
+ifirst=$(num "$(v first_seq $out3)") isframes=$(num "$(v steady_frames $out3)") islost=$(num "$(v steady_lost $out3)")
+kh_log "iommufd attach: iommu=$(v iommu $out3) hwpt=$(v hwpt $out3) frames=$(v frames $out3) seq $ifirst..$(v last_seq $out3)" \
+    "steady: frames=$isframes lost=$islost [$(v steady_lost_ranges $out3)]"
+kh_check "iommufd attach: through a HWPT, ring registers and receiver as before" \
+    test "$(v iommu $out3)$(v ring_registers_match $out3)$(v rx_enabled $out3)" = iommufd11 -a -n "$(v hwpt $out3)"
+kh_check "iommufd attach: numbers go on ($alast < $ifirst)" test "$ifirst" -gt "$alast" -a "$alast" -ge 0
+kh_check "iommufd attach: steady stream: $isframes frames in the last $((4 - settle))s, none lost" \
+    test "$isframes" -ge "$(want $((4 - settle)))" -a "$islost" = 0
 
 if dmesg | grep -E 'DMAR:.*([Ff]ault|DMA (Read|Write))' > /tmp/dmar; then
     kh_fail "no DMAR fault" "$(head -n1 /tmp/dmar)"

@@ -6,6 +6,7 @@
 //! The CLI is `src/bin/e1000e-dma.rs`.
 
 pub mod desc;
+pub mod iommufd;
 pub mod layout;
 pub mod mem;
 pub mod nic;

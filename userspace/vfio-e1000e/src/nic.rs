@@ -8,7 +8,7 @@ use crate::layout::{Header, LayoutError, Progress, HEADER_LEN, PROGRESS_LEN, PRO
 use crate::mem::DmaMem;
 use crate::regs;
 use crate::seq::{self, SeqTracker};
-use crate::vfio::{Device, Mmio, VfioError};
+use crate::vfio::{Backend, Device, DmaRange, Mmio, VfioError};
 use serde::Serialize;
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
@@ -40,6 +40,7 @@ pub struct InitOptions {
     pub desc_kind: DescKind,
     /// Enable the receiver (off: the ring is built but nothing arrives).
     pub rx: bool,
+    pub backend: Backend,
 }
 
 /// The device registers and the ring as found.
@@ -115,6 +116,15 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// All of `mem`, at `iova`.
+fn dma_range(mem: &DmaMem, iova: u64) -> DmaRange {
+    DmaRange {
+        vaddr: mem.addr(),
+        iova,
+        size: mem.len() as u64,
+    }
+}
+
 impl Nic {
     /// Reset the NIC, build the ring in `mem` and (with `opts.rx`) start
     /// receiving.
@@ -128,7 +138,9 @@ impl Nic {
             bdf,
             now_ns(),
         )?;
-        let dev = Device::open(bdf)?;
+        // SAFETY: `mem` lives as long as the Nic, which holds the device
+        // and so the mapping.
+        let dev = unsafe { Device::open(bdf, opts.backend, Some(dma_range(&mem, header.iova)))? };
         check_ids(&dev)?;
         let bar = dev.map_bar0()?;
 
@@ -170,9 +182,8 @@ impl Nic {
                 &desc::encode(header.desc_kind, header.buf_iova(i)),
             );
         }
+        // Ring and header written before the device may fetch them.
         fence(Ordering::SeqCst);
-        // SAFETY: `mem` lives as long as the Nic, which holds the container.
-        unsafe { dev.map_dma(mem.addr(), header.iova, mem.len() as u64)? };
 
         let cmd = dev.config_read16(regs::PCI_COMMAND)?;
         dev.config_write16(
@@ -214,12 +225,15 @@ impl Nic {
     /// the memory at the IOVA its header records (`iova`, when given, must
     /// agree), turn bus mastering back on if it is off (`bus_master`), and
     /// touch no NIC register. Returns the state found (before bus mastering
-    /// was set).
+    /// was set). With `Backend::Iommufd` the device is attached to a domain
+    /// that already maps the memory (see `iommufd.rs`); the legacy backend
+    /// attaches an empty one first and maps right after.
     pub fn attach(
         bdf: &str,
         mem: DmaMem,
         iova: Option<u64>,
         bus_master: bool,
+        backend: Backend,
     ) -> Result<(Self, RingState), NicError> {
         let mut hb = vec![0u8; HEADER_LEN.min(mem.len())];
         mem.read(0, &mut hb);
@@ -238,11 +252,11 @@ impl Nic {
                 given: bdf.into(),
             });
         }
-        let dev = Device::open(bdf)?;
+        // SAFETY: `mem` lives as long as the Nic, which holds the device
+        // and so the mapping.
+        let dev = unsafe { Device::open(bdf, backend, Some(dma_range(&mem, header.iova)))? };
         check_ids(&dev)?;
         let bar = dev.map_bar0()?;
-        // SAFETY: `mem` lives as long as the Nic, which holds the container.
-        unsafe { dev.map_dma(mem.addr(), header.iova, mem.len() as u64)? };
         let mut nic = Nic {
             bar,
             dev,

@@ -1,10 +1,14 @@
-//! The legacy VFIO interface (uapi linux/vfio.h): a container with the
-//! type1v2 IOMMU, the device's group in it, the device fd, its regions.
+//! VFIO (uapi linux/vfio.h) with either IOMMU backend: the legacy
+//! container (type1v2 IOMMU, the device's group in it) or iommufd
+//! (`/dev/iommu`, the device's VFIO cdev bound to it, see `iommufd.rs`);
+//! then the device fd, its regions, its features.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+
+use crate::iommufd::Iommufd;
 
 const VFIO_TYPE: u64 = b';' as u64;
 const VFIO_BASE: u64 = 100;
@@ -22,6 +26,8 @@ const DEVICE_GET_REGION_INFO: u64 = vfio_io(8);
 const IOMMU_MAP_DMA: u64 = vfio_io(13);
 const IOMMU_UNMAP_DMA: u64 = vfio_io(14);
 const DEVICE_FEATURE: u64 = vfio_io(17);
+pub(crate) const DEVICE_BIND_IOMMUFD: u64 = vfio_io(18);
+pub(crate) const DEVICE_ATTACH_IOMMUFD_PT: u64 = vfio_io(19);
 const FEATURE_GET: u32 = 1 << 16;
 const FEATURE_SET: u32 = 1 << 17;
 /// kvmhost's patches/0002: keep the device across close and kexec.
@@ -105,9 +111,48 @@ pub enum VfioError {
     NoMmap(String),
     #[error("config space access at {offset:#x}: {source}")]
     Config { offset: u64, source: std::io::Error },
+    #[error(
+        "{dev} has no VFIO device cdev under {dir} (CONFIG_VFIO_DEVICE_CDEV, bound to vfio-pci?)"
+    )]
+    NoCdev { dev: String, dir: String },
+    #[error(
+        "iommufd cannot map {vaddr:#x}+{size:#x}: a VM_IO/VM_PFNMAP mapping (a KRAM area?) cannot be pinned; use the legacy container"
+    )]
+    NotPinnable { vaddr: u64, size: u64 },
 }
 
-fn ioctl<T>(fd: &File, op: &'static str, req: u64, arg: *mut T) -> Result<i32, VfioError> {
+/// Which VFIO IOMMU interface a [`Device`] goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Container + group, type1v2 IOMMU.
+    #[default]
+    Legacy,
+    /// `/dev/iommu`: an IOAS, the device's cdev bound to it and attached
+    /// to a HWPT that was filled from the IOAS before the attach.
+    Iommufd,
+}
+
+/// Memory the device is to reach: `size` bytes at `vaddr` in this
+/// process, at `iova` for the device, read and write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaRange {
+    pub vaddr: u64,
+    pub iova: u64,
+    pub size: u64,
+}
+
+/// How the device's DMA is translated.
+enum Iommu {
+    Legacy { container: File, _group: File },
+    Iommufd(Iommufd),
+}
+
+pub(crate) fn ioctl<T>(
+    fd: &File,
+    op: &'static str,
+    req: u64,
+    arg: *mut T,
+) -> Result<i32, VfioError> {
     // SAFETY: callers pass a request whose argument is the `T` pointed to,
     // valid for the call (or a plain integer cast to a pointer, which the
     // kernel does not dereference).
@@ -132,31 +177,77 @@ pub fn group_of(bdf: &str) -> Result<String, VfioError> {
         .ok_or_else(|| VfioError::NoGroup { dev: bdf.into() })
 }
 
-/// An open container with the device's group attached and the type1v2
-/// IOMMU set, and the device's fd. Dropping it closes the fds: vfio-pci
-/// then disables the device (bus mastering off) and the container's DMA
-/// mappings go away.
+pub(crate) fn open_rw(p: &str) -> Result<File, VfioError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .map_err(|source| VfioError::Open {
+            path: p.into(),
+            source,
+        })
+}
+
+/// The device's fd and what translates its DMA: a container with the
+/// device's group attached and the type1v2 IOMMU set, or an iommufd with
+/// the device bound (see [`Backend`]). Dropping it closes the fds:
+/// vfio-pci then disables the device (bus mastering off, unless kept) and
+/// the DMA mappings go away.
 pub struct Device {
     pub bdf: String,
     pub group: String,
-    container: File,
-    _group: File,
+    pub backend: Backend,
+    // Drop order: the device fd before the IOMMU fds.
     device: File,
+    iommu: Iommu,
 }
 
 impl Device {
-    pub fn open(bdf: &str) -> Result<Self, VfioError> {
-        let group = group_of(bdf)?;
-        let open = |p: &str| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(p)
-                .map_err(|source| VfioError::Open {
-                    path: p.into(),
-                    source,
+    /// Open `bdf` through `backend` and make `dma` (when given) reachable
+    /// for the device, as early as the backend allows:
+    ///
+    /// - legacy: right after VFIO_SET_IOMMU, which has already attached the
+    ///   group to a new, empty domain (type1 takes no mapping before it);
+    /// - iommufd: before the device is bound at all; the device is then
+    ///   attached to a HWPT the kernel filled from the IOAS first, so it
+    ///   never sees an empty domain. Without `dma` the device is bound and
+    ///   left unattached (blocked; enough for the keep feature).
+    ///
+    /// # Safety
+    /// `dma`'s `vaddr..vaddr+size` must stay mapped in this process for as
+    /// long as the returned `Device` lives (or until `unmap_dma`).
+    pub unsafe fn open(
+        bdf: &str,
+        backend: Backend,
+        dma: Option<DmaRange>,
+    ) -> Result<Self, VfioError> {
+        match backend {
+            Backend::Legacy => {
+                let dev = Self::open_legacy(bdf)?;
+                if let Some(d) = dma {
+                    // SAFETY: the caller's promise, passed on.
+                    unsafe { dev.map_dma(d.vaddr, d.iova, d.size)? };
+                }
+                Ok(dev)
+            }
+            Backend::Iommufd => {
+                let group = group_of(bdf)?;
+                // SAFETY: the caller's promise, passed on.
+                let (iommufd, device) = unsafe { Iommufd::open(bdf, dma)? };
+                Ok(Device {
+                    bdf: bdf.into(),
+                    group,
+                    backend,
+                    device,
+                    iommu: Iommu::Iommufd(iommufd),
                 })
-        };
+            }
+        }
+    }
+
+    fn open_legacy(bdf: &str) -> Result<Self, VfioError> {
+        let group = group_of(bdf)?;
+        let open = open_rw;
         let container = open("/dev/vfio/vfio")?;
         let v = ioctl::<u8>(
             &container,
@@ -210,10 +301,22 @@ impl Device {
         Ok(Device {
             bdf: bdf.into(),
             group,
-            container,
-            _group: gfile,
+            backend: Backend::Legacy,
             device,
+            iommu: Iommu::Legacy {
+                container,
+                _group: gfile,
+            },
         })
+    }
+
+    /// The iommufd HWPT the device is attached to (iommufd backend, once
+    /// attached).
+    pub fn hwpt(&self) -> Option<u32> {
+        match &self.iommu {
+            Iommu::Legacy { .. } => None,
+            Iommu::Iommufd(i) => i.hwpt(),
+        }
     }
 
     /// Whether the device is kept (VFIO_DEVICE_FEATURE_PCI_KEEP, GET).
@@ -271,6 +374,11 @@ impl Device {
     /// `vaddr..vaddr+size` must be a mapping that stays valid until the
     /// DMA mapping is removed (`unmap_dma`, or the container is closed).
     pub unsafe fn map_dma(&self, vaddr: u64, iova: u64, size: u64) -> Result<(), VfioError> {
+        let container = match &self.iommu {
+            Iommu::Legacy { container, .. } => container,
+            // SAFETY: the caller's promise, passed on.
+            Iommu::Iommufd(i) => return unsafe { i.map(&self.device, vaddr, iova, size) },
+        };
         let mut m = DmaMap {
             argsz: std::mem::size_of::<DmaMap>() as u32,
             flags: DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE,
@@ -278,23 +386,21 @@ impl Device {
             iova,
             size,
         };
-        ioctl(&self.container, "VFIO_IOMMU_MAP_DMA", IOMMU_MAP_DMA, &mut m).map(|_| ())
+        ioctl(container, "VFIO_IOMMU_MAP_DMA", IOMMU_MAP_DMA, &mut m).map(|_| ())
     }
 
     pub fn unmap_dma(&self, iova: u64, size: u64) -> Result<(), VfioError> {
+        let container = match &self.iommu {
+            Iommu::Legacy { container, .. } => container,
+            Iommu::Iommufd(i) => return i.unmap(iova, size),
+        };
         let mut u = DmaUnmap {
             argsz: std::mem::size_of::<DmaUnmap>() as u32,
             flags: 0,
             iova,
             size,
         };
-        ioctl(
-            &self.container,
-            "VFIO_IOMMU_UNMAP_DMA",
-            IOMMU_UNMAP_DMA,
-            &mut u,
-        )
-        .map(|_| ())
+        ioctl(container, "VFIO_IOMMU_UNMAP_DMA", IOMMU_UNMAP_DMA, &mut u).map(|_| ())
     }
 
     fn config_offset(&self, off: u64) -> Result<u64, VfioError> {
@@ -400,6 +506,9 @@ mod tests {
         assert_eq!(DEVICE_GET_REGION_INFO, 0x3b6c);
         assert_eq!(IOMMU_MAP_DMA, 0x3b71);
         assert_eq!(DEVICE_FEATURE, 0x3b75);
+        // vfio.h: _IO(VFIO_TYPE, VFIO_BASE + 18) and + 19.
+        assert_eq!(DEVICE_BIND_IOMMUFD, 0x3b76);
+        assert_eq!(DEVICE_ATTACH_IOMMUFD_PT, 0x3b77);
         assert_eq!(std::mem::size_of::<FeatureU32>(), 12);
         assert_eq!(std::mem::size_of::<RegionInfo>(), 32);
         assert_eq!(std::mem::size_of::<DmaMap>(), 32);

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use vfio_e1000e::desc::DescKind;
 use vfio_e1000e::mem::{parse_size, parse_source, DmaMem};
 use vfio_e1000e::nic::{InitOptions, Nic, RingState, WatchReport};
+use vfio_e1000e::vfio::{Backend, Device};
 
 #[derive(Parser)]
 #[command(name = "e1000e-dma", version, about)]
@@ -31,6 +32,13 @@ struct Cli {
     /// Print JSON instead of key=value lines.
     #[arg(long, global = true)]
     json: bool,
+    /// Go through iommufd (/dev/iommu and the device's VFIO cdev) instead
+    /// of the legacy container: the DMA memory is mapped into an IOAS
+    /// first and the device attached to a HWPT already filled from it, so
+    /// a running device never sees an empty domain. The memory must be
+    /// pinnable (anon, a tmpfs or memfd file; not a KRAM area).
+    #[arg(long, global = true)]
+    iommufd: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -154,10 +162,16 @@ fn kv_watch(w: &WatchReport) {
 }
 
 fn report(json: bool, nic: &Nic, state: &RingState, watch: Option<&WatchReport>) -> Result<()> {
+    let iommu = match nic.device().backend {
+        Backend::Legacy => "legacy",
+        Backend::Iommufd => "iommufd",
+    };
     if json {
         let v = json!({
             "bdf": nic.bdf(),
             "group": nic.group(),
+            "iommu": iommu,
+            "hwpt": nic.device().hwpt(),
             "mem": nic.mem().source.to_string(),
             "header": nic.header,
             "state": state,
@@ -168,6 +182,10 @@ fn report(json: bool, nic: &Nic, state: &RingState, watch: Option<&WatchReport>)
         let h = &nic.header;
         println!("bdf={}", nic.bdf());
         println!("group={}", nic.group());
+        println!("iommu={iommu}");
+        if let Some(h) = nic.device().hwpt() {
+            println!("hwpt={h}");
+        }
         println!("mem={}", nic.mem().source);
         println!("iova={:#x}", h.iova);
         println!("ring_len={}", h.ring_len);
@@ -183,9 +201,15 @@ fn report(json: bool, nic: &Nic, state: &RingState, watch: Option<&WatchReport>)
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let backend = if cli.iommufd {
+        Backend::Iommufd
+    } else {
+        Backend::Legacy
+    };
     if let Cmd::Keep { state } = &cli.cmd {
         // No DMA memory and no NIC programming: only the flag.
-        let dev = vfio_e1000e::vfio::Device::open(&cli.bdf)
+        // SAFETY: no DMA range, nothing to keep mapped.
+        let dev = unsafe { Device::open(&cli.bdf, backend, None) }
             .with_context(|| format!("open {}", cli.bdf))?;
         if let Some(s) = state {
             dev.set_keep(s == "on")
@@ -215,13 +239,14 @@ fn run(cli: Cli) -> Result<()> {
                 buf_size,
                 desc_kind: desc,
                 rx: !no_rx,
+                backend,
             };
             let mut nic =
                 Nic::init(&cli.bdf, mem, &opts).with_context(|| format!("init {}", cli.bdf))?;
             finish(cli.json, &mut nic, None, w)
         }
         Cmd::Attach { iova, w } => {
-            let (mut nic, found) = Nic::attach(&cli.bdf, mem, iova, true)
+            let (mut nic, found) = Nic::attach(&cli.bdf, mem, iova, true, backend)
                 .with_context(|| format!("attach {}", cli.bdf))?;
             finish(cli.json, &mut nic, Some(found), w)
         }
@@ -231,7 +256,7 @@ fn run(cli: Cli) -> Result<()> {
             iova,
             stop,
         } => {
-            let (mut nic, found) = Nic::attach(&cli.bdf, mem, iova, true)
+            let (mut nic, found) = Nic::attach(&cli.bdf, mem, iova, true, backend)
                 .with_context(|| format!("attach {}", cli.bdf))?;
             let w = WatchArgs {
                 watch: seconds,
@@ -242,7 +267,7 @@ fn run(cli: Cli) -> Result<()> {
             finish(cli.json, &mut nic, Some(found), w)
         }
         Cmd::Status { iova } => {
-            let (nic, found) = Nic::attach(&cli.bdf, mem, iova, false)
+            let (nic, found) = Nic::attach(&cli.bdf, mem, iova, false, backend)
                 .with_context(|| format!("attach {}", cli.bdf))?;
             report(cli.json, &nic, &found, None)
         }
