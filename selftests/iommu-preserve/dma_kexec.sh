@@ -184,7 +184,7 @@ case $KH_STAGE in
     ;;
 3)
     last=$(num "$(cat $KH_DIR/last-plain)")
-    kh_check "baseline: e1000e took the NIC at boot (probe resets it)" \
+    kh_check "baseline: e1000e took the NIC at boot" \
         test "$(basename "$(readlink $sys/driver)")" = e1000e
     echo vfio-pci > $sys/driver_override
     echo $dev > $sys/driver/unbind
