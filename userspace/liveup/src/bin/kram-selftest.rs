@@ -391,7 +391,10 @@ fn main() -> Result<()> {
             let mut m = k.map(&k.lookup(&area)?)?;
             let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16);
             let (o, x) = (hex(&offset)? as usize, hex(&xor)?);
-            ensure!(o < m.len() && x <= 0xff, "offset {offset} outside area {area} or mask {xor} over 0xff");
+            ensure!(
+                o < m.len() && x <= 0xff,
+                "offset {offset} outside area {area} or mask {xor} over 0xff"
+            );
             m[o] ^= x as u8;
             Ok(())
         }
