@@ -132,7 +132,9 @@ case $KH_STAGE in
     kh_log "after kexec: $(tr '\n' ' ' < /tmp/k-4 | cut -c1-400)"
     kh_check "next kernel: bus mastering still on, ring registers as the old kernel left them (no reset)" \
         test "$(v bus_master /tmp/k-4)$(v ring_registers_match /tmp/k-4)" = 11
-    kh_check "VFIO keep feature: off" sh -c "$D --bdf $dev keep off | grep -q keep=0"
+    # The same feature through the device cdev (bound to iommufd, no group)
+    kh_check "VFIO keep feature through the cdev: on" sh -c "$D --iommufd --bdf $dev keep | grep -q keep=1"
+    kh_check "VFIO keep feature through the cdev: off" sh -c "$D --iommufd --bdf $dev keep off | grep -q keep=0"
     kh_check "sysfs agrees" test "$(cat $sys/kept)" = 0
     insmod /host/modules/vfio_keep.ko
     kh_check "vfio_keep: no longer listed" test -z "$(cat /sys/kernel/debug/vfio_keep/devices)"
