@@ -13,7 +13,8 @@
 //! leave translation on at kexec. A record in KRAM (area "iommu-preserve",
 //! format in `userspace/kram-format/src/vtd.rs`, shared with host tests)
 //! tells the next kernel what was kept. That kernel, booted with
-//! `intel_iommu=adopt pci_keep=DEV`, copies the device's context entry and
+//! `intel_iommu_adopt=RECORD pci_keep=DEV`, checks the record, copies the
+//! device's context entry and
 //! so translates through the KRAM tables in place until the device is
 //! attached to a new domain.
 //!

@@ -41,11 +41,11 @@ u16 vk_glue_command(struct pci_dev *pdev)
 	return cmd;
 }
 
-/* The bound driver's name, "" if none; valid while the device is referenced
- * and its driver stays bound (read under no lock: for display only). */
-const char *vk_glue_driver(struct pci_dev *pdev)
+/* Copy the bound driver's name ("" if none) into @buf, under the device
+ * lock so the driver cannot go away meanwhile. */
+void vk_glue_driver(struct pci_dev *pdev, char *buf, size_t len)
 {
-	struct pci_driver *drv = READ_ONCE(pdev->driver);
-
-	return drv ? drv->name : "";
+	device_lock(&pdev->dev);
+	strscpy(buf, pdev->driver ? pdev->driver->name : "", len);
+	device_unlock(&pdev->dev);
 }

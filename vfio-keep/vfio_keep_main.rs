@@ -34,7 +34,7 @@ extern "C" {
     fn vk_glue_bdf(pdev: *mut c_void) -> u32;
     fn vk_glue_ids(pdev: *mut c_void) -> u32;
     fn vk_glue_command(pdev: *mut c_void) -> u16;
-    fn vk_glue_driver(pdev: *mut c_void) -> *const c_char;
+    fn vk_glue_driver(pdev: *mut c_void, buf: *mut c_char, len: usize);
 }
 
 const PCI_COMMAND_MEMORY: u16 = 1 << 1;
@@ -70,15 +70,20 @@ fn bdf(f: &mut core::fmt::Formatter<'_>, p: *mut c_void) -> core::fmt::Result {
 fn show_devices(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     for_each_kept(|p| {
         bdf(f, p)?;
-        // SAFETY: `p` is a referenced PCI device; the driver name is a
-        // NUL-terminated static string of a bound driver (or "").
-        let (ids, cmd, drv) = unsafe { (vk_glue_ids(p), vk_glue_command(p), CStr::from_char_ptr(vk_glue_driver(p))) };
+        let mut name = [0u8; 64];
+        // SAFETY: `p` is a referenced PCI device; `name` is writable for
+        // its length and the glue NUL-terminates what it copies.
+        let (ids, cmd) = unsafe {
+            vk_glue_driver(p, name.as_mut_ptr().cast(), name.len());
+            (vk_glue_ids(p), vk_glue_command(p))
+        };
+        let drv = CStr::from_bytes_until_nul(&name).map(|c| c.to_str().unwrap_or("?")).unwrap_or("?");
         writeln!(
             f,
             " {:04x}:{:04x} driver={} bus_master={} memory={}",
             ids >> 16,
             ids & 0xffff,
-            drv.to_str().unwrap_or("?"),
+            drv,
             u8::from(cmd & PCI_COMMAND_MASTER != 0),
             u8::from(cmd & PCI_COMMAND_MEMORY != 0)
         )

@@ -13,6 +13,6 @@ bool vk_glue_kept(struct pci_dev *pdev);
 u32 vk_glue_bdf(struct pci_dev *pdev);
 u32 vk_glue_ids(struct pci_dev *pdev);
 u16 vk_glue_command(struct pci_dev *pdev);
-const char *vk_glue_driver(struct pci_dev *pdev);
+void vk_glue_driver(struct pci_dev *pdev, char *buf, size_t len);
 
 #endif
