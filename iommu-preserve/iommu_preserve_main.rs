@@ -63,13 +63,9 @@ module! {
     },
 }
 
+include!("../kram/include/kram_api.rs");
+
 extern "C" {
-    fn kram_area_lookup(name: *const c_char) -> c_int;
-    fn kram_area_create(name: *const c_char, npages: u64) -> c_int;
-    fn kram_area_delete(area: c_int) -> c_int;
-    fn kram_get_fixed_page(area: c_int, index: u64, phys: *mut u64, virt: *mut *mut c_void) -> c_int;
-    fn kram_alloc_page(area: c_int, phys: *mut u64, virt: *mut *mut c_void) -> c_int;
-    fn kram_free_page(area: c_int, phys: u64) -> c_int;
     fn iopr_glue_get_dev(seg: c_int, bus: c_int, devfn: c_int) -> *mut c_void;
     fn iopr_glue_put_dev(dev: *mut c_void);
     fn iopr_glue_is_kept(dev: *mut c_void) -> bool;
@@ -156,6 +152,9 @@ impl Drop for Mapped {
 struct Kt {
     area: c_int,
     pages: KVec<(u64, *mut u64)>,
+    /// The last table looked up: the walk reads and writes one table's
+    /// 512 entries in a row, so most lookups are this one.
+    hint: Option<(u64, *mut u64)>,
 }
 
 impl Kt {
@@ -185,8 +184,15 @@ impl Kt {
         Ok(phys)
     }
 
-    fn virt(&self, phys: u64) -> Option<*mut u64> {
-        self.pages.iter().find(|p| p.0 == phys).map(|p| p.1)
+    fn virt(&mut self, phys: u64) -> Option<*mut u64> {
+        if let Some((p, v)) = self.hint {
+            if p == phys {
+                return Some(v);
+            }
+        }
+        let v = self.pages.iter().find(|p| p.0 == phys).map(|p| p.1)?;
+        self.hint = Some((phys, v));
+        Some(v)
     }
 
     fn flush(&self) {
@@ -202,6 +208,7 @@ impl Kt {
             unsafe { kram_free_page(self.area, p) };
         }
         self.pages.clear();
+        self.hint = None;
     }
 }
 
@@ -320,7 +327,7 @@ fn freeze(code: i64) -> Result {
         return Err(EINVAL);
     }
 
-    let mut kt = Kt { area, pages: KVec::new() };
+    let mut kt = Kt { area, pages: KVec::new(), hint: None };
     let mut n = 0usize;
     let snap = vtd::snapshot(&mut kt, c.table, c.levels, &mut |_| {
         n += 1;

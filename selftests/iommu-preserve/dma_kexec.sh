@@ -16,31 +16,18 @@
 # shows what that costs (the device reset by e1000e, every frame sent
 # during the handover lost).
 . /host/lib/ktap.sh
-D=/host/bin/e1000e-dma
+. /host/lib/nic.sh
 L=/host/bin/liveup
 M=/host/modules/iommu_preserve.ko
-dev=0000:00:03.0
-sys=/sys/bus/pci/devices/$dev
 code=$((0x18))          # segment 0, bus 0, devfn 00:03.0
 area=dma-iop
 size=20M
 ring=65528              # the most RDLEN holds (1 MiB - 128 B): 131 s of frames at $rate
 rate=500
-v() { sed -n "s/^$1=//p" "$2"; }
-num() { case $1 in ''|*[!0-9]*) echo -1;; *) echo "$1";; esac; }
-dmar_faults() { dmesg | grep -E 'DMAR: \[DMA (Read|Write)'; }
-# The first sequence number missing in a watch report (a big one if none).
-first_gap() {
-    g=$(v lost_ranges "$1" | tr ',' '\n' | sed -n '1s/-.*//p')
-    echo "${g:-999999999999}"
-}
 give_back() {
     rm -f /host/nic-rate
     echo 0 > $sys/kept 2>/dev/null
-    echo > $sys/driver_override
-    [ -e $sys/driver ] && echo $dev > $sys/driver/unbind
-    echo $dev > /sys/bus/pci/drivers_probe
-    kh_check "NIC given back to e1000e" test "$(basename "$(readlink $sys/driver)")" = e1000e
+    nic_give_back
 }
 
 if [ ! -f /host/nic-source ]; then
@@ -54,10 +41,8 @@ case $KH_STAGE in
     echo $rate > /host/nic-rate
     $L kram load /host/modules/kram.ko > /dev/null
     $L kram status | grep -q ready || $L kram format --yes > /dev/null
-    echo vfio-pci > $sys/driver_override
-    [ -e $sys/driver ] && echo $dev > $sys/driver/unbind
-    echo $dev > /sys/bus/pci/drivers_probe
-    if ! kh_check "bound to vfio-pci" test "$(basename "$(readlink $sys/driver)")" = vfio-pci; then
+    nic_bind vfio-pci
+    if ! kh_check "bound to vfio-pci" test "$(nic_driver)" = vfio-pci; then
         give_back; exit 0
     fi
     # Bad input: nothing changes, one line says why.
@@ -102,7 +87,7 @@ case $KH_STAGE in
         sh -c "dmesg | grep -q 'Copied translation tables from previous kernel'"
     kh_check "translation was never switched off" sh -c "! dmesg | grep -q 'Translation was enabled for .* but we are not in kdump mode'"
     kh_check "no DMAR fault during the handover" test -z "$(dmar_faults)" || dmar_faults | head -n3
-    kh_check "bound to vfio-pci, kept" test "$(basename "$(readlink $sys/driver)")$(cat $sys/kept)" = vfio-pci1
+    kh_check "bound to vfio-pci, kept" test "$(nic_driver)$(cat $sys/kept)" = vfio-pci1
     $L kram load /host/modules/kram.ko > /dev/null
     insmod $M && rmmod iommu_preserve
     kh_check "iommu_preserve: record valid, tables adopted in place" \
@@ -184,11 +169,8 @@ case $KH_STAGE in
     ;;
 3)
     last=$(num "$(cat $KH_DIR/last-plain)")
-    kh_check "baseline: e1000e took the NIC at boot" \
-        test "$(basename "$(readlink $sys/driver)")" = e1000e
-    echo vfio-pci > $sys/driver_override
-    echo $dev > $sys/driver/unbind
-    echo $dev > /sys/bus/pci/drivers_probe
+    kh_check "baseline: e1000e took the NIC at boot" test "$(nic_driver)" = e1000e
+    nic_bind vfio-pci
     $L kram load /host/modules/kram.ko > /dev/null
     $D --bdf $dev --mem kram:$area --mem-size $size status > /tmp/i-5 2>&1
     kh_log "baseline after boot: bus_master=$(v bus_master /tmp/i-5) ring_registers_match=$(v ring_registers_match /tmp/i-5) rx_enabled=$(v rx_enabled /tmp/i-5)"

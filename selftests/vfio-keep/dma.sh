@@ -10,9 +10,7 @@
 # kernel will do after a kexec) and the numbers go on. A control run with
 # the receiver off must count nothing.
 . /host/lib/ktap.sh
-D=/host/bin/e1000e-dma
-dev=0000:00:03.0
-sys=/sys/bus/pci/devices/$dev
+. /host/lib/nic.sh
 mem=/tmp/e1000e-dma.mem
 secs=${KH_DMA_SECONDS:-6}
 settle=2
@@ -21,8 +19,6 @@ if [ ! -f /host/nic-source ]; then
     kh_skip "e1000e receives the outer host's frames by DMA" "no packet source: run the rig with KH_NIC_UDP=1"
     exit 0
 fi
-v() { sed -n "s/^$1=//p" "$2"; }
-num() { case $1 in ''|*[!0-9]*) echo -1;; *) echo "$1";; esac; }
 rate=$(num "$(sed -n 's/^rate=\([0-9]*\).*/\1/p' /host/nic-source)")
 kh_log "packet source: $(cat /host/nic-source)"
 # At least 3/4 of what the source sends in a steady window must arrive
@@ -30,17 +26,12 @@ kh_log "packet source: $(cat /host/nic-source)"
 want() { w=$(( rate * $1 * 3 / 4 )); [ "$w" -ge 1 ] && echo "$w" || echo 1; }
 give_back() {
     echo default > $sys/reset_method 2>/dev/null
-    echo > $sys/driver_override
-    [ -e $sys/driver ] && echo $dev > $sys/driver/unbind
-    echo $dev > /sys/bus/pci/drivers_probe
-    kh_check "NIC given back to e1000e" test "$(basename "$(readlink $sys/driver)")" = e1000e
+    nic_give_back
 }
 
 kh_dmesg_mark
-echo vfio-pci > $sys/driver_override
-[ -e $sys/driver ] && echo $dev > $sys/driver/unbind
-echo $dev > /sys/bus/pci/drivers_probe
-if ! kh_check "e1000e bound to vfio-pci" test "$(basename "$(readlink $sys/driver)")" = vfio-pci; then
+nic_bind vfio-pci
+if ! kh_check "e1000e bound to vfio-pci" test "$(nic_driver)" = vfio-pci; then
     give_back; exit 0
 fi
 kh_log "reset methods: $(cat $sys/reset_method 2>/dev/null || echo none)"

@@ -17,21 +17,14 @@
 # bound to vfio-pci, flag set, ring registers as left, i.e. never reset.
 # The vfio_keep module lists kept devices and computes that pci_keep=.
 . /host/lib/ktap.sh
-D=/host/bin/e1000e-dma
+. /host/lib/nic.sh
 L=/host/bin/liveup
-dev=0000:00:03.0
-sys=/sys/bus/pci/devices/$dev
 area=dma-keep
 ring=16384
 size=40M
-v() { sed -n "s/^$1=//p" "$2"; }
-num() { case $1 in ''|*[!0-9]*) echo -1;; *) echo "$1";; esac; }
 give_back() {
     echo 0 > $sys/kept 2>/dev/null
-    echo > $sys/driver_override
-    [ -e $sys/driver ] && echo $dev > $sys/driver/unbind
-    echo $dev > /sys/bus/pci/drivers_probe
-    kh_check "NIC given back to e1000e" test "$(basename "$(readlink $sys/driver)")" = e1000e
+    nic_give_back
 }
 
 if [ ! -f /host/nic-source ]; then
@@ -51,10 +44,8 @@ case $KH_STAGE in
     kh_check "vfio_keep: nothing kept, empty pci_keep=" test -z "$(cat $VK/cmdline)"
     $L kram load /host/modules/kram.ko > /dev/null
     $L kram status | grep -q ready || $L kram format --yes > /dev/null
-    echo vfio-pci > $sys/driver_override
-    [ -e $sys/driver ] && echo $dev > $sys/driver/unbind
-    echo $dev > /sys/bus/pci/drivers_probe
-    if ! kh_check "bound to vfio-pci" test "$(basename "$(readlink $sys/driver)")" = vfio-pci; then
+    nic_bind vfio-pci
+    if ! kh_check "bound to vfio-pci" test "$(nic_driver)" = vfio-pci; then
         give_back; exit 0
     fi
     kh_log "reset methods: $(cat $sys/reset_method 2>/dev/null || echo none)"
@@ -102,9 +93,8 @@ case $KH_STAGE in
     kh_check "kept: frames kept arriving while no process had the device" test "$(num "$(v dd_set /tmp/k-2)")" -gt 0
     # Only the backlog the second process found counts; a later gap (the
     # outer host's UDP socket overflowing on a loaded machine) is logged.
-    gap=$(v lost_ranges /tmp/k-2 | tr ',' '\n' | sed -n '1s/-.*//p')
     kh_check "kept: no frame lost between the two processes ($last -> $afirst)" \
-        test "$last" -ge 0 -a "$afirst" = $((last + 1)) -a "${gap:-999999999999}" -gt $((last + $(num "$(v dd_set /tmp/k-2)")))
+        test "$last" -ge 0 -a "$afirst" = $((last + 1)) -a "$(first_gap /tmp/k-2)" -gt $((last + $(num "$(v dd_set /tmp/k-2)")))
     # Receiver off for the kexec (see the top), the flag stays.
     $M attach --stop > /tmp/k-3 2>&1
     kh_check "VFIO keep feature: on" test "$($D --bdf $dev keep)" = keep=1
@@ -115,7 +105,7 @@ case $KH_STAGE in
     # other memory. QEMU's e1000e holds frames back while it cannot DMA,
     # so none was lost above; a real NIC would drop them. Keeping the
     # mapping itself is iommu-preserve's part (Documentation/vfio-keep.rst).
-    dmesg | grep -E 'DMAR: \[DMA (Read|Write)' > /tmp/dmar
+    dmar_faults > /tmp/dmar
     other=$(grep -v "device \[$dev\] .*Present bit in context entry is clear" /tmp/dmar | head -n1)
     kh_log "DMAR faults in stage 0: $(wc -l < /tmp/dmar)"
     kh_check "kept: any DMAR fault is the device blocked by VT-d (no context entry), nothing else" test -z "$other"
@@ -128,7 +118,7 @@ case $KH_STAGE in
 1)
     kh_check "next kernel: pci_keep= marked the device" sh -c "dmesg | grep -q '$dev: kept (pci_keep=)'"
     kh_dmesg_mark
-    kh_check "next kernel: bound to vfio-pci, not e1000e" test "$(basename "$(readlink $sys/driver)")" = vfio-pci
+    kh_check "next kernel: bound to vfio-pci, not e1000e" test "$(nic_driver)" = vfio-pci
     kh_check "next kernel: kept flag set" test "$(cat $sys/kept)" = 1
     $L kram load /host/modules/kram.ko > /dev/null
     $D --bdf $dev --mem kram:$area --mem-size $size status > /tmp/k-4 2>&1
