@@ -69,10 +69,45 @@ struct Region {
     /// Claimed in the iomem tree (a `memmap=` range; a `reserve_mem=` range
     /// is memblock-reserved System RAM, which cannot be requested).
     claimed: bool,
+    /// The region has struct pages (RAM, or ZONE_DEVICE ones made for it):
+    /// areas are mapped to userspace as ordinary pages GUP can pin.
+    pages: bool,
+    /// The `dev_pagemap` made by `kram_glue_pages_init`, if any.
+    pgmap: *mut c_void,
+}
+
+// C glue (kram_glue.c, include/kram_glue.h): struct pages for the region,
+// user mappings of them, zeroing.
+extern "C" {
+    fn kram_glue_pages_init(base: u64, size: u64, pgmap: *mut *mut c_void) -> c_int;
+    fn kram_glue_pages_exit(pgmap: *mut c_void);
+    fn kram_glue_set_fault(vma: *mut c_void, region_pfn: u64);
+    fn kram_glue_zero(p: *mut c_void, len: usize, may_sleep: bool);
+}
+
+/// Create an area and zero its fixed run: the pages of a deleted area keep
+/// their contents, which must not reach the next owner (another VM's RAM,
+/// another module's record). The zeroing runs after the create is
+/// committed and without `STATE` (a 1 GiB run takes a while); a caller
+/// that deletes and recreates the same area from another thread meanwhile
+/// races with itself.
+fn create_zeroed(name: &[u8], npages: u64, may_sleep: bool) -> Result<u16> {
+    let (id, p, len) = with_region(|r| {
+        let k = r.ready()?;
+        let id = k.create_area(name, npages).map_err(errno)?;
+        let first = k.area(id).map_err(errno)?.first;
+        Ok((id, r.page_virt(first), npages as usize * PAGE_SIZE))
+    })?;
+    // SAFETY: the run is inside the region's mapping, which lives until the
+    // module is unloaded (not before this call returns), and belongs to the
+    // area just created.
+    unsafe { kram_glue_zero(p, len, may_sleep) };
+    Ok(id)
 }
 
 // SAFETY: `virt` points to a mapping owned by this value; it is only used
-// with `STATE` held, from whichever thread holds it.
+// with `STATE` held, from whichever thread holds it. `pgmap` is only passed
+// back to the glue when the region is dropped.
 unsafe impl Send for Region {}
 
 global_lock! {
@@ -143,6 +178,9 @@ impl Drop for Region {
         // SAFETY: `virt` came from `memremap()` in `map_region` and nothing
         // uses it any more.
         unsafe { bindings::memunmap(self.virt.as_ptr().cast()) };
+        // SAFETY: `pgmap` is null or came from `kram_glue_pages_init`; no
+        // mapping of ours is left (each holds the file, and so the module).
+        unsafe { kram_glue_pages_exit(self.pgmap) };
         if self.claimed {
             // SAFETY: the range was requested in `map_region`.
             unsafe {
@@ -228,7 +266,17 @@ fn map_region(base: u64, size: u64, source: Source) -> Result<Region> {
         pr_err!("cannot map region {:#x}+{:#x} (ENOMEM)\n", base, size);
         return Err(ENOMEM);
     };
-    Ok(Region { virt, geo, kram: None, refused: None, claimed })
+    let mut pgmap = core::ptr::null_mut();
+    // SAFETY: the range is ours (claimed above, or reserved RAM); `pgmap`
+    // is valid for writes.
+    let pages = match unsafe { kram_glue_pages_init(base, size, &mut pgmap) } {
+        0 | 1 => true,
+        e => {
+            pr_warn!("no struct pages for the region (errno {}): areas are mapped as PFN ranges, which VFIO type1 can map but iommufd cannot pin\n", e);
+            false
+        }
+    };
+    Ok(Region { virt, geo, kram: None, refused: None, claimed, pages, pgmap })
 }
 
 fn adopt(r: &mut Region) {
@@ -324,9 +372,8 @@ pub extern "C" fn kram_area_lookup(name: *const c_char) -> c_int {
 pub extern "C" fn kram_area_create(name: *const c_char, npages: u64) -> c_int {
     let mut buf = [0u8; format::NAME_LEN];
     // SAFETY: API contract: `name` is a NUL-terminated string.
-    let r = unsafe { name_from_c(name, &mut buf) }.and_then(|n| {
-        with_region(|r| Ok(r.ready()?.create_area(&buf[..n], npages).map_err(errno)? as c_int))
-    });
+    let r = unsafe { name_from_c(name, &mut buf) }
+        .and_then(|n| Ok(create_zeroed(&buf[..n], npages, false)? as c_int));
     ret(r)
 }
 
@@ -548,10 +595,15 @@ impl MiscDevice for KramDev {
             KRAM_IOC_CREATE | KRAM_IOC_LOOKUP | KRAM_IOC_DELETE | KRAM_IOC_AREA_AT => {
                 let (mut rd, mut wr) = user(size_of::<KramArea>()).reader_writer();
                 let mut a: KramArea = rd.read()?;
+                let created = if cmd == KRAM_IOC_CREATE {
+                    Some(create_zeroed(area_name(&a)?, a.npages, true)?)
+                } else {
+                    None
+                };
                 with_region(|r| {
                     let k = r.ready()?;
                     let id = match cmd {
-                        KRAM_IOC_CREATE => k.create_area(area_name(&a)?, a.npages).map_err(errno)?,
+                        KRAM_IOC_CREATE => created.ok_or(EINVAL)?,
                         KRAM_IOC_AREA_AT => u16::try_from(a.id).map_err(|_| EINVAL)?,
                         _ => k.lookup(area_name(&a)?).map_err(errno)?,
                     };
@@ -605,11 +657,21 @@ impl MiscDevice for KramDev {
             if !fixed || last > a.first + a.npages {
                 return Err(EINVAL);
             }
-            Ok(r.geo.base / PAGE_SIZE as u64 + first)
+            Ok((r.geo.base / PAGE_SIZE as u64, r.pages))
         })?;
-        vma.set_io();
+        let (region_pfn, pages) = pfn;
+        let pfn = region_pfn + pgoff;
         vma.set_dontexpand();
         vma.set_dontdump();
+        if pages {
+            // SAFETY: the VMA is being set up by this mmap call (mmap lock
+            // held for writing); its range was checked against the area
+            // above; the struct pages live while the module does, and the
+            // VMA holds the file and so the module.
+            unsafe { kram_glue_set_fault(vma.as_ptr().cast(), region_pfn) };
+            return Ok(());
+        }
+        vma.set_io();
         // SAFETY: the VMA is being set up by this mmap call; the pfn range is
         // the area's fixed run inside our region, which stays reserved while
         // the file (and so the module) is referenced by the VMA.

@@ -72,6 +72,9 @@ case $KH_STAGE in
     # into the KRAM ring while no process has it; a second process finds
     # it as it was, with the frames that came in between.
     kh_check "VFIO keep feature: off before" test "$($D --bdf $dev keep)" = keep=0
+    kh_check "VFIO keep feature: a value other than 0 or 1 is refused (EINVAL)" sh -c \
+        "! $D --bdf $dev keep --raw 2 > /tmp/k-raw 2>&1 && grep -q 'Invalid argument' /tmp/k-raw" || cat /tmp/k-raw
+    kh_check "  and changes nothing" test "$($D --bdf $dev keep)$(cat $sys/kept)" = keep=00
     if $M init --ring $ring --watch 2 --settle 1 --keep > /tmp/k-1 2>&1; then
         kh_ok "init, receive, mark kept (VFIO_DEVICE_FEATURE_PCI_KEEP), close"
     else

@@ -34,18 +34,17 @@
 //!   (intel/iommu.c:1192-1206: the copied entry is torn down and the new
 //!   domain's written in one go under iommu->lock).
 //!
-//! The catch: the IOAS pins the user pages with GUP
-//! (drivers/iommu/iommufd/pages.c:932, 940), which refuses VM_IO/VM_PFNMAP
-//! mappings (mm/gup.c:1207-1208: EFAULT), and IOMMU_IOAS_MAP_FILE takes a
-//! memfd or a vfio-pci dma-buf only (pages.c:1468-1485). A /dev/kram area
-//! is a remap_pfn_range() mapping, so it cannot go into an IOAS; anonymous
-//! memory and shared file mappings (tmpfs, memfd) can. Worse, an IOAS with
-//! no domain yet does not pin at IOMMU_IOAS_MAP (iopt_area_fill_domains()
-//! returns early, pages.c:1921-1922): the EFAULT comes from IOMMU_HWPT_ALLOC
-//! (iopt_fill_domain), after the bind; the process then exits, the unbind
-//! gives the group its default domain back, and an adopted entry is gone.
-//! So `open` checks the range's VMA flags in /proc/self/smaps before it
-//! binds anything.
+//! The IOAS pins the user pages with GUP (drivers/iommu/iommufd/pages.c),
+//! which refuses VM_IO/VM_PFNMAP mappings (mm/gup.c: EFAULT).
+//! `/dev/kram` maps areas as ordinary pages (ZONE_DEVICE struct pages made
+//! for a memmap= region, kram/kram_glue.c), which pin; it falls back to a
+//! remap_pfn_range() mapping, which does not, only when it cannot make
+//! them. An IOAS with no domain yet does not pin at IOMMU_IOAS_MAP
+//! (iopt_area_fill_domains() returns early): the EFAULT would come from
+//! IOMMU_HWPT_ALLOC (iopt_fill_domain), after the bind; the process then
+//! exits, the unbind gives the group its default domain back, and an
+//! adopted entry is gone. So `open` checks the range's VMA flags in
+//! /proc/self/smaps before it binds anything.
 
 use std::cell::Cell;
 use std::fs::File;

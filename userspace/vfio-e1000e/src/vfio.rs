@@ -339,10 +339,16 @@ impl Device {
     /// Keep the device (no reset or disable on close, bus mastering kept
     /// through kexec) or stop keeping it.
     pub fn set_keep(&self, keep: bool) -> Result<(), VfioError> {
+        self.set_keep_value(u32::from(keep))
+    }
+
+    /// VFIO_DEVICE_FEATURE_PCI_KEEP SET with any value: 0 and 1 are the
+    /// flag, anything else is EINVAL (for testing the kernel's check).
+    pub fn set_keep_value(&self, value: u32) -> Result<(), VfioError> {
         let mut f = FeatureU32 {
             argsz: std::mem::size_of::<FeatureU32>() as u32,
             flags: FEATURE_SET | FEATURE_PCI_KEEP,
-            value: u32::from(keep),
+            value,
         };
         ioctl(
             &self.device,

@@ -55,6 +55,14 @@ enum Cmd {
     Alloc { area: String },
     /// Free a page of an area by its offset in the region.
     Free { area: String, offset: String },
+    /// Reach an area's mapping through get_user_pages, as VFIO and iommufd
+    /// pin guest RAM: process_vm_writev/readv on this process's own mapping
+    /// of it (GUP refuses VM_IO/VM_PFNMAP mappings with EFAULT). Prints the
+    /// mapping's VmFlags.
+    Pin { area: String, seed: u64 },
+    /// Check that every byte of an area is zero (a new area must not show
+    /// what a deleted one left in its pages).
+    Zero { area: String },
     /// XOR one byte of an area (offset and mask in hex): corrupts on purpose.
     Poke {
         area: String,
@@ -343,6 +351,46 @@ fn unpriv(dev: &str) -> Result<()> {
     Ok(())
 }
 
+/// Write a pattern into the area through GUP (process_vm_writev with this
+/// process as the remote), check it through the plain mapping, then read it
+/// back through GUP (process_vm_readv).
+fn pin(k: &Kram, area: &str, seed: u64) -> Result<()> {
+    let a = k.lookup(area)?;
+    let mut m = k.map(&a)?;
+    let addr = m.as_ptr() as u64;
+    let flags = std::fs::read_to_string("/proc/self/smaps")
+        .unwrap_or_default()
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("{addr:x}-")))
+        .find_map(|l| l.strip_prefix("VmFlags:").map(|f| f.trim().to_string()))
+        .unwrap_or_default();
+    println!("vmflags={flags}");
+    let mut want = vec![0u8; m.len()];
+    for (i, page) in want.chunks_mut(PAGE_SIZE as usize).enumerate() {
+        pattern(seed, i as u64, page);
+    }
+    // SAFETY: plain syscall.
+    let pid = unsafe { libc::getpid() };
+    let local = libc::iovec { iov_base: want.as_mut_ptr().cast(), iov_len: want.len() };
+    let remote = libc::iovec { iov_base: m.as_mut_ptr().cast(), iov_len: m.len() };
+    // SAFETY: both iovecs describe memory this process owns for their whole length.
+    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    ensure!(
+        n == m.len() as isize,
+        "process_vm_writev into area {area} (GUP on its mapping): {}",
+        if n < 0 { std::io::Error::last_os_error().to_string() } else { format!("{n} of {} bytes", m.len()) }
+    );
+    ensure!(m[..] == want[..], "what GUP wrote is not what the mapping shows");
+    let mut back = vec![0u8; m.len()];
+    let local = libc::iovec { iov_base: back.as_mut_ptr().cast(), iov_len: back.len() };
+    // SAFETY: as above.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    ensure!(n == m.len() as isize, "process_vm_readv from area {area}: {}", std::io::Error::last_os_error());
+    ensure!(back == want, "what GUP read is not what was written");
+    println!("pinned_bytes={}", m.len());
+    Ok(())
+}
+
 /// FNV-1a over little-endian u32 words, as tools/guest/tinyvm.c hashes its RAM.
 fn tinyvm_sum(bytes: &[u8]) -> u32 {
     bytes.chunks_exact(4).fold(2_166_136_261u32, |h, w| {
@@ -384,6 +432,15 @@ fn main() -> Result<()> {
         Cmd::Alloc { area } => {
             let k = Kram::open(&cli.device)?;
             println!("{:#x}", k.alloc(k.lookup(&area)?.id)?);
+            Ok(())
+        }
+        Cmd::Pin { area, seed } => pin(&Kram::open(&cli.device)?, &area, seed),
+        Cmd::Zero { area } => {
+            let k = Kram::open(&cli.device)?;
+            let m = k.map(&k.lookup(&area)?)?;
+            let bad = m.iter().filter(|&&b| b != 0).count();
+            ensure!(bad == 0, "{bad} of {} bytes of area {area} are not zero", m.len());
+            println!("{} bytes of {area} zero", m.len());
             Ok(())
         }
         Cmd::Poke { area, offset, xor } => {

@@ -36,7 +36,8 @@ struct Cli {
     /// of the legacy container: the DMA memory is mapped into an IOAS
     /// first and the device attached to a HWPT already filled from it, so
     /// a running device never sees an empty domain. The memory must be
-    /// pinnable (anon, a tmpfs or memfd file; not a KRAM area).
+    /// pinnable: anon, a tmpfs or memfd file, or a KRAM area of a region
+    /// with struct pages (not a VM_IO/VM_PFNMAP mapping).
     #[arg(long, global = true)]
     iommufd: bool,
     #[command(subcommand)]
@@ -106,6 +107,10 @@ enum Cmd {
     Keep {
         #[arg(value_parser = ["on", "off"])]
         state: Option<String>,
+        /// Set this raw value instead (the kernel takes 0 or 1 only:
+        /// for testing that it refuses the rest).
+        #[arg(long, conflicts_with = "state")]
+        raw: Option<u32>,
     },
     /// The ring layout, the NIC's registers and the descriptors' DD bits
     /// (changes nothing, not even bus mastering).
@@ -206,7 +211,7 @@ fn run(cli: Cli) -> Result<()> {
     } else {
         Backend::Legacy
     };
-    if let Cmd::Keep { state } = &cli.cmd {
+    if let Cmd::Keep { state, raw } = &cli.cmd {
         // No DMA memory and no NIC programming: only the flag.
         // SAFETY: no DMA range, nothing to keep mapped.
         let dev = unsafe { Device::open(&cli.bdf, backend, None) }
@@ -214,6 +219,10 @@ fn run(cli: Cli) -> Result<()> {
         if let Some(s) = state {
             dev.set_keep(s == "on")
                 .with_context(|| format!("set keep on {}", cli.bdf))?;
+        }
+        if let Some(v) = raw {
+            dev.set_keep_value(*v)
+                .with_context(|| format!("set keep value {v} on {}", cli.bdf))?;
         }
         let k = dev
             .keep()

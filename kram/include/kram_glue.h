@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* C glue of kram.ko, called from kram_main.rs only (not exported). */
+#ifndef KRAM_GLUE_H
+#define KRAM_GLUE_H
+
+#include <linux/types.h>
+
+struct vm_area_struct;
+
+int kram_glue_pages_init(u64 base, u64 size, void **pgmap_out);
+void kram_glue_pages_exit(void *pgmap);
+void kram_glue_set_fault(struct vm_area_struct *vma, u64 region_pfn);
+void kram_glue_zero(void *p, size_t len, bool may_sleep);
+
+#endif

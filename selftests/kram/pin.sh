@@ -1,0 +1,32 @@
+#!/bin/sh
+# A KRAM area's user mapping is made of ordinary pages that get_user_pages
+# can pin, as VFIO type1 and iommufd pin guest RAM (kram/kram_glue.c gives a
+# memmap= region ZONE_DEVICE struct pages). GUP refuses VM_IO/VM_PFNMAP
+# mappings with EFAULT, so the old remap_pfn_range mapping fails here.
+. /host/lib/ktap.sh
+L=/host/bin/liveup
+T=/host/bin/kram-selftest
+kh_dmesg_mark
+$L kram load /host/modules/kram.ko > /dev/null
+$L kram status | grep -q ready || $L kram format --yes > /dev/null
+kh_check "no fallback to a PFN mapping at load" sh -c "! dmesg | grep -q 'kram: no struct pages'"
+$L kram delete pin-test > /dev/null 2>&1
+kh_check "area pin-test created" $L kram create pin-test --size 2M
+$T show pin-test > /tmp/pin.show
+$T pin pin-test 7 > /tmp/pin.out 2>&1
+kh_log "$(cat /tmp/pin.out | tr '\n' ' ')"
+kh_check "the mapping is neither VM_IO nor VM_PFNMAP" sh -c \
+    "grep -q '^vmflags=.*sh' /tmp/pin.out && ! grep -q -w -e io -e pf /tmp/pin.out"
+kh_check "GUP wrote and read the whole area through the mapping" grep -q "^pinned_bytes=$((2 << 20))" /tmp/pin.out
+kh_check "the bytes stayed in the area after the process exited" $T verify pin-test 7
+kh_check "a wrong seed does not verify (the check can fail)" sh -c "! $T verify pin-test 8 2>/dev/null"
+kh_check "area deleted" $L kram delete pin-test
+# The same pages again (first fit): a new area starts zeroed, whatever the
+# deleted one left there.
+kh_check "a new area over the deleted one's pages" sh -c \
+    "$L kram create pin-test2 --size 2M && $T show pin-test2 | grep -q ' $(cut -d' ' -f3 /tmp/pin.show) '"
+kh_check "  reads all zero (nothing of the deleted area's pattern)" $T zero pin-test2
+$L kram delete pin-test2
+rmmod kram
+kh_check "unload: no page left referenced" sh -c "! dmesg | grep -q 'still referenced at unload'"
+kh_dmesg_clean "no warning in dmesg"
