@@ -23,7 +23,10 @@
 //! the device was attached anew; with `release=1` it then frees them, but
 //! only once nothing translates through them; `discard=1` drops a refused
 //! record with its area (the kernel refused it at boot too, with the same
-//! checks, so nothing uses its pages).
+//! checks, so nothing uses its pages). `thaw=1`, in the kernel that froze
+//! (an upgrade that gave up before its kexec), switches the IOMMU back to
+//! that kernel's own root table, which it kept up to date all along, lets
+//! translation go off at a later kexec again, and frees the tables.
 //!
 //! Locking: everything happens in module init, which the module loader
 //! serialises; KRAM's API has its own lock. The device's tables must not
@@ -59,6 +62,10 @@ module! {
         discard: bool {
             default: false,
             description: "Drop a refused (corrupt) record and every page it may name",
+        },
+        thaw: bool {
+            default: false,
+            description: "Undo a freeze in the kernel that made it (an upgrade aborted before kexec): back to the kernel's own root table, tables freed",
         },
     },
 }
@@ -412,7 +419,7 @@ fn freeze(code: i64) -> Result {
 
 /// In the next kernel: check the record, say where the device stands,
 /// free the tables if asked and nothing uses them.
-fn check(release: bool, discard: bool) -> Result {
+fn check(release: bool, discard: bool, thaw: bool) -> Result {
     let Some((area, _, rec_virt)) = area(false)? else {
         pr_info!("nothing preserved\n");
         return Ok(());
@@ -464,7 +471,28 @@ fn check(release: bool, discard: bool) -> Result {
         rec.npages,
         state
     );
-    if !release && !discard {
+    let mut in_use = in_use;
+    if thaw {
+        // Only the kernel that froze still uses the KRAM root: a next kernel
+        // always installs a root of its own (init_dmars), and `old_root` is
+        // then this kernel's live table.
+        if cur != rec.root {
+            pr_err!("thaw {}: the IOMMU does not use the preserved root table: nothing frozen in this kernel (EINVAL)\n", bdf);
+            return Err(EINVAL);
+        }
+        // SAFETY: pure query of the resource tree.
+        if unsafe { iopr_glue_outside_ram(rec.old_root, 4096) } {
+            pr_err!("thaw {}: the recorded own root {:#x} is not in System RAM (EINVAL)\n", bdf, rec.old_root);
+            return Err(EINVAL);
+        }
+        dev.root(rec.old_root).inspect_err(|e| {
+            pr_err!("thaw {}: the IOMMU did not take its own root table back (errno {})\n", bdf, e.to_errno());
+        })?;
+        // SAFETY: a flag for intel_iommu_shutdown().
+        unsafe { iopr_glue_keep_translation(false) };
+        pr_info!("thaw {}: back on the kernel's own root table {:#x}\n", bdf, rec.old_root);
+        in_use = false;
+    } else if !release && !discard {
         return Ok(());
     }
     if in_use {
@@ -493,7 +521,11 @@ impl kernel::Module for IommuPreserve {
         if f >= 0 {
             freeze(f)?;
         } else {
-            check(module_parameters::release.value(), module_parameters::discard.value())?;
+            check(
+                module_parameters::release.value(),
+                module_parameters::discard.value(),
+                module_parameters::thaw.value(),
+            )?;
         }
         Ok(IommuPreserve)
     }

@@ -117,6 +117,8 @@ case $KH_STAGE in
     kh_check "no sequence number lost across the kexec ($last -> $afirst, $waiting frames)" \
         test "$last" -ge 0 -a "$afirst" = $((last + 1)) -a "$(first_gap /tmp/i-2)" -gt $((last + waiting))
     kh_log "DMAR faults while the new process attached: $(( $(dmar_faults | wc -l) - n0 ))"
+    kh_check "the attach replaced the adopted context entry in place (never non-present)" sh -c \
+        "dmesg | grep -q 'adopted entry of 00:03.0 replaced in place'"
     kh_check "no DMAR fault from kexec to the new process's last frame" test -z "$(dmar_faults)" || dmar_faults | head -n3
     if insmod $M release=1; then rmmod iommu_preserve; fi
     kh_check "release frees the tables once the device is attached anew" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"

@@ -59,6 +59,15 @@ enum Cmd {
         /// Do everything except the kexec, then resume the VMs (a rehearsal).
         #[arg(long)]
         no_exec: bool,
+        /// A passthrough device (bound to vfio-pci, kept) whose DMA stays
+        /// translated through the kexec: its VT-d tables are frozen into
+        /// KRAM once the VMs are stopped and the next kernel adopts them
+        /// (pci_keep= and intel_iommu_adopt= are added to its command line).
+        #[arg(long, requires = "iommu_preserve")]
+        keep_device: Option<String>,
+        /// iommu_preserve.ko, for --keep-device.
+        #[arg(long)]
+        iommu_preserve: Option<PathBuf>,
     },
     /// In the new kernel: adopt KRAM and relaunch the VMs `upgrade` saved.
     Restore {
@@ -329,6 +338,8 @@ fn run(cli: Cli) -> Result<()> {
             append,
             cmdline,
             no_exec,
+            keep_device,
+            iommu_preserve,
         } => {
             let k = kram::Kram::open(&device)?;
             upgrade::upgrade(
@@ -339,6 +350,7 @@ fn run(cli: Cli) -> Result<()> {
                     append: append.as_deref(),
                     cmdline: cmdline.as_deref(),
                     no_exec,
+                    keep: keep_device.as_deref().zip(iommu_preserve.as_deref()),
                 },
             )
         }

@@ -255,6 +255,9 @@ pub struct Manifest {
     /// cold page cache.
     #[serde(default)]
     pub preload: Vec<PathBuf>,
+    /// TSC ticks spent freezing a kept device's IOMMU tables (0: none).
+    #[serde(default)]
+    pub freeze_ticks: u64,
 }
 
 /// The files of a /proc/PID/maps text: absolute paths of file mappings,
@@ -281,13 +284,29 @@ fn mapped_files(maps: &str) -> Vec<PathBuf> {
     out
 }
 
-/// What a VM's QEMU has mapped, from its pidfile (empty if unknown).
+/// Firmware an x86 QEMU reads (not maps) at start-up, under its root.
+const QEMU_FIRMWARE: [&str; 4] = [
+    "/usr/share/qemu/bios-256k.bin",
+    "/usr/share/qemu/kvmvapic.bin",
+    "/usr/share/qemu/linuxboot_dma.bin",
+    "/usr/share/qemu/multiboot_dma.bin",
+];
+
+/// What a VM's QEMU has mapped, from its pidfile (nothing if unknown), and
+/// the firmware it reads at start-up.
 fn qemu_files(vm: &VmConfig) -> Vec<PathBuf> {
     let pidfile = vm.host_path(Path::new(&format!("/run/liveup/{}.pid", vm.name)));
     let Some(pid) = fs::read_to_string(pidfile).ok().and_then(|s| s.trim().parse::<u32>().ok()) else {
         return Vec::new();
     };
-    mapped_files(&fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default())
+    let mut files = mapped_files(&fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default());
+    files.extend(
+        QEMU_FIRMWARE
+            .iter()
+            .map(|f| vm.host_path(Path::new(f)))
+            .filter(|p| p.exists()),
+    );
+    files
 }
 
 /// Start reading `files` into the page cache (POSIX_FADV_WILLNEED queues
@@ -353,7 +372,7 @@ fn store(kram: &Kram, manifest: &Manifest, blobs: &[Vec<u8>]) -> Result<()> {
 fn next_cmdline(append: Option<&str>, replace: Option<&str>) -> Result<String> {
     let base = match replace {
         Some(r) => r.to_string(),
-        None => fs::read_to_string("/proc/cmdline")?.trim().to_string(),
+        None => crate::keep::strip_one_shot(fs::read_to_string("/proc/cmdline")?.trim()),
     };
     Ok(match append {
         Some(a) => format!("{base} {a}"),
@@ -410,6 +429,9 @@ pub struct UpgradeArgs<'a> {
     pub cmdline: Option<&'a str>,
     /// Do everything but the final kexec (for tests and dry runs).
     pub no_exec: bool,
+    /// A passthrough device to keep doing DMA through the kexec, and
+    /// iommu_preserve.ko (crate::keep).
+    pub keep: Option<(&'a str, &'a Path)>,
 }
 
 /// `liveup upgrade`. Returns only if it did not kexec.
@@ -459,14 +481,22 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
             }
         }
     }
+    let keep = match a.keep {
+        Some((dev, module)) => Some(crate::keep::KeptDevice::preflight(kram, dev, module)?),
+        None => None,
+    };
     fault("preflight")?;
-    let cmdline = next_cmdline(a.append, a.cmdline)?;
+    let mut cmdline = next_cmdline(a.append, a.cmdline)?;
+    if let Some(k) = &keep {
+        cmdline = format!("{cmdline} {}", k.cmdline());
+    }
     kexec_load(a.kernel, a.initrd, &cmdline)?;
     let hz = tsc_hz();
 
     // ---- blackout ----
     let t_blackout = rdtsc();
     let mut stopped: Vec<usize> = Vec::new();
+    let mut frozen = false;
     let result = (|| -> Result<Manifest> {
         let mut saved = Vec::new();
         let mut blobs = Vec::new();
@@ -490,6 +520,14 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
             });
             blobs.push(blob);
         }
+        // The VMMs are stopped: the kept device's tables no longer change.
+        let t_freeze = rdtsc();
+        if let Some(k) = &keep {
+            fault("freeze")?;
+            k.freeze()?;
+            frozen = true;
+        }
+        let freeze_ticks = if frozen { rdtsc() - t_freeze } else { 0 };
         let mut m = Manifest {
             tsc_hz: hz,
             t_blackout,
@@ -497,6 +535,7 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
             t_kexec: 0,
             vms: saved,
             preload: preload.clone(),
+            freeze_ticks,
         };
         let mut off = BLOB_BASE as u64;
         for v in m.vms.iter_mut() {
@@ -512,7 +551,13 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
     let manifest = match result {
         Ok(m) => m,
         Err(e) => {
-            // Nothing is lost: guest RAM never moved; resume every VM we stopped.
+            // Nothing is lost: guest RAM never moved; the kept device goes
+            // back to this kernel's tables; resume every VM we stopped.
+            if let (true, Some(k)) = (frozen, &keep) {
+                if let Err(t) = k.thaw() {
+                    eprintln!("liveup: {t:#}");
+                }
+            }
             for &i in &stopped {
                 let _ = qmps[i].execute("cont", json!({}));
             }
@@ -528,6 +573,9 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
         (manifest.t_saved - manifest.t_blackout) as f64 * 1e3 / hz
     );
     if a.no_exec {
+        if let Some(k) = &keep {
+            k.thaw()?;
+        }
         for q in qmps.iter_mut() {
             let _ = q.execute("cont", json!({}));
         }
@@ -702,8 +750,12 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
                 ms: ms(save),
             },
             Phase {
+                phase: "freeze kept device's IOMMU".into(),
+                ms: ms(man.freeze_ticks),
+            },
+            Phase {
                 phase: "store state in KRAM".into(),
-                ms: ms(man.t_saved - man.t_blackout - save),
+                ms: ms(man.t_saved - man.t_blackout - save - man.freeze_ticks),
             },
             Phase {
                 phase: "kexec to restore start".into(),
@@ -728,6 +780,10 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
         ],
         downtime_ms: ms(t_end.saturating_sub(man.t_blackout)),
     };
+    let mut report = report;
+    if man.freeze_ticks == 0 {
+        report.phases.retain(|p| !p.phase.starts_with("freeze"));
+    }
     fs::write(
         run_dir().join("last-upgrade.json"),
         serde_json::to_vec_pretty(&report)?,

@@ -60,6 +60,11 @@ struct WatchArgs {
     /// closing it then neither resets nor disables it.
     #[arg(long)]
     keep: bool,
+    /// After the report, hold the device and its DMA mapping this many
+    /// seconds without cleaning the ring (a stopped VMM: the NIC goes on
+    /// filling the ring), then exit.
+    #[arg(long, default_value = "0")]
+    hold: f64,
 }
 
 #[derive(Subcommand)]
@@ -272,6 +277,7 @@ fn run(cli: Cli) -> Result<()> {
                 settle,
                 stop,
                 keep: false,
+                hold: 0.0,
             };
             finish(cli.json, &mut nic, Some(found), w)
         }
@@ -300,7 +306,14 @@ fn finish(json: bool, nic: &mut Nic, found: Option<RingState>, w: WatchArgs) -> 
             .set_keep(true)
             .with_context(|| format!("keep {}", nic.bdf()))?;
     }
-    report(json, nic, &state, watch.as_ref())
+    report(json, nic, &state, watch.as_ref())?;
+    if w.hold > 0.0 {
+        use std::io::Write;
+        println!("holding={}", w.hold);
+        std::io::stdout().flush()?;
+        std::thread::sleep(std::time::Duration::from_secs_f64(w.hold));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,197 @@
+//! A passthrough device kept doing DMA through `liveup upgrade`: the
+//! device is bound to vfio-pci and kept (patches/0002: VFIO keep flag or
+//! sysfs `kept`); once the VMs are stopped its VT-d tables are frozen into
+//! KRAM by iommu_preserve.ko (`freeze=`), and the next kernel is told with
+//! `pci_keep=` and `intel_iommu_adopt=` (Documentation/iommu-preserve.rst).
+//! If the upgrade gives up before its kexec, `thaw=1` puts the IOMMU back on
+//! the running kernel's own tables.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::kram::Kram;
+
+/// The KRAM area iommu_preserve keeps its record in (page 0).
+const RECORD_AREA: &str = "iommu-preserve";
+const MODULE_NAME: &str = "iommu_preserve";
+
+/// A PCI address: segment, bus, devfn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bdf {
+    pub seg: u16,
+    pub bus: u8,
+    pub devfn: u8,
+}
+
+impl Bdf {
+    /// `ssss:bb:dd.f` or `bb:dd.f` (hexadecimal, function 0-7).
+    pub fn parse(s: &str) -> Result<Bdf> {
+        let bad = || anyhow::anyhow!("{s:?} is not a PCI address (ssss:bb:dd.f or bb:dd.f)");
+        let parts: Vec<&str> = s.split(':').collect();
+        let (seg, bus, df) = match parts.as_slice() {
+            [b, df] => ("0", *b, *df),
+            [sg, b, df] => (*sg, *b, *df),
+            _ => return Err(bad()),
+        };
+        let (dev, func) = df.split_once('.').ok_or_else(bad)?;
+        let hex = |x: &str, max: u32| {
+            u32::from_str_radix(x, 16).ok().filter(|&v| v <= max && !x.is_empty() && x.len() <= 4)
+        };
+        match (hex(seg, 0xffff), hex(bus, 0xff), hex(dev, 0x1f), func.parse::<u8>().ok().filter(|&f| f < 8)) {
+            (Some(seg), Some(bus), Some(dev), Some(func)) => Ok(Bdf {
+                seg: seg as u16,
+                bus: bus as u8,
+                devfn: ((dev as u8) << 3) | func,
+            }),
+            _ => Err(bad()),
+        }
+    }
+
+    /// iommu_preserve's `freeze=` value.
+    pub fn code(&self) -> u64 {
+        (u64::from(self.seg) << 16) | (u64::from(self.bus) << 8) | u64::from(self.devfn)
+    }
+}
+
+impl std::fmt::Display for Bdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04x}:{:02x}:{:02x}.{}", self.seg, self.bus, self.devfn >> 3, self.devfn & 7)
+    }
+}
+
+/// A device checked by preflight, with where its record will be.
+#[derive(Debug)]
+pub struct KeptDevice {
+    pub bdf: Bdf,
+    module: PathBuf,
+    /// Physical address of the record page: known before the freeze, so
+    /// the kexec command line can be loaded in preflight.
+    pub record: u64,
+}
+
+impl KeptDevice {
+    /// Checks that change nothing but creating the (empty) record area.
+    pub fn preflight(kram: &Kram, dev: &str, module: &Path) -> Result<KeptDevice> {
+        let bdf = Bdf::parse(dev)?;
+        let sys = PathBuf::from(format!("/sys/bus/pci/devices/{bdf}"));
+        ensure!(sys.exists(), "--keep-device {bdf}: no such PCI device");
+        let driver = fs::read_link(sys.join("driver"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        ensure!(
+            driver == "vfio-pci",
+            "--keep-device {bdf}: bound to {}, not vfio-pci",
+            if driver.is_empty() { "no driver" } else { &driver }
+        );
+        let kept = fs::read_to_string(sys.join("kept"))
+            .with_context(|| format!("--keep-device {bdf}: no sysfs 'kept' (kernel without patches/0002?)"))?;
+        ensure!(
+            kept.trim() == "1",
+            "--keep-device {bdf}: not kept: set the VFIO keep flag or write 1 to {}",
+            sys.join("kept").display()
+        );
+        ensure!(
+            module.is_file(),
+            "--iommu-preserve {}: no such file",
+            module.display()
+        );
+        ensure!(
+            !Path::new("/sys/module").join(MODULE_NAME).exists(),
+            "{MODULE_NAME} is loaded: unload it first (rmmod {MODULE_NAME})"
+        );
+        let base = kram.status()?.base;
+        let area = kram.ensure(RECORD_AREA, 1)?;
+        let m = kram.map(&area)?;
+        ensure!(
+            m[..64].iter().all(|&b| b == 0),
+            "KRAM area {RECORD_AREA} holds a preserved record already: release it (insmod {} release=1) or discard it",
+            module.display()
+        );
+        Ok(KeptDevice {
+            bdf,
+            module: module.into(),
+            record: base + area.offset,
+        })
+    }
+
+    /// What the next kernel's command line needs.
+    pub fn cmdline(&self) -> String {
+        format!("pci_keep={} intel_iommu_adopt={:#x}", self.bdf, self.record)
+    }
+
+    /// Snapshot the device's tables into KRAM and switch the IOMMU to them.
+    pub fn freeze(&self) -> Result<()> {
+        run_module(&self.module, &format!("freeze={}", self.bdf.code()))
+            .with_context(|| format!("freeze of {} (see dmesg: iommu_preserve)", self.bdf))
+    }
+
+    /// Undo `freeze` (the upgrade stopped before its kexec).
+    pub fn thaw(&self) -> Result<()> {
+        run_module(&self.module, "thaw=1")
+            .with_context(|| format!("thaw of {} (see dmesg: iommu_preserve)", self.bdf))
+    }
+}
+
+/// Load iommu_preserve.ko with `params` (its init does the work) and unload
+/// it again.
+fn run_module(path: &Path, params: &str) -> Result<()> {
+    let f = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let p = std::ffi::CString::new(params)?;
+    // SAFETY: valid fd and NUL-terminated parameter string.
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), p.as_ptr(), 0) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        bail!("insmod {} {params}: {e}", path.display());
+    }
+    let name = std::ffi::CString::new(MODULE_NAME)?;
+    // SAFETY: NUL-terminated module name.
+    let rc = unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };
+    if rc != 0 {
+        bail!("rmmod {MODULE_NAME}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The running kernel's command line without the one-shot parameters of an
+/// earlier adopting boot: a stale `intel_iommu_adopt=` names a record that
+/// no longer matches (the next kernel would refuse it and block the kept
+/// devices), and `pci_keep=` belongs to that record.
+pub fn strip_one_shot(cmdline: &str) -> String {
+    cmdline
+        .split_whitespace()
+        .filter(|w| !w.starts_with("pci_keep=") && !w.starts_with("intel_iommu_adopt="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_addresses_parse_or_are_refused() {
+        let b = Bdf::parse("0000:00:03.0").unwrap();
+        assert_eq!((b.seg, b.bus, b.devfn), (0, 0, 0x18));
+        assert_eq!(b.code(), 0x18);
+        assert_eq!(b.to_string(), "0000:00:03.0");
+        let b = Bdf::parse("3a:1f.7").unwrap();
+        assert_eq!((b.seg, b.bus, b.devfn, b.code()), (0, 0x3a, 0xff, 0x3aff));
+        assert_eq!(Bdf::parse("0001:02:00.1").unwrap().code(), 0x1_0201);
+        for bad in ["", "00:03", "00:20.0", "00:03.8", "100:03.0", "0:0:0:0.0", "zz:03.0", "00:03.x", "12345:00:00.0"] {
+            assert!(Bdf::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn one_shot_parameters_are_dropped() {
+        assert_eq!(
+            strip_one_shot("console=ttyS0 pci_keep=0000:00:03.0 memmap=256M$0x100000000 intel_iommu_adopt=0x1000 quiet"),
+            "console=ttyS0 memmap=256M$0x100000000 quiet"
+        );
+        assert_eq!(strip_one_shot("a  b"), "a b");
+    }
+}
