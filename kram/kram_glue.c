@@ -9,6 +9,7 @@
 #include <linux/memremap.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/slab.h>
 #include "kram.h"
 #include "kram_glue.h"
@@ -27,29 +28,47 @@ EXPORT_SYMBOL_GPL(kram_free_page);
  * gets ZONE_DEVICE ones (MEMORY_DEVICE_GENERIC, as device-dax does). A
  * reserve_mem= range is RAM and has them already.
  *
- * Returns 1 if the range had struct pages, 0 with *pgmap set if they were
- * created, or a negative errno (the caller falls back to a PFN mapping,
- * which GUP cannot pin). Called from module init and exit only.
+ * Made on the first mmap of /dev/kram-pages, not at load: initialising a
+ * struct page per region page costs about 1 us each in the TCG rig (300 ms
+ * for 1.5 GiB) and tens of ns on hardware (seconds per TiB), which an
+ * upgrade's blackout must not pay for VMs that never need pinning
+ * (/dev/kram maps PFN ranges and needs none).
+ *
+ * Returns 0 when the region has struct pages (found or made), or a negative
+ * errno, remembered: later calls return it again at once.
  */
-int kram_glue_pages_init(u64 base, u64 size, void **pgmap_out)
+static DEFINE_MUTEX(kram_pages_lock);	/* serialises the first call */
+static struct dev_pagemap *kram_pgmap;
+static int kram_pages_state = 1;	/* 1: not tried yet; else the result */
+
+int kram_glue_pages_get(u64 base, u64 size)
 {
 	unsigned long pfn, first = PHYS_PFN(base), end = PHYS_PFN(base + size);
 	unsigned long valid = 0;
 	struct dev_pagemap *pgmap;
 	void *addr;
+	int ret;
 
-	*pgmap_out = NULL;
+	mutex_lock(&kram_pages_lock);
+	ret = kram_pages_state;
+	if (ret != 1)
+		goto out;
 	for (pfn = first; pfn < end; pfn += PAGES_PER_SUBSECTION)
 		valid += pfn_valid(pfn);
-	if (valid == DIV_ROUND_UP(end - first, PAGES_PER_SUBSECTION))
-		return 1;
+	if (valid == DIV_ROUND_UP(end - first, PAGES_PER_SUBSECTION)) {
+		ret = 0;
+		goto done;
+	}
+	ret = -EEXIST;		/* partly covered: neither path is safe */
 	if (valid)
-		return -EEXIST;	/* partly covered: neither path is safe */
+		goto done;
+	ret = -EOPNOTSUPP;
 	if (!IS_ENABLED(CONFIG_ZONE_DEVICE))
-		return -EOPNOTSUPP;
+		goto done;
+	ret = -ENOMEM;
 	pgmap = kzalloc(sizeof(*pgmap), GFP_KERNEL);
 	if (!pgmap)
-		return -ENOMEM;
+		goto out;	/* may be retried */
 	pgmap->type = MEMORY_DEVICE_GENERIC;
 	pgmap->range.start = base;
 	pgmap->range.end = base + size - 1;
@@ -57,22 +76,32 @@ int kram_glue_pages_init(u64 base, u64 size, void **pgmap_out)
 	addr = memremap_pages(pgmap, NUMA_NO_NODE);
 	if (IS_ERR(addr)) {
 		kfree(pgmap);
-		return PTR_ERR(addr);
+		ret = PTR_ERR(addr);
+		goto done;
 	}
-	*pgmap_out = pgmap;
-	return 0;
+	kram_pgmap = pgmap;
+	ret = 0;
+done:
+	kram_pages_state = ret;
+	if (ret)
+		pr_warn("kram: no struct pages for the region (errno %d): /dev/kram-pages cannot map it\n", ret);
+out:
+	mutex_unlock(&kram_pages_lock);
+	return ret;
 }
 
 /*
- * Undo kram_glue_pages_init(). A page still referenced by someone (a pin
- * that outlived every mapping and file of ours) keeps the struct pages:
- * they are leaked with one line rather than freed under the pin.
+ * At unload. A page still referenced by someone (a pin that outlived every
+ * mapping and file of ours) keeps the struct pages: they are leaked with
+ * one line rather than freed under the pin.
  */
-void kram_glue_pages_exit(void *p)
+void kram_glue_pages_exit(void)
 {
-	struct dev_pagemap *pgmap = p;
+	struct dev_pagemap *pgmap = kram_pgmap;
 	unsigned long pfn, busy = 0;
 
+	kram_pgmap = NULL;
+	kram_pages_state = 1;
 	if (!pgmap)
 		return;
 	for (pfn = PHYS_PFN(pgmap->range.start); pfn <= PHYS_PFN(pgmap->range.end); pfn++)

@@ -69,18 +69,13 @@ struct Region {
     /// Claimed in the iomem tree (a `memmap=` range; a `reserve_mem=` range
     /// is memblock-reserved System RAM, which cannot be requested).
     claimed: bool,
-    /// The region has struct pages (RAM, or ZONE_DEVICE ones made for it):
-    /// areas are mapped to userspace as ordinary pages GUP can pin.
-    pages: bool,
-    /// The `dev_pagemap` made by `kram_glue_pages_init`, if any.
-    pgmap: *mut c_void,
 }
 
 // C glue (kram_glue.c, include/kram_glue.h): struct pages for the region,
 // user mappings of them, zeroing.
 extern "C" {
-    fn kram_glue_pages_init(base: u64, size: u64, pgmap: *mut *mut c_void) -> c_int;
-    fn kram_glue_pages_exit(pgmap: *mut c_void);
+    fn kram_glue_pages_get(base: u64, size: u64) -> c_int;
+    fn kram_glue_pages_exit();
     fn kram_glue_set_fault(vma: *mut c_void, region_pfn: u64);
     fn kram_glue_zero(p: *mut c_void, len: usize, may_sleep: bool);
 }
@@ -106,8 +101,7 @@ fn create_zeroed(name: &[u8], npages: u64, may_sleep: bool) -> Result<u16> {
 }
 
 // SAFETY: `virt` points to a mapping owned by this value; it is only used
-// with `STATE` held, from whichever thread holds it. `pgmap` is only passed
-// back to the glue when the region is dropped.
+// with `STATE` held, from whichever thread holds it.
 unsafe impl Send for Region {}
 
 global_lock! {
@@ -178,9 +172,9 @@ impl Drop for Region {
         // SAFETY: `virt` came from `memremap()` in `map_region` and nothing
         // uses it any more.
         unsafe { bindings::memunmap(self.virt.as_ptr().cast()) };
-        // SAFETY: `pgmap` is null or came from `kram_glue_pages_init`; no
-        // mapping of ours is left (each holds the file, and so the module).
-        unsafe { kram_glue_pages_exit(self.pgmap) };
+        // SAFETY: no mapping of ours is left (each holds the file, and so
+        // the module); the glue frees the struct pages if it made them.
+        unsafe { kram_glue_pages_exit() };
         if self.claimed {
             // SAFETY: the range was requested in `map_region`.
             unsafe {
@@ -266,17 +260,7 @@ fn map_region(base: u64, size: u64, source: Source) -> Result<Region> {
         pr_err!("cannot map region {:#x}+{:#x} (ENOMEM)\n", base, size);
         return Err(ENOMEM);
     };
-    let mut pgmap = core::ptr::null_mut();
-    // SAFETY: the range is ours (claimed above, or reserved RAM); `pgmap`
-    // is valid for writes.
-    let pages = match unsafe { kram_glue_pages_init(base, size, &mut pgmap) } {
-        0 | 1 => true,
-        e => {
-            pr_warn!("no struct pages for the region (errno {}): areas are mapped as PFN ranges, which VFIO type1 can map but iommufd cannot pin\n", e);
-            false
-        }
-    };
-    Ok(Region { virt, geo, kram: None, refused: None, claimed, pages, pgmap })
+    Ok(Region { virt, geo, kram: None, refused: None, claimed })
 }
 
 fn adopt(r: &mut Region) {
@@ -567,124 +551,165 @@ impl MiscDevice for KramDev {
         Ok(KBox::new(KramDev, GFP_KERNEL)?)
     }
 
-    fn ioctl(_me: &KramDev, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        let user = |len| UserSlice::new(UserPtr::from_addr(arg), len);
-        match cmd {
-            KRAM_IOC_STATUS => {
-                let s = status()?;
-                user(size_of::<KramStatus>()).writer().write(&s)?;
-            }
-            KRAM_IOC_FORMAT => {
-                let f: KramFormat = user(size_of::<KramFormat>()).reader().read()?;
-                if f.confirm != KRAM_FORMAT_CONFIRM {
-                    return Err(EINVAL);
-                }
-                // Allocate before taking the spinlock: GFP_KERNEL may sleep.
-                let slot = KBox::<Kram<'static, Direct>>::new_uninit(GFP_KERNEL)?;
-                with_region(|r| {
-                    r.kram = None;
-                    // SAFETY: `STATE` is held; the result lives in `r`.
-                    let media = unsafe { Region::media(r.virt, &r.geo) };
-                    let k = KBox::write(slot, Kram::format(r.geo, media, Direct).map_err(errno)?);
-                    pr_info!("region {:#x} formatted on request\n", r.geo.base);
-                    r.kram = Some(k);
-                    r.refused = None;
-                    Ok(())
-                })?;
-            }
-            KRAM_IOC_CREATE | KRAM_IOC_LOOKUP | KRAM_IOC_DELETE | KRAM_IOC_AREA_AT => {
-                let (mut rd, mut wr) = user(size_of::<KramArea>()).reader_writer();
-                let mut a: KramArea = rd.read()?;
-                let created = if cmd == KRAM_IOC_CREATE {
-                    Some(create_zeroed(area_name(&a)?, a.npages, true)?)
-                } else {
-                    None
-                };
-                with_region(|r| {
-                    let k = r.ready()?;
-                    let id = match cmd {
-                        KRAM_IOC_CREATE => created.ok_or(EINVAL)?,
-                        KRAM_IOC_AREA_AT => u16::try_from(a.id).map_err(|_| EINVAL)?,
-                        _ => k.lookup(area_name(&a)?).map_err(errno)?,
-                    };
-                    if cmd == KRAM_IOC_DELETE {
-                        return k.delete_area(id).map_err(errno);
-                    }
-                    fill_area(r, id, &mut a)
-                })?;
-                if cmd != KRAM_IOC_DELETE {
-                    wr.write(&a)?;
-                }
-            }
-            KRAM_IOC_ALLOC | KRAM_IOC_FREE => {
-                let (mut rd, mut wr) = user(size_of::<KramPage>()).reader_writer();
-                let mut p: KramPage = rd.read()?;
-                let id = u16::try_from(p.id).map_err(|_| EINVAL)?;
-                with_region(|r| {
-                    let pagesz = PAGE_SIZE as u64;
-                    if cmd == KRAM_IOC_ALLOC {
-                        p.offset = r.ready()?.alloc_page(id).map_err(errno)? * pagesz;
-                        Ok(())
-                    } else {
-                        let page = r.geo.index_of(r.geo.base.wrapping_add(p.offset)).ok_or(EINVAL)?;
-                        r.ready()?.free_page(id, page).map_err(errno)
-                    }
-                })?;
-                if cmd == KRAM_IOC_ALLOC {
-                    wr.write(&p)?;
-                }
-            }
-            _ => return Err(ENOTTY),
-        }
-        Ok(0)
+    fn ioctl(_me: &KramDev, file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        kram_ioctl(file, cmd, arg)
     }
 
-    /// Map pages of one area's fixed run: the mmap offset is the offset from
-    /// the region's start (`KramArea::offset` plus a page multiple).
+    /// Map pages of one area's fixed run as a PFN range.
     fn mmap(_me: &KramDev, _file: &File, vma: &VmaNew) -> Result {
-        if vma.flags() & kernel::mm::virt::flags::SHARED == 0 {
-            return Err(EINVAL);
+        map_area(vma, false)
+    }
+}
+
+/// `/dev/kram-pages`: the same ioctls; its mappings are ordinary pages that
+/// GUP can pin (VFIO, iommufd, O_DIRECT). The region's struct pages are made
+/// on its first mmap.
+struct KramPagesDev;
+
+#[vtable]
+impl MiscDevice for KramPagesDev {
+    type Ptr = KBox<Self>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+        // SAFETY: `capable` only reads the current task's credentials.
+        if !unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) } {
+            return Err(EPERM);
         }
-        let len = (vma.end() - vma.start()) as u64;
-        // SAFETY: reading a field of the VMA being set up, which we may access.
-        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
-        let pfn = with_region(|r| {
-            let k = r.ready()?;
-            let first = pgoff;
-            let last = first.checked_add(len / PAGE_SIZE as u64).ok_or(EINVAL)?;
-            let (owner, fixed) = k.page_owner(first).map_err(|_| EINVAL)?;
-            let a = k.area(owner).map_err(|_| EINVAL)?;
-            if !fixed || last > a.first + a.npages {
+        Ok(KBox::new(KramPagesDev, GFP_KERNEL)?)
+    }
+
+    fn ioctl(_me: &KramPagesDev, file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        kram_ioctl(file, cmd, arg)
+    }
+
+    fn mmap(_me: &KramPagesDev, _file: &File, vma: &VmaNew) -> Result {
+        map_area(vma, true)
+    }
+}
+
+/// The ioctls of both device nodes.
+fn kram_ioctl(_file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    let user = |len| UserSlice::new(UserPtr::from_addr(arg), len);
+    match cmd {
+        KRAM_IOC_STATUS => {
+            let s = status()?;
+            user(size_of::<KramStatus>()).writer().write(&s)?;
+        }
+        KRAM_IOC_FORMAT => {
+            let f: KramFormat = user(size_of::<KramFormat>()).reader().read()?;
+            if f.confirm != KRAM_FORMAT_CONFIRM {
                 return Err(EINVAL);
             }
-            Ok((r.geo.base / PAGE_SIZE as u64, r.pages))
-        })?;
-        let (region_pfn, pages) = pfn;
-        let pfn = region_pfn + pgoff;
-        vma.set_dontexpand();
-        vma.set_dontdump();
-        if pages {
-            // SAFETY: the VMA is being set up by this mmap call (mmap lock
-            // held for writing); its range was checked against the area
-            // above; the struct pages live while the module does, and the
-            // VMA holds the file and so the module.
-            unsafe { kram_glue_set_fault(vma.as_ptr().cast(), region_pfn) };
-            return Ok(());
+            // Allocate before taking the spinlock: GFP_KERNEL may sleep.
+            let slot = KBox::<Kram<'static, Direct>>::new_uninit(GFP_KERNEL)?;
+            with_region(|r| {
+                r.kram = None;
+                // SAFETY: `STATE` is held; the result lives in `r`.
+                let media = unsafe { Region::media(r.virt, &r.geo) };
+                let k = KBox::write(slot, Kram::format(r.geo, media, Direct).map_err(errno)?);
+                pr_info!("region {:#x} formatted on request\n", r.geo.base);
+                r.kram = Some(k);
+                r.refused = None;
+                Ok(())
+            })?;
         }
-        vma.set_io();
-        // SAFETY: the VMA is being set up by this mmap call; the pfn range is
-        // the area's fixed run inside our region, which stays reserved while
-        // the file (and so the module) is referenced by the VMA.
-        to_result(unsafe {
-            bindings::remap_pfn_range(
-                vma.as_ptr(),
-                vma.start() as c_ulong,
-                pfn as c_ulong,
-                len as c_ulong,
-                (*vma.as_ptr()).vm_page_prot,
-            )
-        })
+        KRAM_IOC_CREATE | KRAM_IOC_LOOKUP | KRAM_IOC_DELETE | KRAM_IOC_AREA_AT => {
+            let (mut rd, mut wr) = user(size_of::<KramArea>()).reader_writer();
+            let mut a: KramArea = rd.read()?;
+            let created = if cmd == KRAM_IOC_CREATE {
+                Some(create_zeroed(area_name(&a)?, a.npages, true)?)
+            } else {
+                None
+            };
+            with_region(|r| {
+                let k = r.ready()?;
+                let id = match cmd {
+                    KRAM_IOC_CREATE => created.ok_or(EINVAL)?,
+                    KRAM_IOC_AREA_AT => u16::try_from(a.id).map_err(|_| EINVAL)?,
+                    _ => k.lookup(area_name(&a)?).map_err(errno)?,
+                };
+                if cmd == KRAM_IOC_DELETE {
+                    return k.delete_area(id).map_err(errno);
+                }
+                fill_area(r, id, &mut a)
+            })?;
+            if cmd != KRAM_IOC_DELETE {
+                wr.write(&a)?;
+            }
+        }
+        KRAM_IOC_ALLOC | KRAM_IOC_FREE => {
+            let (mut rd, mut wr) = user(size_of::<KramPage>()).reader_writer();
+            let mut p: KramPage = rd.read()?;
+            let id = u16::try_from(p.id).map_err(|_| EINVAL)?;
+            with_region(|r| {
+                let pagesz = PAGE_SIZE as u64;
+                if cmd == KRAM_IOC_ALLOC {
+                    p.offset = r.ready()?.alloc_page(id).map_err(errno)? * pagesz;
+                    Ok(())
+                } else {
+                    let page = r.geo.index_of(r.geo.base.wrapping_add(p.offset)).ok_or(EINVAL)?;
+                    r.ready()?.free_page(id, page).map_err(errno)
+                }
+            })?;
+            if cmd == KRAM_IOC_ALLOC {
+                wr.write(&p)?;
+            }
+        }
+        _ => return Err(ENOTTY),
     }
+    Ok(0)
+}
+
+/// Map pages of one area's fixed run: the mmap offset is the offset from
+/// the region's start (`KramArea::offset` plus a page multiple). `pages`:
+/// ordinary pages inserted at fault time (`/dev/kram-pages`), else a PFN
+/// range mapped at once (`/dev/kram`).
+fn map_area(vma: &VmaNew, pages: bool) -> Result {
+    if vma.flags() & kernel::mm::virt::flags::SHARED == 0 {
+        return Err(EINVAL);
+    }
+    let len = (vma.end() - vma.start()) as u64;
+    // SAFETY: reading a field of the VMA being set up, which we may access.
+    let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
+    let (base, size) = with_region(|r| {
+        let k = r.ready()?;
+        let first = pgoff;
+        let last = first.checked_add(len / PAGE_SIZE as u64).ok_or(EINVAL)?;
+        let (owner, fixed) = k.page_owner(first).map_err(|_| EINVAL)?;
+        let a = k.area(owner).map_err(|_| EINVAL)?;
+        if !fixed || last > a.first + a.npages {
+            return Err(EINVAL);
+        }
+        Ok((r.geo.base, r.geo.pages * PAGE_SIZE as u64))
+    })?;
+    let region_pfn = base / PAGE_SIZE as u64;
+    let pfn = region_pfn + pgoff;
+    vma.set_dontexpand();
+    vma.set_dontdump();
+    if pages {
+        // SAFETY: the region is ours while the module is loaded; the glue
+        // serialises the first call, which may sleep (no lock held here).
+        to_result(unsafe { kram_glue_pages_get(base, size) })?;
+        // SAFETY: the VMA is being set up by this mmap call (mmap lock
+        // held for writing); its range was checked against the area
+        // above; the struct pages live while the module does, and the
+        // VMA holds the file and so the module.
+        unsafe { kram_glue_set_fault(vma.as_ptr().cast(), region_pfn) };
+        return Ok(());
+    }
+    vma.set_io();
+    // SAFETY: the VMA is being set up by this mmap call; the pfn range is
+    // the area's fixed run inside our region, which stays reserved while
+    // the file (and so the module) is referenced by the VMA.
+    to_result(unsafe {
+        bindings::remap_pfn_range(
+            vma.as_ptr(),
+            vma.start() as c_ulong,
+            pfn as c_ulong,
+            len as c_ulong,
+            (*vma.as_ptr()).vm_page_prot,
+        )
+    })
 }
 
 /// Owns the region published in `STATE`: dropping it unpublishes the
@@ -707,6 +732,8 @@ struct KramModule {
     _debugfs: debugfs::Dir,
     #[pin]
     _dev: MiscDeviceRegistration<KramDev>,
+    #[pin]
+    _pages_dev: MiscDeviceRegistration<KramPagesDev>,
     _region: RegionGuard,
 }
 
@@ -755,6 +782,7 @@ impl kernel::InPlaceModule for KramModule {
         try_pin_init!(Self {
             _region: setup()?,
             _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c_str!("kram") }),
+            _pages_dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c_str!("kram-pages") }),
             _status <- dir.read_callback_file(c_str!("status"), (), &debugfs_status),
             _debugfs: dir,
         })

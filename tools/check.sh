@@ -48,9 +48,11 @@ if ! rootfs=$("$KH_ROOT/tools/mkrootfs.sh"); then fail "trixie rootfs"; rootfs="
 plan=$(cd selftests && ls */*.sh | grep -v -e '^lib/' -e '^demo/' -e '^upgrade/' | sed 's/\.sh$//' | sort)
 run="$KH_ROOT/out/check"
 echo "== rig: $(echo $plan | wc -w) tests"
-# The e1000e gets the numbered-frame source (vfio-keep/dma counts them;
-# no other test uses the NIC's network side).
-KH_NIC_UDP=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 2400 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan
+# The e1000e gets the numbered-frame source (the vfio-keep and
+# iommu-preserve tests count them).
+# 6 GiB: a free GiB-aligned range for selftests/prezero/hugetlb_1g.sh
+# beside the KASAN shadow.
+KH_RIG_MEM=6G KH_NIC_UDP=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 2400 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan
 "$KH_ROOT/tools/ktap-report.sh" "$run"
 read -r kp kf ks < "$run/counts"
 P=$((P + kp)); F=$((F + kf)); S=$((S + ks))

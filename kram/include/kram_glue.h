@@ -7,8 +7,8 @@
 
 struct vm_area_struct;
 
-int kram_glue_pages_init(u64 base, u64 size, void **pgmap_out);
-void kram_glue_pages_exit(void *pgmap);
+int kram_glue_pages_get(u64 base, u64 size);
+void kram_glue_pages_exit(void);
 void kram_glue_set_fault(struct vm_area_struct *vma, u64 region_pfn);
 void kram_glue_zero(void *p, size_t len, bool may_sleep);
 

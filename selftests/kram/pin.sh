@@ -1,21 +1,27 @@
 #!/bin/sh
-# A KRAM area's user mapping is made of ordinary pages that get_user_pages
-# can pin, as VFIO type1 and iommufd pin guest RAM (kram/kram_glue.c gives a
-# memmap= region ZONE_DEVICE struct pages). GUP refuses VM_IO/VM_PFNMAP
-# mappings with EFAULT, so the old remap_pfn_range mapping fails here.
+# A KRAM area mapped through /dev/kram-pages is made of ordinary pages that
+# get_user_pages can pin, as VFIO type1 and iommufd pin guest RAM
+# (kram/kram_glue.c gives a memmap= region ZONE_DEVICE struct pages on the
+# first such mmap). Through /dev/kram it is a PFN range (VM_IO|VM_PFNMAP),
+# which GUP refuses with EFAULT: the control that shows the check can fail.
 . /host/lib/ktap.sh
 L=/host/bin/liveup
 T=/host/bin/kram-selftest
 kh_dmesg_mark
 $L kram load /host/modules/kram.ko > /dev/null
 $L kram status | grep -q ready || $L kram format --yes > /dev/null
-kh_check "no fallback to a PFN mapping at load" sh -c "! dmesg | grep -q 'kram: no struct pages'"
 $L kram delete pin-test > /dev/null 2>&1
 kh_check "area pin-test created" $L kram create pin-test --size 2M
 $T show pin-test > /tmp/pin.show
-$T pin pin-test 7 > /tmp/pin.out 2>&1
-kh_log "$(cat /tmp/pin.out | tr '\n' ' ')"
-kh_check "the mapping is neither VM_IO nor VM_PFNMAP" sh -c \
+$T pin pin-test 7 > /tmp/pin.pfn 2>&1
+kh_log "/dev/kram: $(cat /tmp/pin.pfn | tr '\n' ' ')"
+kh_check "/dev/kram maps a PFN range (VM_IO, VM_PFNMAP) that GUP refuses (EFAULT)" sh -c \
+    "grep '^vmflags=' /tmp/pin.pfn | grep -q -w io && grep '^vmflags=' /tmp/pin.pfn | grep -q -w pf && grep -q '^gup_error=14' /tmp/pin.pfn"
+kh_check "  and it wrote nothing" $T zero pin-test
+$T --device /dev/kram-pages pin pin-test 7 > /tmp/pin.out 2>&1
+kh_log "/dev/kram-pages: $(cat /tmp/pin.out | tr '\n' ' ')"
+kh_check "struct pages made for the region on the first /dev/kram-pages mmap" sh -c "! dmesg | grep -q 'kram: no struct pages'"
+kh_check "/dev/kram-pages maps ordinary pages: neither VM_IO nor VM_PFNMAP" sh -c \
     "grep -q '^vmflags=.*sh' /tmp/pin.out && ! grep -q -w -e io -e pf /tmp/pin.out"
 kh_check "GUP wrote and read the whole area through the mapping" grep -q "^pinned_bytes=$((2 << 20))" /tmp/pin.out
 kh_check "the bytes stayed in the area after the process exited" $T verify pin-test 7
@@ -25,7 +31,7 @@ kh_check "area deleted" $L kram delete pin-test
 # deleted one left there.
 kh_check "a new area over the deleted one's pages" sh -c \
     "$L kram create pin-test2 --size 2M && $T show pin-test2 | grep -q ' $(cut -d' ' -f3 /tmp/pin.show) '"
-kh_check "  reads all zero (nothing of the deleted area's pattern)" $T zero pin-test2
+kh_check "  reads all zero (nothing of the deleted area's pattern)" $T --device /dev/kram-pages zero pin-test2
 $L kram delete pin-test2
 rmmod kram
 kh_check "unload: no page left referenced" sh -c "! dmesg | grep -q 'still referenced at unload'"

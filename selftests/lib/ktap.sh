@@ -30,9 +30,9 @@ kh_dmesg_clean() { # name: no warning since the last mark
 # a freshly kexec'd copy of the same kernel (kexec_file_load, same command line).
 kh_kexec_next() {
     echo $((KH_STAGE + 1)) > "$KH_STAGEFILE"
-    # pci_keep= and intel_iommu_adopt= are for the one kexec that asks for
-    # them, not for the ones after
-    cmdline="$(sed -e "s/ pci_keep=[^ ]*//g" -e "s/ intel_iommu_adopt=[^ ]*//g" /proc/cmdline) $1"
+    # pci_keep=, intel_iommu_adopt= and the 1 GiB boot page are for the one
+    # kexec that asks for them, not for the ones after
+    cmdline="$(sed -e "s/ pci_keep=[^ ]*//g" -e "s/ intel_iommu_adopt=[^ ]*//g" -e "s/ hugepagesz=1G hugepages=1//g" /proc/cmdline) $1"
     if ! kexec -s -l /host/bzImage --initrd=/host/initrd.img --command-line="$cmdline"; then
         echo "$KH_STAGE" > "$KH_STAGEFILE"
         kh_fail "kexec load (stage $KH_STAGE)" "kexec -s -l failed"

@@ -9,6 +9,9 @@ pub const NAME_LEN: usize = 32;
 pub const PAGE_SIZE: u64 = 4096;
 pub const FORMAT_CONFIRM: u64 = u64::from_le_bytes(*b"FORMAT!!");
 pub const DEFAULT_DEVICE: &str = "/dev/kram";
+/// The same region and ioctls; mappings are ordinary pages GUP can pin
+/// (for memory a device DMAs to through VFIO or iommufd).
+pub const PAGES_DEVICE: &str = "/dev/kram-pages";
 
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]

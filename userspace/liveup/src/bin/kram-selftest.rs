@@ -375,11 +375,12 @@ fn pin(k: &Kram, area: &str, seed: u64) -> Result<()> {
     let remote = libc::iovec { iov_base: m.as_mut_ptr().cast(), iov_len: m.len() };
     // SAFETY: both iovecs describe memory this process owns for their whole length.
     let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
-    ensure!(
-        n == m.len() as isize,
-        "process_vm_writev into area {area} (GUP on its mapping): {}",
-        if n < 0 { std::io::Error::last_os_error().to_string() } else { format!("{n} of {} bytes", m.len()) }
-    );
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        println!("gup_error={}", e.raw_os_error().unwrap_or(0));
+        bail!("process_vm_writev into area {area} (GUP on its mapping): {e}");
+    }
+    ensure!(n == m.len() as isize, "process_vm_writev into area {area}: {n} of {} bytes", m.len());
     ensure!(m[..] == want[..], "what GUP wrote is not what the mapping shows");
     let mut back = vec![0u8; m.len()];
     let local = libc::iovec { iov_base: back.as_mut_ptr().cast(), iov_len: back.len() };

@@ -27,7 +27,9 @@ struct Cli {
     /// Size of the DMA memory (4096, 2M, 0x200000).
     #[arg(long, default_value = "2M", value_parser = parse_size)]
     mem_size: u64,
-    #[arg(long, default_value = liveup::kram::DEFAULT_DEVICE)]
+    /// The KRAM device for kram:AREA memory (/dev/kram-pages: pages that
+    /// VFIO and iommufd can pin; /dev/kram: a PFN mapping, type1 only).
+    #[arg(long, default_value = liveup::kram::PAGES_DEVICE)]
     kram_device: String,
     /// Print JSON instead of key=value lines.
     #[arg(long, global = true)]
