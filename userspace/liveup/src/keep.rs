@@ -38,9 +38,16 @@ impl Bdf {
         };
         let (dev, func) = df.split_once('.').ok_or_else(bad)?;
         let hex = |x: &str, max: u32| {
-            u32::from_str_radix(x, 16).ok().filter(|&v| v <= max && !x.is_empty() && x.len() <= 4)
+            u32::from_str_radix(x, 16)
+                .ok()
+                .filter(|&v| v <= max && !x.is_empty() && x.len() <= 4)
         };
-        match (hex(seg, 0xffff), hex(bus, 0xff), hex(dev, 0x1f), func.parse::<u8>().ok().filter(|&f| f < 8)) {
+        match (
+            hex(seg, 0xffff),
+            hex(bus, 0xff),
+            hex(dev, 0x1f),
+            func.parse::<u8>().ok().filter(|&f| f < 8),
+        ) {
             (Some(seg), Some(bus), Some(dev), Some(func)) => Ok(Bdf {
                 seg: seg as u16,
                 bus: bus as u8,
@@ -58,7 +65,14 @@ impl Bdf {
 
 impl std::fmt::Display for Bdf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:04x}:{:02x}:{:02x}.{}", self.seg, self.bus, self.devfn >> 3, self.devfn & 7)
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{}",
+            self.seg,
+            self.bus,
+            self.devfn >> 3,
+            self.devfn & 7
+        )
     }
 }
 
@@ -85,10 +99,15 @@ impl KeptDevice {
         ensure!(
             driver == "vfio-pci",
             "--keep-device {bdf}: bound to {}, not vfio-pci",
-            if driver.is_empty() { "no driver" } else { &driver }
+            if driver.is_empty() {
+                "no driver"
+            } else {
+                &driver
+            }
         );
-        let kept = fs::read_to_string(sys.join("kept"))
-            .with_context(|| format!("--keep-device {bdf}: no sysfs 'kept' (kernel without patches/0002?)"))?;
+        let kept = fs::read_to_string(sys.join("kept")).with_context(|| {
+            format!("--keep-device {bdf}: no sysfs 'kept' (kernel without patches/0002?)")
+        })?;
         ensure!(
             kept.trim() == "1",
             "--keep-device {bdf}: not kept: set the VFIO keep flag or write 1 to {}",
@@ -181,7 +200,17 @@ mod tests {
         let b = Bdf::parse("3a:1f.7").unwrap();
         assert_eq!((b.seg, b.bus, b.devfn, b.code()), (0, 0x3a, 0xff, 0x3aff));
         assert_eq!(Bdf::parse("0001:02:00.1").unwrap().code(), 0x1_0201);
-        for bad in ["", "00:03", "00:20.0", "00:03.8", "100:03.0", "0:0:0:0.0", "zz:03.0", "00:03.x", "12345:00:00.0"] {
+        for bad in [
+            "",
+            "00:03",
+            "00:20.0",
+            "00:03.8",
+            "100:03.0",
+            "0:0:0:0.0",
+            "zz:03.0",
+            "00:03.x",
+            "12345:00:00.0",
+        ] {
             assert!(Bdf::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -296,10 +296,14 @@ const QEMU_FIRMWARE: [&str; 4] = [
 /// the firmware it reads at start-up.
 fn qemu_files(vm: &VmConfig) -> Vec<PathBuf> {
     let pidfile = vm.host_path(Path::new(&format!("/run/liveup/{}.pid", vm.name)));
-    let Some(pid) = fs::read_to_string(pidfile).ok().and_then(|s| s.trim().parse::<u32>().ok()) else {
+    let Some(pid) = fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    else {
         return Vec::new();
     };
-    let mut files = mapped_files(&fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default());
+    let mut files =
+        mapped_files(&fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default());
     files.extend(
         QEMU_FIRMWARE
             .iter()

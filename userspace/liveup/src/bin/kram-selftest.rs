@@ -371,8 +371,14 @@ fn pin(k: &Kram, area: &str, seed: u64) -> Result<()> {
     }
     // SAFETY: plain syscall.
     let pid = unsafe { libc::getpid() };
-    let local = libc::iovec { iov_base: want.as_mut_ptr().cast(), iov_len: want.len() };
-    let remote = libc::iovec { iov_base: m.as_mut_ptr().cast(), iov_len: m.len() };
+    let local = libc::iovec {
+        iov_base: want.as_mut_ptr().cast(),
+        iov_len: want.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: m.as_mut_ptr().cast(),
+        iov_len: m.len(),
+    };
     // SAFETY: both iovecs describe memory this process owns for their whole length.
     let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
     if n < 0 {
@@ -380,13 +386,27 @@ fn pin(k: &Kram, area: &str, seed: u64) -> Result<()> {
         println!("gup_error={}", e.raw_os_error().unwrap_or(0));
         bail!("process_vm_writev into area {area} (GUP on its mapping): {e}");
     }
-    ensure!(n == m.len() as isize, "process_vm_writev into area {area}: {n} of {} bytes", m.len());
-    ensure!(m[..] == want[..], "what GUP wrote is not what the mapping shows");
+    ensure!(
+        n == m.len() as isize,
+        "process_vm_writev into area {area}: {n} of {} bytes",
+        m.len()
+    );
+    ensure!(
+        m[..] == want[..],
+        "what GUP wrote is not what the mapping shows"
+    );
     let mut back = vec![0u8; m.len()];
-    let local = libc::iovec { iov_base: back.as_mut_ptr().cast(), iov_len: back.len() };
+    let local = libc::iovec {
+        iov_base: back.as_mut_ptr().cast(),
+        iov_len: back.len(),
+    };
     // SAFETY: as above.
     let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    ensure!(n == m.len() as isize, "process_vm_readv from area {area}: {}", std::io::Error::last_os_error());
+    ensure!(
+        n == m.len() as isize,
+        "process_vm_readv from area {area}: {}",
+        std::io::Error::last_os_error()
+    );
     ensure!(back == want, "what GUP read is not what was written");
     println!("pinned_bytes={}", m.len());
     Ok(())
@@ -440,7 +460,11 @@ fn main() -> Result<()> {
             let k = Kram::open(&cli.device)?;
             let m = k.map(&k.lookup(&area)?)?;
             let bad = m.iter().filter(|&&b| b != 0).count();
-            ensure!(bad == 0, "{bad} of {} bytes of area {area} are not zero", m.len());
+            ensure!(
+                bad == 0,
+                "{bad} of {} bytes of area {area} are not zero",
+                m.len()
+            );
             println!("{} bytes of {area} zero", m.len());
             Ok(())
         }
