@@ -97,6 +97,7 @@ out:
  */
 void kram_glue_pages_exit(void)
 {
+	/* Module exit: no mmap can run any more (each holds the module). */
 	struct dev_pagemap *pgmap = kram_pgmap;
 	unsigned long pfn, busy = 0;
 

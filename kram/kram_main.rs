@@ -13,7 +13,9 @@
 //! Locking: one spinlock, `STATE`, protects the region mapping and all
 //! metadata changes. It is taken by the exported API (callable from atomic
 //! context, never from hard-IRQ context), by ioctls and by mmap; user memory
-//! is copied before it is taken and after it is dropped.
+//! is copied before it is taken and after it is dropped. Zeroing a new
+//! area and making the region's struct pages (first `/dev/kram-pages` mmap,
+//! serialised by a mutex in kram_glue.c) happen without it: both sleep.
 
 use kernel::ffi::{c_char, c_int, c_ulong, c_void};
 use core::ptr::NonNull;
