@@ -451,7 +451,7 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
         return Err(ENODEV);
     };
     let cur = dev.root(0)?;
-    let (in_use, state) = if cur == rec.root {
+    let (mut in_use, state) = if cur == rec.root {
         (true, "the IOMMU still uses the preserved root table")
     } else {
         let root = Mapped::new(cur).ok_or(ENOMEM)?;
@@ -471,7 +471,6 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
         rec.npages,
         state
     );
-    let mut in_use = in_use;
     if thaw {
         // Only the kernel that froze still uses the KRAM root: a next kernel
         // always installs a root of its own (init_dmars), and `old_root` is

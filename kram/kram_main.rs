@@ -539,6 +539,16 @@ fn fill_area(r: &Region, id: u16, out: &mut KramArea) -> Result {
     Ok(())
 }
 
+/// Both device nodes: only CAP_SYS_ADMIN may open them.
+fn admin_only() -> Result {
+    // SAFETY: `capable` only reads the current task's credentials.
+    if unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) } {
+        Ok(())
+    } else {
+        Err(EPERM)
+    }
+}
+
 struct KramDev;
 
 #[vtable]
@@ -546,10 +556,7 @@ impl MiscDevice for KramDev {
     type Ptr = KBox<Self>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
-        // SAFETY: `capable` only reads the current task's credentials.
-        if !unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) } {
-            return Err(EPERM);
-        }
+        admin_only()?;
         Ok(KBox::new(KramDev, GFP_KERNEL)?)
     }
 
@@ -573,10 +580,7 @@ impl MiscDevice for KramPagesDev {
     type Ptr = KBox<Self>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
-        // SAFETY: `capable` only reads the current task's credentials.
-        if !unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) } {
-            return Err(EPERM);
-        }
+        admin_only()?;
         Ok(KBox::new(KramPagesDev, GFP_KERNEL)?)
     }
 

@@ -30,17 +30,13 @@ give_back() {
     nic_give_back
 }
 
-if [ ! -f /host/nic-source ]; then
-    kh_skip "NIC DMA through a kexec" "no packet source: run the rig with KH_NIC_UDP=1"
-    exit 0
-fi
+nic_need_source "NIC DMA through a kexec" || exit 0
 
 case $KH_STAGE in
 0)
     kh_dmesg_mark
     echo $rate > /host/nic-rate
-    $L kram load /host/modules/kram.ko > /dev/null
-    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_kram_ready
     nic_bind vfio-pci
     if ! kh_check "bound to vfio-pci" test "$(nic_driver)" = vfio-pci; then
         give_back; exit 0

@@ -42,17 +42,13 @@ refused() { # name expected-text command...
 }
 UP="$L upgrade --kernel /host/bzImage --initrd /host/initrd.img"
 
-if [ ! -f /host/nic-source ]; then
-    kh_skip "upgrade with a kept NIC" "no packet source: run the rig with KH_NIC_UDP=1"
-    exit 0
-fi
+nic_need_source "upgrade with a kept NIC" || exit 0
 
 case $KH_STAGE in
 0)
     kh_dmesg_mark
     echo $rate > /host/nic-rate
-    $L kram load /host/modules/kram.ko > /dev/null
-    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_kram_ready
     kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R
     $L vm stop kv --delete-area > /dev/null 2>&1
     rm -f /host/kv.console

@@ -8,8 +8,7 @@
 L=/host/bin/liveup
 T=/host/bin/kram-selftest
 kh_dmesg_mark
-$L kram load /host/modules/kram.ko > /dev/null
-$L kram status | grep -q ready || $L kram format --yes > /dev/null
+kh_kram_ready
 $L kram delete pin-test > /dev/null 2>&1
 kh_check "area pin-test created" $L kram create pin-test --size 2M
 $T show pin-test > /tmp/pin.show

@@ -13,8 +13,7 @@ R=/mnt
 case $KH_STAGE in
 0)
     kh_dmesg_mark
-    $L kram load /host/modules/kram.ko > /dev/null
-    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_kram_ready
     kh_mount_rootfs $R || kh_fail "trixie rootfs" "mount failed"
     $L vm stop kvm --delete-area > /dev/null 2>&1
     kh_check "VM started with its RAM in KRAM area vm-kvm" $L vm start --name kvm --mem 64M --root $R -- \

@@ -28,6 +28,12 @@ kh_dmesg_clean() { # name: no warning since the last mark
 
 # kh_kexec_next [extra command line]: continue this test at the next stage in
 # a freshly kexec'd copy of the same kernel (kexec_file_load, same command line).
+# kh_kram_ready: kram.ko loaded on the rig's region, formatted if new.
+kh_kram_ready() {
+    /host/bin/liveup kram load /host/modules/kram.ko > /dev/null
+    /host/bin/liveup kram status | grep -q ready || /host/bin/liveup kram format --yes > /dev/null
+}
+
 kh_kexec_next() {
     echo $((KH_STAGE + 1)) > "$KH_STAGEFILE"
     # pci_keep=, intel_iommu_adopt= and the 1 GiB boot page are for the one

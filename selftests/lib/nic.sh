@@ -19,6 +19,13 @@ nic_give_back() {
     nic_bind ""
     kh_check "NIC given back to e1000e" test "$(nic_driver)" = e1000e
 }
+# nic_need_source NAME: the rig feeds the NIC numbered frames
+# (KH_NIC_UDP=1); otherwise NAME is skipped and this returns 1.
+nic_need_source() {
+    [ -f /host/nic-source ] && return 0
+    kh_skip "$1" "no packet source: run the rig with KH_NIC_UDP=1"
+    return 1
+}
 dmar_faults() { dmesg | grep -E 'DMAR: \[DMA (Read|Write)'; }
 # The first sequence number missing in a watch report (a big one if none).
 first_gap() {

@@ -15,10 +15,7 @@ mem=/tmp/e1000e-dma.mem
 secs=${KH_DMA_SECONDS:-6}
 settle=2
 
-if [ ! -f /host/nic-source ]; then
-    kh_skip "e1000e receives the outer host's frames by DMA" "no packet source: run the rig with KH_NIC_UDP=1"
-    exit 0
-fi
+nic_need_source "e1000e receives the outer host's frames by DMA" || exit 0
 rate=$(num "$(sed -n 's/^rate=\([0-9]*\).*/\1/p' /host/nic-source)")
 kh_log "packet source: $(cat /host/nic-source)"
 # At least 3/4 of what the source sends in a steady window must arrive

@@ -27,10 +27,7 @@ give_back() {
     nic_give_back
 }
 
-if [ ! -f /host/nic-source ]; then
-    kh_skip "kept NIC goes on receiving" "no packet source: run the rig with KH_NIC_UDP=1"
-    exit 0
-fi
+nic_need_source "kept NIC goes on receiving" || exit 0
 
 case $KH_STAGE in
 0)
@@ -42,8 +39,7 @@ case $KH_STAGE in
     insmod /host/modules/vfio_keep.ko
     VK=/sys/kernel/debug/vfio_keep
     kh_check "vfio_keep: nothing kept, empty pci_keep=" test -z "$(cat $VK/cmdline)"
-    $L kram load /host/modules/kram.ko > /dev/null
-    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_kram_ready
     nic_bind vfio-pci
     if ! kh_check "bound to vfio-pci" test "$(nic_driver)" = vfio-pci; then
         give_back; exit 0

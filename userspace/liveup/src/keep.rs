@@ -7,7 +7,6 @@
 //! the running kernel's own tables.
 
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -159,13 +158,8 @@ impl KeptDevice {
 /// it again.
 fn run_module(path: &Path, params: &str) -> Result<()> {
     let f = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let p = std::ffi::CString::new(params)?;
-    // SAFETY: valid fd and NUL-terminated parameter string.
-    let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), p.as_ptr(), 0) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        bail!("insmod {} {params}: {e}", path.display());
-    }
+    crate::kram::finit_module(&f, params)
+        .with_context(|| format!("insmod {} {params}", path.display()))?;
     let name = std::ffi::CString::new(MODULE_NAME)?;
     // SAFETY: NUL-terminated module name.
     let rc = unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };

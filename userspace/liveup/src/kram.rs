@@ -380,21 +380,29 @@ pub fn load_module(path: &Path, params: Option<&str>) -> Result<String, KramErro
         path: path.display().to_string(),
         source,
     })?;
-    let p = std::ffi::CString::new(params.as_str())
-        .map_err(|_| KramError::NoRegion("module parameters contain a NUL byte"))?;
+    if params.contains('\0') {
+        return Err(KramError::NoRegion("module parameters contain a NUL byte"));
+    }
+    match finit_module(&f, &params) {
+        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(KramError::Load {
+            path: path.display().to_string(),
+            params,
+            source: e,
+        }),
+        _ => Ok(params),
+    }
+}
+
+/// finit_module(2): load the module in `f` with `params` (no NUL inside).
+pub fn finit_module(f: &File, params: &str) -> std::io::Result<()> {
+    let p = std::ffi::CString::new(params)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: valid fd and NUL-terminated parameter string.
     let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), p.as_ptr(), 0) };
     if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(KramError::Load {
-                path: path.display().to_string(),
-                params,
-                source: e,
-            });
-        }
+        return Err(std::io::Error::last_os_error());
     }
-    Ok(params)
+    Ok(())
 }
 
 #[cfg(test)]

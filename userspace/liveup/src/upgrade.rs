@@ -746,7 +746,7 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     let (qemu_start, load, resume) = (t1 - t0, t2 - t1, t_end - t2);
     m[20..24].copy_from_slice(&1u32.to_le_bytes());
     let save: u64 = man.vms.iter().map(|v| v.save_ticks).sum();
-    let report = Report {
+    let mut report = Report {
         vms: man.vms.iter().map(|v| v.config.name.clone()).collect(),
         phases: vec![
             Phase {
@@ -784,7 +784,6 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
         ],
         downtime_ms: ms(t_end.saturating_sub(man.t_blackout)),
     };
-    let mut report = report;
     if man.freeze_ticks == 0 {
         report.phases.retain(|p| !p.phase.starts_with("freeze"));
     }
