@@ -25,6 +25,13 @@ kh_check "/dev/kram-pages maps ordinary pages: neither VM_IO nor VM_PFNMAP" sh -
 kh_check "GUP wrote and read the whole area through the mapping" grep -q "^pinned_bytes=$((2 << 20))" /tmp/pin.out
 kh_check "the bytes stayed in the area after the process exited" $T verify pin-test 7
 kh_check "a wrong seed does not verify (the check can fail)" sh -c "! $T verify pin-test 8 2>/dev/null"
+# Bad input to the new node: mmap garbage and fuzzed ioctls are refused and
+# change nothing (the same for /dev/kram, as a reference).
+for d in /dev/kram /dev/kram-pages; do
+    kh_check "$d: bad mmaps refused with EINVAL" $T --device $d bad-maps pin-test
+done
+kh_check "/dev/kram-pages: 500 fuzzed ioctls: errors only, nothing changed" $T --device /dev/kram-pages fuzz 500 11
+kh_check "  and the area's bytes are as written" $T verify pin-test 7
 kh_check "area deleted" $L kram delete pin-test
 # The same pages again (first fit): a new area starts zeroed, whatever the
 # deleted one left there.

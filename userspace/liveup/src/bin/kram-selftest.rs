@@ -60,6 +60,9 @@ enum Cmd {
     /// of it (GUP refuses VM_IO/VM_PFNMAP mappings with EFAULT). Prints the
     /// mapping's VmFlags.
     Pin { area: String, seed: u64 },
+    /// mmap garbage: a private mapping, metadata (offset 0, page 1), a
+    /// range running past the area's end; each must fail with EINVAL.
+    BadMaps { area: String },
     /// Check that every byte of an area is zero (a new area must not show
     /// what a deleted one left in its pages).
     Zero { area: String },
@@ -412,6 +415,59 @@ fn pin(k: &Kram, area: &str, seed: u64) -> Result<()> {
     Ok(())
 }
 
+fn bad_maps(dev: &str, area: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let k = Kram::open(dev)?;
+    let a = k.lookup(area)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)?;
+    let len = (a.npages * PAGE_SIZE) as usize;
+    let page = PAGE_SIZE as usize;
+    let cases: [(&str, i32, usize, u64); 4] = [
+        ("private mapping", libc::MAP_PRIVATE, page, a.offset),
+        ("metadata at offset 0", libc::MAP_SHARED, page, 0),
+        (
+            "past the area's end",
+            libc::MAP_SHARED,
+            len + page,
+            a.offset,
+        ),
+        (
+            "a superblock copy (page 1)",
+            libc::MAP_SHARED,
+            page,
+            page as u64,
+        ),
+    ];
+    for (what, flags, l, off) in cases {
+        // SAFETY: a fresh mapping request; unmapped again if it succeeds.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                l,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                f.as_raw_fd(),
+                off as libc::off_t,
+            )
+        };
+        if p != libc::MAP_FAILED {
+            // SAFETY: the mapping just made.
+            unsafe { libc::munmap(p, l) };
+            bail!("mmap of {what} succeeded on {dev}");
+        }
+        let e = std::io::Error::last_os_error();
+        ensure!(
+            e.raw_os_error() == Some(libc::EINVAL),
+            "mmap of {what} on {dev}: {e}, not EINVAL"
+        );
+        println!("{what}: EINVAL");
+    }
+    Ok(())
+}
+
 /// FNV-1a over little-endian u32 words, as tools/guest/tinyvm.c hashes its RAM.
 fn tinyvm_sum(bytes: &[u8]) -> u32 {
     bytes.chunks_exact(4).fold(2_166_136_261u32, |h, w| {
@@ -456,6 +512,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Pin { area, seed } => pin(&Kram::open(&cli.device)?, &area, seed),
+        Cmd::BadMaps { area } => bad_maps(&cli.device, &area),
         Cmd::Zero { area } => {
             let k = Kram::open(&cli.device)?;
             let m = k.map(&k.lookup(&area)?)?;
