@@ -88,5 +88,15 @@ fi
 cp "$dir/build/arch/x86/boot/bzImage" "$dir/bzImage"
 echo "$(( $(date +%s) - start ))" > "$dir/build-seconds"
 touch "$dir/ready"
+# Keep the cache bounded: each build is ~3 GiB and a disk filled by old
+# keys made CI fail (ENOSPC copying a bzImage). Keep this build and the
+# newest KH_KERNEL_KEEP-1 other finished builds of this variant (seeds).
+keep=${KH_KERNEL_KEEP:-2}
+n=1
+for d in $(ls -dt "$KH_CACHE/kernels/$variant"-* 2>/dev/null); do
+    [ "$d" = "$dir" ] && continue
+    n=$((n + 1))
+    [ "$n" -gt "$keep" ] && { echo "kernel $variant: pruning old cache entry $d"; rm -rf "$d"; }
+done
 echo "kernel $variant: built in $(cat "$dir/build-seconds") s"
 echo "$dir"

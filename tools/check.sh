@@ -12,6 +12,11 @@ fail() { F=$((F + 1)); echo "not ok - $*"; }
 t0=$(date +%s)
 
 "$KH_ROOT/tools/setup-toolchain.sh" || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+# A cold run needs about 10 GiB (two kernel builds, guest images, out/);
+# say so up front instead of failing on ENOSPC half an hour in.
+free_kib=$(df -Pk "$KH_CACHE" | awk 'NR == 2 { print $4 }')
+echo "== disk: $((free_kib / 1048576)) GiB free under $KH_CACHE (kernel cache: $(du -sh "$KH_CACHE/kernels" 2>/dev/null | cut -f1))"
+[ "$free_kib" -ge $((10 * 1048576)) ] || echo "warning: less than 10 GiB free; a cold run may fail with ENOSPC (old kernel builds: $KH_CACHE/kernels)"
 
 # --- userspace -------------------------------------------------------------
 echo "== userspace: cargo fmt --check, clippy -D warnings, cargo test"
