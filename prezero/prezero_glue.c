@@ -2,16 +2,23 @@
 /*
  * C glue for prezero_main.rs: what Rust cannot express or reach through
  * bindings -- the hugetlb hook API (include/linux/hugetlb.h, added by
- * patches/0001), inline helpers (kmap_local, clear_highpage, need_resched,
- * signal_pending), and a kthread running at SCHED_IDLE.
+ * patches/0001), the zeroed-page pools behind the anonymous fault hooks
+ * (include/linux/prezero_pool.h, patches/0004) with their shrinker, inline
+ * helpers (kmap_local, clear_highpage, need_resched, signal_pending), and a
+ * kthread running at SCHED_IDLE.
  *
  * The policy (when to zero, how much, counters, knobs) is in Rust; every
  * function here does one mechanical thing.
  */
+#include <linux/gfp.h>
 #include <linux/highmem.h>
 #include <linux/hugetlb.h>
 #include <linux/kthread.h>
+#include <linux/list.h>
 #include <linux/mm.h>
+#include <linux/prezero_pool.h>
+#include <linux/shrinker.h>
+#include <linux/spinlock.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/string.h>
@@ -94,6 +101,206 @@ bool prezero_glue_is_zero(struct folio *folio)
 			cond_resched();
 	}
 	return true;
+}
+
+/*
+ * Zeroed-page pools (patches/0004): folios this module allocated from the
+ * buddy allocator and zeroed, one list per node and order (0 and PMD
+ * order). A pooled folio has reference count 1, is mapped nowhere and is
+ * charged to no memcg; the anonymous fault paths take one instead of
+ * allocating and clearing.
+ *
+ * Locking: each pool's spinlock guards its list and counters. It is taken
+ * from the fault path, the filler (after allocating and zeroing, never
+ * around an allocation), the shrinker and drain; never nested, never from
+ * interrupt context. pz_pool_pages (all pools, in base pages) is only a
+ * hint for the shrinker's count.
+ */
+struct pz_pool {
+	spinlock_t lock;
+	struct list_head list;
+	unsigned long nr;	/* folios in the list */
+	unsigned long taken;	/* folios taken by faults */
+	unsigned long reclaimed; /* folios given back by the shrinker */
+};
+
+static struct pz_pool pz_pools[PREZERO_POOL_NODES][2];
+static atomic_long_t pz_pool_pages = ATOMIC_LONG_INIT(0);
+static struct shrinker *pz_shrinker;
+
+static struct pz_pool *pz_pool_of(unsigned int order, int nid)
+{
+	if (nid < 0 || nid >= PREZERO_POOL_NODES)
+		return NULL;
+	if (order == 0)
+		return &pz_pools[nid][0];
+	if (order == PMD_ORDER)
+		return &pz_pools[nid][1];
+	return NULL;
+}
+
+/* Pop a folio; count it in *@why (taken or reclaimed) under the lock. */
+static struct folio *pz_pool_pop(struct pz_pool *p, unsigned long *why)
+{
+	struct folio *folio;
+
+	spin_lock(&p->lock);
+	folio = list_first_entry_or_null(&p->list, struct folio, lru);
+	if (folio) {
+		list_del_init(&folio->lru);
+		p->nr--;
+		if (why)
+			(*why)++;
+		atomic_long_sub(folio_nr_pages(folio), &pz_pool_pages);
+	}
+	spin_unlock(&p->lock);
+	return folio;
+}
+
+/* The fault path's call (through patches/0004's SRCU-protected ops). */
+static struct folio *pz_pool_take(unsigned int order, int nid)
+{
+	struct pz_pool *p = pz_pool_of(order, nid);
+	struct folio *folio = p ? pz_pool_pop(p, &p->taken) : NULL;
+	unsigned long i;
+
+	/* Rust counts the hit or miss and, in verify mode, checks the page. */
+	if (!prezero_rs_pool_consume(nid, order, folio) && folio)
+		for (i = 0; i < folio_nr_pages(folio); i++)
+			clear_highpage(folio_page(folio, i));
+	return folio;
+}
+
+static const struct prezero_pool_ops pz_pool_ops = {
+	.take = pz_pool_take,
+};
+
+/*
+ * A new folio of @order on @nid to zero for a pool, or NULL. Only memory
+ * that is free now: no direct reclaim, no kswapd wake-up, no compaction
+ * (which would also run our own shrinker against the pool being filled).
+ */
+struct folio *prezero_glue_pool_alloc(unsigned int order, int nid)
+{
+	if (!pz_pool_of(order, nid))
+		return NULL;
+	return __folio_alloc_node((GFP_HIGHUSER_MOVABLE & ~__GFP_RECLAIM) |
+				  __GFP_THISNODE | __GFP_NOWARN, order, nid);
+}
+
+/* Put a folio from prezero_glue_pool_alloc(), now zero, in its pool. */
+void prezero_glue_pool_put(struct folio *folio)
+{
+	struct pz_pool *p = pz_pool_of(folio_order(folio), folio_nid(folio));
+
+	if (WARN_ON_ONCE(!p)) {
+		folio_put(folio);
+		return;
+	}
+	spin_lock(&p->lock);
+	list_add_tail(&folio->lru, &p->list);
+	p->nr++;
+	atomic_long_add(folio_nr_pages(folio), &pz_pool_pages);
+	spin_unlock(&p->lock);
+}
+
+void prezero_glue_folio_put(struct folio *folio)
+{
+	folio_put(folio);
+}
+
+/* One consistent snapshot of a pool's counters. */
+int prezero_glue_pool_count(unsigned int order, int nid, unsigned long *nr,
+			    unsigned long *taken, unsigned long *reclaimed)
+{
+	struct pz_pool *p = pz_pool_of(order, nid);
+
+	if (!p)
+		return -EINVAL;
+	spin_lock(&p->lock);
+	*nr = p->nr;
+	*taken = p->taken;
+	*reclaimed = p->reclaimed;
+	spin_unlock(&p->lock);
+	return 0;
+}
+
+/* Give back up to @pages base pages (all if ULONG_MAX); returns how many. */
+static unsigned long pz_pool_release(unsigned long pages, bool reclaim)
+{
+	unsigned long freed = 0;
+	int nid, slot;
+
+	for (nid = 0; nid < PREZERO_POOL_NODES; nid++)
+		for (slot = 0; slot < 2; slot++) {
+			struct pz_pool *p = &pz_pools[nid][slot];
+			struct folio *folio;
+
+			while (freed < pages &&
+			       (folio = pz_pool_pop(p, reclaim ? &p->reclaimed : NULL))) {
+				freed += folio_nr_pages(folio);
+				folio_put(folio);
+				cond_resched();
+			}
+		}
+	return freed;
+}
+
+void prezero_glue_pool_drain(void)
+{
+	pz_pool_release(ULONG_MAX, false);
+}
+
+static unsigned long pz_shrink_count(struct shrinker *s, struct shrink_control *sc)
+{
+	long n = atomic_long_read(&pz_pool_pages);
+
+	return n > 0 ? n : SHRINK_EMPTY;
+}
+
+static unsigned long pz_shrink_scan(struct shrinker *s, struct shrink_control *sc)
+{
+	unsigned long freed = pz_pool_release(sc->nr_to_scan, true);
+
+	return freed ? freed : SHRINK_STOP;
+}
+
+int prezero_glue_pool_init(void)
+{
+	int nid, slot;
+
+	for (nid = 0; nid < PREZERO_POOL_NODES; nid++)
+		for (slot = 0; slot < 2; slot++) {
+			spin_lock_init(&pz_pools[nid][slot].lock);
+			INIT_LIST_HEAD(&pz_pools[nid][slot].list);
+		}
+	pz_shrinker = shrinker_alloc(0, "prezero-pool");
+	if (!pz_shrinker)
+		return -ENOMEM;
+	pz_shrinker->count_objects = pz_shrink_count;
+	pz_shrinker->scan_objects = pz_shrink_scan;
+	/* Pages, not objects that are costly to rebuild: reclaim them eagerly. */
+	pz_shrinker->seeks = 0;
+	shrinker_register(pz_shrinker);
+	return 0;
+}
+
+/* After prezero_glue_pool_unregister(): nothing takes from the pools. */
+void prezero_glue_pool_exit(void)
+{
+	shrinker_free(pz_shrinker);
+	pz_shrinker = NULL;
+	prezero_glue_pool_drain();
+}
+
+int prezero_glue_pool_register(void)
+{
+	return prezero_pool_register(&pz_pool_ops);
+}
+
+void prezero_glue_pool_unregister(void)
+{
+	prezero_pool_unregister(&pz_pool_ops);
 }
 
 bool prezero_glue_need_resched(void)

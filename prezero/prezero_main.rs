@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! prezero: zero free hugetlb pages ahead of time.
+//! prezero: zero free memory ahead of time.
 //!
-//! Free hugetlb pages (2 MiB and 1 GiB) are taken off their free list one at
-//! a time, zeroed while this module owns them, and put back marked
-//! `HPG_zeroed` (patches/0001). The hugetlb fault path, which is also the
-//! path of `MAP_POPULATE` and of `pin_user_pages()` under
-//! `VFIO_IOMMU_MAP_DMA`, then skips clearing a marked page. Zeroing runs
+//! Two kinds of memory:
+//!
+//! * hugetlb: free hugetlb pages (2 MiB and 1 GiB) are taken off their free
+//!   list one at a time, zeroed while this module owns them, and put back
+//!   marked `HPG_zeroed` (patches/0001). The hugetlb fault path, which is
+//!   also the path of `MAP_POPULATE` and of `pin_user_pages()` under
+//!   `VFIO_IOMMU_MAP_DMA`, then skips clearing a marked page.
+//! * pools: buddy pages of order 0 and PMD order (THP) are allocated,
+//!   zeroed and kept in per-node pools (prezero_glue.c); the anonymous
+//!   4 KiB and THP fault paths take one instead of allocating and clearing
+//!   (patches/0004). A shrinker gives pooled pages back under pressure.
+//!
+//! Zeroing runs
 //!
 //! * in the caller's context: `ioctl(PREZERO_IOC_ZERO)` on `/dev/prezero`
 //!   (`liveup prezero zero`), so the CPU time is charged to the caller's
@@ -14,15 +22,18 @@
 //! * optionally in an idle worker (`SCHED_IDLE` kthread, rate-capped).
 //!
 //! Both stop when memory is short (`MemAvailable` below a knob), when no
-//! unreserved free page is left, on a signal (caller) or as soon as another
-//! task wants the CPU (worker).
+//! unreserved free page is left (hugetlb) or no page can be allocated
+//! without reclaim (pools), on a signal (caller) or as soon as another task
+//! wants the CPU (worker). The worker only zeroes hugetlb pages: a pool
+//! grows only by what a caller asked for.
 //!
 //! Knobs and counters: `/sys/kernel/debug/prezero/` (Documentation/prezero.rst).
 //!
 //! Locking: knobs and counters are atomics. `REG` (a mutex) serialises
-//! registration with the hugetlb hooks (enable/disable); it is never taken
-//! from the fault path. The fault-path callback only touches atomics and
-//! reads the page it was given, which the faulting task owns.
+//! registration with the hugetlb and pool hooks (enable/disable); it is
+//! never taken from the fault path. The fault-path callbacks only touch
+//! atomics and read the page they were given, which the faulting task owns.
+//! The pools' lists are the glue's (one spinlock per pool).
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
@@ -41,7 +52,7 @@ module! {
     type: PrezeroModule,
     name: "prezero",
     authors: ["kvmhost developers"],
-    description: "Zero free hugetlb pages ahead of time",
+    description: "Zero free memory ahead of time (hugetlb pages, 4K/THP pools)",
     license: "GPL",
 }
 
@@ -61,6 +72,21 @@ extern "C" {
     fn prezero_glue_zero(folio: *mut c_void, first: c_ulong, nr: c_ulong);
     fn prezero_glue_dirty(folio: *mut c_void, index: c_ulong);
     fn prezero_glue_is_zero(folio: *mut c_void) -> bool;
+    fn prezero_glue_pool_alloc(order: c_uint, nid: c_int) -> *mut c_void;
+    fn prezero_glue_pool_put(folio: *mut c_void);
+    fn prezero_glue_folio_put(folio: *mut c_void);
+    fn prezero_glue_pool_count(
+        order: c_uint,
+        nid: c_int,
+        nr: *mut c_ulong,
+        taken: *mut c_ulong,
+        reclaimed: *mut c_ulong,
+    ) -> c_int;
+    fn prezero_glue_pool_drain();
+    fn prezero_glue_pool_init() -> c_int;
+    fn prezero_glue_pool_exit();
+    fn prezero_glue_pool_register() -> c_int;
+    fn prezero_glue_pool_unregister();
     fn prezero_glue_need_resched() -> bool;
     fn prezero_glue_signal_pending() -> bool;
     fn prezero_glue_cond_resched();
@@ -73,9 +99,25 @@ extern "C" {
 }
 
 /// Nodes with counters; pages on higher nodes are refused (EINVAL).
+/// Equal to `PREZERO_POOL_NODES` of the glue.
 const NODES: usize = 8;
-/// Huge page sizes handled: (order, name). x86-64, 4 KiB base pages.
-const SIZES: [(u32, &str); 2] = [(9, "2M"), (18, "1G")];
+
+/// Where zeroed pages wait.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// Free hugetlb pages, marked in place (patches/0001).
+    Hugetlb,
+    /// Buddy pages held in this module's pools (patches/0004).
+    Pool,
+}
+
+/// What is handled: (order, name in stats, kind). x86-64, 4 KiB base pages.
+const SIZES: [(u32, &str, Kind); 4] = [
+    (9, "2M", Kind::Hugetlb),
+    (18, "1G", Kind::Hugetlb),
+    (9, "thp", Kind::Pool),
+    (0, "4K", Kind::Pool),
+];
 /// Subpages zeroed between checks for "stop": 2 MiB.
 const CHUNK: u64 = 512;
 /// Upper bound of one request, in pages.
@@ -100,7 +142,7 @@ const COUNTERS: Counters = Counters {
     zero_ns: AtomicU64::new(0),
 };
 #[allow(clippy::declare_interior_mutable_const)]
-const NODE_COUNTERS: [Counters; SIZES.len()] = [COUNTERS, COUNTERS];
+const NODE_COUNTERS: [Counters; SIZES.len()] = [COUNTERS, COUNTERS, COUNTERS, COUNTERS];
 static STATS: [[Counters; SIZES.len()]; NODES] = [NODE_COUNTERS; NODES];
 
 // Knobs (debugfs). `ENABLED` mirrors the registration and changes under `REG`.
@@ -119,16 +161,17 @@ global_lock! {
     unsafe(uninit) static REG: Mutex<()> = ();
 }
 
-fn size_index(order: u32) -> Option<usize> {
-    SIZES.iter().position(|&(o, _)| o == order)
+fn size_index(order: u32, kind: Kind) -> Option<usize> {
+    SIZES.iter().position(|&(o, _, k)| o == order && k == kind)
 }
 
-fn counters(nid: c_int, order: u32) -> Option<&'static Counters> {
+fn counters(nid: c_int, idx: usize) -> Option<&'static Counters> {
     let n = usize::try_from(nid).ok().filter(|&n| n < NODES)?;
-    Some(&STATS[n][size_index(order)?])
+    STATS[n].get(idx)
 }
 
-/// Register with the hugetlb hooks (turns their static key on) or not.
+/// Register with the hugetlb and pool hooks (turns their static keys on)
+/// or not. Disabling also gives every pooled page back to the allocator.
 fn set_enabled(on: bool) -> Result {
     let _g = REG.lock();
     if on == ENABLED.load(Relaxed) {
@@ -141,29 +184,36 @@ fn set_enabled(on: bool) -> Result {
             pr_err!("cannot register with hugetlb (errno {})\n", -r);
             return Err(Error::from_errno(r));
         }
+        // SAFETY: as above, for the anonymous fault hooks.
+        let r = unsafe { prezero_glue_pool_register() };
+        if r != 0 {
+            // SAFETY: undoes the hugetlb registration just made.
+            unsafe { prezero_glue_unregister() };
+            pr_err!("cannot register with the fault path (errno {})\n", -r);
+            return Err(Error::from_errno(r));
+        }
     } else {
-        // SAFETY: undoes the registration above; waits for callers to leave.
-        unsafe { prezero_glue_unregister() };
+        // SAFETY: undo the registrations above; each waits for callers to
+        // leave, so nothing takes from the pools while they are drained.
+        unsafe {
+            prezero_glue_pool_unregister();
+            prezero_glue_unregister();
+            prezero_glue_pool_drain();
+        }
     }
     ENABLED.store(on, Relaxed);
     Ok(())
 }
 
-/// Fault-path callback (through the glue): `marked` pages may skip clearing.
-#[no_mangle]
-pub extern "C" fn prezero_rs_consume(
-    nid: c_int,
-    order: c_uint,
-    marked: bool,
-    folio: *mut c_void,
-) -> bool {
-    let c = counters(nid, order);
-    if !marked {
+/// Count a hit (checking the page in verify mode) or a miss; false if a
+/// page that should be zero is not (the caller then clears it).
+fn account(c: Option<&Counters>, nid: c_int, order: u32, folio: Option<*mut c_void>) -> bool {
+    let Some(folio) = folio else {
         if let Some(c) = c {
             c.misses.fetch_add(1, Relaxed);
         }
         return false;
-    }
+    };
     // SAFETY: `folio` was just allocated by the faulting task, which owns it.
     if VERIFY.load(Relaxed) && !unsafe { prezero_glue_is_zero(folio) } {
         if let Some(c) = c {
@@ -182,6 +232,26 @@ pub extern "C" fn prezero_rs_consume(
         c.hits.fetch_add(1, Relaxed);
     }
     true
+}
+
+/// Pool callback of the anonymous fault path (through the glue): `folio`
+/// is the pooled folio taken, or NULL when the pool was empty.
+#[no_mangle]
+pub extern "C" fn prezero_rs_pool_consume(nid: c_int, order: c_uint, folio: *mut c_void) -> bool {
+    let c = size_index(order, Kind::Pool).and_then(|i| counters(nid, i));
+    account(c, nid, order, (!folio.is_null()).then_some(folio))
+}
+
+/// Hugetlb fault-path callback (through the glue): `marked` pages may skip clearing.
+#[no_mangle]
+pub extern "C" fn prezero_rs_consume(
+    nid: c_int,
+    order: c_uint,
+    marked: bool,
+    folio: *mut c_void,
+) -> bool {
+    let c = size_index(order, Kind::Hugetlb).and_then(|i| counters(nid, i));
+    account(c, nid, order, marked.then_some(folio))
 }
 
 fn memory_short() -> bool {
@@ -220,10 +290,12 @@ fn stop_now(worker: bool) -> Stop {
     }
 }
 
-/// Zero up to `count` free pages of `order` on `nid`.
-/// Returns pages zeroed and marked, nanoseconds spent and why it stopped.
-fn zero_pages(order: u32, nid: c_int, count: u64, worker: bool) -> Result<(u64, u64, Stop)> {
-    let c = counters(nid, order).ok_or(EINVAL)?;
+/// Zero up to `count` pages of size `SIZES[idx]` on `nid`: free hugetlb
+/// pages (marked where they are) or new pages for a pool.
+/// Returns pages zeroed, nanoseconds spent and why it stopped.
+fn zero_pages(idx: usize, nid: c_int, count: u64, worker: bool) -> Result<(u64, u64, Stop)> {
+    let c = counters(nid, idx).ok_or(EINVAL)?;
+    let (order, _, kind) = SIZES[idx];
     let nr_sub = 1u64 << order;
     let (mut done, mut ns) = (0u64, 0u64);
     while done < count {
@@ -232,8 +304,14 @@ fn zero_pages(order: u32, nid: c_int, count: u64, worker: bool) -> Result<(u64, 
             return Ok((done, ns, why));
         }
         // SAFETY: order and node were checked; the glue returns a folio we
-        // own (reference count 1, off the free list), NULL or an ERR_PTR.
-        let folio = unsafe { prezero_glue_take(order, nid) };
+        // own (reference count 1, off the free list or newly allocated),
+        // NULL (none free / no memory without reclaim) or an ERR_PTR.
+        let folio = unsafe {
+            match kind {
+                Kind::Hugetlb => prezero_glue_take(order, nid),
+                Kind::Pool => prezero_glue_pool_alloc(order, nid),
+            }
+        };
         if folio.is_null() {
             break;
         }
@@ -269,8 +347,15 @@ fn zero_pages(order: u32, nid: c_int, count: u64, worker: bool) -> Result<(u64, 
                 unsafe { prezero_glue_dirty(folio, 0) };
             }
         }
-        // SAFETY: gives back the folio taken above; marks it only if complete.
-        unsafe { prezero_glue_return(folio, complete) };
+        // SAFETY: gives back the folio taken above; marks it (hugetlb) or
+        // pools it only if complete, else frees it.
+        unsafe {
+            match (kind, complete) {
+                (Kind::Hugetlb, _) => prezero_glue_return(folio, complete),
+                (Kind::Pool, true) => prezero_glue_pool_put(folio),
+                (Kind::Pool, false) => prezero_glue_folio_put(folio),
+            }
+        }
         // SAFETY: reads the clock.
         let dt = unsafe { prezero_glue_now_ns() }.saturating_sub(t0);
         ns += dt;
@@ -296,8 +381,11 @@ pub extern "C" fn prezero_rs_idle_step() -> c_long {
         if !unsafe { prezero_glue_node_online(nid) } {
             continue;
         }
-        for &(order, _) in SIZES.iter() {
-            match zero_pages(order, nid, 1, true) {
+        for (idx, &(order, _, kind)) in SIZES.iter().enumerate() {
+            if kind != Kind::Hugetlb {
+                continue;
+            }
+            match zero_pages(idx, nid, 1, true) {
                 Ok((1, _, _)) => {
                     let rate = u64::from(IDLE_RATE_MB.load(Relaxed).max(1)) << 20;
                     let ms = ((bindings::PAGE_SIZE as u64) << order).saturating_mul(1000) / rate;
@@ -331,11 +419,14 @@ unsafe impl AsBytes for PrezeroReq {}
 const PREZERO_IOC_MAGIC: u32 = 0xb7;
 const PREZERO_IOC_ZERO: u32 = _IOWR::<PrezeroReq>(PREZERO_IOC_MAGIC, 1);
 
-fn order_of_size(size: u64) -> Option<u32> {
+/// `prezero_req.flags`: fill a pool (4 KiB or 2 MiB THP) instead of
+/// zeroing free hugetlb pages.
+const PREZERO_ZERO_POOL: u32 = 1;
+
+fn index_of_size(size: u64, kind: Kind) -> Option<usize> {
     SIZES
         .iter()
-        .map(|&(o, _)| o)
-        .find(|&o| (bindings::PAGE_SIZE as u64) << o == size)
+        .position(|&(o, _, k)| k == kind && (bindings::PAGE_SIZE as u64) << o == size)
 }
 
 struct PrezeroDev;
@@ -359,8 +450,18 @@ impl MiscDevice for PrezeroDev {
         let (mut rd, mut wr) =
             UserSlice::new(UserPtr::from_addr(arg), size_of::<PrezeroReq>()).reader_writer();
         let mut req: PrezeroReq = rd.read()?;
-        let Some(order) = order_of_size(req.size) else {
-            pr_err!("zero: size {} is not 2 MiB or 1 GiB (EINVAL)\n", req.size);
+        if req.flags & !PREZERO_ZERO_POOL != 0 {
+            pr_err!("zero: flags {:#x}: only bit 0 (pool) is defined (EINVAL)\n", req.flags);
+            return Err(EINVAL);
+        }
+        let pool = req.flags & PREZERO_ZERO_POOL != 0;
+        let kind = if pool { Kind::Pool } else { Kind::Hugetlb };
+        let Some(idx) = index_of_size(req.size, kind) else {
+            if pool {
+                pr_err!("zero: pool size {} is not 4 KiB or 2 MiB (EINVAL)\n", req.size);
+            } else {
+                pr_err!("zero: size {} is not 2 MiB or 1 GiB (EINVAL)\n", req.size);
+            }
             return Err(EINVAL);
         };
         // SAFETY: checks a node number.
@@ -375,10 +476,6 @@ impl MiscDevice for PrezeroDev {
             );
             return Err(EINVAL);
         }
-        if req.flags != 0 {
-            pr_err!("zero: flags {:#x} must be 0 (EINVAL)\n", req.flags);
-            return Err(EINVAL);
-        }
         if req.count == 0 || req.count > MAX_COUNT {
             pr_err!(
                 "zero: count {} not in 1..={} (EINVAL)\n",
@@ -391,7 +488,7 @@ impl MiscDevice for PrezeroDev {
             pr_err!("zero: prezero is disabled (ENODEV)\n");
             return Err(ENODEV);
         }
-        let (done, ns, why) = zero_pages(order, req.node, req.count, false)?;
+        let (done, ns, why) = zero_pages(idx, req.node, req.count, false)?;
         if done == 0 && why == Stop::Interrupted {
             return Err(EINTR);
         }
@@ -477,23 +574,44 @@ fn inject_write(_: &(), r: &mut UserSliceReader) -> Result {
 fn stats_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     writeln!(
         f,
-        "node size free marked zeroed hits misses violations aborted zero_us"
+        "node size free marked zeroed hits misses violations aborted zero_us taken reclaimed"
     )?;
     for nid in 0..NODES {
         // SAFETY: checks a node number.
         if !unsafe { prezero_glue_node_online(nid as c_int) } {
             continue;
         }
-        for (i, &(order, name)) in SIZES.iter().enumerate() {
+        for (i, &(order, name, kind)) in SIZES.iter().enumerate() {
+            // hugetlb: free pages and marked ones; pool: pooled pages (all
+            // zero), how many faults took and the shrinker gave back (one
+            // snapshot under the pool's lock).
             let (mut free, mut marked): (c_ulong, c_ulong) = (0, 0);
+            let (mut taken, mut reclaimed): (c_ulong, c_ulong) = (0, 0);
             // SAFETY: valid out-pointers; the glue checks order and node.
-            if unsafe { prezero_glue_count(order, nid as c_int, &mut free, &mut marked) } != 0 {
+            let r = unsafe {
+                match kind {
+                    Kind::Hugetlb => prezero_glue_count(order, nid as c_int, &mut free, &mut marked),
+                    Kind::Pool => {
+                        prezero_glue_pool_count(
+                            order,
+                            nid as c_int,
+                            &mut free,
+                            &mut taken,
+                            &mut reclaimed,
+                        )
+                    }
+                }
+            };
+            if r != 0 {
                 continue;
+            }
+            if kind == Kind::Pool {
+                marked = free;
             }
             let c = &STATS[nid][i];
             writeln!(
                 f,
-                "{} {} {} {} {} {} {} {} {} {}",
+                "{} {} {} {} {} {} {} {} {} {} {} {}",
                 nid,
                 name,
                 free,
@@ -503,7 +621,9 @@ fn stats_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
                 c.misses.load(Relaxed),
                 c.violations.load(Relaxed),
                 c.aborted.load(Relaxed),
-                c.zero_ns.load(Relaxed) / 1000
+                c.zero_ns.load(Relaxed) / 1000,
+                taken,
+                reclaimed
             )?;
         }
     }
@@ -511,9 +631,10 @@ fn stats_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
 }
 
 /// Undoes what `init` set up outside the struct's other fields: stops the
-/// idle worker and unregisters from the hugetlb hooks. Marked pages stay
-/// marked: they are free and still zero, and the hooks ignore the mark
-/// while no module is registered.
+/// idle worker, unregisters from the hooks, frees the shrinker and gives
+/// every pooled page back. Marked hugetlb pages stay marked: they are free
+/// and still zero, and the hooks ignore the mark while no module is
+/// registered.
 struct Core;
 
 impl Drop for Core {
@@ -521,6 +642,9 @@ impl Drop for Core {
         // SAFETY: stops the kthread started in `init` (waits for it).
         unsafe { prezero_glue_idle_stop() };
         let _ = set_enabled(false);
+        // SAFETY: nothing takes from the pools any more (unregistered);
+        // frees the shrinker registered in `init` and drains the pools.
+        unsafe { prezero_glue_pool_exit() };
     }
 }
 
@@ -552,11 +676,23 @@ impl kernel::InPlaceModule for PrezeroModule {
         // SAFETY: called once, before anything uses `REG`.
         unsafe { REG.init() };
         let setup = || -> Result<Core> {
-            set_enabled(true)?;
+            // SAFETY: sets up the pools and their shrinker once; undone by
+            // `prezero_glue_pool_exit` (in `Core::drop` or below).
+            let r = unsafe { prezero_glue_pool_init() };
+            if r != 0 {
+                return Err(Error::from_errno(r));
+            }
+            if let Err(e) = set_enabled(true) {
+                // SAFETY: undoes the init above; nothing registered.
+                unsafe { prezero_glue_pool_exit() };
+                return Err(e);
+            }
             // SAFETY: starts the idle kthread; `Core::drop` stops it.
             let r = unsafe { prezero_glue_idle_start() };
             if r != 0 {
                 let _ = set_enabled(false);
+                // SAFETY: undoes the pool init; hooks unregistered above.
+                unsafe { prezero_glue_pool_exit() };
                 return Err(Error::from_errno(r));
             }
             Ok(Core)

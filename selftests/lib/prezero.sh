@@ -9,11 +9,13 @@ pz_unload() { ! grep -q '^prezero ' /proc/modules || rmmod prezero; }
 # pz_pool2m N / pz_pool1g N: size the hugetlb pool; fails if it did not get there.
 pz_pool2m() { echo "$1" > $H2/nr_hugepages; [ "$(cat $H2/nr_hugepages)" = "$1" ]; }
 pz_pool1g() { echo "$1" > $H1/nr_hugepages 2>/dev/null; [ "$(cat $H1/nr_hugepages)" = "$1" ]; }
-# pz_stat NODE SIZE COLUMN: one counter of debugfs prezero/stats.
+# pz_stat NODE SIZE COLUMN: one counter of debugfs prezero/stats, or the
+# sum of several ("free taken"), from one read of the file.
 pz_stat() {
     awk -v n="$1" -v s="$2" -v f="$3" \
         'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
-         $1 == n && $2 == s { print $(col[f]) }' $PZ/stats
+         $1 == n && $2 == s { k = split(f, c, " "); v = 0
+                              for (i = 1; i <= k; i++) v += $(col[c[i]]); print v }' $PZ/stats
 }
 # pz_expect NAME ACTUAL EXPECTED
 pz_expect() {

@@ -49,7 +49,8 @@ bad_ioctl "node 7 (offline)" --size 2M --node 7 --count 1
 bad_ioctl "node 100000" --size 2M --node 100000 --count 1
 bad_ioctl "count 0" --size 2M --node 0 --count 0
 bad_ioctl "count 2^20+1" --size 2M --node 0 --count 1048577
-bad_ioctl "flags 1" --size 2M --node 0 --count 1 --flags 1
+bad_ioctl "flags 2" --size 2M --node 0 --count 1 --flags 2
+bad_ioctl "pool size 1G" --size 1G --node 0 --count 1 --flags 1
 pz_expect "nothing was zeroed by bad requests" "$(pz_stat 0 2M zeroed)" 0
 
 # Disabled: the hooks are off (static key), requests refused, no counting.

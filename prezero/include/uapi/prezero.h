@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
 /*
- * /dev/prezero: zero free hugetlb pages ahead of time, in the caller's
- * context (its cgroup pays for the CPU time).
+ * /dev/prezero: zero memory ahead of time, in the caller's context (its
+ * cgroup pays for the CPU time): free hugetlb pages (marked where they are)
+ * or, with PREZERO_ZERO_POOL, new pages for the 4 KiB / THP pools that the
+ * anonymous fault paths take from.
  */
 #ifndef _UAPI_PREZERO_H
 #define _UAPI_PREZERO_H
@@ -10,13 +12,17 @@
 #include <linux/types.h>
 
 struct prezero_req {
-	__u64 size;	/* in: page size in bytes: 2 MiB or 1 GiB */
+	__u64 size;	/* in: page size in bytes: 2 MiB or 1 GiB (hugetlb);
+			 * 4 KiB or 2 MiB (pool) */
 	__s32 node;	/* in: NUMA node */
-	__u32 flags;	/* in: must be 0 */
-	__u64 count;	/* in: zero up to this many free pages (1..=1<<20) */
-	__u64 done;	/* out: pages zeroed and marked */
+	__u32 flags;	/* in: 0 or PREZERO_ZERO_POOL */
+	__u64 count;	/* in: zero up to this many pages (1..=1<<20) */
+	__u64 done;	/* out: pages zeroed and marked / pooled */
 	__u64 ns;	/* out: time spent zeroing, in nanoseconds */
 };
+
+/* Allocate, zero and pool new pages instead of marking free hugetlb pages. */
+#define PREZERO_ZERO_POOL (1U << 0)
 
 #define PREZERO_IOC_MAGIC 0xb7
 #define PREZERO_IOC_ZERO _IOWR(PREZERO_IOC_MAGIC, 1, struct prezero_req)

@@ -1,7 +1,8 @@
 //! `liveup prezero`: drive the prezero module (ABI: prezero/include/uapi/prezero.h,
 //! knobs in /sys/kernel/debug/prezero/) and measure what it buys.
 //!
-//! `zero` asks the kernel to zero free hugetlb pages in this process's
+//! `zero` asks the kernel to zero free hugetlb pages, or (`--pool`) to fill
+//! the 4 KiB / THP pools that anonymous faults take from, in this process's
 //! context, so the CPU time lands in this process's cgroup (run it from a
 //! low-priority unit: userspace/liveup/prezero.service). `populate` and
 //! `vfio-map` are the measurements of bench/prezero.sh and the checks of
@@ -37,18 +38,24 @@ mod ioc {
 
 #[derive(Subcommand)]
 pub enum PrezeroCmd {
-    /// Zero free hugetlb pages now, in this process (its cgroup pays).
+    /// Zero free hugetlb pages now, in this process (its cgroup pays), or
+    /// with --pool fill the zeroed-page pool anonymous faults take from.
     Zero {
-        /// Page size: 2M, 1G or a number of bytes (passed on unchecked).
+        /// Page size: 2M, 1G (hugetlb), 4K, 2M (pool) or a number of bytes
+        /// (passed on unchecked).
         #[arg(long, default_value = "2M")]
         size: String,
+        /// Fill the 4K or THP (2M) pool with new zeroed pages instead of
+        /// zeroing free hugetlb pages; needs a count.
+        #[arg(long)]
+        pool: bool,
         /// NUMA node, or "all" for every node with free pages of that size.
         #[arg(long, default_value = "all")]
         node: String,
         /// Pages to zero, or "all" (until none is left unzeroed).
         #[arg(long, default_value = "all")]
         count: String,
-        /// Request flags (must be 0; for testing the kernel's checks).
+        /// Extra request flags (for testing the kernel's checks).
         #[arg(long, default_value_t = 0)]
         flags: u32,
         #[arg(long, default_value = DEFAULT_DEVICE)]
@@ -163,14 +170,51 @@ fn nodes_with_pages(size: u64) -> Vec<i32> {
     v
 }
 
-fn zero_cmd(device: &str, size: &str, node: &str, count: &str, flags: u32) -> Result<()> {
+/// Online NUMA nodes (from sysfs; node 0 if that is unreadable).
+fn online_nodes() -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir("/sys/devices/system/node")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_prefix("node")
+                        .and_then(|n| n.parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if v.is_empty() {
+        v.push(0);
+    }
+    v.sort();
+    v
+}
+
+/// `PREZERO_ZERO_POOL` (prezero/include/uapi/prezero.h).
+pub const ZERO_POOL: u32 = 1;
+
+fn zero_cmd(
+    device: &str,
+    size: &str,
+    node: &str,
+    count: &str,
+    pool: bool,
+    flags: u32,
+) -> Result<()> {
     let size = parse_size(size)?;
+    if pool && count == "all" {
+        bail!("--pool needs --count N: a pool grows by what is asked, not to all free memory");
+    }
+    let flags = flags | if pool { ZERO_POOL } else { 0 };
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
         .open(device)
         .with_context(|| format!("cannot open {device} (is the prezero module loaded?)"))?;
-    let nodes = if node == "all" {
+    let nodes = if node == "all" && pool {
+        online_nodes()
+    } else if node == "all" {
         nodes_with_pages(size)
     } else {
         vec![node.parse().with_context(|| format!("bad node {node:?}"))?]
@@ -412,9 +456,10 @@ pub fn run(cmd: PrezeroCmd) -> Result<()> {
             size,
             node,
             count,
+            pool,
             flags,
             device,
-        } => zero_cmd(&device, &size, &node, &count, flags),
+        } => zero_cmd(&device, &size, &node, &count, pool, flags),
         PrezeroCmd::Status => {
             for knob in [
                 "enabled",
