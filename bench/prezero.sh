@@ -2,10 +2,11 @@
 # prezero in the rig guest: time to populate N GiB (mmap + populate) of
 # anonymous 4K, THP, hugetlb 2M and 1G memory, to VFIO_IOMMU_MAP_DMA N GiB
 # through the passed-through e1000e's container, and from QEMU start to the
-# guest's first instruction with N GiB of hugetlb RAM and the e1000e as a
-# vfio-pci device: prezero off (module not loaded: the kernel clears every
-# page on the way out, as Linux 7.3 does) against on (pages zeroed before,
-# by `liveup prezero zero`, whose time is reported as "moved" CPU time).
+# guest's first instruction with N GiB of RAM (hugetlb, anonymous) and the
+# e1000e as a vfio-pci device: prezero off (module not loaded: the kernel
+# clears every page on the way out, as Linux 7.3 does) against on (hugetlb
+# pages zeroed, or 4K/THP pools filled, before, by `liveup prezero zero`,
+# whose time is reported as "moved" CPU time).
 # Each figure is the median of PZ_REPS runs measured in this same boot.
 # Prints markdown table rows as KH-BENCH-PZ lines.
 . /host/lib/ktap.sh
@@ -40,13 +41,28 @@ bench_one() {
 }
 none() { :; }
 
+# bench_pool NAME SIZE COUNT CMD...: off (no module) against on (the SIZE
+# pool filled with COUNT zeroed pages first, its time "moved").
+bench_pool() {
+    name=$1 psize=$2 pcount=$3; shift 3
+    off="" on="" zt=""
+    for r in $(seq $REPS); do
+        pz_unload
+        off="$off $("$@" | ms_of)"
+        pz_load
+        z=$($L prezero zero --pool --size $psize --node 0 --count $pcount | tail -n1)
+        zt="$zt $(echo "$z" | sed -n 's/.* in \([0-9.]*\) ms$/\1/p')"
+        on="$on $("$@" | ms_of)"
+        kh_log "$name: pool $(grep " $([ $psize = 4K ] && echo 4K || echo thp) " $PZ/stats)"
+        pz_unload
+    done
+    o=$(echo $off | med); n=$(echo $on | med); z=$(echo $zt | med)
+    row "$name | $o ms | $n ms | $(ratio $o $n) | $z ms"
+}
+
 kh_log "bench: N=$N GiB, $REPS reps"
-for kind in anon thp; do
-    off="" 
-    for r in $(seq $REPS); do off="$off $($L prezero populate --kind $kind --size $SZ | ms_of)"; done
-    o=$(echo $off | med)
-    row "populate $N GiB $kind (not covered by prezero) | $o ms | $o ms (same path) | 0% | -"
-done
+bench_pool "populate $N GiB anonymous 4K" 4K $((N * 262144)) $L prezero populate --kind anon --size $SZ
+bench_pool "populate $N GiB anonymous THP" 2M $((N * 512)) $L prezero populate --kind thp --size $SZ
 bench_one "populate $N GiB hugetlb 2M" pz_pool2m $((N * 512)) 2M \
     $L prezero populate --kind huge2m --size $SZ
 if pz_pool1g $N; then
@@ -57,6 +73,10 @@ else
     row "populate $N GiB hugetlb 1G | no 1G page at run time | | |"
 fi
 if pz_vfio_bind; then
+    bench_pool "VFIO_IOMMU_MAP_DMA $N GiB anonymous 4K" 4K $((N * 262144)) \
+        $L prezero vfio-map --group "$PZ_GROUP" --kind anon --size $SZ
+    bench_pool "VFIO_IOMMU_MAP_DMA $N GiB anonymous THP" 2M $((N * 512)) \
+        $L prezero vfio-map --group "$PZ_GROUP" --kind thp --size $SZ
     bench_one "VFIO_IOMMU_MAP_DMA $N GiB hugetlb 2M" pz_pool2m $((N * 512)) 2M \
         $L prezero vfio-map --group "$PZ_GROUP" --kind huge2m --size $SZ
     if pz_pool1g $N; then
@@ -73,11 +93,14 @@ if pz_vfio_bind; then
         head -c 65520 /dev/zero > /mnt/tmp/bios.bin
         printf '\260\130\346\351\364\353\375\000\000\000\000\000\000\000\000\000' >> /mnt/tmp/bios.bin
         acc=tcg; [ -c /dev/kvm ] && acc=kvm
+        # qemu_first [BACKEND]: hugetlb memfd (default) or anonymous RAM.
         qemu_first() {
+            be="memory-backend-memfd,id=m,size=${N}G,hugetlb=on,hugetlbsize=2M"
+            [ "${1:-}" = anon ] && be="memory-backend-ram,id=m,size=${N}G"
             rm -f /mnt/tmp/dc; : > /mnt/tmp/dc
             t0=$(cut -d' ' -f1 /proc/uptime)
             chroot /mnt qemu-system-x86_64 -accel $acc -cpu qemu64 -m ${N}G -nodefaults -display none \
-                -object memory-backend-memfd,id=m,size=${N}G,hugetlb=on,hugetlbsize=2M \
+                -object "$be" \
                 -machine q35,memory-backend=m -bios /tmp/bios.bin \
                 -debugcon file:/tmp/dc -device vfio-pci,host=$PZ_DEV -monitor none -serial none \
                 < /dev/null > /tmp/qemu.log 2>&1 &
@@ -97,6 +120,8 @@ if pz_vfio_bind; then
         }
         bench_one "QEMU start to first guest instruction, $N GiB hugetlb 2M + vfio-pci ($acc)" \
             pz_pool2m $((N * 512)) 2M qemu_first
+        bench_pool "QEMU start to first guest instruction, $N GiB anonymous (THP) + vfio-pci ($acc)" \
+            2M $((N * 512)) qemu_first anon
         for d in tmp host sys proc dev; do umount /mnt/$d; done
         umount /mnt
     fi

@@ -15,8 +15,12 @@ pz_stat() {
     awk -v n="$1" -v s="$2" -v f="$3" \
         'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
          $1 == n && $2 == s { k = split(f, c, " "); v = 0
-                              for (i = 1; i <= k; i++) v += $(col[c[i]]); print v }' $PZ/stats
+                              for (i = 1; i <= k; i++) v += $(col[c[i]]); print v }' ${PZ_STATS:-$PZ/stats}
 }
+# pz_snap: later pz_stat calls read one snapshot (counters from one read)
+# until pz_live.
+pz_snap() { cat $PZ/stats > /tmp/pz-stats.snap; PZ_STATS=/tmp/pz-stats.snap; }
+pz_live() { PZ_STATS=; }
 # pz_expect NAME ACTUAL EXPECTED
 pz_expect() {
     if [ "$2" = "$3" ]; then kh_ok "$1"; else kh_fail "$1" "got '$2', want '$3'"; fi

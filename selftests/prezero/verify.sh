@@ -3,7 +3,8 @@
 # Verify mode checks every page whose clearing is skipped. An injected
 # fault (zeroing leaves one byte set) must be caught and the page cleared
 # anyway; then a hammer of concurrent zeroing, allocation, writing and
-# freeing must end with zero violations and every byte read back zero.
+# freeing (hugetlb pages, then the 4K/THP pools with the shrinker running)
+# must end with zero violations and every byte read back zero.
 . /host/lib/ktap.sh
 . /host/lib/prezero.sh
 kh_dmesg_mark
@@ -40,6 +41,31 @@ done
 echo 0 > $PZ/idle
 pz_expect "hammer with idle worker: all zero" "$fail" 0
 pz_expect "hammer with idle worker: 0 violations" "$(pz_stat 0 2M violations)" 0
+# Pools (4K, THP): filling races with faults taking pooled pages, writing
+# and freeing them, and with the shrinker (drop_caches); verify checks
+# every page a fault takes from a pool.
+(for i in $(seq 30); do
+    $L prezero zero --pool --size 4K --node 0 --count 512 > /dev/null || exit 1
+    $L prezero zero --pool --size 2M --node 0 --count 4 > /dev/null || exit 1
+done) &
+zp=$!
+(for i in $(seq 10); do echo 2 > /proc/sys/vm/drop_caches; sleep 1; done) &
+dp=$!
+for i in $(seq 30); do
+    $L prezero populate --kind thp --size 8M --check --dirty > /dev/null 2>&1 || fail=4
+    $L prezero populate --kind anon --size 2M --check --dirty > /dev/null 2>&1 || fail=4
+done
+wait $zp || fail=5
+wait $dp
+pz_expect "pool hammer: every byte handed out was zero" "$fail" 0
+kh_check "pool hammer: THP clearing skipped (hits $(pz_stat 0 thp hits))" test "$(pz_stat 0 thp hits)" -gt 0
+kh_check "pool hammer: 4K clearing skipped (hits $(pz_stat 0 4K hits))" test "$(pz_stat 0 4K hits)" -gt 0
+pz_expect "pool hammer: 0 verify violations" "$(pz_stat 0 thp violations) $(pz_stat 0 4K violations)" "0 0"
+pz_snap
+pz_expect "pool hammer: every page taken was checked and a hit" \
+    "$(pz_stat 0 thp hits) $(pz_stat 0 4K hits)" "$(pz_stat 0 thp taken) $(pz_stat 0 4K taken)"
+pz_live
+kh_log "after pool hammer: $(grep -e ' thp ' -e ' 4K ' $PZ/stats | tr '\n' ';')"
 # Shrinking the pool frees marked pages to the buddy allocator.
 pz_pool2m 0
 kh_check "pool freed" test "$(cat $H2/nr_hugepages)" = 0
