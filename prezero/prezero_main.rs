@@ -24,8 +24,9 @@
 //! Both stop when memory is short (`MemAvailable` below a knob), when no
 //! unreserved free page is left (hugetlb) or no page can be allocated
 //! without reclaim (pools), on a signal (caller) or as soon as another task
-//! wants the CPU (worker). The worker only zeroes hugetlb pages: a pool
-//! grows only by what a caller asked for.
+//! wants the CPU (worker). The worker zeroes free hugetlb pages and, if
+//! `idle_pool_mb` is set, keeps each node's THP pool at that size; pools
+//! otherwise grow only by what a caller asked for.
 //!
 //! Knobs and counters: `/sys/kernel/debug/prezero/` (Documentation/prezero.rst).
 //!
@@ -151,6 +152,8 @@ static VERIFY: AtomicBool = AtomicBool::new(false);
 static IDLE: AtomicBool = AtomicBool::new(false);
 static IDLE_RATE_MB: AtomicU32 = AtomicU32::new(64);
 static MIN_AVAIL_PCT: AtomicU32 = AtomicU32::new(5);
+/// The idle worker keeps each node's THP pool at this many MiB (0: off).
+static IDLE_POOL_MB: AtomicU32 = AtomicU32::new(0);
 /// Pending fault injections: zeroing leaves one byte set (verify mode only).
 static INJECT: AtomicU32 = AtomicU32::new(0);
 /// Violations are reported once per load; the counter has the rest.
@@ -370,6 +373,21 @@ fn zero_pages(idx: usize, nid: c_int, count: u64, worker: bool) -> Result<(u64, 
     Ok((done, ns, Stop::No))
 }
 
+/// Does the worker fill the pool of `order` on `nid`? Only the THP pool,
+/// and only while it holds less than `idle_pool_mb`.
+fn pool_below_idle_target(order: u32, nid: c_int) -> bool {
+    let target = u64::from(IDLE_POOL_MB.load(Relaxed)) << 20;
+    if order == 0 || target == 0 {
+        return false;
+    }
+    let (mut nr, mut taken, mut reclaimed): (c_ulong, c_ulong, c_ulong) = (0, 0, 0);
+    // SAFETY: valid out-pointers; the glue checks order and node.
+    if unsafe { prezero_glue_pool_count(order, nid, &mut nr, &mut taken, &mut reclaimed) } != 0 {
+        return false;
+    }
+    (nr as u64).saturating_mul((bindings::PAGE_SIZE as u64) << order) < target
+}
+
 /// One step of the idle worker; returns milliseconds to sleep.
 #[no_mangle]
 pub extern "C" fn prezero_rs_idle_step() -> c_long {
@@ -382,7 +400,7 @@ pub extern "C" fn prezero_rs_idle_step() -> c_long {
             continue;
         }
         for (idx, &(order, _, kind)) in SIZES.iter().enumerate() {
-            if kind != Kind::Hugetlb {
+            if kind == Kind::Pool && !pool_below_idle_target(order, nid) {
                 continue;
             }
             match zero_pages(idx, nid, 1, true) {
@@ -551,6 +569,13 @@ fn rate_write(_: &(), r: &mut UserSliceReader) -> Result {
     IDLE_RATE_MB.store(parse_knob("idle_rate_mb", r, 1, 1 << 20)? as u32, Relaxed);
     Ok(())
 }
+fn pool_mb_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    writeln!(f, "{}", IDLE_POOL_MB.load(Relaxed))
+}
+fn pool_mb_write(_: &(), r: &mut UserSliceReader) -> Result {
+    IDLE_POOL_MB.store(parse_knob("idle_pool_mb", r, 0, 1 << 20)? as u32, Relaxed);
+    Ok(())
+}
 fn avail_read(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     writeln!(f, "{}", MIN_AVAIL_PCT.load(Relaxed))
 }
@@ -660,6 +685,8 @@ struct PrezeroModule {
     #[pin]
     _rate: debugfs::File<()>,
     #[pin]
+    _pool_mb: debugfs::File<()>,
+    #[pin]
     _avail: debugfs::File<()>,
     #[pin]
     _inject: debugfs::File<()>,
@@ -705,6 +732,7 @@ impl kernel::InPlaceModule for PrezeroModule {
             _verify <- dir.read_write_callback_file(c_str!("verify"), (), &verify_read, &verify_write),
             _idle <- dir.read_write_callback_file(c_str!("idle"), (), &idle_read, &idle_write),
             _rate <- dir.read_write_callback_file(c_str!("idle_rate_mb"), (), &rate_read, &rate_write),
+            _pool_mb <- dir.read_write_callback_file(c_str!("idle_pool_mb"), (), &pool_mb_read, &pool_mb_write),
             _avail <- dir.read_write_callback_file(c_str!("min_available_pct"), (), &avail_read, &avail_write),
             _inject <- dir.read_write_callback_file(c_str!("inject_dirty"), (), &inject_read, &inject_write),
             _stats <- dir.read_callback_file(c_str!("stats"), (), &stats_read),

@@ -30,6 +30,7 @@ for k in enabled verify idle; do
 done
 for v in 0 1048577 -5 abc ""; do bad_knob idle_rate_mb "$v"; done
 for v in 101 -1 abc ""; do bad_knob min_available_pct "$v"; done
+for v in 1048577 -1 abc ""; do bad_knob idle_pool_mb "$v"; done
 for v in 1001 abc 1; do bad_knob inject_dirty "$v"; done   # 1: only with verify=1
 kh_check "good values are taken" sh -c "echo 128 > $PZ/idle_rate_mb && echo 10 > $PZ/min_available_pct && [ \$(cat $PZ/idle_rate_mb) = 128 ] && echo 64 > $PZ/idle_rate_mb && echo 5 > $PZ/min_available_pct"
 
@@ -85,6 +86,20 @@ kh_check "populate 64M: zero" $L prezero populate --kind huge2m --size 64M --che
 z1=$(pz_stat 0 2M zeroed); sleep 3
 pz_expect "idle worker off: no more zeroing" "$(pz_stat 0 2M zeroed)" "$z1"
 kh_check "idle worker zeroed pages" test "$z1" -gt "$z0"
+# The worker keeps the THP pool at idle_pool_mb, and refills it after faults take it.
+echo 1 > $PZ/idle
+echo 16 > $PZ/idle_pool_mb
+i=0
+while [ $i -lt 60 ] && [ "$(pz_stat 0 thp free)" -lt 8 ]; do sleep 1; i=$((i + 1)); done
+pz_expect "idle worker filled the THP pool to idle_pool_mb=16 (${i}s)" "$(pz_stat 0 thp free)" 8
+sleep 2
+pz_expect "and no further" "$(pz_stat 0 thp free)" 8
+kh_check "populate THP 16M: zero" $L prezero populate --kind thp --size 16M --check
+i=0
+while [ $i -lt 60 ] && [ "$(pz_stat 0 thp free)" -lt 8 ]; do sleep 1; i=$((i + 1)); done
+pz_expect "refilled after faults took pages (${i}s)" "$(pz_stat 0 thp free)" 8
+kh_check "the 4K pool is not filled by the worker" test "$(pz_stat 0 4K free)" = 0
+echo 0 > $PZ/idle_pool_mb; echo 0 > $PZ/idle
 rmmod prezero
 pz_pool2m 0
 kh_dmesg_clean "prezero knobs: no warning in dmesg"
