@@ -656,6 +656,9 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
         "liveup state: manifest checksum mismatch; nothing restored"
     );
     let man: Manifest = serde_json::from_slice(json).context("liveup state: bad manifest")?;
+    // Start reading what QEMU will map now, so the reads overlap the checks
+    // and state files below, not only QEMU's own start-up.
+    let ahead = read_ahead(&man.preload);
     let hz = man.tsc_hz;
     let ms = |ticks: u64| ticks as f64 * 1e3 / hz;
     // Check every saved state, then start all QEMUs at once (QEMU start-up
@@ -684,7 +687,6 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     }
     fault("restore-qemu")?;
     let t0 = rdtsc();
-    let ahead = read_ahead(&man.preload);
     if ahead > 0 {
         eprintln!(
             "liveup: reading ahead {} files QEMU maps ({} MiB)",
@@ -768,6 +770,10 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
             Phase {
                 phase: "module load + KRAM adoption".into(),
                 ms: ms(t_kram - t_start),
+            },
+            Phase {
+                phase: "state checks + read-ahead".into(),
+                ms: ms(t0 - t_kram),
             },
             Phase {
                 phase: "QEMU start".into(),
