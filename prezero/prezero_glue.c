@@ -105,8 +105,8 @@ bool prezero_glue_is_zero(struct folio *folio)
 
 /*
  * Zeroed-page pools (patches/0004): folios this module allocated from the
- * buddy allocator and zeroed, one list per node and order (0 and PMD
- * order). A pooled folio has reference count 1, is mapped nowhere and is
+ * buddy allocator and zeroed, one list per node and order (0 ..= PMD
+ * order: 4 KiB pages, mTHP sizes, THP). A pooled folio has reference count 1, is mapped nowhere and is
  * charged to no memcg; the anonymous fault paths take one instead of
  * allocating and clearing.
  *
@@ -124,19 +124,16 @@ struct pz_pool {
 	unsigned long reclaimed; /* folios given back by the shrinker */
 };
 
-static struct pz_pool pz_pools[PREZERO_POOL_NODES][2];
+#define PZ_ORDERS (PMD_ORDER + 1)
+static struct pz_pool pz_pools[PREZERO_POOL_NODES][PZ_ORDERS];
 static atomic_long_t pz_pool_pages = ATOMIC_LONG_INIT(0);
 static struct shrinker *pz_shrinker;
 
 static struct pz_pool *pz_pool_of(unsigned int order, int nid)
 {
-	if (nid < 0 || nid >= PREZERO_POOL_NODES)
+	if (nid < 0 || nid >= PREZERO_POOL_NODES || order >= PZ_ORDERS)
 		return NULL;
-	if (order == 0)
-		return &pz_pools[nid][0];
-	if (order == PMD_ORDER)
-		return &pz_pools[nid][1];
-	return NULL;
+	return &pz_pools[nid][order];
 }
 
 /* Pop a folio; count it in *@why (taken or reclaimed) under the lock. */
@@ -232,7 +229,7 @@ static unsigned long pz_pool_release(unsigned long pages, bool reclaim)
 	int nid, slot;
 
 	for (nid = 0; nid < PREZERO_POOL_NODES; nid++)
-		for (slot = 0; slot < 2; slot++) {
+		for (slot = 0; slot < PZ_ORDERS; slot++) {
 			struct pz_pool *p = &pz_pools[nid][slot];
 			struct folio *folio;
 
@@ -270,7 +267,7 @@ int prezero_glue_pool_init(void)
 	int nid, slot;
 
 	for (nid = 0; nid < PREZERO_POOL_NODES; nid++)
-		for (slot = 0; slot < 2; slot++) {
+		for (slot = 0; slot < PZ_ORDERS; slot++) {
 			spin_lock_init(&pz_pools[nid][slot].lock);
 			INIT_LIST_HEAD(&pz_pools[nid][slot].list);
 		}

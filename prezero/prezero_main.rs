@@ -9,10 +9,10 @@
 //!   marked `HPG_zeroed` (patches/0001). The hugetlb fault path, which is
 //!   also the path of `MAP_POPULATE` and of `pin_user_pages()` under
 //!   `VFIO_IOMMU_MAP_DMA`, then skips clearing a marked page.
-//! * pools: buddy pages of order 0 and PMD order (THP) are allocated,
-//!   zeroed and kept in per-node pools (prezero_glue.c); the anonymous
-//!   4 KiB and THP fault paths take one instead of allocating and clearing
-//!   (patches/0004). A shrinker gives pooled pages back under pressure.
+//! * pools: buddy pages of order 0 (4 KiB), the mTHP orders and PMD order
+//!   (THP) are allocated, zeroed and kept in per-node pools
+//!   (prezero_glue.c); the anonymous fault paths take one instead of
+//!   allocating and clearing (patches/0004). A shrinker gives pooled pages back under pressure.
 //!
 //! Zeroing runs
 //!
@@ -112,12 +112,20 @@ enum Kind {
     Pool,
 }
 
-/// What is handled: (order, name in stats, kind). x86-64, 4 KiB base pages.
-const SIZES: [(u32, &str, Kind); 4] = [
+/// What is handled: (order, name in stats, kind). x86-64, 4 KiB base pages;
+/// the pool orders 2 ..= 8 are the anonymous mTHP sizes.
+const SIZES: [(u32, &str, Kind); 11] = [
     (9, "2M", Kind::Hugetlb),
     (18, "1G", Kind::Hugetlb),
     (9, "thp", Kind::Pool),
     (0, "4K", Kind::Pool),
+    (2, "16K", Kind::Pool),
+    (3, "32K", Kind::Pool),
+    (4, "64K", Kind::Pool),
+    (5, "128K", Kind::Pool),
+    (6, "256K", Kind::Pool),
+    (7, "512K", Kind::Pool),
+    (8, "1M", Kind::Pool),
 ];
 /// Subpages zeroed between checks for "stop": 2 MiB.
 const CHUNK: u64 = 512;
@@ -143,7 +151,7 @@ const COUNTERS: Counters = Counters {
     zero_ns: AtomicU64::new(0),
 };
 #[allow(clippy::declare_interior_mutable_const)]
-const NODE_COUNTERS: [Counters; SIZES.len()] = [COUNTERS, COUNTERS, COUNTERS, COUNTERS];
+const NODE_COUNTERS: [Counters; SIZES.len()] = [COUNTERS; SIZES.len()];
 static STATS: [[Counters; SIZES.len()]; NODES] = [NODE_COUNTERS; NODES];
 
 // Knobs (debugfs). `ENABLED` mirrors the registration and changes under `REG`.
@@ -377,7 +385,7 @@ fn zero_pages(idx: usize, nid: c_int, count: u64, worker: bool) -> Result<(u64, 
 /// and only while it holds less than `idle_pool_mb`.
 fn pool_below_idle_target(order: u32, nid: c_int) -> bool {
     let target = u64::from(IDLE_POOL_MB.load(Relaxed)) << 20;
-    if order == 0 || target == 0 {
+    if order != THP_ORDER || target == 0 {
         return false;
     }
     let (mut nr, mut taken, mut reclaimed): (c_ulong, c_ulong, c_ulong) = (0, 0, 0);
@@ -437,6 +445,9 @@ unsafe impl AsBytes for PrezeroReq {}
 const PREZERO_IOC_MAGIC: u32 = 0xb7;
 const PREZERO_IOC_ZERO: u32 = _IOWR::<PrezeroReq>(PREZERO_IOC_MAGIC, 1);
 
+/// PMD order: the THP pool.
+const THP_ORDER: u32 = 9;
+
 /// `prezero_req.flags`: fill a pool (4 KiB or 2 MiB THP) instead of
 /// zeroing free hugetlb pages.
 const PREZERO_ZERO_POOL: u32 = 1;
@@ -476,7 +487,10 @@ impl MiscDevice for PrezeroDev {
         let kind = if pool { Kind::Pool } else { Kind::Hugetlb };
         let Some(idx) = index_of_size(req.size, kind) else {
             if pool {
-                pr_err!("zero: pool size {} is not 4 KiB or 2 MiB (EINVAL)\n", req.size);
+                pr_err!(
+                    "zero: pool size {} is not a power of two from 4 KiB to 2 MiB other than 8 KiB (EINVAL)\n",
+                    req.size
+                );
             } else {
                 pr_err!("zero: size {} is not 2 MiB or 1 GiB (EINVAL)\n", req.size);
             }

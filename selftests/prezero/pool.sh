@@ -1,11 +1,11 @@
 #!/bin/sh
-# Zeroed-page pools for anonymous memory (patches/0004): 4 KiB and THP pages
-# zeroed by `liveup prezero zero --pool` are taken by the anonymous fault
-# paths (MAP_POPULATE, VFIO pinning) without being cleared again. Every
-# pooled page that leaves the pool is a hit or was reclaimed; the memory
-# reads back as zero; verify mode catches an injected dirty page; the
-# shrinker gives pooled pages back (drop_caches runs it); disabling and
-# unloading give every page back; bad requests are refused.
+# Zeroed-page pools for anonymous memory (patches/0004): 4 KiB, mTHP (64K)
+# and THP pages zeroed by `liveup prezero zero --pool` are taken by the
+# anonymous fault paths (MAP_POPULATE, VFIO pinning) without being cleared
+# again. Every pooled page that leaves the pool is a hit or was reclaimed;
+# the memory reads back as zero; verify mode catches an injected dirty
+# page; the shrinker gives pooled pages back (drop_caches runs it);
+# disabling and unloading give every page back; bad requests are refused.
 . /host/lib/ktap.sh
 . /host/lib/prezero.sh
 kh_dmesg_mark
@@ -48,6 +48,25 @@ left=$(left_of 4K)
 kh_check "4K faults took pooled pages (left $left of 4096, want <= 2048)" test "$left" -le 2048
 pz_expect "4K: pooled + taken + reclaimed = 4096" "$(out_of 4K)" 4096
 pz_expect "no verify violation so far" "$(pz_stat 0 thp violations) $(pz_stat 0 4K violations)" "0 0"
+
+# --- mTHP (64K): with PMD THP off and 64K on, anonymous faults take 64K folios --
+M=/sys/kernel/mm/transparent_hugepage
+if [ -w $M/hugepages-64kB/enabled ] && [ -w $M/hugepages-2048kB/enabled ]; then
+    pmd=$(sed 's/.*\[\(.*\)\].*/\1/' $M/hugepages-2048kB/enabled)
+    echo never > $M/hugepages-2048kB/enabled; echo always > $M/hugepages-64kB/enabled
+    out=$($L prezero zero --pool --size 64K --node 0 --count 256)
+    pz_expect "64K pool: 256 folios zeroed" "$(zeroed_of "$out")" 256
+    kh_check "populate 8M with 64K mTHP: all bytes zero" $L prezero populate --kind thp --size 8M --check --dirty
+    left=$(left_of 64K)
+    kh_check "mTHP faults took pooled 64K folios (left $left of 256, want <= 128)" test "$left" -le 128
+    pz_expect "64K: pooled + taken + reclaimed = 256" "$(out_of 64K)" 256
+    pz_snap
+    pz_expect "64K: every folio taken was a hit" "$(pz_stat 0 64K hits)" "$(pz_stat 0 64K taken)"
+    pz_live
+    echo never > $M/hugepages-64kB/enabled; echo "$pmd" > $M/hugepages-2048kB/enabled
+else
+    kh_fail "mTHP 64K and PMD size knobs in $M" "not writable"
+fi
 
 # --- VFIO_IOMMU_MAP_DMA pins through the same fault paths ---------------------
 if pz_vfio_bind; then
@@ -108,6 +127,7 @@ bad() {
 }
 bad "pool size 1G" --pool --size 1G --node 0 --count 1
 bad "pool size 8K" --pool --size 8K --node 0 --count 1
+bad "pool size 3M" --pool --size 3M --node 0 --count 1
 bad "pool node 7" --pool --size 4K --node 7 --count 1
 bad "pool count 0" --pool --size 4K --node 0 --count 0
 bad "flags 2" --size 2M --node 0 --count 1 --flags 2

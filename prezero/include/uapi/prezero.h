@@ -13,7 +13,7 @@
 
 struct prezero_req {
 	__u64 size;	/* in: page size in bytes: 2 MiB or 1 GiB (hugetlb);
-			 * 4 KiB or 2 MiB (pool) */
+			 * 4 KiB, 16 KiB .. 1 MiB (mTHP) or 2 MiB (pool) */
 	__s32 node;	/* in: NUMA node */
 	__u32 flags;	/* in: 0 or PREZERO_ZERO_POOL */
 	__u64 count;	/* in: zero up to this many pages (1..=1<<20) */

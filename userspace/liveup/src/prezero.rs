@@ -41,7 +41,7 @@ pub enum PrezeroCmd {
     /// Zero free hugetlb pages now, in this process (its cgroup pays), or
     /// with --pool fill the zeroed-page pool anonymous faults take from.
     Zero {
-        /// Page size: 2M, 1G (hugetlb), 4K, 2M (pool) or a number of bytes
+        /// Page size: 2M, 1G (hugetlb); 4K, 16K .. 1M (mTHP), 2M (pool); or bytes
         /// (passed on unchecked).
         #[arg(long, default_value = "2M")]
         size: String,
@@ -121,6 +121,7 @@ fn size_name(size: u64) -> String {
     match size {
         s if s >= GIB && s % GIB == 0 => format!("{}G", s / GIB),
         s if s >= MIB && s % MIB == 0 => format!("{}M", s / MIB),
+        s if s >= 1024 && s % 1024 == 0 => format!("{}K", s / 1024),
         s => format!("{s}"),
     }
 }
