@@ -53,7 +53,7 @@ bench_pool() {
         z=$($L prezero zero --pool --size $psize --node 0 --count $pcount | tail -n1)
         zt="$zt $(echo "$z" | sed -n 's/.* in \([0-9.]*\) ms$/\1/p')"
         on="$on $("$@" | ms_of)"
-        kh_log "$name: pool $(grep " $([ $psize = 4K ] && echo 4K || echo thp) " $PZ/stats)"
+        kh_log "$name: pool $(grep " $(case $psize in 2M) echo thp;; *) echo $psize;; esac) " $PZ/stats)"
         pz_unload
     done
     o=$(echo $off | med); n=$(echo $on | med); z=$(echo $zt | med)
@@ -63,6 +63,14 @@ bench_pool() {
 kh_log "bench: N=$N GiB, $REPS reps"
 bench_pool "populate $N GiB anonymous 4K" 4K $((N * 262144)) $L prezero populate --kind anon --size $SZ
 bench_pool "populate $N GiB anonymous THP" 2M $((N * 512)) $L prezero populate --kind thp --size $SZ
+# mTHP: PMD THP off, 64K on, for this row only.
+M=/sys/kernel/mm/transparent_hugepage
+if [ -w $M/hugepages-64kB/enabled ]; then
+    pmd=$(sed 's/.*\[\(.*\)\].*/\1/' $M/hugepages-2048kB/enabled)
+    echo never > $M/hugepages-2048kB/enabled; echo always > $M/hugepages-64kB/enabled
+    bench_pool "populate $N GiB anonymous mTHP 64K" 64K $((N * 16384)) $L prezero populate --kind thp --size $SZ
+    echo never > $M/hugepages-64kB/enabled; echo "$pmd" > $M/hugepages-2048kB/enabled
+fi
 bench_one "populate $N GiB hugetlb 2M" pz_pool2m $((N * 512)) 2M \
     $L prezero populate --kind huge2m --size $SZ
 if pz_pool1g $N; then
