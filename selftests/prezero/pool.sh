@@ -92,6 +92,20 @@ else
     kh_fail "e1000e bound to vfio-pci" "no IOMMU group or no /dev/vfio node"
 fi
 
+# --- top up to a target (what liveup-prezero.service runs) -------------------
+echo 0 > $PZ/enabled; echo 1 > $PZ/enabled
+out=$($L prezero zero --pool --size 2M --node 0 --target 32M)
+pz_expect "--target 32M from empty: 16 THP pooled" "$(zeroed_of "$out") $(left_of thp)" "16 16"
+$L prezero zero --pool --size 2M --node 0 --count 4 > /dev/null
+out=$($L prezero zero --pool --size 2M --node 0 --target 48M)
+pz_expect "--target 48M over 20: 4 more" "$(zeroed_of "$out") $(left_of thp)" "4 24"
+out=$($L prezero zero --pool --size 2M --node 0 --target 48M)
+kh_check "--target reached: nothing zeroed ($out)" sh -c "echo '$out' | grep -q 'target reached'"
+out=$($L prezero zero --pool --size 2M --target 0 2>&1); rc=$?
+kh_check "--target 0: nothing to do, exit 0" test "$rc" = 0 -a "$(left_of thp)" = 24
+out=$($L prezero zero --size 2M --target 4M 2>&1); rc=$?
+kh_check "CLI refuses --target without --pool (exit $rc)" test "$rc" != 0
+
 # --- security: verify mode catches a page written after zeroing ---------------
 echo 0 > $PZ/enabled; echo 1 > $PZ/enabled
 echo 1 > $PZ/verify

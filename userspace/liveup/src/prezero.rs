@@ -45,10 +45,14 @@ pub enum PrezeroCmd {
         /// (passed on unchecked).
         #[arg(long, default_value = "2M")]
         size: String,
-        /// Fill the 4K or THP (2M) pool with new zeroed pages instead of
-        /// zeroing free hugetlb pages; needs a count.
+        /// Fill the 4K, mTHP or THP (2M) pool with new zeroed pages instead
+        /// of zeroing free hugetlb pages; needs --count or --target.
         #[arg(long)]
         pool: bool,
+        /// With --pool: top each node's pool up to this many bytes (K/M/G);
+        /// 0 or a pool already there does nothing.
+        #[arg(long, requires = "pool", conflicts_with = "count")]
+        target: Option<String>,
         /// NUMA node, or "all" for every node with free pages of that size.
         #[arg(long, default_value = "all")]
         node: String,
@@ -195,18 +199,41 @@ fn online_nodes() -> Vec<i32> {
 /// `PREZERO_ZERO_POOL` (prezero/include/uapi/prezero.h).
 pub const ZERO_POOL: u32 = 1;
 
+/// The stats row name of a pool of pages of `size` bytes.
+fn pool_row(size: u64) -> String {
+    if size == 2 * MIB {
+        "thp".into()
+    } else {
+        size_name(size)
+    }
+}
+
+/// Pages now in node `node`'s pool of `size` (the `free` column of stats).
+pub fn pooled(stats: &str, node: i32, size: u64) -> Option<u64> {
+    let mut lines = stats.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let col = header.iter().position(|&c| c == "free")?;
+    let row = pool_row(size);
+    lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > col && f[0] == node.to_string() && f[1] == row)
+        .and_then(|f| f[col].parse().ok())
+}
+
 fn zero_cmd(
     device: &str,
     size: &str,
     node: &str,
     count: &str,
     pool: bool,
+    target: Option<&str>,
     flags: u32,
 ) -> Result<()> {
     let size = parse_size(size)?;
-    if pool && count == "all" {
-        bail!("--pool needs --count N: a pool grows by what is asked, not to all free memory");
+    if pool && count == "all" && target.is_none() {
+        bail!("--pool needs --count N or --target SIZE: a pool grows by what is asked, not to all free memory");
     }
+    let target = target.map(parse_size).transpose()?;
     let flags = flags | if pool { ZERO_POOL } else { 0 };
     let dev = OpenOptions::new()
         .read(true)
@@ -230,6 +257,27 @@ fn zero_cmd(
     };
     let (mut total, mut ns) = (0, 0);
     for n in nodes {
+        let count = match target {
+            None => count,
+            Some(t) => {
+                let stats = std::fs::read_to_string(format!("{DEBUGFS}/stats"))
+                    .with_context(|| format!("cannot read {DEBUGFS}/stats"))?;
+                let Some(have) = pooled(&stats, n, size) else {
+                    // the module serves nodes 0..8 and these sizes only
+                    println!("node {n}: no pool of {} (skipped)", size_name(size));
+                    continue;
+                };
+                let want = (t / size).saturating_sub(have);
+                if want == 0 {
+                    println!(
+                        "node {n}: pool of {} holds {have} pages, target reached",
+                        size_name(size)
+                    );
+                    continue;
+                }
+                want
+            }
+        };
         let (d, t) = zero(&dev, size, n, count, flags)?;
         println!(
             "node {n}: zeroed {d} pages of {} in {:.1} ms",
@@ -458,9 +506,18 @@ pub fn run(cmd: PrezeroCmd) -> Result<()> {
             node,
             count,
             pool,
+            target,
             flags,
             device,
-        } => zero_cmd(&device, &size, &node, &count, pool, flags),
+        } => zero_cmd(
+            &device,
+            &size,
+            &node,
+            &count,
+            pool,
+            target.as_deref(),
+            flags,
+        ),
         PrezeroCmd::Status => {
             for knob in [
                 "enabled",
@@ -504,6 +561,27 @@ mod tests {
         assert!(parse_size("99999999999999G").is_err());
         assert_eq!(size_name(2 * MIB), "2M");
         assert_eq!(size_name(3 * GIB), "3G");
+        assert_eq!(size_name(64 << 10), "64K");
+    }
+
+    const STATS: &str =
+        "node size free marked zeroed hits misses violations aborted zero_us taken reclaimed
+0 2M 4 0 0 0 0 0 0 0 0 0
+0 thp 7 7 9 2 0 0 0 10 2 0
+0 4K 300 300 300 0 0 0 0 10 0 0
+0 64K 5 5 5 0 0 0 0 1 0 0
+1 thp 1 1 1 0 0 0 0 1 0 0
+";
+
+    #[test]
+    fn pooled_reads_the_free_column_of_the_pool_row() {
+        assert_eq!(pooled(STATS, 0, 2 * MIB), Some(7));
+        assert_eq!(pooled(STATS, 1, 2 * MIB), Some(1));
+        assert_eq!(pooled(STATS, 0, 4096), Some(300));
+        assert_eq!(pooled(STATS, 0, 64 << 10), Some(5));
+        assert_eq!(pooled(STATS, 2, 2 * MIB), None);
+        assert_eq!(pooled(STATS, 0, 128 << 10), None);
+        assert_eq!(pooled("", 0, 4096), None);
     }
 
     #[test]
