@@ -158,8 +158,16 @@ static struct folio *pz_pool_pop(struct pz_pool *p, unsigned long *why)
 static struct folio *pz_pool_take(unsigned int order, int nid)
 {
 	struct pz_pool *p = pz_pool_of(order, nid);
-	struct folio *folio = p ? pz_pool_pop(p, &p->taken) : NULL;
+	struct folio *folio = NULL;
 	unsigned long i;
+
+	/*
+	 * Every anonymous fault comes here while the module is enabled: an
+	 * empty pool (the common case) is seen without taking its lock. A
+	 * racing fill is only missed for this one fault.
+	 */
+	if (p && !list_empty_careful(&p->list))
+		folio = pz_pool_pop(p, &p->taken);
 
 	/* Rust counts the hit or miss and, in verify mode, checks the page. */
 	if (!prezero_rs_pool_consume(nid, order, folio) && folio)

@@ -12,7 +12,8 @@
 //! * pools: buddy pages of order 0 (4 KiB), the mTHP orders and PMD order
 //!   (THP) are allocated, zeroed and kept in per-node pools
 //!   (prezero_glue.c); the anonymous fault paths take one instead of
-//!   allocating and clearing (patches/0004). A shrinker gives pooled pages back under pressure.
+//!   allocating and clearing (patches/0004). A shrinker gives pooled pages
+//!   back under pressure.
 //!
 //! Zeroing runs
 //!
@@ -448,7 +449,7 @@ const PREZERO_IOC_ZERO: u32 = _IOWR::<PrezeroReq>(PREZERO_IOC_MAGIC, 1);
 /// PMD order: the THP pool.
 const THP_ORDER: u32 = 9;
 
-/// `prezero_req.flags`: fill a pool (4 KiB or 2 MiB THP) instead of
+/// `prezero_req.flags`: fill a pool (4 KiB, mTHP or 2 MiB THP) instead of
 /// zeroing free hugetlb pages.
 const PREZERO_ZERO_POOL: u32 = 1;
 

@@ -40,13 +40,19 @@ kh_check "populate THP 128M past the pool: all bytes zero" $L prezero populate -
 kh_check "empty pool: misses counted ($(pz_stat 0 thp misses))" test "$(pz_stat 0 thp misses)" -gt "$m0"
 pz_expect "THP pool drained by faults" "$(left_of thp)" 0
 
-# --- 4 KiB: populate --------------------------------------------------------
-out=$($L prezero zero --pool --size 4K --node 0 --count 4096)
-pz_expect "4K pool: 4096 pages zeroed" "$(zeroed_of "$out")" 4096
-kh_check "populate anon 8M (4K pages): all bytes zero" $L prezero populate --kind anon --size 8M --check --dirty
-left=$(left_of 4K)
-kh_check "4K faults took pooled pages (left $left of 4096, want <= 2048)" test "$left" -le 2048
-pz_expect "4K: pooled + taken + reclaimed = 4096" "$(out_of 4K)" 4096
+# --- 4 KiB and mTHP: fill, populate half, every pooled page accounted for ----
+# pool_round SIZE UNIT COUNT POPULATE-ARGS...: COUNT pages pooled; populating
+# takes at least half of them; pooled + taken + reclaimed = COUNT.
+pool_round() {
+    sz=$1 unit=$2 cnt=$3; shift 3
+    out=$($L prezero zero --pool --size $sz --node 0 --count $cnt)
+    pz_expect "$sz pool: $cnt $unit zeroed" "$(zeroed_of "$out")" $cnt
+    kh_check "populate $* ($sz): all bytes zero" $L prezero populate "$@" --check --dirty
+    left=$(left_of $sz)
+    kh_check "$sz faults took pooled $unit (left $left of $cnt, want <= $((cnt / 2)))" test "$left" -le $((cnt / 2))
+    pz_expect "$sz: pooled + taken + reclaimed = $cnt" "$(out_of $sz)" $cnt
+}
+pool_round 4K pages 4096 --kind anon --size 8M
 pz_expect "no verify violation so far" "$(pz_stat 0 thp violations) $(pz_stat 0 4K violations)" "0 0"
 
 # --- mTHP (64K): with PMD THP off and 64K on, anonymous faults take 64K folios --
@@ -54,12 +60,7 @@ M=/sys/kernel/mm/transparent_hugepage
 if [ -w $M/hugepages-64kB/enabled ] && [ -w $M/hugepages-2048kB/enabled ]; then
     pmd=$(sed 's/.*\[\(.*\)\].*/\1/' $M/hugepages-2048kB/enabled)
     echo never > $M/hugepages-2048kB/enabled; echo always > $M/hugepages-64kB/enabled
-    out=$($L prezero zero --pool --size 64K --node 0 --count 256)
-    pz_expect "64K pool: 256 folios zeroed" "$(zeroed_of "$out")" 256
-    kh_check "populate 8M with 64K mTHP: all bytes zero" $L prezero populate --kind thp --size 8M --check --dirty
-    left=$(left_of 64K)
-    kh_check "mTHP faults took pooled 64K folios (left $left of 256, want <= 128)" test "$left" -le 128
-    pz_expect "64K: pooled + taken + reclaimed = 256" "$(out_of 64K)" 256
+    pool_round 64K folios 256 --kind thp --size 8M
     pz_snap
     pz_expect "64K: every folio taken was a hit" "$(pz_stat 0 64K hits)" "$(pz_stat 0 64K taken)"
     pz_live
@@ -105,6 +106,8 @@ out=$($L prezero zero --pool --size 2M --target 0 2>&1); rc=$?
 kh_check "--target 0: nothing to do, exit 0" test "$rc" = 0 -a "$(left_of thp)" = 24
 out=$($L prezero zero --size 2M --target 4M 2>&1); rc=$?
 kh_check "CLI refuses --target without --pool (exit $rc)" test "$rc" != 0
+out=$($L prezero zero --pool --size 2M --node 0 --target 12Q 2>&1); rc=$?
+kh_check "CLI refuses --target 12Q, pool unchanged (exit $rc: $out)" test "$rc" != 0 -a "$(left_of thp)" = 24
 
 # --- security: verify mode catches a page written after zeroing ---------------
 echo 0 > $PZ/enabled; echo 1 > $PZ/enabled
