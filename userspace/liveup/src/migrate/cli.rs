@@ -40,9 +40,10 @@ pub enum MigrateCmd {
         xbzrle_cache: Option<String>,
         #[arg(long)]
         converge: Option<Converge>,
-        /// Seconds of dirty-rate measurement.
-        #[arg(long, default_value_t = 1)]
-        dirty_secs: u64,
+        /// Milliseconds of dirty-rate sampling (whole seconds on QEMU < 8.2;
+        /// at least 100).
+        #[arg(long, default_value_t = 500)]
+        dirty_ms: u64,
         /// Give up (and keep the VM here) after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
@@ -129,7 +130,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
             downtime_ms,
             xbzrle_cache,
             converge,
-            dirty_secs,
+            dirty_ms,
             timeout,
             plan_only,
             json,
@@ -163,7 +164,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                     xbzrle_cache,
                     converge,
                 },
-                dirty_secs,
+                dirty_ms,
                 timeout: Duration::from_secs(timeout),
                 plan_only,
                 progress: !json,
@@ -262,7 +263,7 @@ mod tests {
             downtime_ms: None,
             xbzrle_cache: None,
             converge: None,
-            dirty_secs: 1,
+            dirty_ms: 500,
             timeout: 10,
             plan_only: true,
             json: true,

@@ -81,6 +81,7 @@ pub fn qemu_facts(q: &mut Qmp) -> Result<QemuFacts, QmpError> {
         .unwrap_or_default();
     let schema = q.execute("query-qmp-schema", json!({}))?;
     let compressions = schema_enum(&schema, "migrate-set-parameters", "multifd-compression");
+    let dirty_ms = schema_has_arg(&schema, "calc-dirty-rate", "calc-time-unit");
     let kvm = q
         .execute("query-kvm", json!({}))
         .map(|r| r["enabled"].as_bool().unwrap_or(false))
@@ -92,28 +93,41 @@ pub fn qemu_facts(q: &mut Qmp) -> Result<QemuFacts, QmpError> {
         dirty_limit: caps.iter().any(|c| c == "dirty-limit"),
         xbzrle: caps.iter().any(|c| c == "xbzrle"),
         kvm,
+        dirty_ms,
     })
 }
 
-/// The values of enum member `member` of command `cmd`'s argument type.
-/// (query-qmp-schema names types by number, so follow the references.)
-pub fn schema_enum(schema: &Value, cmd: &str, member: &str) -> Vec<String> {
-    let Some(entries) = schema.as_array() else {
-        return Vec::new();
-    };
-    let by: HashMap<&str, &Value> = entries
+/// Member `member` of command `cmd`'s argument type, and the schema by
+/// name. (query-qmp-schema names types by number: follow the references.)
+fn schema_arg<'a>(
+    schema: &'a Value,
+    cmd: &str,
+    member: &str,
+) -> Option<(&'a Value, HashMap<&'a str, &'a Value>)> {
+    let by: HashMap<&str, &Value> = schema
+        .as_array()?
         .iter()
         .filter_map(|e| Some((e["name"].as_str()?, e)))
         .collect();
-    let ty = by
+    let m = by
         .get(cmd)
         .and_then(|c| c["arg-type"].as_str())
         .and_then(|t| by.get(t))
         .and_then(|o| o["members"].as_array())
-        .and_then(|ms| ms.iter().find(|m| m["name"] == member))
-        .and_then(|m| m["type"].as_str())
-        .and_then(|t| by.get(t));
-    ty.and_then(|e| e["values"].as_array())
+        .and_then(|ms| ms.iter().find(|m| m["name"] == member))?;
+    Some((m, by))
+}
+
+/// Whether command `cmd` takes an argument named `member`.
+pub fn schema_has_arg(schema: &Value, cmd: &str, member: &str) -> bool {
+    schema_arg(schema, cmd, member).is_some()
+}
+
+/// The values of enum member `member` of command `cmd`'s argument type.
+pub fn schema_enum(schema: &Value, cmd: &str, member: &str) -> Vec<String> {
+    schema_arg(schema, cmd, member)
+        .and_then(|(m, by)| by.get(m["type"].as_str()?).copied())
+        .and_then(|e| e["values"].as_array())
         .map(|vs| {
             vs.iter()
                 .filter_map(|v| v.as_str().map(str::to_string))
@@ -124,15 +138,21 @@ pub fn schema_enum(schema: &Value, cmd: &str, member: &str) -> Vec<String> {
 
 /// This host's facts with `q`'s QEMU.
 pub fn host_facts(q: &mut Qmp, qat_lib: bool, qat_hw: bool) -> Result<HostFacts, QmpError> {
-    Ok(HostFacts {
+    let qemu = qemu_facts(q)?;
+    Ok(host_facts_with(qemu, qat_lib, qat_hw))
+}
+
+/// This host's facts, its QEMU's already known.
+pub fn host_facts_with(qemu: QemuFacts, qat_lib: bool, qat_hw: bool) -> HostFacts {
+    HostFacts {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
         idle_cpus: idle_cpus(Duration::from_millis(300)),
         mem_available: mem_available(),
         qat_devices: qatzip_sys::devices().len() as u32,
         qatzip: qat_lib,
         qat_hw,
-        qemu: qemu_facts(q)?,
-    })
+        qemu,
+    }
 }
 
 /// Guest RAM size (query-memory-size-summary).
@@ -141,22 +161,40 @@ pub fn ram_bytes(q: &mut Qmp) -> Result<u64, QmpError> {
     Ok(r["base-memory"].as_u64().unwrap_or(0) + r["plugged-memory"].as_u64().unwrap_or(0))
 }
 
-/// The guest's dirty rate in bytes/s, measured by QEMU (calc-dirty-rate,
-/// page sampling) over `secs` seconds.
-pub fn dirty_rate(q: &mut Qmp, secs: u64) -> Result<f64, QmpError> {
-    q.execute(
-        "calc-dirty-rate",
-        json!({"calc-time": secs, "mode": "page-sampling"}),
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(secs + 10);
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        let r = q.execute("query-dirty-rate", json!({}))?;
-        if r["status"] == "measured" {
-            return Ok(r["dirty-rate"].as_f64().unwrap_or(0.0) * 1024.0 * 1024.0);
-        }
-        if Instant::now() > deadline {
-            return Err(QmpError::Timeout("calc-dirty-rate".into()));
+/// A dirty-rate measurement QEMU is making (calc-dirty-rate, page
+/// sampling): started first, collected after the other measurements, so
+/// the plan does not wait for it on top of them.
+pub struct DirtyRate {
+    deadline: Instant,
+}
+
+/// Start measuring the guest's dirty rate over `ms` milliseconds (rounded
+/// up to whole seconds where QEMU lacks `calc-time-unit`, before 8.2).
+pub fn start_dirty_rate(q: &mut Qmp, ms: u64, ms_unit: bool) -> Result<DirtyRate, QmpError> {
+    let ms = ms.max(100);
+    let args = if ms_unit {
+        json!({"calc-time": ms, "calc-time-unit": "millisecond", "mode": "page-sampling"})
+    } else {
+        json!({"calc-time": ms.div_ceil(1000), "mode": "page-sampling"})
+    };
+    q.execute("calc-dirty-rate", args)?;
+    Ok(DirtyRate {
+        deadline: Instant::now() + Duration::from_millis(ms) + Duration::from_secs(10),
+    })
+}
+
+impl DirtyRate {
+    /// The measured rate in bytes/s, waiting for QEMU to finish.
+    pub fn collect(self, q: &mut Qmp) -> Result<f64, QmpError> {
+        loop {
+            let r = q.execute("query-dirty-rate", json!({}))?;
+            if r["status"] == "measured" {
+                return Ok(r["dirty-rate"].as_f64().unwrap_or(0.0) * 1024.0 * 1024.0);
+            }
+            if Instant::now() > self.deadline {
+                return Err(QmpError::Timeout("calc-dirty-rate".into()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -198,6 +236,21 @@ mod tests {
         );
         assert!(schema_enum(&schema, "migrate-set-parameters", "nope").is_empty());
         assert!(schema_enum(&json!({}), "x", "y").is_empty());
+        assert!(schema_has_arg(
+            &schema,
+            "migrate-set-parameters",
+            "downtime-limit"
+        ));
+        assert!(!schema_has_arg(
+            &schema,
+            "migrate-set-parameters",
+            "calc-time-unit"
+        ));
+        assert!(!schema_has_arg(
+            &schema,
+            "calc-dirty-rate",
+            "calc-time-unit"
+        ));
     }
 
     #[test]

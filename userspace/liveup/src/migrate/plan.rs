@@ -32,6 +32,9 @@ pub struct QemuFacts {
     pub xbzrle: bool,
     /// KVM (dirty-limit needs its dirty ring); false under TCG.
     pub kvm: bool,
+    /// calc-dirty-rate takes `calc-time-unit` (milliseconds; QEMU >= 8.2).
+    #[serde(default)]
+    pub dirty_ms: bool,
 }
 
 /// What one host offers.
@@ -443,6 +446,7 @@ mod tests {
             dirty_limit: true,
             xbzrle: true,
             kvm: false,
+            dirty_ms: true,
         }
     }
 

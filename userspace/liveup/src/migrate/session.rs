@@ -152,8 +152,8 @@ pub struct SendOptions {
     pub qmp: PathBuf,
     pub to: String,
     pub prefs: Prefs,
-    /// Seconds of calc-dirty-rate.
-    pub dirty_secs: u64,
+    /// Milliseconds of calc-dirty-rate sampling.
+    pub dirty_ms: u64,
     pub timeout: Duration,
     /// Print the plan and stop.
     pub plan_only: bool,
@@ -229,6 +229,22 @@ fn connect_dest(to: &str) -> Result<TcpStream, MigrateError> {
         }
     }
     Err(unreachable(last))
+}
+
+/// How long to wait before asking the source QEMU again: 100 ms while
+/// much is left, 10 ms once the VM has stopped or what remains would cross
+/// the link in a quarter second (then every poll's delay is downtime).
+fn poll_interval(r: &Value, link_bps: f64) -> Duration {
+    let remaining = r["ram"]["remaining"].as_f64().unwrap_or(f64::MAX);
+    let stopped = matches!(
+        r["status"].as_str(),
+        Some("device") | Some("pre-switchover") | Some("completed")
+    );
+    if stopped || remaining < link_bps / 4.0 {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_millis(100)
+    }
 }
 
 /// Measure the link: send growing probes until one takes a quarter second.
@@ -409,8 +425,12 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
     let mut q = open_qmp(&opts.qmp)?;
     let qemu_pid = q.peer_pid();
     let (qat_lib, qat_hw) = facts::qat_probe();
-    let src = facts::host_facts(&mut q, qat_lib.is_some(), qat_hw)?;
-    check_version("source", &src.qemu)?;
+    let qemu = facts::qemu_facts(&mut q)?;
+    check_version("source", &qemu)?;
+    // The dirty-rate sample runs in QEMU while the CPU sample, the
+    // destination's facts and the link probe are taken.
+    let dirty = facts::start_dirty_rate(&mut q, opts.dirty_ms, qemu.dirty_ms);
+    let src = facts::host_facts_with(qemu, qat_lib.is_some(), qat_hw);
     let runstate = q.status()?;
     let was_running = runstate == "running";
     if !matches!(runstate.as_str(), "running" | "paused") {
@@ -428,7 +448,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
     };
     check_version("destination", &dst.qemu)?;
     let link_bps = probe_link(&mut c)?;
-    let dirty_bps = facts::dirty_rate(&mut q, opts.dirty_secs.max(1)).unwrap_or(0.0);
+    let dirty_bps = dirty.and_then(|d| d.collect(&mut q)).unwrap_or(0.0);
     let ram_bytes = facts::ram_bytes(&mut q)?;
     let input = PlanInput {
         src,
@@ -513,9 +533,11 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         let started_at = t0.elapsed().as_secs_f64();
         q.execute("migrate", json!({ "uri": qemu_uri }))?;
         let progress = Progress::new(opts.progress, dirty_bps);
+        let mut nap = Duration::from_millis(100);
         let last = loop {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(nap);
             let r = q.execute("query-migrate", json!({}))?;
+            nap = poll_interval(&r, link_bps);
             let relay_snap = (p.mode == Mode::Relay).then(|| stats.snapshot());
             progress.update(&r, relay_snap, t0.elapsed().as_secs_f64());
             match r["status"].as_str() {
@@ -991,5 +1013,23 @@ fn fmt_ip(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_fast_only_near_the_end() {
+        let link = 125e6;
+        let far = json!({"status": "active", "ram": {"remaining": 500_000_000u64}});
+        let near = json!({"status": "active", "ram": {"remaining": 20_000_000u64}});
+        let stopped = json!({"status": "device", "ram": {"remaining": 90_000_000u64}});
+        let unknown = json!({"status": "setup"});
+        assert_eq!(poll_interval(&far, link), Duration::from_millis(100));
+        assert_eq!(poll_interval(&near, link), Duration::from_millis(10));
+        assert_eq!(poll_interval(&stopped, link), Duration::from_millis(10));
+        assert_eq!(poll_interval(&unknown, link), Duration::from_millis(100));
     }
 }
