@@ -117,16 +117,7 @@ case $KH_STAGE in
     kh_check "liveup restore brought the VM back" running
     kh_check "  and its memory is intact" vm_up
     $D --iommufd --bdf $dev --mem kram:$area --mem-size $size attach --watch 3 --settle 1 --stop > /tmp/u-2 2>&1
-    afirst=$(num "$(v first_seq /tmp/u-2)") waiting=$(num "$(v dd_set /tmp/u-2)")
-    kh_log "NIC taken over: waiting=$waiting then seq $afirst..$(v last_seq /tmp/u-2) lost=$(v lost /tmp/u-2) [$(v lost_ranges /tmp/u-2)]"
-    kh_check "ring as the old kernel left it, receiver on, bus mastering on (never reset)" \
-        test "$(v ring_registers_match /tmp/u-2)$(v rx_enabled /tmp/u-2)$(v bus_master /tmp/u-2)" = 111
-    kh_check "the NIC wrote frames through the upgrade ($waiting waiting)" test "$waiting" -gt $((rate * 10))
-    kh_check "no frame lost from the first process's last ($last -> $afirst)" \
-        test "$last" -ge 0 -a "$afirst" = $((last + 1)) -a "$(first_gap /tmp/u-2)" -gt $((last + waiting))
-    kh_check "the attach replaced the adopted entry in place" \
-        sh -c "dmesg | grep -q 'adopted entry of 00:03.0 replaced in place'"
-    kh_check "no DMAR fault from the kexec to the new process's last frame" test -z "$(dmar_faults)" || dmar_faults | head -n3
+    nic_check_takeover /tmp/u-2 "$last" "$rate"
     # Bad input while the record is in use: a thaw in a kernel that did not
     # freeze, and another upgrade with the record still pending.
     kh_check "thaw in a kernel that did not freeze: refused" sh -c \

@@ -32,3 +32,24 @@ first_gap() {
     g=$(v lost_ranges "$1" | tr ',' '\n' | sed -n '1s/-.*//p')
     echo "${g:-999999999999}"
 }
+# nic_check_takeover REPORT LAST RATE: what a process taking the kept NIC
+# over after a kexec (e1000e-dma attach --watch) must find: the ring as the
+# old kernel left it with the receiver and bus mastering on (never reset),
+# more than ten seconds' frames waiting (DMA went on through the handover),
+# no sequence number lost after LAST (the first process's last; a gap past
+# the handover backlog is the outer host's UDP socket, only logged), the
+# adopted entry replaced in place, and no DMAR fault since the kexec.
+nic_check_takeover() {
+    first=$(num "$(v first_seq "$1")") waiting=$(num "$(v dd_set "$1")")
+    kh_log "taken over: rdh=$(v rdh "$1") rdt=$(v rdt "$1") waiting=$waiting" \
+        "then seq $first..$(v last_seq "$1") lost=$(v lost "$1") [$(v lost_ranges "$1")] hw_missed=$(v hw_missed "$1")"
+    kh_check "ring registers as the old kernel left them, receiver and bus mastering on (never reset)" \
+        test "$(v ring_registers_match "$1")$(v rx_enabled "$1")$(v bus_master "$1")" = 111
+    kh_check "DMA went on through the kexec: $waiting frames waiting (> $(($3 * 10)))" test "$waiting" -gt $(($3 * 10))
+    kh_check "no sequence number lost across the kexec ($2 -> $first, $waiting frames)" \
+        test "$2" -ge 0 -a "$first" = $(($2 + 1)) -a "$(first_gap "$1")" -gt $(($2 + waiting))
+    kh_check "the attach replaced the adopted context entry in place (never non-present)" sh -c \
+        "dmesg | grep -q 'adopted entry of ${dev#0000:} replaced in place'"
+    kh_check "no DMAR fault from the kexec to the new process's last frame" test -z "$(dmar_faults)" ||
+        dmar_faults | head -n3
+}
