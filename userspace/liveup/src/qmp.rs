@@ -8,7 +8,8 @@
 //! more than serde_json.
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,7 +42,16 @@ pub enum QmpError {
 pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// A line read in part when a read timed out (kept for the next read).
+    partial: String,
+    /// Events that arrived while a command waited for its answer.
+    events: VecDeque<Value>,
 }
+
+/// Events kept for `next_event` (older ones are dropped).
+const EVENTS_KEPT: usize = 64;
+/// The read timeout outside `next_event`.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Qmp {
     /// Connect and leave capabilities negotiation mode.
@@ -63,11 +73,13 @@ impl Qmp {
                 }
             }
         };
-        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
         let writer = stream.try_clone()?;
         let mut q = Qmp {
             reader: BufReader::new(stream),
             writer,
+            partial: String::new(),
+            events: VecDeque::new(),
         };
         let greeting = q.read()?;
         if greeting.get("QMP").is_none() {
@@ -100,11 +112,41 @@ impl Qmp {
     }
 
     fn read(&mut self) -> Result<Value, QmpError> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
+        // A timed-out read_line keeps what it got in `partial`.
+        if self.reader.read_line(&mut self.partial)? == 0 {
             return Err(QmpError::Closed);
         }
+        let line = std::mem::take(&mut self.partial);
         Ok(serde_json::from_str(&line)?)
+    }
+
+    /// The next asynchronous event (one kept from an earlier command's
+    /// wait first), or None when `timeout` passes without one.
+    pub fn next_event(&mut self, timeout: Duration) -> Result<Option<Value>, QmpError> {
+        if let Some(e) = self.events.pop_front() {
+            return Ok(Some(e));
+        }
+        let deadline = Instant::now() + timeout;
+        let r = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Ok(None);
+            }
+            self.reader.get_ref().set_read_timeout(Some(left))?;
+            match self.read() {
+                Ok(v) if v.get("event").is_some() => break Ok(Some(v)),
+                // No command is waiting: a stray answer is dropped.
+                Ok(_) => {}
+                Err(QmpError::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    break Ok(None)
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.reader.get_ref().set_read_timeout(Some(READ_TIMEOUT))?;
+        r
     }
 
     /// Execute `cmd` with `args`; return its "return" value.
@@ -115,6 +157,13 @@ impl Qmp {
             let v = self.read()?;
             if let Some(r) = v.get("return") {
                 return Ok(r.clone());
+            }
+            if v.get("event").is_some() {
+                if self.events.len() == EVENTS_KEPT {
+                    self.events.pop_front();
+                }
+                self.events.push_back(v);
+                continue;
             }
             if let Some(e) = v.get("error") {
                 let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
@@ -163,5 +212,81 @@ impl Qmp {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+
+    /// A QMP peer on a fresh socket: greets, answers qmp_capabilities,
+    /// then runs `script` on the connection.
+    fn fake_qemu(
+        name: &str,
+        script: impl FnOnce(&mut UnixStream) + Send + 'static,
+    ) -> (Qmp, std::thread::JoinHandle<()>) {
+        let path = std::env::temp_dir().join(format!("liveup-qmp-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.write_all(b"{\"QMP\": {\"version\": {}}}\n").unwrap();
+            read_cmd(&mut s);
+            s.write_all(b"{\"return\": {}}\n").unwrap();
+            script(&mut s);
+        });
+        let q = Qmp::connect(&path, Duration::from_secs(5)).unwrap();
+        let _ = std::fs::remove_file(&path);
+        (q, t)
+    }
+
+    fn read_cmd(s: &mut UnixStream) -> String {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        String::from_utf8(line).unwrap()
+    }
+
+    #[test]
+    fn event_during_a_command_is_kept_for_next_event() {
+        let (mut q, t) = fake_qemu("kept", |s| {
+            assert!(read_cmd(s).contains("query-migrate"));
+            s.write_all(b"{\"event\": \"MIGRATION\", \"data\": {\"status\": \"completed\"}}\n{\"return\": {\"status\": \"completed\"}}\n")
+                .unwrap();
+            // Stay connected while the client looks for more.
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        let r = q.execute("query-migrate", json!({})).unwrap();
+        assert_eq!(r["status"], "completed");
+        let e = q.next_event(Duration::from_millis(10)).unwrap().unwrap();
+        assert_eq!(e["data"]["status"], "completed");
+        assert!(q.next_event(Duration::from_millis(10)).unwrap().is_none());
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn next_event_times_out_and_keeps_a_half_read_line() {
+        let (mut q, t) = fake_qemu("partial", |s| {
+            s.write_all(b"{\"event\": \"MIGR").unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            s.write_all(b"ATION\", \"data\": {\"status\": \"failed\"}}\n")
+                .unwrap();
+            assert!(read_cmd(s).contains("query-status"));
+            s.write_all(b"{\"return\": {\"status\": \"running\"}}\n")
+                .unwrap();
+        });
+        let t0 = Instant::now();
+        assert!(q.next_event(Duration::from_millis(100)).unwrap().is_none());
+        assert!(t0.elapsed() < Duration::from_millis(280));
+        let e = q.next_event(Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(e["event"], "MIGRATION");
+        assert_eq!(e["data"]["status"], "failed");
+        // The ordinary read timeout is back: a command still works.
+        assert_eq!(q.status().unwrap(), "running");
+        t.join().unwrap();
     }
 }

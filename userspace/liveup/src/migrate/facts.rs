@@ -139,14 +139,22 @@ pub fn schema_enum(schema: &Value, cmd: &str, member: &str) -> Vec<String> {
 /// This host's facts with `q`'s QEMU.
 pub fn host_facts(q: &mut Qmp, qat_lib: bool, qat_hw: bool) -> Result<HostFacts, QmpError> {
     let qemu = qemu_facts(q)?;
-    Ok(host_facts_with(qemu, qat_lib, qat_hw))
+    Ok(host_facts_with(
+        qemu,
+        qat_lib,
+        qat_hw,
+        idle_cpus(IDLE_SAMPLE),
+    ))
 }
 
-/// This host's facts, its QEMU's already known.
-pub fn host_facts_with(qemu: QemuFacts, qat_lib: bool, qat_hw: bool) -> HostFacts {
+/// How long the idle-CPU sample runs.
+pub const IDLE_SAMPLE: Duration = Duration::from_millis(300);
+
+/// This host's facts, its QEMU's and idle CPUs already measured.
+pub fn host_facts_with(qemu: QemuFacts, qat_lib: bool, qat_hw: bool, idle_cpus: f64) -> HostFacts {
     HostFacts {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
-        idle_cpus: idle_cpus(Duration::from_millis(300)),
+        idle_cpus,
         mem_available: mem_available(),
         qat_devices: qatzip_sys::devices().len() as u32,
         qatzip: qat_lib,
