@@ -100,10 +100,13 @@ fn apply_plan(
     source: bool,
 ) -> Result<(), QmpError> {
     let native = plan.mode == Mode::Native;
-    let mut caps = vec![json!({"capability": "multifd", "state": native})];
+    // MIGRATION events (QEMU >= 2.4) end either side's wait for the end of
+    // the migration at once (wait_state_change).
+    let mut caps = vec![
+        json!({"capability": "multifd", "state": native}),
+        json!({"capability": "events", "state": true}),
+    ];
     if source {
-        // MIGRATION events (QEMU >= 2.4) end the wait for completion at once.
-        caps.push(json!({"capability": "events", "state": true}));
         if facts.xbzrle {
             caps.push(json!({"capability": "xbzrle", "state": plan.xbzrle_cache.is_some()}));
         }
@@ -786,7 +789,7 @@ fn wait_incoming(q: &mut Qmp, timeout: Duration) -> Result<(), MigrateError> {
         if t.elapsed() > timeout {
             return Err(QmpError::Timeout("incoming migration".into()).into());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        wait_state_change(q, Duration::from_millis(20))?;
     }
 }
 
