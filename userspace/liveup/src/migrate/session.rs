@@ -259,8 +259,9 @@ fn is_migration_end(e: &Value) -> bool {
         )
 }
 
-/// Measure the link: send growing probes until one takes 100 ms (at
-/// 1 Gbit/s 21 MiB in all, about 170 ms; 250 ms cost 85 MiB, 0.7 s).
+/// Measure the link: send growing probes (x4 from 256 KiB) until one takes
+/// 100 ms or is 64 MiB (at 1 Gbit/s 21 MiB in all, about 170 ms; a 250 ms
+/// threshold cost 85 MiB there, 0.7 s; at most 85 MiB on a fast link).
 fn probe_link(c: &mut Control) -> Result<f64, MigrateError> {
     let mut n: u64 = 256 << 10;
     let buf = vec![0x5au8; 1 << 20];
@@ -278,7 +279,7 @@ fn probe_link(c: &mut Control) -> Result<f64, MigrateError> {
             got => return Err(unexpected("probed", got).into()),
         }
         let secs = t.elapsed().as_secs_f64();
-        if secs >= 0.1 || n >= 256 << 20 {
+        if secs >= 0.1 || n >= 64 << 20 {
             return Ok(n as f64 / secs.max(1e-6));
         }
         n *= 4;
