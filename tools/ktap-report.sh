@@ -43,7 +43,7 @@ perl -ne 'if (/^\[ *([0-9.]+)\] KH-KEXEC-E (\S+)/) { $t=$1; $n=$2 }
 # stamped on this host. Gaps over 1 s are the upgrades.
 for h in "$run"/heartbeat*.log; do
     [ -s "$h" ] || continue
-    perl -ane 'next unless $F[1] eq "HB"; $n=$F[2];
+    perl -ane 'next unless $F[1] eq "HB" && defined $F[3]; $n=$F[2];  # a beat cut off by poweroff has no number
         if (defined $last{$n}) { $g=$F[0]-$last{$n}; push @{$gaps{$n}}, sprintf("%.2f", $g) if $g > 1.0 }
         $last{$n}=$F[0]; $beats{$n}++;
         END { for $n (sort keys %beats) {
