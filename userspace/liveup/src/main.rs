@@ -406,4 +406,28 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("99999999999999G").is_err());
     }
+
+    #[test]
+    fn dirty_ms_garbage_is_a_usage_error() {
+        let send = |v: &str| {
+            Cli::try_parse_from([
+                "liveup",
+                "migrate",
+                "send",
+                "--qmp",
+                "q",
+                "--to",
+                "d:1",
+                "--dirty-ms",
+                v,
+            ])
+        };
+        assert!(send("500").is_ok());
+        for bad in ["abc", "-5", "", "1.5", "99999999999999999999999"] {
+            let e = send(bad)
+                .err()
+                .unwrap_or_else(|| panic!("--dirty-ms {bad:?} accepted"));
+            assert_eq!(e.exit_code(), 2, "--dirty-ms {bad:?}");
+        }
+    }
 }

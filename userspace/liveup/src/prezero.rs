@@ -255,13 +255,18 @@ fn zero_cmd(
             .parse()
             .with_context(|| format!("bad count {count:?}"))?
     };
+    // Each node's pool grows only by what this loop zeroes for that node,
+    // so one read of the stats serves them all.
+    let stats = match target {
+        Some(_) => std::fs::read_to_string(format!("{DEBUGFS}/stats"))
+            .with_context(|| format!("cannot read {DEBUGFS}/stats"))?,
+        None => String::new(),
+    };
     let (mut total, mut ns) = (0, 0);
     for n in nodes {
         let count = match target {
             None => count,
             Some(t) => {
-                let stats = std::fs::read_to_string(format!("{DEBUGFS}/stats"))
-                    .with_context(|| format!("cannot read {DEBUGFS}/stats"))?;
                 let Some(have) = pooled(&stats, n, size) else {
                     // the module serves nodes 0..8 and these sizes only
                     println!("node {n}: no pool of {} (skipped)", size_name(size));

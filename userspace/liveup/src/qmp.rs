@@ -197,8 +197,7 @@ impl Qmp {
                     let desc = r
                         .get("error-desc")
                         .and_then(Value::as_str)
-                        .unwrap_or("failed")
-                        .to_string();
+                        .map_or_else(|| format!("{what} failed"), str::to_string);
                     return Err(QmpError::Command {
                         cmd: what.into(),
                         class: "MigrationFailed".into(),
@@ -210,9 +209,33 @@ impl Qmp {
             if Instant::now() > deadline {
                 return Err(QmpError::Timeout(what.into()));
             }
-            std::thread::sleep(Duration::from_millis(2));
+            self.wait_migration_end(Duration::from_millis(2))?;
         }
     }
+
+    /// Wait up to `most` before the next look at a migration, less if a
+    /// MIGRATION event says it completed, failed or was cancelled (QEMU
+    /// sends them with the `events` capability on): the delay between a
+    /// migration's end and what follows it may be a guest's downtime.
+    pub fn wait_migration_end(&mut self, most: Duration) -> Result<(), QmpError> {
+        let deadline = Instant::now() + most;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left)? {
+                None => return Ok(()),
+                Some(e) if is_migration_end(&e) => return Ok(()),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+fn is_migration_end(e: &Value) -> bool {
+    e["event"] == "MIGRATION"
+        && matches!(
+            e["data"]["status"].as_str(),
+            Some("completed") | Some("failed") | Some("cancelled")
+        )
 }
 
 #[cfg(test)]
@@ -288,5 +311,16 @@ mod tests {
         // The ordinary read timeout is back: a command still works.
         assert_eq!(q.status().unwrap(), "running");
         t.join().unwrap();
+    }
+
+    #[test]
+    fn migration_end_events() {
+        let ev = |st: &str| json!({"event": "MIGRATION", "data": {"status": st}});
+        assert!(is_migration_end(&ev("completed")));
+        assert!(is_migration_end(&ev("failed")));
+        assert!(is_migration_end(&ev("cancelled")));
+        assert!(!is_migration_end(&ev("device")));
+        assert!(!is_migration_end(&ev("active")));
+        assert!(!is_migration_end(&json!({"event": "STOP"})));
     }
 }

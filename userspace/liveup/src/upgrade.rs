@@ -816,65 +816,37 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
         .map(|v| v.clamp(0.0, to_restore));
     m[20..24].copy_from_slice(&1u32.to_le_bytes());
     let save: u64 = man.vms.iter().map(|v| v.save_ticks).sum();
-    let mut report = Report {
+    let row = |phase: &str, ms: f64| Phase {
+        phase: phase.into(),
+        ms,
+    };
+    let mut phases = vec![row("stop + save device state", ms(save))];
+    if man.freeze_ticks != 0 {
+        phases.push(row("freeze kept device's IOMMU", ms(man.freeze_ticks)));
+    }
+    phases.push(row(
+        "store state in KRAM",
+        ms(man.t_saved - man.t_blackout - save - man.freeze_ticks),
+    ));
+    match init_ms {
+        Some(i) => {
+            phases.push(row("kexec to init", to_restore - i));
+            phases.push(row("init to restore start", i));
+        }
+        None => phases.push(row("kexec to restore start", to_restore)),
+    }
+    phases.extend([
+        row("module load + KRAM adoption", ms(t_kram - t_start)),
+        row("state checks", ms(t0 - t_kram)),
+        row("QEMU start", ms(qemu_start)),
+        row("state load", ms(load)),
+        row("resume", ms(resume)),
+    ]);
+    let report = Report {
         vms: man.vms.iter().map(|v| v.config.name.clone()).collect(),
-        phases: vec![
-            Phase {
-                phase: "stop + save device state".into(),
-                ms: ms(save),
-            },
-            Phase {
-                phase: "freeze kept device's IOMMU".into(),
-                ms: ms(man.freeze_ticks),
-            },
-            Phase {
-                phase: "store state in KRAM".into(),
-                ms: ms(man.t_saved - man.t_blackout - save - man.freeze_ticks),
-            },
-            Phase {
-                phase: "kexec to init".into(),
-                ms: to_restore - init_ms.unwrap_or(0.0),
-            },
-            Phase {
-                phase: "init to restore start".into(),
-                ms: init_ms.unwrap_or(0.0),
-            },
-            Phase {
-                phase: "module load + KRAM adoption".into(),
-                ms: ms(t_kram - t_start),
-            },
-            Phase {
-                phase: "state checks".into(),
-                ms: ms(t0 - t_kram),
-            },
-            Phase {
-                phase: "QEMU start".into(),
-                ms: ms(qemu_start),
-            },
-            Phase {
-                phase: "state load".into(),
-                ms: ms(load),
-            },
-            Phase {
-                phase: "resume".into(),
-                ms: ms(resume),
-            },
-        ],
+        phases,
         downtime_ms: ms(t_end.saturating_sub(man.t_blackout)),
     };
-    if man.freeze_ticks == 0 {
-        report.phases.retain(|p| !p.phase.starts_with("freeze"));
-    }
-    if init_ms.is_none() {
-        report.phases.retain(|p| p.phase != "init to restore start");
-        if let Some(p) = report
-            .phases
-            .iter_mut()
-            .find(|p| p.phase == "kexec to init")
-        {
-            p.phase = "kexec to restore start".into();
-        }
-    }
     fs::write(
         run_dir().join("last-upgrade.json"),
         serde_json::to_vec_pretty(&report)?,

@@ -180,15 +180,19 @@ pub struct DirtyRate {
 /// up to whole seconds where QEMU lacks `calc-time-unit`, before 8.2).
 pub fn start_dirty_rate(q: &mut Qmp, ms: u64, ms_unit: bool) -> Result<DirtyRate, QmpError> {
     let ms = ms.max(100);
-    let args = if ms_unit {
-        json!({"calc-time": ms, "calc-time-unit": "millisecond", "mode": "page-sampling"})
-    } else {
-        json!({"calc-time": ms.div_ceil(1000), "mode": "page-sampling"})
-    };
-    q.execute("calc-dirty-rate", args)?;
+    q.execute("calc-dirty-rate", dirty_rate_args(ms, ms_unit))?;
     Ok(DirtyRate {
         deadline: Instant::now() + Duration::from_millis(ms) + Duration::from_secs(10),
     })
+}
+
+/// calc-dirty-rate's arguments for a sample of `ms` milliseconds.
+fn dirty_rate_args(ms: u64, ms_unit: bool) -> Value {
+    if ms_unit {
+        json!({"calc-time": ms, "calc-time-unit": "millisecond", "mode": "page-sampling"})
+    } else {
+        json!({"calc-time": ms.div_ceil(1000), "mode": "page-sampling"})
+    }
 }
 
 impl DirtyRate {
@@ -259,6 +263,15 @@ mod tests {
             "calc-dirty-rate",
             "calc-time-unit"
         ));
+    }
+
+    #[test]
+    fn dirty_rate_sample_in_ms_or_whole_seconds() {
+        assert_eq!(dirty_rate_args(500, true)["calc-time"], 500);
+        assert_eq!(dirty_rate_args(500, true)["calc-time-unit"], "millisecond");
+        assert_eq!(dirty_rate_args(500, false)["calc-time"], 1);
+        assert_eq!(dirty_rate_args(2001, false)["calc-time"], 3);
+        assert!(dirty_rate_args(500, false).get("calc-time-unit").is_none());
     }
 
     #[test]

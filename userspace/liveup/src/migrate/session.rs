@@ -101,7 +101,7 @@ fn apply_plan(
 ) -> Result<(), QmpError> {
     let native = plan.mode == Mode::Native;
     // MIGRATION events (QEMU >= 2.4) end either side's wait for the end of
-    // the migration at once (wait_state_change).
+    // the migration at once (Qmp::wait_migration_end).
     let mut caps = vec![
         json!({"capability": "multifd", "state": native}),
         json!({"capability": "events", "state": true}),
@@ -234,29 +234,6 @@ fn connect_dest(to: &str) -> Result<TcpStream, MigrateError> {
         }
     }
     Err(unreachable(last))
-}
-
-/// Wait up to `most` for the next poll of the source QEMU, less if a
-/// MIGRATION event says it completed, failed or was cancelled: the
-/// delay between completion and the destination's resume is downtime.
-fn wait_state_change(q: &mut Qmp, most: Duration) -> Result<(), QmpError> {
-    let deadline = Instant::now() + most;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match q.next_event(left)? {
-            None => return Ok(()),
-            Some(e) if is_migration_end(&e) => return Ok(()),
-            Some(_) => {}
-        }
-    }
-}
-
-fn is_migration_end(e: &Value) -> bool {
-    e["event"] == "MIGRATION"
-        && matches!(
-            e["data"]["status"].as_str(),
-            Some("completed") | Some("failed") | Some("cancelled")
-        )
 }
 
 /// Measure the link: send growing probes (x4 from 256 KiB) until one takes
@@ -550,7 +527,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         q.execute("migrate", json!({ "uri": qemu_uri }))?;
         let progress = Progress::new(opts.progress, dirty_bps);
         let last = loop {
-            wait_state_change(&mut q, Duration::from_millis(100))?;
+            q.wait_migration_end(Duration::from_millis(100))?;
             let r = q.execute("query-migrate", json!({}))?;
             let relay_snap = (p.mode == Mode::Relay).then(|| stats.snapshot());
             progress.update(&r, relay_snap, t0.elapsed().as_secs_f64());
@@ -769,28 +746,12 @@ pub struct ReceiveOptions {
 }
 
 fn wait_incoming(q: &mut Qmp, timeout: Duration) -> Result<(), MigrateError> {
-    let t = Instant::now();
-    loop {
-        let r = q.execute("query-migrate", json!({}))?;
-        match r["status"].as_str() {
-            Some("completed") => return Ok(()),
-            Some("failed") | Some("cancelled") => {
-                return Err(MigrateError::Failed {
-                    reason: format!(
-                        "destination QEMU: {}",
-                        r["error-desc"]
-                            .as_str()
-                            .unwrap_or("incoming migration failed")
-                    ),
-                    source_state: String::new(),
-                })
-            }
-            _ => {}
-        }
-        if t.elapsed() > timeout {
-            return Err(QmpError::Timeout("incoming migration".into()).into());
-        }
-        wait_state_change(q, Duration::from_millis(20))?;
+    match q.wait_migration("incoming migration", timeout) {
+        Err(QmpError::Command { desc, .. }) => Err(MigrateError::Failed {
+            reason: format!("destination QEMU: {desc}"),
+            source_state: String::new(),
+        }),
+        r => Ok(r?),
     }
 }
 
@@ -1027,21 +988,5 @@ fn fmt_ip(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn migration_end_events() {
-        let ev = |st: &str| json!({"event": "MIGRATION", "data": {"status": st}});
-        assert!(is_migration_end(&ev("completed")));
-        assert!(is_migration_end(&ev("failed")));
-        assert!(is_migration_end(&ev("cancelled")));
-        assert!(!is_migration_end(&ev("device")));
-        assert!(!is_migration_end(&ev("active")));
-        assert!(!is_migration_end(&json!({"event": "STOP"})));
     }
 }
