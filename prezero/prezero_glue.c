@@ -107,8 +107,8 @@ bool prezero_glue_is_zero(struct folio *folio)
  * Zeroed-page pools (patches/0004): folios this module allocated from the
  * buddy allocator and zeroed, one list per node and order (0 ..= PMD
  * order: 4 KiB pages, mTHP sizes, THP). A pooled folio has reference
- * count 1, is mapped nowhere and is charged to no memcg; the anonymous fault paths take one instead of
- * allocating and clearing.
+ * count 1, is mapped nowhere and is charged to no memcg; the anonymous
+ * fault paths take one instead of allocating and clearing.
  *
  * Locking: each pool's spinlock guards its list and counters. It is taken
  * from the fault path, the filler (after allocating and zeroing, never
