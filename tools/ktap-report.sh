@@ -49,5 +49,9 @@ for h in "$run"/heartbeat*.log; do
         END { for $n (sort keys %beats) {
             printf "# figure: %s: %d heartbeats; gaps over 1 s (s): %s\n", $n, $beats{$n}, join(", ", @{$gaps{$n} || []}) || "none" } }' "$h"
 done | tee -a "$run/figures"
+# A VM the nested rig stopped before it booted and a test started again
+# (selftests/upgrade/upgrade.sh, boot_vm): shown, never silent.
+perl -ne '$n++ if /started again after a rig fault/; END { printf "# figure: VMs started again after a rig fault: %d\n", $n if $n }' \
+    "$run/console.log" | tee -a "$run/figures"
 echo "$p $f $s" > "$run/counts"
 echo "# rig: $p passed, $f failed, $s skipped"

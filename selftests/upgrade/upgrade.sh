@@ -23,7 +23,10 @@ start_vm() { # name serial-port
         set -- "$1" "$2" -kernel /host/vm-bzImage -initrd /host/vm-initrd.img \
             -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=$1"
     else
-        set -- "$1" "$2" -kernel /host/tinyvm.elf -append "vmname=$1"
+        # KH_UPGRADE_RIGFAULT=NAME: that VM's first boot ends on a KVM
+        # internal error (tinyvm's rigfault), to test boot_vm's retry.
+        f=; [ "${KH_UPGRADE_RIGFAULT:-}" = "$1" ] && [ ! -e /tmp/rigfault.$1 ] && f=,rigfault && touch /tmp/rigfault.$1
+        set -- "$1" "$2" -kernel /host/tinyvm.elf -append "vmname=$1$f"
     fi
     n=$1 p=$2; shift 2
     $L vm start --name $n --mem 96M --root $R -- \
@@ -32,17 +35,41 @@ start_vm() { # name serial-port
         -chardev file,id=con,path=/host/$n.console,append=on -serial chardev:con \
         -D /host/$n.qemu.log -d guest_errors
 }
-wait_for() { # file pattern seconds
-    local n=0
-    while ! grep -q "$2" "$1" 2>/dev/null; do
-        n=$((n + 1)); [ $n -gt $(($3 * 2)) ] && return 1; sleep 0.5
+vm_state() { $L vm list | sed -n "s/^$1 \([^ ]*\) .*/\1/p"; }
+# boot_vm NAME: wait for its VM-READY; a VM that stopped on a KVM internal
+# error before that, or printed nothing for 120 s (tinyvm is ready within
+# seconds even on a loaded machine), is shown (diag) and started once more.
+# The nested rig (KVM in the L1 host on the SVM that TCG emulates, serial
+# ports over pipes of the outer QEMU) did both, once each: in CI a tinyvm
+# stopped with EFER=0 and its code unreadable before printing anything; in
+# session 4 SeaBIOS waited on a heartbeat port that carried no byte.
+# Neither happened in 190 boots here, 160 of them with both host cores
+# busy: rig faults, not ones of the upgrade. A retry is counted in a
+# figure (tools/ktap-report.sh); a second failure fails the check. After
+# the first boot nothing is retried: every later check is strict.
+boot_vm() { # name serial-port
+    local n try limit=240
+    for try in 1 2; do
+        n=0
+        while ! grep -q VM-READY "$(vm_log $1)" 2>/dev/null; do
+            case $(vm_state $1) in internal-error|shutdown|guest-panicked) break;; esac
+            n=$((n + 1)); [ $n -gt $limit ] && break; sleep 0.5
+        done
+        grep -q VM-READY "$(vm_log $1)" 2>/dev/null && return 0
+        [ $try = 2 ] && return 1
+        kh_log "$1 did not boot ($(vm_state $1), $((n / 2)) s): started again after a rig fault"
+        diag $1
+        $L vm stop $1 --delete-area > /dev/null || return 1
+        rm -f "$(vm_log $1)" /host/$1.qemu.log
+        start_vm $1 $2 || return 1
+        limit=480
     done
 }
 memchecks() { local c; c=$(grep -c "VM-MEMCHECK $1 .* ok" "$(vm_log $1)" 2>/dev/null); echo "${c:-0}"; }
-# On failure, show what the VMs and their QEMUs said.
+# On failure, show what the VMs (all, or the one named) and their QEMUs said.
 diag() {
     $L vm list | sed 's/^/KH-LOG vm: /'
-    for v in $VMS; do
+    for v in ${1:-$VMS}; do
         # where its vCPU is (for a stalled VM): registers and serial ports
         for c in "info registers" "info chardev" "info irq" "info pic"; do
             $L qmp $R/run/liveup/$v.qmp human-monitor-command "{\"command-line\": \"$c\"}" 2>&1 \
@@ -50,7 +77,8 @@ diag() {
                 | sed "s/^/KH-LOG $v $c: /"
         done
         tail -n 5 "$(vm_log $v)" 2>/dev/null | sed "s/^/KH-LOG $v console: /"
-        tail -n 5 /host/$v.qemu.log 2>/dev/null | sed "s/^/KH-LOG $v qemu: /"
+        # a KVM internal error: the error and the register dump
+        tail -n 30 /host/$v.qemu.log 2>/dev/null | sed "s/^/KH-LOG $v qemu: /"
     done
 }
 # after_resume NAME: a fresh memory check passes after the VM came back
@@ -85,7 +113,11 @@ case $KH_STAGE in
         kh_check "start $v with its RAM in KRAM" start_vm $v $port
         port=$((port + 1))
     done
-    for v in $VMS; do kh_check "$v booted" wait_for "$(vm_log $v)" VM-READY 240 || diag; done
+    port=1
+    for v in $VMS; do
+        kh_check "$v booted" boot_vm $v $port || diag
+        port=$((port + 1))
+    done
     kh_check "memory checks pass before upgrading" all_memory_ok
 
     # Failures before kexec: nothing lost, VMs keep running where they were.

@@ -8,8 +8,9 @@
  * the Linux test VM (tools/guest/vm-init), with a far smaller footprint in
  * the nested TCG rig: no paging, one interrupt source, a few port writes
  * per beat; beats go on during a check, so only a pause of the VM makes a
- * gap. Command line: vmname=NAME, memcheck=BEATS (default 100), separated
- * by spaces or commas.
+ * gap. Command line: vmname=NAME, memcheck=BEATS (default 100), rigfault
+ * (stop on a KVM internal error before booting), separated by spaces or
+ * commas.
  *
  * Build: gcc -m32 -ffreestanding -fno-pic -fno-pie -no-pie -nostdlib -static
  *        -O2 -fno-toplevel-reorder -Wl,-Ttext=0x100000 (tools/vm-run.sh)
@@ -160,6 +161,11 @@ void tiny_main(u32 *mbi)
 				every = 100;
 		}
 	}
+	/* rigfault: jump to MMIO (the IOAPIC) before booting, as a rig fault
+	 * did once; KVM cannot fetch code there and stops the VM with an
+	 * internal error (selftests/upgrade/upgrade.sh tests its retry). */
+	if ((mbi[0] & 4) && param((const char *)mbi[4], "rigfault"))
+		((void (*)(void))0xfec00000u)();
 	/* all RAM above 4 MiB but the last MiB (mem_upper: KiB above 1 MiB) */
 	fill_end = (mbi[0] & 1) ? (1u << 20) + mbi[2] * 1024 - (1u << 20) : FILL_START;
 	{

@@ -627,28 +627,50 @@ fn init_to_mark_ms() -> Option<f64> {
         .open("/dev/kmsg")
         .ok()?;
     let mut buf = vec![0u8; 8192];
-    let (mut init, mut mark) = (None, None);
+    let mut recs = Vec::new();
     loop {
         match r.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                let rec = String::from_utf8_lossy(&buf[..n]);
-                let Some((t, msg)) = kmsg_record(&rec) else {
-                    continue;
-                };
-                if msg.starts_with("Run ") && msg.ends_with(" as init process") {
-                    init = Some(t);
-                } else if msg == KMSG_MARK {
-                    mark = Some(t);
-                }
-            }
+            Ok(n) => recs.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
             // A record overwritten while reading: go on with the next.
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
             Err(_) => break,
         }
     }
+    init_to_mark(recs.iter().map(String::as_str))
+}
+
+/// The milliseconds from init's start to the last start marker among
+/// kernel log records; None when either is missing or the marker is
+/// older than init (not of this boot).
+fn init_to_mark<'a>(recs: impl Iterator<Item = &'a str>) -> Option<f64> {
+    let (mut init, mut mark) = (None, None);
+    for (t, msg) in recs.filter_map(kmsg_record) {
+        if msg.starts_with("Run ") && msg.ends_with(" as init process") {
+            init = Some(t);
+        } else if msg == KMSG_MARK {
+            mark = Some(t);
+        }
+    }
     let (i, m) = (init?, mark?);
     (m >= i).then(|| (m - i) as f64 / 1e3)
+}
+
+/// The breakdown rows from `kexec -e` to the restore's start (`to_restore`
+/// ms), split where init started when `init_ms` (init to restore start)
+/// is known.
+fn kexec_rows(to_restore: f64, init_ms: Option<f64>) -> Vec<Phase> {
+    let row = |phase: &str, ms: f64| Phase {
+        phase: phase.into(),
+        ms,
+    };
+    match init_ms.map(|v| v.clamp(0.0, to_restore)) {
+        Some(i) => vec![
+            row("kexec to init", to_restore - i),
+            row("init to restore start", i),
+        ],
+        None => vec![row("kexec to restore start", to_restore)],
+    }
 }
 
 /// One row of the downtime breakdown.
@@ -810,10 +832,7 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     // the kernel log now that the VMs run; without it the split is left
     // out and the row says so).
     let to_restore = ms(t_start.saturating_sub(man.t_kexec));
-    let init_ms = marked
-        .then(init_to_mark_ms)
-        .flatten()
-        .map(|v| v.clamp(0.0, to_restore));
+    let init_ms = marked.then(init_to_mark_ms).flatten();
     m[20..24].copy_from_slice(&1u32.to_le_bytes());
     let save: u64 = man.vms.iter().map(|v| v.save_ticks).sum();
     let row = |phase: &str, ms: f64| Phase {
@@ -828,13 +847,7 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
         "store state in KRAM",
         ms(man.t_saved - man.t_blackout - save - man.freeze_ticks),
     ));
-    match init_ms {
-        Some(i) => {
-            phases.push(row("kexec to init", to_restore - i));
-            phases.push(row("init to restore start", i));
-        }
-        None => phases.push(row("kexec to restore start", to_restore)),
-    }
+    phases.extend(kexec_rows(to_restore, init_ms));
     phases.extend([
         row("module load + KRAM adoption", ms(t_kram - t_start)),
         row("state checks", ms(t0 - t_kram)),
@@ -894,6 +907,47 @@ mod tests {
         );
         assert_eq!(kmsg_record("6,339;no timestamp"), None);
         assert_eq!(kmsg_record("garbage"), None);
+    }
+
+    #[test]
+    fn init_to_marker_from_kernel_log_records() {
+        let init = "6,339,5140900,-;Run /init as init process\n";
+        let mark = "12,1020,5791400,-,caller=T1;liveup: restore starts\n";
+        let later = "12,1090,6000000,-;liveup: restore starts\n";
+        assert_eq!(init_to_mark([init, mark].into_iter()), Some(650.5));
+        // the last marker counts (restore --retry writes another)
+        assert_eq!(init_to_mark([init, mark, later].into_iter()), Some(859.1));
+        // either record missing, or a marker before init: no split
+        assert_eq!(init_to_mark([mark].into_iter()), None);
+        assert_eq!(init_to_mark([init, "garbage"].into_iter()), None);
+        let early = "12,1,100,-;liveup: restore starts\n";
+        assert_eq!(init_to_mark([early, init].into_iter()), None);
+    }
+
+    #[test]
+    fn kexec_rows_split_at_init_only_when_known() {
+        let names = |r: Vec<Phase>| -> Vec<(String, f64)> {
+            r.into_iter().map(|p| (p.phase, p.ms)).collect()
+        };
+        assert_eq!(
+            names(kexec_rows(4000.0, Some(650.0))),
+            [
+                ("kexec to init".into(), 3350.0),
+                ("init to restore start".into(), 650.0)
+            ]
+        );
+        assert_eq!(
+            names(kexec_rows(4000.0, None)),
+            [("kexec to restore start".into(), 4000.0)]
+        );
+        // an init time beyond the whole span is clamped, never negative
+        assert_eq!(
+            names(kexec_rows(400.0, Some(650.0))),
+            [
+                ("kexec to init".into(), 0.0),
+                ("init to restore start".into(), 400.0)
+            ]
+        );
     }
 
     #[test]
