@@ -116,16 +116,49 @@ void kram_glue_pages_exit(void)
 }
 
 /*
- * User mappings of an area: ordinary refcounted PTEs, inserted at fault
- * time like device-dax does (mapping a large area eagerly would put the
- * cost of every PTE into QEMU's start, i.e. into an upgrade's downtime).
- * The mmap handler checked the VMA's range against the area; the VMA
- * cannot grow (VM_DONTEXPAND) and keeps its pgoff, so vmf->pgoff stays in
- * the area. vm_private_data is the region's first pfn.
+ * Every user mapping of an area is counted (kram_map_get/put in
+ * kram_main.rs), so that an area still mapped is never deleted: its pages
+ * would go to the next owner under the mapping. mmap counts the first VMA;
+ * open counts each copy (fork, split, mremap), close each VMA that goes.
+ * vm_private_data is the area's id.
  */
+static void kram_glue_open(struct vm_area_struct *vma)
+{
+	kram_map_get((unsigned long)vma->vm_private_data);
+}
+
+static void kram_glue_close(struct vm_area_struct *vma)
+{
+	kram_map_put((unsigned long)vma->vm_private_data);
+}
+
+/* /dev/kram: a PFN range mapped at mmap time, counted only. */
+static const struct vm_operations_struct kram_glue_counted_ops = {
+	.open = kram_glue_open,
+	.close = kram_glue_close,
+};
+
+/* Called by the mmap handler, mmap lock held for writing. */
+void kram_glue_set_counted(struct vm_area_struct *vma, u16 area)
+{
+	vma->vm_private_data = (void *)(unsigned long)area;
+	vma->vm_ops = &kram_glue_counted_ops;
+}
+
+/*
+ * /dev/kram-pages: ordinary refcounted PTEs, inserted at fault time like
+ * device-dax does (mapping a large area eagerly would put the cost of
+ * every PTE into QEMU's start, i.e. into an upgrade's downtime). The mmap
+ * handler checked the VMA's range against the area; the VMA cannot grow
+ * (VM_DONTEXPAND) and keeps its pgoff, so vmf->pgoff stays in the area.
+ * kram_region_pfn is the region's first pfn: set before the first such
+ * VMA exists (mmap lock), the same value every time, read by faults.
+ */
+static unsigned long kram_region_pfn;
+
 static vm_fault_t kram_glue_fault(struct vm_fault *vmf)
 {
-	unsigned long base = (unsigned long)vmf->vma->vm_private_data;
+	unsigned long base = READ_ONCE(kram_region_pfn);
 
 	return vmf_insert_page_mkwrite(vmf, pfn_to_page(base + vmf->pgoff),
 				       vmf->flags & FAULT_FLAG_WRITE);
@@ -133,12 +166,15 @@ static vm_fault_t kram_glue_fault(struct vm_fault *vmf)
 
 static const struct vm_operations_struct kram_glue_vm_ops = {
 	.fault = kram_glue_fault,
+	.open = kram_glue_open,
+	.close = kram_glue_close,
 };
 
 /* Called by the mmap handler, mmap lock held for writing. */
-void kram_glue_set_fault(struct vm_area_struct *vma, u64 region_pfn)
+void kram_glue_set_fault(struct vm_area_struct *vma, u64 region_pfn, u16 area)
 {
-	vma->vm_private_data = (void *)(unsigned long)region_pfn;
+	WRITE_ONCE(kram_region_pfn, region_pfn);
+	vma->vm_private_data = (void *)(unsigned long)area;
 	vma->vm_ops = &kram_glue_vm_ops;
 }
 

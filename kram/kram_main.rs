@@ -12,7 +12,9 @@
 //!
 //! Locking: one spinlock, `STATE`, protects the region mapping and all
 //! metadata changes. It is taken by the exported API (callable from atomic
-//! context, never from hard-IRQ context), by ioctls and by mmap; user memory
+//! context, never from hard-IRQ context), by ioctls, by mmap and by the
+//! vm_ops that count an area's mappings (`kram_map_get`/`kram_map_put`, from
+//! fork, munmap and exit, in process context); user memory
 //! is copied before it is taken and after it is dropped. Zeroing a new
 //! area and making the region's struct pages (first `/dev/kram-pages` mmap,
 //! serialised by a mutex in kram_glue.c) happen without it: both sleep.
@@ -71,6 +73,10 @@ struct Region {
     /// Claimed in the iomem tree (a `memmap=` range; a `reserve_mem=` range
     /// is memblock-reserved System RAM, which cannot be requested).
     claimed: bool,
+    /// User mappings (VMAs) of each area, by area id: an area still mapped
+    /// is neither deleted nor formatted away, since its pages would go to
+    /// the next owner under the mapping (another VM's RAM).
+    maps: [u32; format::MAX_AREAS + 1],
 }
 
 // C glue (kram_glue.c, include/kram_glue.h): struct pages for the region,
@@ -78,7 +84,8 @@ struct Region {
 extern "C" {
     fn kram_glue_pages_get(base: u64, size: u64) -> c_int;
     fn kram_glue_pages_exit();
-    fn kram_glue_set_fault(vma: *mut c_void, region_pfn: u64);
+    fn kram_glue_set_fault(vma: *mut c_void, region_pfn: u64, area: u16);
+    fn kram_glue_set_counted(vma: *mut c_void, area: u16);
     fn kram_glue_zero(p: *mut c_void, len: usize, may_sleep: bool);
 }
 
@@ -158,6 +165,16 @@ impl Region {
             (None, Some(e)) => Err(e),
             (None, None) => Err(ENODEV),
         }
+    }
+
+    /// Delete area `id`, unless a user mapping of it is left.
+    fn delete_area(&mut self, id: u16) -> Result {
+        let n = self.maps.get(usize::from(id)).copied().unwrap_or(0);
+        if n != 0 {
+            pr_warn!("area {} is mapped ({} mappings): not deleted (EBUSY)\n", id, n);
+            return Err(EBUSY);
+        }
+        self.ready()?.delete_area(id).map_err(errno)
     }
 
     /// Kernel virtual address of page `index`.
@@ -262,7 +279,7 @@ fn map_region(base: u64, size: u64, source: Source) -> Result<Region> {
         pr_err!("cannot map region {:#x}+{:#x} (ENOMEM)\n", base, size);
         return Err(ENOMEM);
     };
-    Ok(Region { virt, geo, kram: None, refused: None, claimed })
+    Ok(Region { virt, geo, kram: None, refused: None, claimed, maps: [0; format::MAX_AREAS + 1] })
 }
 
 fn adopt(r: &mut Region) {
@@ -367,7 +384,7 @@ pub extern "C" fn kram_area_create(name: *const c_char, npages: u64) -> c_int {
 #[no_mangle]
 pub extern "C" fn kram_area_delete(area: c_int) -> c_int {
     let id = u16::try_from(area).map_err(|_| EINVAL);
-    ret(id.and_then(|id| with_region(|r| r.ready()?.delete_area(id).map_err(errno).map(|_| 0))))
+    ret(id.and_then(|id| with_region(|r| r.delete_area(id).map(|_| 0))))
 }
 
 fn out_page(r: &Region, index: u64, phys: *mut u64, virt: *mut *mut c_void) {
@@ -609,6 +626,11 @@ fn kram_ioctl(_file: &File, cmd: u32, arg: usize) -> Result<isize> {
             // Allocate before taking the spinlock: GFP_KERNEL may sleep.
             let slot = KBox::<Kram<'static, Direct>>::new_uninit(GFP_KERNEL)?;
             with_region(|r| {
+                let mapped = r.maps.iter().filter(|&&n| n != 0).count();
+                if mapped != 0 {
+                    pr_warn!("{} areas are mapped: region not formatted (EBUSY)\n", mapped);
+                    return Err(EBUSY);
+                }
                 r.kram = None;
                 // SAFETY: `STATE` is held; the result lives in `r`.
                 let media = unsafe { Region::media(r.virt, &r.geo) };
@@ -635,7 +657,7 @@ fn kram_ioctl(_file: &File, cmd: u32, arg: usize) -> Result<isize> {
                     _ => k.lookup(area_name(&a)?).map_err(errno)?,
                 };
                 if cmd == KRAM_IOC_DELETE {
-                    return k.delete_area(id).map_err(errno);
+                    return r.delete_area(id);
                 }
                 fill_area(r, id, &mut a)
             })?;
@@ -669,7 +691,9 @@ fn kram_ioctl(_file: &File, cmd: u32, arg: usize) -> Result<isize> {
 /// Map pages of one area's fixed run: the mmap offset is the offset from
 /// the region's start (`KramArea::offset` plus a page multiple). `pages`:
 /// ordinary pages inserted at fault time (`/dev/kram-pages`), else a PFN
-/// range mapped at once (`/dev/kram`).
+/// range mapped at once (`/dev/kram`). The mapping is counted in
+/// `Region::maps` from here until the VMA's close (the glue's vm_ops count
+/// the copies made by fork, split and mremap).
 fn map_area(vma: &VmaNew, pages: bool) -> Result {
     if vma.flags() & kernel::mm::virt::flags::SHARED == 0 {
         return Err(EINVAL);
@@ -677,7 +701,7 @@ fn map_area(vma: &VmaNew, pages: bool) -> Result {
     let len = (vma.end() - vma.start()) as u64;
     // SAFETY: reading a field of the VMA being set up, which we may access.
     let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
-    let (base, size) = with_region(|r| {
+    let (base, size, id) = with_region(|r| {
         let k = r.ready()?;
         let first = pgoff;
         let last = first.checked_add(len / PAGE_SIZE as u64).ok_or(EINVAL)?;
@@ -686,10 +710,23 @@ fn map_area(vma: &VmaNew, pages: bool) -> Result {
         if !fixed || last > a.first + a.npages {
             return Err(EINVAL);
         }
-        Ok((r.geo.base, r.geo.pages * PAGE_SIZE as u64))
+        let n = r.maps.get_mut(usize::from(owner)).ok_or(EINVAL)?;
+        *n = n.checked_add(1).ok_or(EBUSY)?;
+        Ok((r.geo.base, r.geo.pages * PAGE_SIZE as u64, owner))
     })?;
+    let res = map_counted(vma, pages, base, size, id);
+    if res.is_err() {
+        // The VMA got no vm_ops of ours: nothing else will uncount it.
+        kram_map_put(id);
+    }
+    res
+}
+
+fn map_counted(vma: &VmaNew, pages: bool, base: u64, size: u64, id: u16) -> Result {
+    let len = (vma.end() - vma.start()) as c_ulong;
     let region_pfn = base / PAGE_SIZE as u64;
-    let pfn = region_pfn + pgoff;
+    // SAFETY: reading a field of the VMA being set up, which we may access.
+    let pfn = region_pfn + unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
     vma.set_dontexpand();
     vma.set_dontdump();
     if pages {
@@ -697,10 +734,11 @@ fn map_area(vma: &VmaNew, pages: bool) -> Result {
         // serialises the first call, which may sleep (no lock held here).
         to_result(unsafe { kram_glue_pages_get(base, size) })?;
         // SAFETY: the VMA is being set up by this mmap call (mmap lock
-        // held for writing); its range was checked against the area
-        // above; the struct pages live while the module does, and the
-        // VMA holds the file and so the module.
-        unsafe { kram_glue_set_fault(vma.as_ptr().cast(), region_pfn) };
+        // held for writing); its range was checked against area `id`,
+        // whose mapping count `map_area` raised; the struct pages live
+        // while the module does, and the VMA holds the file and so the
+        // module.
+        unsafe { kram_glue_set_fault(vma.as_ptr().cast(), region_pfn, id) };
         return Ok(());
     }
     vma.set_io();
@@ -712,10 +750,36 @@ fn map_area(vma: &VmaNew, pages: bool) -> Result {
             vma.as_ptr(),
             vma.start() as c_ulong,
             pfn as c_ulong,
-            len as c_ulong,
+            len,
             (*vma.as_ptr()).vm_page_prot,
         )
-    })
+    })?;
+    // SAFETY: as for `kram_glue_set_fault` above.
+    unsafe { kram_glue_set_counted(vma.as_ptr().cast(), id) };
+    Ok(())
+}
+
+/// A copy of a counted mapping was made (fork, split, mremap): called by
+/// the glue's vm_ops `open`, mmap lock held.
+#[no_mangle]
+pub extern "C" fn kram_map_get(area: u16) {
+    let _ = with_region(|r| {
+        if let Some(n) = r.maps.get_mut(usize::from(area)) {
+            *n = n.saturating_add(1);
+        }
+        Ok(())
+    });
+}
+
+/// A counted mapping went away: vm_ops `close`, or a failed mmap.
+#[no_mangle]
+pub extern "C" fn kram_map_put(area: u16) {
+    let _ = with_region(|r| {
+        if let Some(n) = r.maps.get_mut(usize::from(area)) {
+            *n = n.saturating_sub(1);
+        }
+        Ok(())
+    });
 }
 
 /// Owns the region published in `STATE`: dropping it unpublishes the
@@ -757,7 +821,8 @@ fn debugfs_status(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result
             writeln!(f, "pages: {} meta: {} used: {} free: {}", s.pages, s.meta, s.used, s.free)?;
             for (i, a) in k.superblock().areas.iter().enumerate().filter(|(_, a)| a.in_use()) {
                 let name = core::str::from_utf8(a.name()).unwrap_or("?");
-                writeln!(f, "area {} {}: first {:#x} pages {}", i + 1, name, r.geo.phys(a.first), a.npages)?;
+                let maps = r.maps.get(i + 1).copied().unwrap_or(0);
+                writeln!(f, "area {} {}: first {:#x} pages {} mapped {}", i + 1, name, r.geo.phys(a.first), a.npages, maps)?;
             }
             Ok(())
         }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* C glue of kram.ko, called from kram_main.rs only (not exported). */
+/* C glue of kram.ko and its callbacks into kram_main.rs (not exported). */
 #ifndef KRAM_GLUE_H
 #define KRAM_GLUE_H
 
@@ -9,7 +9,12 @@ struct vm_area_struct;
 
 int kram_glue_pages_get(u64 base, u64 size);
 void kram_glue_pages_exit(void);
-void kram_glue_set_fault(struct vm_area_struct *vma, u64 region_pfn);
+void kram_glue_set_fault(struct vm_area_struct *vma, u64 region_pfn, u16 area);
+void kram_glue_set_counted(struct vm_area_struct *vma, u16 area);
+
+/* In kram_main.rs: count an area's user mappings (vm_ops open/close). */
+void kram_map_get(u16 area);
+void kram_map_put(u16 area);
 void kram_glue_zero(void *p, size_t len, bool may_sleep);
 
 #endif

@@ -32,6 +32,14 @@ for d in /dev/kram /dev/kram-pages; do
 done
 kh_check "/dev/kram-pages: 500 fuzzed ioctls: errors only, nothing changed" $T --device /dev/kram-pages fuzz 500 11
 kh_check "  and the area's bytes are as written" $T verify pin-test 7
+# A mapped area is never deleted or formatted away under its mapping
+# (its pages would go to the next owner): every copy of a mapping counts.
+for d in /dev/kram /dev/kram-pages; do
+    $L kram create busy-test --size 64K > /dev/null
+    kh_check "$d: delete and format of a mapped area refused (EBUSY), through a split and a fork; deleted after" \
+        $T --device $d busy busy-test
+done
+kh_check "  each refusal said so in dmesg" sh -c "test \$(dmesg | grep -c 'kram: area .* is mapped .*not deleted (EBUSY)') = 6 && test \$(dmesg | grep -c 'kram: 1 areas are mapped: region not formatted (EBUSY)') = 2"
 kh_check "area deleted" $L kram delete pin-test
 # The same pages again (first fit): a new area starts zeroed, whatever the
 # deleted one left there.

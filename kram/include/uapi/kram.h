@@ -47,6 +47,7 @@ struct kram_format {
 
 #define KRAM_IOC_MAGIC 0xBC
 #define KRAM_IOC_STATUS  _IOR(KRAM_IOC_MAGIC, 0, struct kram_status)
+/* FORMAT and DELETE: EBUSY while an area (the one named) is mapped. */
 #define KRAM_IOC_FORMAT  _IOW(KRAM_IOC_MAGIC, 1, struct kram_format)
 #define KRAM_IOC_CREATE  _IOWR(KRAM_IOC_MAGIC, 2, struct kram_area)
 #define KRAM_IOC_DELETE  _IOW(KRAM_IOC_MAGIC, 3, struct kram_area)

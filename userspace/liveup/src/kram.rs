@@ -109,6 +109,17 @@ pub enum KramError {
 }
 
 impl KramError {
+    /// The area (or, for a format, some area) is still mapped.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            KramError::Ioctl {
+                errno: nix::Error::EBUSY,
+                ..
+            }
+        )
+    }
+
     /// The area (or page) does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(
@@ -129,6 +140,7 @@ fn hint(e: nix::Error) -> &'static str {
         nix::Error::ENOENT => " (no such area)",
         nix::Error::EEXIST => " (an area of that name exists)",
         nix::Error::ENOSPC => " (not enough free pages or area slots)",
+        nix::Error::EBUSY => " (an area is mapped: stop the VM or process using it first)",
         _ => "",
     }
 }

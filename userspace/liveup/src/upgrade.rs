@@ -233,7 +233,16 @@ pub fn vm_stop(kram: Option<&Kram>, name: &str, delete_area: bool) -> Result<()>
     let _ = fs::remove_file(vm.qmp_host());
     fs::remove_file(&rec)?;
     if let (true, Some(k)) = (delete_area, kram) {
-        k.delete(&vm.area)?;
+        // The module refuses (EBUSY) while QEMU's mapping of the area is
+        // left: with the pid unknown, the socket may close before that.
+        loop {
+            match k.delete(&vm.area) {
+                Err(e) if e.is_busy() && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                r => break r?,
+            }
+        }
     }
     Ok(())
 }

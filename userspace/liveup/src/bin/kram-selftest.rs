@@ -63,6 +63,10 @@ enum Cmd {
     /// mmap garbage: a private mapping, metadata (offset 0, page 1), a
     /// range running past the area's end; each must fail with EINVAL.
     BadMaps { area: String },
+    /// An area still mapped is neither deleted nor formatted (EBUSY), also
+    /// after a partial munmap and while only a forked child's copy is
+    /// left; it is deleted once the last mapping goes.
+    Busy { area: String },
     /// Check that every byte of an area is zero (a new area must not show
     /// what a deleted one left in its pages).
     Zero { area: String },
@@ -468,6 +472,69 @@ fn bad_maps(dev: &str, area: &str) -> Result<()> {
     Ok(())
 }
 
+fn busy(dev: &str, area: &str) -> Result<()> {
+    let k = Kram::open(dev)?;
+    let a = k.lookup(area)?;
+    ensure!(a.npages >= 4, "area {area} has under 4 pages");
+    let refused = |r: Result<(), kram::KramError>, what: &str| -> Result<()> {
+        match r {
+            Err(e) if e.is_busy() => Ok(()),
+            other => bail!("{what}: {other:?}, not EBUSY"),
+        }
+    };
+    let m = k.map(&a)?;
+    refused(k.delete(area), "delete of a mapped area")?;
+    refused(k.format(), "format with an area mapped")?;
+    // Cut a hole: the mapping becomes two VMAs (a split).
+    // SAFETY: page 1 of this process's own mapping, never touched again;
+    // the MmapMut's drop unmaps the whole range, hole included (harmless).
+    let r = unsafe {
+        libc::munmap(
+            m.as_ptr().add(PAGE_SIZE as usize) as *mut _,
+            PAGE_SIZE as usize,
+        )
+    };
+    ensure!(
+        r == 0,
+        "munmap of one page: {}",
+        std::io::Error::last_os_error()
+    );
+    refused(k.delete(area), "delete after a partial munmap")?;
+    // A child inherits both pieces and keeps them until the pipe closes.
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    ensure!(unsafe { libc::pipe(fds.as_mut_ptr()) } == 0, "pipe");
+    // SAFETY: this process has one thread; the child only reads and exits.
+    let pid = unsafe { libc::fork() };
+    ensure!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let mut b = 0u8;
+        // SAFETY: plain syscalls on the inherited pipe, then exit without
+        // running the parent's destructors.
+        unsafe {
+            libc::close(fds[1]);
+            libc::read(fds[0], (&raw mut b).cast(), 1);
+            libc::_exit(0)
+        }
+    }
+    // SAFETY: the child holds its own copy of the read end.
+    unsafe { libc::close(fds[0]) };
+    drop(m);
+    let held = refused(k.delete(area), "delete while a forked child maps the area");
+    // SAFETY: closing the write end lets the child exit; wait for it.
+    unsafe {
+        libc::close(fds[1]);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    held?;
+    k.delete(area)
+        .context("delete after the last mapping went")?;
+    println!(
+        "{area}: delete and format refused (EBUSY) while mapped, split and forked; deleted after"
+    );
+    Ok(())
+}
+
 /// FNV-1a over little-endian u32 words, as tools/guest/tinyvm.c hashes its RAM.
 fn tinyvm_sum(bytes: &[u8]) -> u32 {
     bytes.chunks_exact(4).fold(2_166_136_261u32, |h, w| {
@@ -513,6 +580,7 @@ fn main() -> Result<()> {
         }
         Cmd::Pin { area, seed } => pin(&Kram::open(&cli.device)?, &area, seed),
         Cmd::BadMaps { area } => bad_maps(&cli.device, &area),
+        Cmd::Busy { area } => busy(&cli.device, &area),
         Cmd::Zero { area } => {
             let k = Kram::open(&cli.device)?;
             let m = k.map(&k.lookup(&area)?)?;
