@@ -822,7 +822,8 @@ fn debugfs_status(_: &(), f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result
             for (i, a) in k.superblock().areas.iter().enumerate().filter(|(_, a)| a.in_use()) {
                 let name = core::str::from_utf8(a.name()).unwrap_or("?");
                 let maps = r.maps.get(i + 1).copied().unwrap_or(0);
-                writeln!(f, "area {} {}: first {:#x} pages {} mapped {}", i + 1, name, r.geo.phys(a.first), a.npages, maps)?;
+                let first = r.geo.phys(a.first);
+                writeln!(f, "area {} {}: first {:#x} pages {} mapped {}", i + 1, name, first, a.npages, maps)?;
             }
             Ok(())
         }
