@@ -132,30 +132,80 @@ static void kram_glue_close(struct vm_area_struct *vma)
 	kram_map_put((unsigned long)vma->vm_private_data);
 }
 
-/* /dev/kram: a PFN range mapped at mmap time, counted only. */
-static const struct vm_operations_struct kram_glue_counted_ops = {
-	.open = kram_glue_open,
-	.close = kram_glue_close,
-};
-
-/* Called by the mmap handler, mmap lock held for writing. */
-void kram_glue_set_counted(struct vm_area_struct *vma, u16 area)
-{
-	vma->vm_private_data = (void *)(unsigned long)area;
-	vma->vm_ops = &kram_glue_counted_ops;
-}
-
 /*
  * /dev/kram-pages: ordinary refcounted PTEs, inserted at fault time like
  * device-dax does (mapping a large area eagerly would put the cost of
  * every PTE into QEMU's start, i.e. into an upgrade's downtime). The mmap
  * handler checked the VMA's range against the area; the VMA cannot grow
  * (VM_DONTEXPAND) and keeps its pgoff, so vmf->pgoff stays in the area.
- * kram_region_pfn is the region's first pfn: set before the first such
- * VMA exists (mmap lock), the same value every time, read by faults.
+ * kram_region_pfn is the region's first pfn: set before the first VMA of
+ * either node exists (mmap lock), the same value every time, read by
+ * faults.
  */
 static unsigned long kram_region_pfn;
 
+/*
+ * /dev/kram: a PFN range (VM_IO | VM_PFNMAP, no struct pages needed),
+ * filled at fault time, with one PMD (or PUD) entry per 2 MiB (1 GiB)
+ * where the mapping and the area's physical run are both aligned to it:
+ * areas of 2 MiB and more start 2 MiB-aligned (kram-format's find_run) and
+ * QEMU maps file-backed guest RAM 2 MiB-aligned, so KVM can map the guest
+ * with 2 MiB pages too. mmap used to write every PTE at once
+ * (remap_pfn_range): 16M of them for a 64 GiB VM, inside an upgrade's
+ * blackout (QEMU start). Cache mode: the module memremap()s the region
+ * WB, which records it WB in x86's memtype tree, and pfn inserts look it
+ * up there, as remap_pfn_range's own reservation did.
+ */
+static vm_fault_t kram_glue_pfn_huge_fault(struct vm_fault *vmf, unsigned int order)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	unsigned long size = PAGE_SIZE << order;
+	unsigned long addr = ALIGN_DOWN(vmf->address, size);
+	unsigned long pfn;
+
+	if (addr < vma->vm_start || addr + size > vma->vm_end)
+		return VM_FAULT_FALLBACK;
+	pfn = READ_ONCE(kram_region_pfn) + vma->vm_pgoff +
+	      ((addr - vma->vm_start) >> PAGE_SHIFT);
+	if (!IS_ALIGNED(pfn, 1UL << order))
+		return VM_FAULT_FALLBACK;
+	if (!order)
+		return vmf_insert_pfn(vma, addr, pfn);
+#ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
+	if (order == PMD_ORDER)
+		return vmf_insert_pfn_pmd(vmf, pfn, vmf->flags & FAULT_FLAG_WRITE);
+#endif
+#ifdef CONFIG_ARCH_SUPPORTS_PUD_PFNMAP
+	if (order == PUD_ORDER)
+		return vmf_insert_pfn_pud(vmf, pfn, vmf->flags & FAULT_FLAG_WRITE);
+#endif
+	return VM_FAULT_FALLBACK;
+}
+
+static vm_fault_t kram_glue_pfn_fault(struct vm_fault *vmf)
+{
+	return kram_glue_pfn_huge_fault(vmf, 0);
+}
+
+static const struct vm_operations_struct kram_glue_pfn_ops = {
+	.fault = kram_glue_pfn_fault,
+#ifdef CONFIG_ARCH_SUPPORTS_HUGE_PFNMAP
+	.huge_fault = kram_glue_pfn_huge_fault,
+#endif
+	.open = kram_glue_open,
+	.close = kram_glue_close,
+};
+
+/* Called by the mmap handler, mmap lock held for writing. */
+void kram_glue_set_pfnmap(struct vm_area_struct *vma, u64 region_pfn, u16 area)
+{
+	WRITE_ONCE(kram_region_pfn, region_pfn);
+	vm_flags_set(vma, VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
+	vma->vm_private_data = (void *)(unsigned long)area;
+	vma->vm_ops = &kram_glue_pfn_ops;
+}
+
+/* /dev/kram-pages (see kram_region_pfn above). */
 static vm_fault_t kram_glue_fault(struct vm_fault *vmf)
 {
 	unsigned long base = READ_ONCE(kram_region_pfn);

@@ -85,7 +85,7 @@ extern "C" {
     fn kram_glue_pages_get(base: u64, size: u64) -> c_int;
     fn kram_glue_pages_exit();
     fn kram_glue_set_fault(vma: *mut c_void, region_pfn: u64, area: u16);
-    fn kram_glue_set_counted(vma: *mut c_void, area: u16);
+    fn kram_glue_set_pfnmap(vma: *mut c_void, region_pfn: u64, area: u16);
     fn kram_glue_zero(p: *mut c_void, len: usize, may_sleep: bool);
 }
 
@@ -691,7 +691,8 @@ fn kram_ioctl(_file: &File, cmd: u32, arg: usize) -> Result<isize> {
 /// Map pages of one area's fixed run: the mmap offset is the offset from
 /// the region's start (`KramArea::offset` plus a page multiple). `pages`:
 /// ordinary pages inserted at fault time (`/dev/kram-pages`), else a PFN
-/// range mapped at once (`/dev/kram`). The mapping is counted in
+/// range filled at fault time, 2 MiB at a time where aligned (`/dev/kram`).
+/// The mapping is counted in
 /// `Region::maps` from here until the VMA's close (the glue's vm_ops count
 /// the copies made by fork, split and mremap).
 fn map_area(vma: &VmaNew, pages: bool) -> Result {
@@ -723,10 +724,7 @@ fn map_area(vma: &VmaNew, pages: bool) -> Result {
 }
 
 fn map_counted(vma: &VmaNew, pages: bool, base: u64, size: u64, id: u16) -> Result {
-    let len = (vma.end() - vma.start()) as c_ulong;
     let region_pfn = base / PAGE_SIZE as u64;
-    // SAFETY: reading a field of the VMA being set up, which we may access.
-    let pfn = region_pfn + unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
     vma.set_dontexpand();
     vma.set_dontdump();
     if pages {
@@ -741,21 +739,11 @@ fn map_counted(vma: &VmaNew, pages: bool, base: u64, size: u64, id: u16) -> Resu
         unsafe { kram_glue_set_fault(vma.as_ptr().cast(), region_pfn, id) };
         return Ok(());
     }
-    vma.set_io();
-    // SAFETY: the VMA is being set up by this mmap call; the pfn range is
-    // the area's fixed run inside our region, which stays reserved while
-    // the file (and so the module) is referenced by the VMA.
-    to_result(unsafe {
-        bindings::remap_pfn_range(
-            vma.as_ptr(),
-            vma.start() as c_ulong,
-            pfn as c_ulong,
-            len,
-            (*vma.as_ptr()).vm_page_prot,
-        )
-    })?;
-    // SAFETY: as for `kram_glue_set_fault` above.
-    unsafe { kram_glue_set_counted(vma.as_ptr().cast(), id) };
+    // SAFETY: as above; the pfns the faults insert are the area's fixed
+    // run inside our region (vm_pgoff plus the offset in the VMA, which
+    // cannot grow), reserved while the file, and so the module, is
+    // referenced by the VMA.
+    unsafe { kram_glue_set_pfnmap(vma.as_ptr().cast(), region_pfn, id) };
     Ok(())
 }
 

@@ -25,6 +25,13 @@ case $KH_STAGE in
     kh_log "$line"
     sum=$(echo "$line" | cut -d' ' -f3) range=$(echo "$line" | sed -n 's/.*range=//p')
     kh_check "VM filled its RAM and checked it" sh -c "grep -q 'VM-MEMCHECK kvm .* ok' /host/kvm.console"
+    # /dev/kram maps the area with 2 MiB entries (QEMU maps guest RAM
+    # 2 MiB-aligned, the area starts so), and KVM follows the host's
+    # mapping size: the RAM the VM filled is in 2 MiB pages of the guest.
+    d=/sys/kernel/debug/kvm
+    kh_log "KVM pages: 4k $(cat $d/pages_4k) 2m $(cat $d/pages_2m) 1g $(cat $d/pages_1g)"
+    kh_check "KVM maps the VM's RAM in KRAM with 2 MiB pages (at least 8: 16 of its 64 MiB)" \
+        test "$(cat $d/pages_2m)" -ge 8
     kh_check "VM stopped, QEMU gone, area kept" sh -c \
         "$L qmp $R/run/liveup/kvm.qmp stop > /dev/null && $L vm stop kvm > /dev/null && $T show vm-kvm > /dev/null"
     echo "$sum ${range%-*} ${range#*-}" > $KH_DIR/vm

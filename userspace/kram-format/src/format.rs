@@ -43,6 +43,9 @@ pub const MAGIC: [u8; 8] = *b"KRAMfmt\x01";
 pub const FORMAT_VERSION: u32 = 1;
 /// Areas a region can hold.
 pub const MAX_AREAS: usize = 32;
+/// Pages in 2 MiB: runs this long or longer are placed 2 MiB-aligned
+/// when they can be (`Kram::create_area`).
+pub const HUGE_RUN: u64 = (2 << 20) / PAGE_SIZE as u64;
 /// Bytes of an area name, NUL padded; at most `NAME_LEN - 1` are used.
 pub const NAME_LEN: usize = 32;
 /// Owner of a free page.
@@ -732,24 +735,43 @@ impl<'a, P: Persist> Kram<'a, P> {
         Ok(id)
     }
 
+    /// Where a new run of `npages` pages goes: first fit, except that a run
+    /// of 2 MiB or more starts at a 2 MiB-aligned physical address when a
+    /// free run there is long enough, so that a user mapping of the area
+    /// can use PMD entries (and KVM 2 MiB pages for guest RAM kept there).
     fn find_run(&self, npages: u64) -> Result<u64, Error> {
+        if npages >= HUGE_RUN {
+            if let Some(first) = self.find_run_aligned(npages, HUGE_RUN)? {
+                return Ok(first);
+            }
+        }
+        self.find_run_aligned(npages, 1)?.ok_or(Error::NoSpace)
+    }
+
+    /// The first free run of `npages` pages whose physical page number is a
+    /// multiple of `align`.
+    fn find_run_aligned(&self, npages: u64, align: u64) -> Result<Option<u64>, Error> {
+        let base_pfn = self.sb.geo.base / PAGE_SIZE as u64;
         let mut start = self.sb.geo.data_first();
         let mut len = 0u64;
         for (i, w) in self.media.map.iter().enumerate().skip(start as usize) {
             let (owner, _) = decode_entry(i as u64, w.load(Ordering::Acquire))?;
-            if owner == OWNER_FREE {
-                if len == 0 {
-                    start = i as u64;
-                }
-                len += 1;
-                if len == npages {
-                    return Ok(start);
-                }
-            } else {
+            if owner != OWNER_FREE {
                 len = 0;
+                continue;
+            }
+            if len == 0 {
+                if !(base_pfn + i as u64).is_multiple_of(align) {
+                    continue;
+                }
+                start = i as u64;
+            }
+            len += 1;
+            if len == npages {
+                return Ok(Some(start));
             }
         }
-        Err(Error::NoSpace)
+        Ok(None)
     }
 
     /// Delete area `id` and free every page it owns.

@@ -118,6 +118,47 @@ fn geometry_is_checked() {
 }
 
 #[test]
+fn runs_of_2m_or_more_are_placed_2m_aligned_when_they_fit() {
+    const H: u64 = HUGE_RUN; // 512 pages
+                             // 16 MiB region at a 2 MiB-aligned base: pages 0-5 are metadata.
+    let mut r = Region::formatted(4096);
+    let (mut k, _) = r.open().unwrap();
+    let d = k.geometry().data_first();
+    let first = |k: &Kram<'_, Direct>, id| k.area(id).unwrap().first;
+    // Under 2 MiB: first fit, right after the metadata.
+    let small = k.create_area(b"small", 3).unwrap();
+    assert_eq!(first(&k, small), d);
+    // 2 MiB and more: the next 2 MiB boundary, 512.
+    let x = k.create_area(b"x", H + H / 2).unwrap();
+    assert_eq!(first(&k, x), H);
+    // Small ones still fill the gap before it.
+    let gap = k.create_area(b"gap", 100).unwrap();
+    assert_eq!(first(&k, gap), d + 3);
+    // x ends at 1280; the next boundary with room is 1536 (to the end).
+    let y = k.create_area(b"y", 5 * H).unwrap();
+    assert_eq!(first(&k, y), 3 * H);
+    // No aligned run is left, and no unaligned one of 2 MiB either.
+    assert_eq!(k.create_area(b"z", H), Err(Error::NoSpace));
+    // Free 6..1536 (x and the small ones deleted): 1200 pages fit there,
+    // but not from the boundary at 512 (y starts at 1536): first fit.
+    for id in [small, x, gap] {
+        k.delete_area(id).unwrap();
+    }
+    let z = k.create_area(b"z", 1200).unwrap();
+    assert_eq!(first(&k, z), d);
+    drop(k);
+    // A base that is not 2 MiB aligned: the boundary is a physical one.
+    let mut r2 = Region::new(4096);
+    r2.geo = Geometry::new(BASE + 10 * PAGE_SIZE as u64, 4096 * PAGE_SIZE as u64).unwrap();
+    let geo = r2.geo;
+    Kram::format(geo, r2.media(), Direct).unwrap();
+    let (mut k2, _) = r2.open().unwrap();
+    let a = k2.create_area(b"big", H).unwrap();
+    assert_eq!(k2.area(a).unwrap().first, H - 10);
+    assert_eq!(k2.geometry().phys(H - 10) % (2 << 20), 0);
+}
+
+#[test]
 fn crc32c_known_answer() {
     assert_eq!(crc32c(b"123456789"), 0xe306_9283);
 }

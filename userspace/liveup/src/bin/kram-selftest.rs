@@ -67,6 +67,10 @@ enum Cmd {
     /// after a partial munmap and while only a forked child's copy is
     /// left; it is deleted once the last mapping goes.
     Busy { area: String },
+    /// Map an area 2 MiB-aligned (as QEMU maps guest RAM), write a word
+    /// into every page, and print the page faults and the time that took
+    /// ("faults=N pages=M us=T").
+    Faults { area: String },
     /// Check that every byte of an area is zero (a new area must not show
     /// what a deleted one left in its pages).
     Zero { area: String },
@@ -535,6 +539,71 @@ fn busy(dev: &str, area: &str) -> Result<()> {
     Ok(())
 }
 
+fn faults(k: &Kram, area: &str) -> Result<()> {
+    const ALIGN: usize = 2 << 20;
+    let a = k.lookup(area)?;
+    let len = (a.npages * PAGE_SIZE) as usize;
+    ensure!(len > 0, "area {area} has no fixed pages");
+    // Reserve len + 2 MiB, then map the area over its 2 MiB-aligned part.
+    // SAFETY: a fresh PROT_NONE reservation nothing else uses.
+    let res = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len + ALIGN,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    ensure!(
+        res != libc::MAP_FAILED,
+        "reserve: {}",
+        std::io::Error::last_os_error()
+    );
+    let at = (res as usize).next_multiple_of(ALIGN);
+    // SAFETY: `at..at + len` lies inside the reservation made above.
+    let p = unsafe {
+        libc::mmap(
+            at as *mut _,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            k.fd(),
+            a.offset as libc::off_t,
+        )
+    };
+    ensure!(
+        p != libc::MAP_FAILED,
+        "mmap of {area}: {}",
+        std::io::Error::last_os_error()
+    );
+    let minflt = || {
+        // SAFETY: an all-zero rusage is valid, and the kernel fills it.
+        unsafe {
+            let mut ru: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+            ru.ru_minflt
+        }
+    };
+    let before = minflt();
+    let t = std::time::Instant::now();
+    for i in 0..a.npages as usize {
+        // SAFETY: inside the shared mapping made above; a volatile read
+        // and write back of one word (the contents stay as they were).
+        unsafe {
+            let w = (p as *mut u64).add(i * PAGE_SIZE as usize / 8);
+            w.write_volatile(w.read_volatile());
+        }
+    }
+    let us = t.elapsed().as_micros();
+    let n = minflt() - before;
+    // SAFETY: unmapping the reservation (the area's mapping is inside it).
+    unsafe { libc::munmap(res, len + ALIGN) };
+    println!("faults={n} pages={} us={us}", a.npages);
+    Ok(())
+}
+
 /// FNV-1a over little-endian u32 words, as tools/guest/tinyvm.c hashes its RAM.
 fn tinyvm_sum(bytes: &[u8]) -> u32 {
     bytes.chunks_exact(4).fold(2_166_136_261u32, |h, w| {
@@ -581,6 +650,7 @@ fn main() -> Result<()> {
         Cmd::Pin { area, seed } => pin(&Kram::open(&cli.device)?, &area, seed),
         Cmd::BadMaps { area } => bad_maps(&cli.device, &area),
         Cmd::Busy { area } => busy(&cli.device, &area),
+        Cmd::Faults { area } => faults(&Kram::open(&cli.device)?, &area),
         Cmd::Zero { area } => {
             let k = Kram::open(&cli.device)?;
             let m = k.map(&k.lookup(&area)?)?;
