@@ -126,10 +126,13 @@ pub fn vm_start(
     let area = kram.ensure(&area_name, pages)?;
     let qmp = PathBuf::from(format!("/run/liveup/{name}.qmp"));
     let mut argv: Vec<String> = vec![qemu.into(), "-name".into(), name.into()];
+    // align=2M: QEMU maps a file 4K-aligned unless told, and /dev/kram maps
+    // 2 MiB pages (and KVM 2 MiB guest pages) only where the address and
+    // the area (2 MiB-aligned when 2 MiB or more) agree.
     argv.extend([
         "-object".into(),
         format!(
-            "memory-backend-file,id=ram0,size={},mem-path=/dev/kram,offset={},share=on",
+            "memory-backend-file,id=ram0,size={},mem-path=/dev/kram,offset={},share=on,align=2M",
             pages * crate::kram::PAGE_SIZE,
             area.offset
         ),
@@ -469,9 +472,9 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
         let s = q.status()?;
         ensure!(s == "running", "VM {} is {s}, not running", vm.name);
         ensure!(
-            vm.argv
-                .iter()
-                .any(|x| x.contains("mem-path=/dev/kram") && x.contains("share=on")),
+            vm.argv.iter().any(|x| x.contains("mem-path=/dev/kram")
+                && x.contains("share=on")
+                && x.contains("align=2M")),
             "VM {} does not keep its RAM in KRAM (share=on)",
             vm.name
         );
