@@ -196,15 +196,6 @@ static const struct vm_operations_struct kram_glue_pfn_ops = {
 	.close = kram_glue_close,
 };
 
-/* Called by the mmap handler, mmap lock held for writing. */
-void kram_glue_set_pfnmap(struct vm_area_struct *vma, u64 region_pfn, u16 area)
-{
-	WRITE_ONCE(kram_region_pfn, region_pfn);
-	vm_flags_set(vma, VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
-	vma->vm_private_data = (void *)(unsigned long)area;
-	vma->vm_ops = &kram_glue_pfn_ops;
-}
-
 /* /dev/kram-pages (see kram_region_pfn above). */
 static vm_fault_t kram_glue_fault(struct vm_fault *vmf)
 {
@@ -220,12 +211,19 @@ static const struct vm_operations_struct kram_glue_vm_ops = {
 	.close = kram_glue_close,
 };
 
-/* Called by the mmap handler, mmap lock held for writing. */
-void kram_glue_set_fault(struct vm_area_struct *vma, u64 region_pfn, u16 area)
+/*
+ * Called by the mmap handler, mmap lock held for writing, once the VMA's
+ * range is checked against area `area` and counted: faults fill it from
+ * then on, with struct pages (`pages`: /dev/kram-pages) or as a PFN map.
+ */
+void kram_glue_set_vm_ops(struct vm_area_struct *vma, u64 region_pfn, u16 area,
+			  bool pages)
 {
 	WRITE_ONCE(kram_region_pfn, region_pfn);
+	if (!pages)
+		vm_flags_set(vma, VM_IO | VM_PFNMAP);
 	vma->vm_private_data = (void *)(unsigned long)area;
-	vma->vm_ops = &kram_glue_vm_ops;
+	vma->vm_ops = pages ? &kram_glue_vm_ops : &kram_glue_pfn_ops;
 }
 
 /*

@@ -84,8 +84,7 @@ struct Region {
 extern "C" {
     fn kram_glue_pages_get(base: u64, size: u64) -> c_int;
     fn kram_glue_pages_exit();
-    fn kram_glue_set_fault(vma: *mut c_void, region_pfn: u64, area: u16);
-    fn kram_glue_set_pfnmap(vma: *mut c_void, region_pfn: u64, area: u16);
+    fn kram_glue_set_vm_ops(vma: *mut c_void, region_pfn: u64, area: u16, pages: bool);
     fn kram_glue_zero(p: *mut c_void, len: usize, may_sleep: bool);
 }
 
@@ -724,26 +723,20 @@ fn map_area(vma: &VmaNew, pages: bool) -> Result {
 }
 
 fn map_counted(vma: &VmaNew, pages: bool, base: u64, size: u64, id: u16) -> Result {
-    let region_pfn = base / PAGE_SIZE as u64;
     vma.set_dontexpand();
     vma.set_dontdump();
     if pages {
         // SAFETY: the region is ours while the module is loaded; the glue
         // serialises the first call, which may sleep (no lock held here).
         to_result(unsafe { kram_glue_pages_get(base, size) })?;
-        // SAFETY: the VMA is being set up by this mmap call (mmap lock
-        // held for writing); its range was checked against area `id`,
-        // whose mapping count `map_area` raised; the struct pages live
-        // while the module does, and the VMA holds the file and so the
-        // module.
-        unsafe { kram_glue_set_fault(vma.as_ptr().cast(), region_pfn, id) };
-        return Ok(());
     }
-    // SAFETY: as above; the pfns the faults insert are the area's fixed
-    // run inside our region (vm_pgoff plus the offset in the VMA, which
-    // cannot grow), reserved while the file, and so the module, is
-    // referenced by the VMA.
-    unsafe { kram_glue_set_pfnmap(vma.as_ptr().cast(), region_pfn, id) };
+    // SAFETY: the VMA is being set up by this mmap call (mmap lock held
+    // for writing); its range was checked against area `id`, whose mapping
+    // count `map_area` raised. Faults insert the area's fixed run inside
+    // our region (vm_pgoff plus the offset in the VMA, which cannot grow),
+    // and the struct pages (`pages`) or the reservation live while the
+    // module does: the VMA holds the file and so the module.
+    unsafe { kram_glue_set_vm_ops(vma.as_ptr().cast(), base / PAGE_SIZE as u64, id, pages) };
     Ok(())
 }
 

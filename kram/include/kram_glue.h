@@ -9,8 +9,8 @@ struct vm_area_struct;
 
 int kram_glue_pages_get(u64 base, u64 size);
 void kram_glue_pages_exit(void);
-void kram_glue_set_fault(struct vm_area_struct *vma, u64 region_pfn, u16 area);
-void kram_glue_set_pfnmap(struct vm_area_struct *vma, u64 region_pfn, u16 area);
+void kram_glue_set_vm_ops(struct vm_area_struct *vma, u64 region_pfn, u16 area,
+			  bool pages);
 
 /* In kram_main.rs: count an area's user mappings (vm_ops open/close). */
 void kram_map_get(u16 area);

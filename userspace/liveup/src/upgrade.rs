@@ -472,9 +472,9 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
         let s = q.status()?;
         ensure!(s == "running", "VM {} is {s}, not running", vm.name);
         ensure!(
-            vm.argv.iter().any(|x| x.contains("mem-path=/dev/kram")
-                && x.contains("share=on")
-                && x.contains("align=2M")),
+            vm.argv
+                .iter()
+                .any(|x| x.contains("mem-path=/dev/kram") && x.contains("share=on")),
             "VM {} does not keep its RAM in KRAM (share=on)",
             vm.name
         );
@@ -672,10 +672,7 @@ fn init_to_mark<'a>(recs: impl Iterator<Item = &'a str>) -> Option<f64> {
 /// ms), split where init started when `init_ms` (init to restore start)
 /// is known.
 fn kexec_rows(to_restore: f64, init_ms: Option<f64>) -> Vec<Phase> {
-    let row = |phase: &str, ms: f64| Phase {
-        phase: phase.into(),
-        ms,
-    };
+    let row = Phase::new;
     match init_ms.map(|v| v.clamp(0.0, to_restore)) {
         Some(i) => vec![
             row("kexec to init", to_restore - i),
@@ -690,6 +687,15 @@ fn kexec_rows(to_restore: f64, init_ms: Option<f64>) -> Vec<Phase> {
 pub struct Phase {
     pub phase: String,
     pub ms: f64,
+}
+
+impl Phase {
+    fn new(phase: &str, ms: f64) -> Self {
+        Phase {
+            phase: phase.into(),
+            ms,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -847,10 +853,7 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     let init_ms = marked.then(init_to_mark_ms).flatten();
     m[20..24].copy_from_slice(&1u32.to_le_bytes());
     let save: u64 = man.vms.iter().map(|v| v.save_ticks).sum();
-    let row = |phase: &str, ms: f64| Phase {
-        phase: phase.into(),
-        ms,
-    };
+    let row = Phase::new;
     let mut phases = vec![row("stop + save device state", ms(save))];
     if man.freeze_ticks != 0 {
         phases.push(row("freeze kept device's IOMMU", ms(man.freeze_ticks)));
