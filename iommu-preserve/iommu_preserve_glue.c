@@ -54,12 +54,14 @@ bool iopr_glue_outside_ram(u64 phys, u64 size)
 				 IORES_DESC_NONE) == REGION_DISJOINT;
 }
 
-int iopr_glue_switch_root(struct device *dev, u64 new_root, u64 *old_root)
+int iopr_glue_switch_root(struct device *dev, u64 new_root, u64 *hw_root,
+			  u64 *own_root)
 {
-	phys_addr_t old = 0;
-	int ret = intel_iommu_switch_root(dev, new_root, &old);
+	phys_addr_t hw = 0, own = 0;
+	int ret = intel_iommu_switch_root(dev, new_root, &hw, &own);
 
-	*old_root = old;
+	*hw_root = hw;
+	*own_root = own;
 	return ret;
 }
 

@@ -8,15 +8,16 @@
 //! mapped, the module copies the device's second-level page tables into
 //! KRAM pages (every mapped page must itself be outside System RAM, i.e.
 //! guest RAM in KRAM), builds a root and context table there that point at
-//! the copy (the other entries copied as they are), switches the IOMMU to
-//! that root with translation on (patches/0003) and asks the kernel to
-//! leave translation on at kexec. A record in KRAM (area "iommu-preserve",
-//! format in `userspace/kram-format/src/vtd.rs`, shared with host tests)
-//! tells the next kernel what was kept. That kernel, booted with
-//! `intel_iommu_adopt=RECORD pci_keep=DEV`, checks the record, copies the
-//! device's context entry and
-//! so translates through the KRAM tables in place until the device is
-//! attached to a new domain.
+//! the copy (the other entries copied as they are; area "iommu-tables",
+//! double buffered), switches the IOMMU to that root with translation on
+//! (patches/0003) and asks the kernel to leave translation on at kexec. A
+//! record in KRAM (area "iommu-preserve", format in
+//! `userspace/kram-format/src/vtd.rs`, shared with host tests) tells the
+//! next kernel what was kept. That kernel, booted with
+//! `intel_iommu_adopt=RECORD pci_keep=DEV`, checks the record and adopts
+//! the root, context and page-table pages in place: the IOMMU goes on
+//! reading the same pages until the device is attached to a new domain,
+//! and the root and context table stay that kernel's own afterwards.
 //!
 //! Loaded without `freeze=` it checks the record (a corrupt one is refused
 //! and left as it is) and says whether the tables are adopted in place or
@@ -80,11 +81,16 @@ extern "C" {
     fn iopr_glue_unmap(virt: *mut c_void);
     fn iopr_glue_flush(virt: *mut c_void);
     fn iopr_glue_outside_ram(phys: u64, size: u64) -> bool;
-    fn iopr_glue_switch_root(dev: *mut c_void, new_root: u64, old_root: *mut u64) -> c_int;
+    fn iopr_glue_switch_root(dev: *mut c_void, new_root: u64, hw_root: *mut u64, own_root: *mut u64) -> c_int;
     fn iopr_glue_keep_translation(keep: bool);
 }
 
 const AREA: &CStr = c_str!("iommu-preserve");
+/// Root and context tables, double buffered: fixed pages 0-1 and 2-3. The
+/// next kernel adopts a pair in place and goes on using it, so a freeze
+/// there writes the other pair.
+const TABLES: &CStr = c_str!("iommu-tables");
+const TABLE_PAGES: u64 = 4;
 const WORDS: usize = 512;
 
 /// `ssss:bb:dd.f` for the log.
@@ -99,6 +105,12 @@ impl kernel::fmt::Display for Bdf {
 /// A referenced PCI device.
 struct Dev(NonNull<c_void>);
 
+/// Root table addresses of a device's IOMMU (see `Dev::roots`).
+struct Roots {
+    hw: u64,
+    own: u64,
+}
+
 impl Dev {
     fn get(bdf: &Bdf) -> Option<Dev> {
         // SAFETY: a lookup by numbers; the result is referenced or NULL.
@@ -110,16 +122,18 @@ impl Dev {
         unsafe { iopr_glue_is_kept(self.0.as_ptr()) }
     }
 
-    /// The root table address of the device's IOMMU; with `new` not 0,
-    /// switch to `new` first (translation stays on).
-    fn root(&self, new: u64) -> Result<u64> {
-        let mut old = 0u64;
-        // SAFETY: live device; `old` is a valid out-pointer.
-        let r = unsafe { iopr_glue_switch_root(self.0.as_ptr(), new, &mut old) };
+    /// The device's IOMMU's root tables: the one the hardware uses and the
+    /// one the kernel keeps up to date (they differ only between a freeze
+    /// and the kexec); with `new` not 0, the hardware is switched to `new`
+    /// afterwards (translation stays on).
+    fn roots(&self, new: u64) -> Result<Roots> {
+        let (mut hw, mut own) = (0u64, 0u64);
+        // SAFETY: live device; valid out-pointers.
+        let r = unsafe { iopr_glue_switch_root(self.0.as_ptr(), new, &mut hw, &mut own) };
         if r < 0 {
             return Err(Error::from_errno(r));
         }
-        Ok(old)
+        Ok(Roots { hw, own })
     }
 }
 
@@ -258,13 +272,14 @@ unsafe fn record_page<'a>(virt: *mut c_void) -> &'a mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(virt.cast::<u8>(), 4096) }
 }
 
-/// The area, its record page's physical and virtual address.
-fn area(create: bool) -> Result<Option<(c_int, u64, *mut c_void)>> {
+/// The KRAM area `name`, created with `fixed` fixed pages if given and
+/// missing; `None` if it does not exist.
+fn area_id(name: &CStr, fixed: Option<u64>) -> Result<Option<c_int>> {
     // SAFETY: NUL-terminated name.
-    let mut a = unsafe { kram_area_lookup(AREA.as_char_ptr()) };
-    if a == ENOENT.to_errno() && create {
+    let mut a = unsafe { kram_area_lookup(name.as_char_ptr()) };
+    if let (true, Some(n)) = (a == ENOENT.to_errno(), fixed) {
         // SAFETY: NUL-terminated name.
-        a = unsafe { kram_area_create(AREA.as_char_ptr(), 1) };
+        a = unsafe { kram_area_create(name.as_char_ptr(), n) };
     }
     if a == ENOENT.to_errno() {
         return Ok(None);
@@ -272,13 +287,70 @@ fn area(create: bool) -> Result<Option<(c_int, u64, *mut c_void)>> {
     if a < 0 {
         return Err(Error::from_errno(a));
     }
+    Ok(Some(a))
+}
+
+/// Fixed page `index` of `area`: physical and virtual address.
+fn fixed_page(area: c_int, index: u64) -> Result<(u64, *mut c_void)> {
     let (mut phys, mut virt) = (0u64, core::ptr::null_mut());
     // SAFETY: valid out-pointers.
-    let r = unsafe { kram_get_fixed_page(a, 0, &mut phys, &mut virt) };
+    let r = unsafe { kram_get_fixed_page(area, index, &mut phys, &mut virt) };
     if r < 0 || virt.is_null() {
         return Err(if r < 0 { Error::from_errno(r) } else { ENOMEM });
     }
+    Ok((phys, virt))
+}
+
+/// The record's area, its record page's physical and virtual address.
+fn area(create: bool) -> Result<Option<(c_int, u64, *mut c_void)>> {
+    let Some(a) = area_id(AREA, create.then_some(1))? else {
+        return Ok(None);
+    };
+    let (phys, virt) = fixed_page(a, 0)?;
     Ok(Some((a, phys, virt)))
+}
+
+/// The pair of fixed pages (root table, context table) of the tables area
+/// that the IOMMU does not read now (`hw`: its root table).
+fn table_pair(hw: u64) -> Result<[(u64, *mut u64); 2]> {
+    let a = area_id(TABLES, Some(TABLE_PAGES))?.ok_or(ENOENT)?;
+    let base = if fixed_page(a, 0)?.0 == hw { 2 } else { 0 };
+    let (rp, rv) = fixed_page(a, base)?;
+    let (cp, cv) = fixed_page(a, base + 1)?;
+    Ok([(rp, rv.cast()), (cp, cv.cast())])
+}
+
+/// Delete the tables area unless the IOMMU reads a root table in it.
+fn drop_unused_tables(hw: u64) {
+    let Ok(Some(a)) = area_id(TABLES, None) else {
+        return;
+    };
+    if [0, 2].iter().any(|&i| fixed_page(a, i).map(|p| p.0) == Ok(hw)) {
+        return;
+    }
+    // SAFETY: the area id from the lookup; the IOMMU uses none of its pages.
+    unsafe { kram_area_delete(a) };
+}
+
+/// Fill the KRAM page `dst` with a copy of `src`, entry `idx` set to `val`.
+fn fill(dst: *mut u64, src: &Mapped, idx: usize, val: u64) {
+    for i in 0..WORDS {
+        let w = if i == idx { val } else { src.word(i) };
+        // SAFETY: `dst` is a whole fixed page of the tables area, valid
+        // while kram is loaded, that the IOMMU does not read (`table_pair`).
+        unsafe { dst.add(i).write_volatile(w) };
+    }
+    // SAFETY: as above.
+    unsafe { iopr_glue_flush(dst.cast()) };
+}
+
+/// The page-table top of the context entry the IOMMU uses now for `bus`,
+/// `devfn` under the root table `root`, if present.
+fn live_table(root: u64, bus: u8, devfn: u8) -> Option<u64> {
+    let r = Mapped::new(root)?;
+    let c = Mapped::new(vtd::root_context_table(r.word(usize::from(bus) * 2))?)?;
+    let e = vtd::context(c.word(usize::from(devfn) * 2), c.word(usize::from(devfn) * 2 + 1));
+    e.present.then_some(e.table)
 }
 
 fn vtd_errno(e: vtd::Error) -> Error {
@@ -300,9 +372,12 @@ fn freeze(code: i64) -> Result {
         pr_err!("freeze {}: device not kept: set its sysfs 'kept' or VFIO keep flag first (EINVAL)\n", bdf);
         return Err(EINVAL);
     }
-    let old_root = dev.root(0).inspect_err(|e| {
-        pr_err!("freeze {}: its IOMMU's root table cannot be read (errno {})\n", bdf, e.to_errno());
-    })?;
+    let old_root = dev
+        .roots(0)
+        .inspect_err(|e| {
+            pr_err!("freeze {}: its IOMMU's root table cannot be read (errno {})\n", bdf, e.to_errno());
+        })?
+        .hw;
     let Some((area, rec_phys, rec_virt)) = area(true).inspect_err(|e| {
         pr_err!("freeze {}: KRAM area unavailable (errno {})\n", bdf, e.to_errno());
     })?
@@ -369,23 +444,18 @@ fn freeze(code: i64) -> Result {
         rec.pages[i] = p.0;
     }
     // The device's bus gets a context table in KRAM (its entry pointing at
-    // the copy, the others as they are); the root table points at it.
-    let tables = (|| -> core::result::Result<(u64, u64), vtd::Error> {
-        let ctx_new = kt.copy_of(ctx_phys)?;
-        let e = usize::from(bdf.2) * 2;
-        vtd::Tables::set(&mut kt, ctx_new, e, vtd::with_table(clo, top));
-        let root_new = kt.copy_of(old_root)?;
-        vtd::Tables::set(&mut kt, root_new, usize::from(bdf.1) * 2, vtd::with_table(rlo, ctx_new));
-        Ok((ctx_new, root_new))
-    })();
-    let (ctx_new, root_new) = match tables {
-        Ok(t) => t,
+    // the copy, the others as they are); the root table points at it. Both
+    // are the pair of the tables area the IOMMU does not use now.
+    let [(root_new, root_v), (ctx_new, ctx_v)] = match table_pair(old_root) {
+        Ok(p) => p,
         Err(e) => {
             kt.free_all();
-            pr_err!("freeze {}: root/context tables not made ({:?})\n", bdf, e);
-            return Err(vtd_errno(e));
+            pr_err!("freeze {}: KRAM area iommu-tables unavailable (errno {})\n", bdf, e.to_errno());
+            return Err(e);
         }
     };
+    fill(ctx_v, &ctx, usize::from(bdf.2) * 2, vtd::with_table(clo, top));
+    fill(root_v, &root, usize::from(bdf.1) * 2, vtd::with_table(rlo, ctx_new));
     rec.ctx = ctx_new;
     rec.root = root_new;
     kt.flush();
@@ -396,7 +466,7 @@ fn freeze(code: i64) -> Result {
     }
     // SAFETY: the record page.
     unsafe { iopr_glue_flush(rec_virt) };
-    if let Err(e) = dev.root(root_new) {
+    if let Err(e) = dev.roots(root_new) {
         rec_page.fill(0);
         kt.free_all();
         pr_err!("freeze {}: the IOMMU did not take the KRAM root table (errno {})\n", bdf, e.to_errno());
@@ -450,56 +520,55 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
         pr_err!("{}: preserved device not present (ENODEV)\n", bdf);
         return Err(ENODEV);
     };
-    let cur = dev.root(0)?;
-    let (mut in_use, state) = if cur == rec.root {
-        (true, "the IOMMU still uses the preserved root table")
+    let roots = dev.roots(0)?;
+    // Frozen here: the hardware reads the KRAM root while the kernel keeps
+    // its own. Adopted: the kernel's root is the KRAM one and the device's
+    // entry still points at the copied page tables.
+    let frozen = roots.hw == rec.root && roots.own != roots.hw;
+    let adopted = !frozen && live_table(roots.hw, rec.bus, rec.devfn) == Some(rec.top);
+    let state = if frozen {
+        "frozen in this kernel, the IOMMU translates through KRAM until the kexec"
+    } else if adopted {
+        "adopted in place"
     } else {
-        let root = Mapped::new(cur).ok_or(ENOMEM)?;
-        let c = vtd::root_context_table(root.word(usize::from(rec.bus) * 2))
-            .and_then(Mapped::new)
-            .map(|m| vtd::context(m.word(usize::from(rec.devfn) * 2), m.word(usize::from(rec.devfn) * 2 + 1)));
-        match c {
-            Some(c) if c.present && c.table == rec.top => (true, "adopted in place"),
-            _ => (false, "attached anew"),
-        }
+        "attached anew"
     };
+    let in_place = if roots.hw == rec.root && !frozen { " (the preserved one, in place)" } else { "" };
     pr_info!(
-        "{}: DID {}, {}-level, {} table pages in KRAM: {}\n",
+        "{}: DID {}, {}-level, {} table pages in KRAM: {}; root table {:#x}{}\n",
         bdf,
         rec.did,
         rec.levels,
         rec.npages,
-        state
+        state,
+        roots.hw,
+        in_place
     );
+    let mut hw = roots.hw;
     if thaw {
-        // Only the kernel that froze still uses the KRAM root: a next kernel
-        // always installs a root of its own (init_dmars), and `old_root` is
-        // then this kernel's live table.
-        if cur != rec.root {
-            pr_err!("thaw {}: the IOMMU does not use the preserved root table: nothing frozen in this kernel (EINVAL)\n", bdf);
+        // Only the kernel that froze has a root of its own beside the KRAM
+        // one, kept up to date all along: the IOMMU goes back to it.
+        if !frozen {
+            pr_err!("thaw {}: the IOMMU uses the kernel's own root table: nothing frozen in this kernel (EINVAL)\n", bdf);
             return Err(EINVAL);
         }
-        // SAFETY: pure query of the resource tree.
-        if unsafe { iopr_glue_outside_ram(rec.old_root, 4096) } {
-            pr_err!("thaw {}: the recorded own root {:#x} is not in System RAM (EINVAL)\n", bdf, rec.old_root);
-            return Err(EINVAL);
-        }
-        dev.root(rec.old_root).inspect_err(|e| {
+        dev.roots(roots.own).inspect_err(|e| {
             pr_err!("thaw {}: the IOMMU did not take its own root table back (errno {})\n", bdf, e.to_errno());
         })?;
         // SAFETY: a flag for intel_iommu_shutdown().
         unsafe { iopr_glue_keep_translation(false) };
-        pr_info!("thaw {}: back on the kernel's own root table {:#x}\n", bdf, rec.old_root);
-        in_use = false;
+        pr_info!("thaw {}: back on the kernel's own root table {:#x}\n", bdf, roots.own);
+        hw = roots.own;
     } else if !release && !discard {
         return Ok(());
-    }
-    if in_use {
+    } else if frozen || adopted {
         pr_err!("{}: tables still in use, not released (EBUSY)\n", bdf);
         return Err(EBUSY);
     }
+    // The page-table copy is unused now; the root and context table stay
+    // where they are when the IOMMU adopted them (the tables area).
     let mut freed = 0;
-    for &p in Iterator::chain(rec.pages().iter(), [rec.ctx, rec.root].iter()) {
+    for &p in rec.pages().iter() {
         // SAFETY: pages this area owns per the validated record.
         if unsafe { kram_free_page(area, p) } == 0 {
             freed += 1;
@@ -508,6 +577,7 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
     rec_page.fill(0);
     // SAFETY: the area id from the lookup; its fixed page is cleared.
     unsafe { kram_area_delete(area) };
+    drop_unused_tables(hw);
     pr_info!("{}: released {} table pages\n", bdf, freed);
     Ok(())
 }

@@ -6,6 +6,7 @@
  * structures the Rust abstractions do not cover.
  */
 #include <linux/export.h>
+#include <linux/intel-iommu-keep.h>
 #include <linux/memremap.h>
 #include <linux/mm.h>
 #include <linux/module.h>
@@ -240,4 +241,26 @@ void kram_glue_zero(void *p, size_t len, bool may_sleep)
 		if (may_sleep)
 			cond_resched();
 	}
+}
+
+/*
+ * VT-d tables in [start, end) that an IOMMU reads now (patches/0003): an
+ * area holding one must not be deleted, nor the region formatted. Returns
+ * how many there are (more than @max when some could not be read), up to
+ * @max of them in @out. May sleep.
+ */
+int kram_glue_iommu_tables(u64 start, u64 end, u64 *out, int max)
+{
+#if IS_ENABLED(CONFIG_INTEL_IOMMU)
+	phys_addr_t pa[KRAM_IOMMU_TABLES_MAX];
+	int i, n;
+
+	max = min(max, KRAM_IOMMU_TABLES_MAX);
+	n = intel_iommu_tables_in(start, end, pa, max);
+	for (i = 0; i < min(n, max); i++)
+		out[i] = pa[i];
+	return n;
+#else
+	return 0;
+#endif
 }

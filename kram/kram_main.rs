@@ -86,6 +86,39 @@ extern "C" {
     fn kram_glue_pages_exit();
     fn kram_glue_set_vm_ops(vma: *mut c_void, region_pfn: u64, area: u16, pages: bool);
     fn kram_glue_zero(p: *mut c_void, len: usize, may_sleep: bool);
+    fn kram_glue_iommu_tables(start: u64, end: u64, out: *mut u64, max: c_int) -> c_int;
+}
+
+/// VT-d tables in the region that an IOMMU translates through now (a
+/// preserved device's, patches/0003): the areas holding them must stay.
+struct IommuTables {
+    /// How many; more than `pa.len()` when some could not be read.
+    n: usize,
+    pa: [u64; 16],
+}
+
+impl IommuTables {
+    /// Looked up without `STATE` (the lookup maps tables and may sleep); a
+    /// table switched to between this and the delete is not seen.
+    fn get() -> Result<IommuTables> {
+        let (base, len) = with_region(|r| Ok((r.geo.base, r.geo.pages * PAGE_SIZE as u64)))?;
+        let mut t = IommuTables { n: 0, pa: [0; 16] };
+        // SAFETY: `t.pa` holds 16 entries, the most the glue writes.
+        let n = unsafe { kram_glue_iommu_tables(base, base + len, t.pa.as_mut_ptr(), 16) };
+        t.n = usize::try_from(n).unwrap_or(0);
+        Ok(t)
+    }
+
+    /// The first table owned by area `id` (all of them if unknown).
+    fn owned_by(&self, k: &Kram<'static, Direct>, base: u64, id: u16) -> Option<u64> {
+        if self.n > self.pa.len() {
+            return Some(0);
+        }
+        self.pa[..self.n]
+            .iter()
+            .copied()
+            .find(|&pa| k.page_owner((pa - base) / PAGE_SIZE as u64).map(|o| o.0) == Ok(id))
+    }
 }
 
 /// Create an area and zero its fixed run: the pages of a deleted area keep
@@ -166,14 +199,21 @@ impl Region {
         }
     }
 
-    /// Delete area `id`, unless a user mapping of it is left.
-    fn delete_area(&mut self, id: u16) -> Result {
+    /// Delete area `id`, unless a user mapping of it is left or an IOMMU
+    /// translates through tables in it.
+    fn delete_area(&mut self, id: u16, tables: &IommuTables) -> Result {
         let n = self.maps.get(usize::from(id)).copied().unwrap_or(0);
         if n != 0 {
             pr_warn!("area {} is mapped ({} mappings): not deleted (EBUSY)\n", id, n);
             return Err(EBUSY);
         }
-        self.ready()?.delete_area(id).map_err(errno)
+        let base = self.geo.base;
+        let k = self.ready()?;
+        if let Some(pa) = tables.owned_by(k, base, id) {
+            pr_warn!("area {} holds a table the IOMMU translates through ({:#x}): not deleted (EBUSY)\n", id, pa);
+            return Err(EBUSY);
+        }
+        k.delete_area(id).map_err(errno)
     }
 
     /// Kernel virtual address of page `index`.
@@ -383,7 +423,10 @@ pub extern "C" fn kram_area_create(name: *const c_char, npages: u64) -> c_int {
 #[no_mangle]
 pub extern "C" fn kram_area_delete(area: c_int) -> c_int {
     let id = u16::try_from(area).map_err(|_| EINVAL);
-    ret(id.and_then(|id| with_region(|r| r.delete_area(id).map(|_| 0))))
+    ret(id.and_then(|id| {
+        let t = IommuTables::get()?;
+        with_region(|r| r.delete_area(id, &t).map(|_| 0))
+    }))
 }
 
 fn out_page(r: &Region, index: u64, phys: *mut u64, virt: *mut *mut c_void) {
@@ -624,10 +667,15 @@ fn kram_ioctl(_file: &File, cmd: u32, arg: usize) -> Result<isize> {
             }
             // Allocate before taking the spinlock: GFP_KERNEL may sleep.
             let slot = KBox::<Kram<'static, Direct>>::new_uninit(GFP_KERNEL)?;
+            let tables = IommuTables::get()?;
             with_region(|r| {
                 let mapped = r.maps.iter().filter(|&&n| n != 0).count();
                 if mapped != 0 {
                     pr_warn!("{} areas are mapped: region not formatted (EBUSY)\n", mapped);
+                    return Err(EBUSY);
+                }
+                if tables.n != 0 {
+                    pr_warn!("the IOMMU translates through {} tables in the region: not formatted (EBUSY)\n", tables.n);
                     return Err(EBUSY);
                 }
                 r.kram = None;
@@ -648,6 +696,7 @@ fn kram_ioctl(_file: &File, cmd: u32, arg: usize) -> Result<isize> {
             } else {
                 None
             };
+            let tables = if cmd == KRAM_IOC_DELETE { Some(IommuTables::get()?) } else { None };
             with_region(|r| {
                 let k = r.ready()?;
                 let id = match cmd {
@@ -655,8 +704,8 @@ fn kram_ioctl(_file: &File, cmd: u32, arg: usize) -> Result<isize> {
                     KRAM_IOC_AREA_AT => u16::try_from(a.id).map_err(|_| EINVAL)?,
                     _ => k.lookup(area_name(&a)?).map_err(errno)?,
                 };
-                if cmd == KRAM_IOC_DELETE {
-                    return r.delete_area(id);
+                if let Some(t) = &tables {
+                    return r.delete_area(id, t);
                 }
                 fill_area(r, id, &mut a)
             })?;

@@ -14,7 +14,8 @@ void *iopr_glue_map(u64 phys);
 void iopr_glue_unmap(void *virt);
 void iopr_glue_flush(void *virt);
 bool iopr_glue_outside_ram(u64 phys, u64 size);
-int iopr_glue_switch_root(struct device *dev, u64 new_root, u64 *old_root);
+int iopr_glue_switch_root(struct device *dev, u64 new_root, u64 *hw_root,
+			  u64 *own_root);
 void iopr_glue_keep_translation(bool keep);
 
 #endif

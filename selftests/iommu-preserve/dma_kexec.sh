@@ -24,6 +24,16 @@ area=dma-iop
 size=20M
 ring=65528              # the most RDLEN holds (1 MiB - 128 B): 131 s of frames at $rate
 rate=500
+# The KRAM root table the last freeze switched the IOMMU to.
+frozen_root() {
+    dmesg | sed -n 's/.*translates through .* table pages in KRAM (root \(0x[0-9a-f]*\)).*/\1/p' | tail -n1
+}
+# kram_refuses AREA WHY: deleting the area fails with EBUSY and one line.
+kram_refuses() {
+    kh_check "KRAM refuses to delete area $1 $2" sh -c \
+        "! $L kram delete $1 2>/tmp/kr && grep -q 'EBUSY.*IOMMU translates through' /tmp/kr && dmesg | tail -n 3 | grep -q 'kram: area [0-9]* holds a table the IOMMU translates through (0x[0-9a-f]*): not deleted (EBUSY)'" ||
+        cat /tmp/kr
+}
 give_back() {
     rm -f /host/nic-rate
     echo 0 > $sys/kept 2>/dev/null
@@ -60,7 +70,9 @@ case $KH_STAGE in
     kh_log "$(dmesg | grep 'iommu_preserve:' | tail -n1)"
     adopt=$(dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1)
     kh_check "freeze names the record for the next kernel ($adopt)" test -n "$adopt"
+    frozen_root > $KH_DIR/root
     rmmod iommu_preserve
+    kram_refuses iommu-tables "while the IOMMU reads the frozen root table in it"
     kh_check "a second freeze is refused while a record exists" sh -c "! insmod $M freeze=$code 2>/dev/null"
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze $dev: a preserved record exists already'"
     wait $pid
@@ -79,16 +91,23 @@ case $KH_STAGE in
     last=$(cat $KH_DIR/last)
     kh_check "next kernel checked the record and adopted the device's translation" \
         sh -c "dmesg | grep -q 'adopting the translation of $dev preserved at'"
-    kh_check "  through the copy path (page tables in place)" \
-        sh -c "dmesg | grep -q 'Copied translation tables from previous kernel'"
+    root=$(cat $KH_DIR/root)
+    kh_check "  root ($root), context and page tables adopted in place, nothing copied" sh -c \
+        "test \$((\$(dmesg | sed -n 's/.*DMAR: dmar0: root table \(0x[0-9a-f]*\) and context table .* adopted in place, nothing copied/\1/p'))) = \$(($root)) && ! dmesg | grep -q 'Copied translation tables'"
     kh_check "translation was never switched off" sh -c "! dmesg | grep -q 'Translation was enabled for .* but we are not in kdump mode'"
     kh_check "no DMAR fault during the handover" test -z "$(dmar_faults)" || dmar_faults | head -n3
     kh_check "bound to vfio-pci, kept" test "$(nic_driver)$(cat $sys/kept)" = vfio-pci1
     $L kram load /host/modules/kram.ko > /dev/null
     insmod $M && rmmod iommu_preserve
     kh_check "iommu_preserve: record valid, tables adopted in place" \
-        sh -c "dmesg | grep -q 'iommu_preserve: $dev: .*adopted in place'"
+        sh -c "dmesg | grep -q 'iommu_preserve: $dev: .*adopted in place; root table $root (the preserved one, in place)'"
     kh_check "release refused while the device translates through them" sh -c "! insmod $M release=1 2>/dev/null"
+    # KRAM never hands out a page the IOMMU reads: not the adopted root and
+    # context table, not the page tables, and no format of the region.
+    kram_refuses iommu-tables "while the IOMMU uses the adopted root table"
+    kram_refuses iommu-preserve "while the device translates through its page tables"
+    kh_check "KRAM refuses to format the region the IOMMU translates through" sh -c \
+        "! $L kram format --yes 2>/dev/null && dmesg | tail -n 3 | grep -q 'kram: the IOMMU translates through [0-9]* tables in the region: not formatted (EBUSY)'"
     # The new process takes the device over through iommufd: its KRAM ring
     # goes into an IOAS (KRAM areas are ordinary pages GUP can pin), a
     # HWPT is allocated and filled from it, and only then is the device
@@ -107,6 +126,9 @@ case $KH_STAGE in
     kh_check "release frees the tables once the device is attached anew" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"
     insmod $M && rmmod iommu_preserve
     kh_check "after release: nothing preserved" sh -c "dmesg | tail -n 3 | grep -q 'iommu_preserve: nothing preserved'"
+    kh_check "  the adopted root table is still the IOMMU's own (KRAM area iommu-tables kept)" \
+        sh -c "$L kram list | grep -q ' iommu-tables '" || $L kram list
+    kram_refuses iommu-tables "after the release: the root table is this kernel's own"
     kh_dmesg_clean "no warning in dmesg after kexec"
 
     # Fail-safe: freeze again, then corrupt the record (one byte of the
@@ -114,11 +136,22 @@ case $KH_STAGE in
     $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
         --watch 10 --settle 2 > /tmp/i-3 2>&1 &
     pid=$!
-    sleep 6
+    sleep 5
+    # The IOMMU reads the adopted root: a freeze here writes the other
+    # root/context pair, and a thaw goes back to the adopted one.
+    insmod $M freeze=$code && rmmod iommu_preserve
+    root2=$(frozen_root)
+    kh_check "a freeze in the adopting kernel uses the other table pair ($root2, not $root)" \
+        test -n "$root2" -a "$root2" != "$root"
+    insmod $M thaw=1 && rmmod iommu_preserve
+    kh_check "  thawed: back on the adopted root table" \
+        sh -c "dmesg | grep -q 'iommu_preserve: thaw $dev: back on the kernel.s own root table $root\$'"
     insmod $M freeze=$code && rmmod iommu_preserve
     wait $pid
     adopt=$(dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1)
-    kh_check "frozen again for the corrupt-record run ($adopt)" test -n "$adopt"
+    kh_check "frozen again for the corrupt-record run ($adopt, root $(frozen_root))" \
+        test -n "$adopt" -a "$(frozen_root)" = "$root2"
+    kh_check "no DMAR fault while frozen, thawed and frozen again" test -z "$(dmar_faults)" || dmar_faults | head -n3
     kh_check "record corrupted (one byte of the domain id)" /host/bin/kram-selftest poke iommu-preserve 14 1
     kh_kexec_next "pci_keep=$dev $adopt"
     ;;

@@ -140,7 +140,9 @@ fn hint(e: nix::Error) -> &'static str {
         nix::Error::ENOENT => " (no such area)",
         nix::Error::EEXIST => " (an area of that name exists)",
         nix::Error::ENOSPC => " (not enough free pages or area slots)",
-        nix::Error::EBUSY => " (an area is mapped: stop the VM or process using it first)",
+        nix::Error::EBUSY => {
+            " (in use: mapped by a VM or process, or holding tables an IOMMU translates through; see dmesg)"
+        }
         _ => "",
     }
 }
