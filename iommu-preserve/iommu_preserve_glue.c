@@ -69,3 +69,8 @@ void iopr_glue_keep_translation(bool keep)
 {
 	intel_iommu_keep_translation(keep);
 }
+
+int iopr_glue_release_adopted(struct device *dev)
+{
+	return intel_iommu_release_adopted(dev);
+}

@@ -8,16 +8,17 @@
 //! mapped, the module copies the device's second-level page tables into
 //! KRAM pages (every mapped page must itself be outside System RAM, i.e.
 //! guest RAM in KRAM), builds a root and context table there that point at
-//! the copy (the other entries copied as they are; area "iommu-tables",
-//! double buffered), switches the IOMMU to that root with translation on
+//! the copy (the other entries copied as they are; area "iommu-tables"),
+//! switches the IOMMU to that root with translation on
 //! (patches/0003) and asks the kernel to leave translation on at kexec. A
 //! record in KRAM (area "iommu-preserve", format in
 //! `userspace/kram-format/src/vtd.rs`, shared with host tests) tells the
 //! next kernel what was kept. That kernel, booted with
 //! `intel_iommu_adopt=RECORD pci_keep=DEV`, checks the record and adopts
 //! the root, context and page-table pages in place: the IOMMU goes on
-//! reading the same pages until the device is attached to a new domain,
-//! and the root and context table stay that kernel's own afterwards.
+//! reading the same pages until the device is attached to a new domain;
+//! `release=1` then has the kernel move the root and context table to pages
+//! of its own and frees every KRAM page.
 //!
 //! Loaded without `freeze=` it checks the record (a corrupt one is refused
 //! and left as it is) and says whether the tables are adopted in place or
@@ -83,14 +84,14 @@ extern "C" {
     fn iopr_glue_outside_ram(phys: u64, size: u64) -> bool;
     fn iopr_glue_switch_root(dev: *mut c_void, new_root: u64, hw_root: *mut u64, own_root: *mut u64) -> c_int;
     fn iopr_glue_keep_translation(keep: bool);
+    fn iopr_glue_release_adopted(dev: *mut c_void) -> c_int;
 }
 
 const AREA: &CStr = c_str!("iommu-preserve");
-/// Root and context tables, double buffered: fixed pages 0-1 and 2-3. The
-/// next kernel adopts a pair in place and goes on using it, so a freeze
-/// there writes the other pair.
+/// Root and context table: fixed pages 0 and 1. The next kernel adopts them
+/// in place and uses them until `release` moves them to its own pages.
 const TABLES: &CStr = c_str!("iommu-tables");
-const TABLE_PAGES: u64 = 4;
+const TABLE_PAGES: u64 = 2;
 const WORDS: usize = 512;
 
 /// `ssss:bb:dd.f` for the log.
@@ -310,26 +311,25 @@ fn area(create: bool) -> Result<Option<(c_int, u64, *mut c_void)>> {
     Ok(Some((a, phys, virt)))
 }
 
-/// The pair of fixed pages (root table, context table) of the tables area
-/// that the IOMMU does not read now (`hw`: its root table).
+/// The root and context table pages of the tables area; EBUSY if the
+/// IOMMU reads that root table now (`hw`: an adoption not yet released).
 fn table_pair(hw: u64) -> Result<[(u64, *mut u64); 2]> {
     let a = area_id(TABLES, Some(TABLE_PAGES))?.ok_or(ENOENT)?;
-    let base = if fixed_page(a, 0)?.0 == hw { 2 } else { 0 };
-    let (rp, rv) = fixed_page(a, base)?;
-    let (cp, cv) = fixed_page(a, base + 1)?;
+    let (rp, rv) = fixed_page(a, 0)?;
+    if rp == hw {
+        return Err(EBUSY);
+    }
+    let (cp, cv) = fixed_page(a, 1)?;
     Ok([(rp, rv.cast()), (cp, cv.cast())])
 }
 
-/// Delete the tables area unless the IOMMU reads a root table in it.
-fn drop_unused_tables(hw: u64) {
-    let Ok(Some(a)) = area_id(TABLES, None) else {
-        return;
-    };
-    if [0, 2].iter().any(|&i| fixed_page(a, i).map(|p| p.0) == Ok(hw)) {
-        return;
+/// Delete the tables area, unless the IOMMU reads a table in it (KRAM
+/// refuses then, EBUSY).
+fn drop_tables() {
+    if let Ok(Some(t)) = area_id(TABLES, None) {
+        // SAFETY: the area id from the lookup.
+        unsafe { kram_area_delete(t) };
     }
-    // SAFETY: the area id from the lookup; the IOMMU uses none of its pages.
-    unsafe { kram_area_delete(a) };
 }
 
 /// Fill the KRAM page `dst` with a copy of `src`, entry `idx` set to `val`.
@@ -450,7 +450,11 @@ fn freeze(code: i64) -> Result {
         Ok(p) => p,
         Err(e) => {
             kt.free_all();
-            pr_err!("freeze {}: KRAM area iommu-tables unavailable (errno {})\n", bdf, e.to_errno());
+            if e == EBUSY {
+                pr_err!("freeze {}: the IOMMU still reads the adopted tables: release them first (EBUSY)\n", bdf);
+            } else {
+                pr_err!("freeze {}: KRAM area iommu-tables unavailable (errno {})\n", bdf, e.to_errno());
+            }
             return Err(e);
         }
     };
@@ -507,6 +511,7 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
             // nothing translates through this area's pages.
             // SAFETY: the area id from the lookup.
             let r = unsafe { kram_area_delete(area) };
+            drop_tables();
             pr_info!("refused record ({:?}) discarded with its area (errno {})\n", e, r);
             return if r < 0 { Err(Error::from_errno(r)) } else { Ok(()) };
         }
@@ -525,11 +530,14 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
     // its own. Adopted: the kernel's root is the KRAM one and the device's
     // entry still points at the copied page tables.
     let frozen = roots.hw == rec.root && roots.own != roots.hw;
-    let adopted = !frozen && live_table(roots.hw, rec.bus, rec.devfn) == Some(rec.top);
+    let live = live_table(roots.hw, rec.bus, rec.devfn);
+    let adopted = !frozen && live == Some(rec.top);
     let state = if frozen {
         "frozen in this kernel, the IOMMU translates through KRAM until the kexec"
     } else if adopted {
         "adopted in place"
+    } else if live.is_none() {
+        "not adopted, the device is blocked"
     } else {
         "attached anew"
     };
@@ -544,7 +552,6 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
         roots.hw,
         in_place
     );
-    let mut hw = roots.hw;
     if thaw {
         // Only the kernel that froze has a root of its own beside the KRAM
         // one, kept up to date all along: the IOMMU goes back to it.
@@ -558,15 +565,23 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
         // SAFETY: a flag for intel_iommu_shutdown().
         unsafe { iopr_glue_keep_translation(false) };
         pr_info!("thaw {}: back on the kernel's own root table {:#x}\n", bdf, roots.own);
-        hw = roots.own;
     } else if !release && !discard {
         return Ok(());
     } else if frozen || adopted {
         pr_err!("{}: tables still in use, not released (EBUSY)\n", bdf);
         return Err(EBUSY);
     }
-    // The page-table copy is unused now; the root and context table stay
-    // where they are when the IOMMU adopted them (the tables area).
+    // Adopted in place, the root and context table are this kernel's own:
+    // the kernel moves them to its pages, then the tables area is unused.
+    if roots.hw == rec.root && !frozen {
+        // SAFETY: live device.
+        let r = unsafe { iopr_glue_release_adopted(dev.0.as_ptr()) };
+        if r < 0 {
+            pr_err!("{}: adopted root and context table not moved (errno {}), nothing released\n", bdf, r);
+            return Err(Error::from_errno(r));
+        }
+    }
+    // The page-table copy is unused now.
     let mut freed = 0;
     for &p in rec.pages().iter() {
         // SAFETY: pages this area owns per the validated record.
@@ -577,7 +592,7 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
     rec_page.fill(0);
     // SAFETY: the area id from the lookup; its fixed page is cleared.
     unsafe { kram_area_delete(area) };
-    drop_unused_tables(hw);
+    drop_tables();
     pr_info!("{}: released {} table pages\n", bdf, freed);
     Ok(())
 }

@@ -17,5 +17,6 @@ bool iopr_glue_outside_ram(u64 phys, u64 size);
 int iopr_glue_switch_root(struct device *dev, u64 new_root, u64 *hw_root,
 			  u64 *own_root);
 void iopr_glue_keep_translation(bool keep);
+int iopr_glue_release_adopted(struct device *dev);
 
 #endif

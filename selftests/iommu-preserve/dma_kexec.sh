@@ -5,19 +5,26 @@
 # still has it mapped, iommu_preserve copies its VT-d page tables into KRAM
 # and switches the IOMMU to a KRAM root table (patches/0003); the process
 # exits (its container and mappings go), the kernel kexecs with the NIC
-# receiving, and the next kernel (intel_iommu=adopt pci_keep=) adopts the
-# device's context entry. A process in the new kernel then finds every
+# receiving, and the next kernel (intel_iommu_adopt= pci_keep=) adopts the
+# KRAM root, context and page tables in place (the IOMMU reads the same
+# root page before and after). A process in the new kernel then finds every
 # frame since the first one's last, none lost, no DMAR fault before it
-# attached, and the device never reset.
-# Stage 1 then freezes again and corrupts the record: stage 2's kernel must
-# refuse it with one line, keep translation on and block the device (DMAR
-# "context entry not present" faults, nothing adopted). Stage 2 runs the
-# same NIC without keep flag or preservation through a plain kexec: stage 3
-# shows what that costs (the device reset by e1000e, every frame sent
-# during the handover lost).
+# attached, and the device never reset. KRAM refuses to delete the areas
+# holding tables the IOMMU reads, or to format the region; the release moves
+# the root and context table to the new kernel's pages.
+# Stage 1 freezes again (a second upgrade, after a thaw) and stage 2 adopts
+# that; stage 2 then freezes once more and corrupts the record:
+# stage 3's kernel must refuse it with one line, keep translation on and
+# block the device (DMAR "root/context entry not present" faults, nothing
+# adopted). Stage 3 freezes again and makes one page-table entry map System
+# RAM behind the record's back: stage 4's kernel must find it and refuse
+# the tables the same way. Stage 4 runs the same NIC without keep flag or
+# preservation through a plain kexec: stage 5 shows what that costs (the
+# device reset by e1000e, every frame sent during the handover lost).
 . /host/lib/ktap.sh
 . /host/lib/nic.sh
 L=/host/bin/liveup
+K=/host/bin/kram-selftest
 M=/host/modules/iommu_preserve.ko
 code=$((0x18))          # segment 0, bus 0, devfn 00:03.0
 area=dma-iop
@@ -126,36 +133,64 @@ case $KH_STAGE in
     kh_check "release frees the tables once the device is attached anew" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"
     insmod $M && rmmod iommu_preserve
     kh_check "after release: nothing preserved" sh -c "dmesg | tail -n 3 | grep -q 'iommu_preserve: nothing preserved'"
-    kh_check "  the adopted root table is still the IOMMU's own (KRAM area iommu-tables kept)" \
-        sh -c "$L kram list | grep -q ' iommu-tables '" || $L kram list
-    kram_refuses iommu-tables "after the release: the root table is this kernel's own"
+    kh_check "  the kernel moved the adopted root and context table to its own pages" \
+        sh -c "dmesg | grep -q 'DMAR: dmar0: adopted root and context table moved to .*: KRAM.s pages unused'"
+    kh_check "  and KRAM area iommu-tables is gone" sh -c "! $L kram list | grep -q ' iommu-tables '"
+    kh_check "no DMAR fault from the kexec to the release" test -z "$(dmar_faults)" || dmar_faults | head -n3
     kh_dmesg_clean "no warning in dmesg after kexec"
 
-    # Fail-safe: freeze again, then corrupt the record (one byte of the
-    # domain id: the CRC no longer matches).
+    # A second upgrade from the adopting kernel, with a thaw in between (a
+    # failed upgrade): the thaw goes back to this kernel's own root table.
     $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
         --watch 10 --settle 2 > /tmp/i-3 2>&1 &
     pid=$!
     sleep 5
-    # The IOMMU reads the adopted root: a freeze here writes the other
-    # root/context pair, and a thaw goes back to the adopted one.
     insmod $M freeze=$code && rmmod iommu_preserve
     root2=$(frozen_root)
-    kh_check "a freeze in the adopting kernel uses the other table pair ($root2, not $root)" \
-        test -n "$root2" -a "$root2" != "$root"
+    kh_check "a freeze in the adopting kernel (root $root2)" test -n "$root2"
     insmod $M thaw=1 && rmmod iommu_preserve
-    kh_check "  thawed: back on the adopted root table" \
-        sh -c "dmesg | grep -q 'iommu_preserve: thaw $dev: back on the kernel.s own root table $root\$'"
+    own=$(dmesg | sed -n "s/.*iommu_preserve: thaw $dev: back on the kernel.s own root table \(0x[0-9a-f]*\)\$/\1/p" | tail -n1)
+    kh_check "  thawed: back on the kernel's own root table ($own, in RAM)" test -n "$own" -a "$own" != "$root2"
+    insmod $M freeze=$code && rmmod iommu_preserve
+    wait $pid
+    adopt=$(dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1)
+    root2=$(frozen_root)
+    kh_check "frozen again for the second generation ($adopt, root $root2)" \
+        test -n "$adopt" -a -n "$root2"
+    kh_check "no DMAR fault while frozen, thawed and frozen again" test -z "$(dmar_faults)" || dmar_faults | head -n3
+    num "$(v last_seq /tmp/i-3)" > $KH_DIR/last
+    echo "$root2" > $KH_DIR/root2
+    kh_kexec_next "pci_keep=$dev $adopt"
+    ;;
+2)
+    last=$(cat $KH_DIR/last) root=$(cat $KH_DIR/root) root2=$(cat $KH_DIR/root2)
+    kh_check "second generation: the record checked, the translation adopted" \
+        sh -c "dmesg | grep -q 'adopting the translation of $dev preserved at'"
+    kh_check "  root table $root2 adopted in place, nothing copied" sh -c \
+        "test \$((\$(dmesg | sed -n 's/.*DMAR: dmar0: root table \(0x[0-9a-f]*\) and context table .* adopted in place, nothing copied/\1/p'))) = \$(($root2)) && ! dmesg | grep -q 'Copied translation tables'"
+    kh_check "no DMAR fault during the second handover" test -z "$(dmar_faults)" || dmar_faults | head -n3
+    $L kram load /host/modules/kram.ko > /dev/null
+    $D --iommufd --bdf $dev --mem kram:$area --mem-size $size attach --watch 3 --settle 1 --stop > /tmp/i-2 2>&1
+    nic_check_takeover /tmp/i-2 "$last" "$rate"
+    if insmod $M release=1; then rmmod iommu_preserve; fi
+    kh_check "release after the second generation" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"
+    kh_dmesg_clean "no warning in dmesg after the second kexec"
+
+    # Fail-safe: freeze again, then corrupt the record (one byte of the
+    # domain id: the CRC no longer matches).
+    $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
+        --watch 8 --settle 2 > /tmp/i-3 2>&1 &
+    pid=$!
+    sleep 5
     insmod $M freeze=$code && rmmod iommu_preserve
     wait $pid
     adopt=$(dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1)
     kh_check "frozen again for the corrupt-record run ($adopt, root $(frozen_root))" \
-        test -n "$adopt" -a "$(frozen_root)" = "$root2"
-    kh_check "no DMAR fault while frozen, thawed and frozen again" test -z "$(dmar_faults)" || dmar_faults | head -n3
+        test -n "$adopt" -a -n "$(frozen_root)"
     kh_check "record corrupted (one byte of the domain id)" /host/bin/kram-selftest poke iommu-preserve 14 1
     kh_kexec_next "pci_keep=$dev $adopt"
     ;;
-2)
+3)
     kh_check "corrupt record refused with one line, translation kept on" \
         sh -c "dmesg | grep -q 'preserved translation at .* refused (bad checksum): translation stays on, nothing adopted, kept devices blocked'"
     kh_check "  nothing copied, translation never switched off" \
@@ -170,6 +205,36 @@ case $KH_STAGE in
     kh_check "  and says why" sh -c "dmesg | grep -q 'iommu_preserve: preserved record refused (BadChecksum)'"
     insmod $M discard=1 && rmmod iommu_preserve
     kh_check "discard drops it with its area" sh -c "dmesg | grep -q 'iommu_preserve: refused record (BadChecksum) discarded'"
+
+    # A valid record whose page tables were changed after the freeze: one
+    # top-level entry now maps the first GiB of physical memory (System
+    # RAM) into the device's address space. The next kernel must walk the
+    # tables, find it and refuse them all.
+    $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
+        --watch 8 --settle 2 > /tmp/i-3 2>&1 &
+    pid=$!
+    sleep 5
+    insmod $M freeze=$code && rmmod iommu_preserve
+    wait $pid
+    adopt=$(dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1)
+    rec=${adopt#intel_iommu_adopt=}
+    top=$($K peek-phys $(printf %x $((rec + 48))))
+    pte=$(printf %x $((top + 511 * 8)))
+    kh_check "frozen for the page-table run (record $rec, top table $top, entry 511 unused)" \
+        test -n "$rec" -a "$($K peek-phys $pte)" = 0x0
+    kh_check "page table changed: entry 511 maps physical 0..1 GiB" sh -c "$K poke-phys $pte 83 && test \$($K peek-phys $pte) = 0x83"
+    kh_kexec_next "pci_keep=$dev $adopt"
+    ;;
+4)
+    kh_check "tables mapping System RAM refused with one line, translation kept on" \
+        sh -c "dmesg | grep -q 'preserved translation at .* refused (a page table maps System RAM): translation stays on, nothing adopted, kept devices blocked'"
+    sleep 2
+    dmar_faults > /tmp/i-f
+    kh_check "  the kept NIC's DMA is blocked, nothing else faults" \
+        sh -c "grep -q 'device \[$dev\] .*Present bit in \(root\|context\) entry is clear' /tmp/i-f && ! grep -v 'device \[$dev\]' /tmp/i-f | grep -q ."
+    $L kram load /host/modules/kram.ko > /dev/null
+    insmod $M discard=1 && rmmod iommu_preserve
+    kh_check "  the record (valid in itself) released with its tables" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"
     kh_dmesg_mark
 
     # Without keep flag and preservation, for comparison: a plain kexec.
@@ -182,7 +247,7 @@ case $KH_STAGE in
     # refused with one line and changes nothing.
     kh_kexec_next "pci_keep=not-a-device intel_iommu_adopt=0x1234"
     ;;
-3)
+5)
     last=$(num "$(cat $KH_DIR/last-plain)")
     kh_check "garbage pci_keep= refused with one line, nothing kept" sh -c \
         "dmesg | grep -q \"PCI: can't parse pci_keep= at 'not-a-device'\" && test \"\$(cat $sys/kept)\" = 0"

@@ -80,6 +80,24 @@ enum Cmd {
         offset: String,
         xor: String,
     },
+    /// Print the 64-bit word at a physical address outside System RAM (hex,
+    /// 8-byte aligned), read through /dev/mem: a VT-d table entry in KRAM.
+    PeekPhys { addr: String },
+    /// Write a 64-bit word (hex) there: corrupts a table on purpose.
+    PokePhys { addr: String, value: String },
+}
+
+/// Offset and open file of 8-byte word `addr` (hex) of /dev/mem.
+fn phys_word(addr: &str, write: bool) -> Result<(std::fs::File, u64)> {
+    let a = u64::from_str_radix(addr.trim_start_matches("0x"), 16)
+        .with_context(|| format!("address {addr} is not hexadecimal"))?;
+    ensure!(a % 8 == 0, "address {addr} is not 8-byte aligned");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open("/dev/mem")
+        .context("/dev/mem")?;
+    Ok((f, a))
 }
 
 /// xorshift64*: a small deterministic generator for patterns and fuzzing.
@@ -661,6 +679,24 @@ fn main() -> Result<()> {
                 m.len()
             );
             println!("{} bytes of {area} zero", m.len());
+            Ok(())
+        }
+        Cmd::PeekPhys { addr } => {
+            use std::os::unix::fs::FileExt;
+            let (f, a) = phys_word(&addr, false)?;
+            let mut b = [0u8; 8];
+            f.read_exact_at(&mut b, a)
+                .with_context(|| format!("read at {addr}"))?;
+            println!("{:#x}", u64::from_le_bytes(b));
+            Ok(())
+        }
+        Cmd::PokePhys { addr, value } => {
+            use std::os::unix::fs::FileExt;
+            let (f, a) = phys_word(&addr, true)?;
+            let v = u64::from_str_radix(value.trim_start_matches("0x"), 16)
+                .with_context(|| format!("value {value} is not hexadecimal"))?;
+            f.write_all_at(&v.to_le_bytes(), a)
+                .with_context(|| format!("write at {addr}"))?;
             Ok(())
         }
         Cmd::Poke { area, offset, xor } => {
