@@ -41,6 +41,20 @@ kram_refuses() {
         "! $L kram delete $1 2>/tmp/kr && grep -q 'EBUSY.*IOMMU translates through' /tmp/kr && dmesg | tail -n 3 | grep -q 'kram: area [0-9]* holds a table the IOMMU translates through (0x[0-9a-f]*): not deleted (EBUSY)'" ||
         cat /tmp/kr
 }
+# The kernel parameter naming the record the last freeze wrote.
+next_adopt() {
+    dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1
+}
+# A process sets the ring up and watches it; the freeze happens while it
+# has the device mapped.
+freeze_while_running() {
+    $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
+        --watch 8 --settle 2 > /tmp/i-3 2>&1 &
+    pid=$!
+    sleep 5
+    insmod $M freeze=$code && rmmod iommu_preserve
+    wait $pid
+}
 give_back() {
     rm -f /host/nic-rate
     echo 0 > $sys/kept 2>/dev/null
@@ -75,7 +89,7 @@ case $KH_STAGE in
         kh_fail "freeze while the process has it mapped: tables in KRAM, translation on" "$(dmesg | grep iommu_preserve | tail -n1)"
     fi
     kh_log "$(dmesg | grep 'iommu_preserve:' | tail -n1)"
-    adopt=$(dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1)
+    adopt=$(next_adopt)
     kh_check "freeze names the record for the next kernel ($adopt)" test -n "$adopt"
     frozen_root > $KH_DIR/root
     rmmod iommu_preserve
@@ -153,7 +167,7 @@ case $KH_STAGE in
     kh_check "  thawed: back on the kernel's own root table ($own, in RAM)" test -n "$own" -a "$own" != "$root2"
     insmod $M freeze=$code && rmmod iommu_preserve
     wait $pid
-    adopt=$(dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1)
+    adopt=$(next_adopt)
     root2=$(frozen_root)
     kh_check "frozen again for the second generation ($adopt, root $root2)" \
         test -n "$adopt" -a -n "$root2"
@@ -178,13 +192,8 @@ case $KH_STAGE in
 
     # Fail-safe: freeze again, then corrupt the record (one byte of the
     # domain id: the CRC no longer matches).
-    $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
-        --watch 8 --settle 2 > /tmp/i-3 2>&1 &
-    pid=$!
-    sleep 5
-    insmod $M freeze=$code && rmmod iommu_preserve
-    wait $pid
-    adopt=$(dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1)
+    freeze_while_running
+    adopt=$(next_adopt)
     kh_check "frozen again for the corrupt-record run ($adopt, root $(frozen_root))" \
         test -n "$adopt" -a -n "$(frozen_root)"
     kh_check "record corrupted (one byte of the domain id)" /host/bin/kram-selftest poke iommu-preserve 14 1
@@ -210,13 +219,8 @@ case $KH_STAGE in
     # top-level entry now maps the first GiB of physical memory (System
     # RAM) into the device's address space. The next kernel must walk the
     # tables, find it and refuse them all.
-    $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
-        --watch 8 --settle 2 > /tmp/i-3 2>&1 &
-    pid=$!
-    sleep 5
-    insmod $M freeze=$code && rmmod iommu_preserve
-    wait $pid
-    adopt=$(dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1)
+    freeze_while_running
+    adopt=$(next_adopt)
     rec=${adopt#intel_iommu_adopt=}
     top=$($K peek-phys $(printf %x $((rec + 48))))
     pte=$(printf %x $((top + 511 * 8)))
