@@ -8,8 +8,11 @@
  * a negative errno on failure: -ENODEV (no region), -EUCLEAN (metadata
  * refused), -ENOENT (no such area), -EEXIST, -ENOSPC, -EINVAL, -EPERM (page
  * not owned by that area), -EBUSY (kram_area_delete() of an area a process
- * maps through /dev/kram or /dev/kram-pages). All may be called from
+ * maps through /dev/kram or /dev/kram-pages, or that holds a table an IOMMU
+ * translates through). All but kram_area_delete() may be called from
  * process or atomic context (not hard-IRQ); they serialise on one spinlock.
+ * kram_area_delete() may sleep (it asks the IOMMU driver which tables are
+ * in use): process context only.
  *
  * Pages are not in the kernel's direct map: use the returned virtual
  * address, valid while the kram module is loaded.
