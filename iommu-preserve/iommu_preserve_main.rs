@@ -24,11 +24,12 @@
 //! and left as it is) and says whether the tables are adopted in place or
 //! the device was attached anew; with `release=1` it then frees them, but
 //! only once nothing translates through them; `discard=1` drops a refused
-//! record with its area (the kernel refused it at boot too, with the same
-//! checks, so nothing uses its pages). `thaw=1`, in the kernel that froze
-//! (an upgrade that gave up before its kexec), switches the IOMMU back to
-//! that kernel's own root table, which it kept up to date all along, lets
-//! translation go off at a later kexec again, and frees the tables.
+//! record with its areas (KRAM refuses to delete an area holding a table
+//! the IOMMU reads, so a record in use is never discarded). `thaw=1`, in
+//! the kernel that froze (an upgrade that gave up before its kexec),
+//! switches the IOMMU back to that kernel's own root table, which it kept
+//! up to date all along, lets translation go off at a later kexec again,
+//! and frees the tables.
 //!
 //! Locking: everything happens in module init, which the module loader
 //! serialises; KRAM's API has its own lock. The device's tables must not
@@ -500,21 +501,31 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
     };
     // SAFETY: the area's fixed page 0, only used here.
     let rec_page = unsafe { record_page(rec_virt) };
-    let rec = match vtd::Record::decode(rec_page) {
+    let decoded = vtd::Record::decode(rec_page);
+    if let Ok(None) = decoded {
+        pr_info!("nothing preserved\n");
+        return Ok(());
+    }
+    if discard {
+        // Whatever the record says: KRAM refuses (EBUSY) to delete an area
+        // holding a table an IOMMU reads, so no table in use is freed.
+        // SAFETY: the area id from the lookup.
+        let r = unsafe { kram_area_delete(area) };
+        drop_tables();
+        match &decoded {
+            Ok(Some(rec)) => pr_info!(
+                "{}: record discarded with its tables (errno {})\n",
+                Bdf(rec.seg, rec.bus, rec.devfn),
+                r
+            ),
+            Err(e) => pr_info!("refused record ({:?}) discarded with its area (errno {})\n", e, r),
+            Ok(None) => {}
+        }
+        return if r < 0 { Err(Error::from_errno(r)) } else { Ok(()) };
+    }
+    let rec = match decoded {
         Ok(Some(r)) => r,
-        Ok(None) => {
-            pr_info!("nothing preserved\n");
-            return Ok(());
-        }
-        Err(e) if discard => {
-            // The kernel refused the same record at boot (same checks), so
-            // nothing translates through this area's pages.
-            // SAFETY: the area id from the lookup.
-            let r = unsafe { kram_area_delete(area) };
-            drop_tables();
-            pr_info!("refused record ({:?}) discarded with its area (errno {})\n", e, r);
-            return if r < 0 { Err(Error::from_errno(r)) } else { Ok(()) };
-        }
+        Ok(None) => return Ok(()),
         Err(e) => {
             pr_err!("preserved record refused ({:?}), tables left as they are (EUCLEAN)\n", e);
             return Err(EUCLEAN);
@@ -565,7 +576,7 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
         // SAFETY: a flag for intel_iommu_shutdown().
         unsafe { iopr_glue_keep_translation(false) };
         pr_info!("thaw {}: back on the kernel's own root table {:#x}\n", bdf, roots.own);
-    } else if !release && !discard {
+    } else if !release {
         return Ok(());
     } else if frozen || adopted {
         pr_err!("{}: tables still in use, not released (EBUSY)\n", bdf);

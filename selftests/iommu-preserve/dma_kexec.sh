@@ -16,11 +16,12 @@
 # that; stage 2 then freezes once more and corrupts the record:
 # stage 3's kernel must refuse it with one line, keep translation on and
 # block the device (DMAR "root/context entry not present" faults, nothing
-# adopted). Stage 3 freezes again and makes one page-table entry map System
-# RAM behind the record's back: stage 4's kernel must find it and refuse
-# the tables the same way. Stage 4 runs the same NIC without keep flag or
-# preservation through a plain kexec: stage 5 shows what that costs (the
-# device reset by e1000e, every frame sent during the handover lost).
+# adopted). Stages 3-5 freeze again and spoil the preservation in ways the
+# checksum cannot see: a page-table entry mapping System RAM, a record
+# naming another root table (stale), one naming another device; stages 4-6
+# must refuse each the same way. Stage 6 runs the same NIC without keep
+# flag or preservation through a plain kexec: stage 7 shows what that costs
+# (the device reset by e1000e, every frame sent during the handover lost).
 . /host/lib/ktap.sh
 . /host/lib/nic.sh
 L=/host/bin/liveup
@@ -54,6 +55,21 @@ freeze_while_running() {
     sleep 5
     insmod $M freeze=$code && rmmod iommu_preserve
     wait $pid
+}
+# refused_blocked REASON NAME: this kernel refused the preserved record for
+# REASON with one line, kept translation on and blocks the kept NIC (its
+# faults are the only ones); discard=1 then drops the record and tables.
+refused_blocked() {
+    kh_check "$2: refused with one line, translation kept on" sh -c \
+        "dmesg | grep -q 'preserved translation at .* refused ($1): translation stays on, nothing adopted, kept devices blocked'"
+    sleep 2
+    dmar_faults > /tmp/i-f
+    kh_check "  the kept NIC's DMA is blocked, nothing else faults" sh -c \
+        "grep -q 'device \[$dev\] .*Present bit in \(root\|context\) entry is clear' /tmp/i-f && ! grep -v 'device \[$dev\]' /tmp/i-f | grep -q ."
+    $L kram load /host/modules/kram.ko > /dev/null
+    insmod $M discard=1 && rmmod iommu_preserve
+    kh_check "  discard=1 drops the record and its tables" \
+        sh -c "dmesg | grep -q 'iommu_preserve: .*: record discarded with its tables (errno 0)' && ! $L kram list | grep -q ' iommu-'"
 }
 give_back() {
     rm -f /host/nic-rate
@@ -230,15 +246,27 @@ case $KH_STAGE in
     kh_kexec_next "pci_keep=$dev $adopt"
     ;;
 4)
-    kh_check "tables mapping System RAM refused with one line, translation kept on" \
-        sh -c "dmesg | grep -q 'preserved translation at .* refused (a page table maps System RAM): translation stays on, nothing adopted, kept devices blocked'"
-    sleep 2
-    dmar_faults > /tmp/i-f
-    kh_check "  the kept NIC's DMA is blocked, nothing else faults" \
-        sh -c "grep -q 'device \[$dev\] .*Present bit in \(root\|context\) entry is clear' /tmp/i-f && ! grep -v 'device \[$dev\]' /tmp/i-f | grep -q ."
-    $L kram load /host/modules/kram.ko > /dev/null
-    insmod $M discard=1 && rmmod iommu_preserve
-    kh_check "  the record (valid in itself) released with its tables" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"
+    refused_blocked "a page table maps System RAM" "page tables mapping System RAM"
+    # A record sound in itself but stale: it names a root table the IOMMU
+    # does not use (as one left from an earlier freeze would).
+    freeze_while_running
+    adopt=$(next_adopt)
+    root=$(frozen_root)
+    kh_check "frozen, then the record made stale (root $root -> another page, checksum valid)" \
+        $K record-edit iommu-preserve root $(printf %x $((root + 4096)))
+    kh_kexec_next "pci_keep=$dev $adopt"
+    ;;
+5)
+    refused_blocked "stale: not the root table this IOMMU uses" "a stale record"
+    # A record naming another device (one that does not exist, so is not kept).
+    freeze_while_running
+    adopt=$(next_adopt)
+    kh_check "frozen, then the record made to name device 00:05.0 (checksum valid)" \
+        $K record-edit iommu-preserve devfn 28
+    kh_kexec_next "pci_keep=$dev $adopt"
+    ;;
+6)
+    refused_blocked "its device is not kept (pci_keep=)" "a record naming another device"
     kh_dmesg_mark
 
     # Without keep flag and preservation, for comparison: a plain kexec.
@@ -251,7 +279,7 @@ case $KH_STAGE in
     # refused with one line and changes nothing.
     kh_kexec_next "pci_keep=not-a-device intel_iommu_adopt=0x1234"
     ;;
-5)
+7)
     last=$(num "$(cat $KH_DIR/last-plain)")
     kh_check "garbage pci_keep= refused with one line, nothing kept" sh -c \
         "dmesg | grep -q \"PCI: can't parse pci_keep= at 'not-a-device'\" && test \"\$(cat $sys/kept)\" = 0"

@@ -80,6 +80,14 @@ enum Cmd {
         offset: String,
         xor: String,
     },
+    /// Change one field of the iommu-preserve record in page 0 of an area
+    /// and write it back with a valid checksum: a record that is sound in
+    /// itself but does not match the machine (`root` or `devfn`, hex).
+    RecordEdit {
+        area: String,
+        field: String,
+        value: String,
+    },
     /// Print the 64-bit word at a physical address outside System RAM (hex,
     /// 8-byte aligned), read through /dev/mem: a VT-d table entry in KRAM.
     PeekPhys { addr: String },
@@ -679,6 +687,24 @@ fn main() -> Result<()> {
                 m.len()
             );
             println!("{} bytes of {area} zero", m.len());
+            Ok(())
+        }
+        Cmd::RecordEdit { area, field, value } => {
+            use kram_format::vtd::Record;
+            let k = Kram::open(&cli.device)?;
+            let mut m = k.map(&k.lookup(&area)?)?;
+            let page = &mut m[..PAGE_SIZE as usize];
+            let mut r = Record::decode(page)
+                .map_err(|e| anyhow::anyhow!("record in {area} refused: {e:?}"))?
+                .with_context(|| format!("no record in {area}"))?;
+            let v = u64::from_str_radix(value.trim_start_matches("0x"), 16)
+                .with_context(|| format!("value {value} is not hexadecimal"))?;
+            match field.as_str() {
+                "root" => r.root = v,
+                "devfn" => r.devfn = u8::try_from(v).context("devfn is one byte")?,
+                _ => bail!("field {field}: root or devfn"),
+            }
+            r.encode(page).map_err(|e| anyhow::anyhow!("record not encoded: {e:?}"))?;
             Ok(())
         }
         Cmd::PeekPhys { addr } => {
