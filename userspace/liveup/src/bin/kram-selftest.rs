@@ -704,7 +704,8 @@ fn main() -> Result<()> {
                 "devfn" => r.devfn = u8::try_from(v).context("devfn is one byte")?,
                 _ => bail!("field {field}: root or devfn"),
             }
-            r.encode(page).map_err(|e| anyhow::anyhow!("record not encoded: {e:?}"))?;
+            r.encode(page)
+                .map_err(|e| anyhow::anyhow!("record not encoded: {e:?}"))?;
             Ok(())
         }
         Cmd::PeekPhys { addr } => {
