@@ -511,6 +511,10 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
         // holding a table an IOMMU reads, so no table in use is freed.
         // SAFETY: the area id from the lookup.
         let r = unsafe { kram_area_delete(area) };
+        if r < 0 {
+            pr_err!("record not discarded: its tables are in use or KRAM refused (errno {})\n", r);
+            return Err(Error::from_errno(r));
+        }
         drop_tables();
         match &decoded {
             Ok(Some(rec)) => pr_info!(
@@ -521,7 +525,7 @@ fn check(release: bool, discard: bool, thaw: bool) -> Result {
             Err(e) => pr_info!("refused record ({:?}) discarded with its area (errno {})\n", e, r),
             Ok(None) => {}
         }
-        return if r < 0 { Err(Error::from_errno(r)) } else { Ok(()) };
+        return Ok(());
     }
     let rec = match decoded {
         Ok(Some(r)) => r,

@@ -139,6 +139,8 @@ case $KH_STAGE in
     kh_check "iommu_preserve: record valid, tables adopted in place" \
         sh -c "dmesg | grep -q 'iommu_preserve: $dev: .*adopted in place; root table $root (the preserved one, in place)'"
     kh_check "release refused while the device translates through them" sh -c "! insmod $M release=1 2>/dev/null"
+    kh_check "discard refused too, the record kept" sh -c \
+        "! insmod $M discard=1 2>/dev/null && dmesg | tail -n 3 | grep -q 'iommu_preserve: record not discarded: its tables are in use' && $L kram list | grep -q ' iommu-preserve '"
     # KRAM never hands out a page the IOMMU reads: not the adopted root and
     # context table, not the page tables, and no format of the region.
     kram_refuses iommu-tables "while the IOMMU uses the adopted root table"
