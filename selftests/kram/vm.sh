@@ -10,17 +10,38 @@
 L=/host/bin/liveup
 T=/host/bin/kram-selftest
 R=/mnt
+start_kvm() { # [extra tinyvm command-line word]
+    rm -f /host/kvm.console
+    $L vm start --name kvm --mem 64M --root $R -- \
+        -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none \
+        -kernel /host/tinyvm.elf -append "vmname=kvm $1" -serial null \
+        -chardev file,id=con,path=/host/kvm.console -serial chardev:con
+}
+# wait_for WORD HALF-SECONDS: until the VM prints WORD
+wait_for() {
+    n=0; while ! grep -q "$1 kvm" /host/kvm.console 2>/dev/null && [ $n -lt $2 ]; do n=$((n + 1)); sleep 0.5; done
+    grep -q "$1 kvm" /host/kvm.console 2>/dev/null
+}
 case $KH_STAGE in
 0)
     kh_dmesg_mark
     kh_kram_ready
     kh_mount_rootfs $R || kh_fail "trixie rootfs" "mount failed"
     $L vm stop kvm --delete-area > /dev/null 2>&1
-    kh_check "VM started with its RAM in KRAM area vm-kvm" $L vm start --name kvm --mem 64M --root $R -- \
-        -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none \
-        -kernel /host/tinyvm.elf -append vmname=kvm -serial null \
-        -chardev file,id=con,path=/host/kvm.console -serial chardev:con
-    n=0; while ! grep -q "VM-MEMCHECK kvm" /host/kvm.console 2>/dev/null && [ $n -lt 600 ]; do n=$((n + 1)); sleep 0.5; done
+    # KH_KRAMVM_RIGFAULT=1 (through KH_GUEST_ENV) makes the first start
+    # fail as the rig fault does (tinyvm's rigfault word), to test the retry.
+    kh_check "VM started with its RAM in KRAM area vm-kvm" start_kvm ${KH_KRAMVM_RIGFAULT:+rigfault}
+    # The nested VM under TCG's SVM sometimes never gets going (no output
+    # at all; see Documentation/upgrade.rst, Known problems): shown and
+    # started once more, before anything is checked.
+    if ! wait_for VM-READY 240; then
+        kh_log "kvm did not boot (120 s): started again after a rig fault"
+        $L qmp $R/run/liveup/kvm.qmp human-monitor-command '{"command-line": "info registers"}' 2>&1 \
+            | sed 's/\\r\\n/\n/g' | grep -E 'RIP|EFL' | sed 's/^/KH-LOG kvm: /'
+        $L vm stop kvm --delete-area > /dev/null
+        kh_check "VM started again" start_kvm
+    fi
+    wait_for VM-MEMCHECK 600
     line=$(grep VM-READY /host/kvm.console)
     kh_log "$line"
     sum=$(echo "$line" | cut -d' ' -f3) range=$(echo "$line" | sed -n 's/.*range=//p')
@@ -36,7 +57,7 @@ case $KH_STAGE in
         "$L qmp $R/run/liveup/kvm.qmp stop > /dev/null && $L vm stop kvm > /dev/null && $T show vm-kvm > /dev/null"
     echo "$sum ${range%-*} ${range#*-}" > $KH_DIR/vm
     kh_check "area hashes to the VM's checksum before kexec" \
-        test "$($T sum vm-kvm ${range%-*} ${range#*-})" = "$sum"
+        test -n "$sum" -a "$($T sum vm-kvm ${range%-*} ${range#*-})" = "$sum"
     kh_check "a different range does not (the check can fail)" \
         test "$($T sum vm-kvm 0 ${range#*-})" != "$sum"
     kh_dmesg_clean "no warning in dmesg before kexec"
@@ -47,7 +68,7 @@ case $KH_STAGE in
     $L kram load /host/modules/kram.ko > /dev/null
     read -r sum a b < $KH_DIR/vm
     got=$($T sum vm-kvm $a $b)
-    kh_check "after kexec the VM's RAM in KRAM hashes to its checksum ($sum)" test "$got" = "$sum"
+    kh_check "after kexec the VM's RAM in KRAM hashes to its checksum ($sum)" test -n "$sum" -a "$got" = "$sum"
     kh_check "area deleted" $L kram delete vm-kvm
     kh_dmesg_clean "no warning in dmesg after kexec"
     ;;
