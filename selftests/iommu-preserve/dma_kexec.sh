@@ -56,16 +56,22 @@ freeze_while_running() {
     insmod $M freeze=$code && rmmod iommu_preserve
     wait $pid
 }
+# nic_blocked NAME: after a refused record the kept NIC's DMA faults on an
+# empty root/context entry, and nothing else faults.
+nic_blocked() {
+    sleep 2
+    dmar_faults > /tmp/i-f
+    kh_log "DMAR faults with the record refused: $(wc -l < /tmp/i-f): $(head -n1 /tmp/i-f)"
+    kh_check "$1" sh -c \
+        "grep -q 'device \[$dev\] .*Present bit in \(root\|context\) entry is clear' /tmp/i-f && ! grep -v 'device \[$dev\]' /tmp/i-f | grep -q ."
+}
 # refused_blocked REASON NAME: this kernel refused the preserved record for
 # REASON with one line, kept translation on and blocks the kept NIC (its
 # faults are the only ones); discard=1 then drops the record and tables.
 refused_blocked() {
     kh_check "$2: refused with one line, translation kept on" sh -c \
         "dmesg | grep -q 'preserved translation at .* refused ($1): translation stays on, nothing adopted, kept devices blocked'"
-    sleep 2
-    dmar_faults > /tmp/i-f
-    kh_check "  the kept NIC's DMA is blocked, nothing else faults" sh -c \
-        "grep -q 'device \[$dev\] .*Present bit in \(root\|context\) entry is clear' /tmp/i-f && ! grep -v 'device \[$dev\]' /tmp/i-f | grep -q ."
+    nic_blocked "  the kept NIC's DMA is blocked, nothing else faults"
     $L kram load /host/modules/kram.ko > /dev/null
     insmod $M discard=1 && rmmod iommu_preserve
     kh_check "  discard=1 drops the record and its tables" \
@@ -222,11 +228,7 @@ case $KH_STAGE in
         sh -c "dmesg | grep -q 'preserved translation at .* refused (bad checksum): translation stays on, nothing adopted, kept devices blocked'"
     kh_check "  nothing copied, translation never switched off" \
         sh -c "! dmesg | grep -q -e 'Copied translation tables' -e 'Translation was enabled for .* but we are not in kdump mode'"
-    sleep 2
-    dmar_faults > /tmp/i-f
-    kh_log "DMAR faults with the record refused: $(wc -l < /tmp/i-f): $(head -n1 /tmp/i-f)"
-    kh_check "the kept NIC's DMA is blocked (root/context entry not present), nothing else" \
-        sh -c "grep -q 'device \[$dev\] .*Present bit in \(root\|context\) entry is clear' /tmp/i-f && ! grep -v 'device \[$dev\]' /tmp/i-f | grep -q ."
+    nic_blocked "the kept NIC's DMA is blocked (root/context entry not present), nothing else"
     $L kram load /host/modules/kram.ko > /dev/null
     kh_check "iommu_preserve refuses the corrupt record too" sh -c "! insmod $M 2>/dev/null"
     kh_check "  and says why" sh -c "dmesg | grep -q 'iommu_preserve: preserved record refused (BadChecksum)'"
