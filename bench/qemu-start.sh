@@ -5,7 +5,7 @@
 # -S -incoming defer), with a cold page cache (drop_caches, as after a
 # kexec), warm, after reading every file QEMU maps, and with that read running
 # alongside; and `qemu-system-x86_64 -version` cold and warm. Run:
-#   kdir=$(tools/build-modules.sh release | tail -n1); tools/build-userspace-guest.sh
+#   kdir=$(tools/build-modules.sh release); tools/build-userspace-guest.sh
 #   tools/vm-run.sh -k "$kdir" -o out/qs -t 400 -r "$(tools/mkrootfs.sh)" bench/qemu-start
 #   grep KH-LOG out/qs/console.log
 . /host/lib/ktap.sh

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$KH_ROOT"
 export CARGO_INCREMENTAL=0
 "$KH_ROOT/tools/setup-toolchain.sh" > /dev/null
-kdir=$("$KH_ROOT/tools/build-modules.sh" release | tail -n1)
+kdir=$("$KH_ROOT/tools/build-modules.sh" release)
 rootfs=$("$KH_ROOT/tools/mkrootfs.sh")
 "$KH_ROOT/tools/build-userspace-guest.sh" > /dev/null
 run="$KH_ROOT/out/bench-upgrade"

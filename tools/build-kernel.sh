@@ -5,20 +5,23 @@
 # unchanged kernel is never rebuilt. Prints the directory on the last line.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
+# stdout carries only the path a caller captures; everything else goes to
+# stderr (fd 3 is the caller's stdout).
+exec 3>&1 1>&2
 variant=${1:-debug}
 [ -f "$KH_ROOT/tools/kconfig/$variant.config" ] || { echo "unknown variant $variant" >&2; exit 2; }
 
 dir=$(kh_kernel_dir "$variant")
 if [ -f "$dir/ready" ]; then
     echo "kernel $variant: cached ($dir)"
-    echo "$dir"; exit 0
+    echo "$dir" >&3; exit 0
 fi
 
 "$KH_ROOT/tools/setup-toolchain.sh" >/dev/null
 "$KH_ROOT/tools/fetch-kernel-source.sh" >/dev/null
 exec 9>"$KH_CACHE/kernel-build.lock"
 flock 9
-[ -f "$dir/ready" ] && { echo "$dir"; exit 0; }
+[ -f "$dir/ready" ] && { echo "$dir" >&3; exit 0; }
 
 start=$(date +%s)
 rm -rf "$dir"; mkdir -p "$dir/build"
@@ -99,4 +102,4 @@ for d in $(ls -dt "$KH_CACHE/kernels/$variant"-* 2>/dev/null); do
     [ "$n" -gt "$keep" ] && { echo "kernel $variant: pruning old cache entry $d"; rm -rf "$d"; }
 done
 echo "kernel $variant: built in $(cat "$dir/build-seconds") s"
-echo "$dir"
+echo "$dir" >&3

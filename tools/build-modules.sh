@@ -3,8 +3,11 @@
 # against it. Prints the kernel directory on the last line.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
+# stdout carries only the path a caller captures; everything else goes to
+# stderr (fd 3 is the caller's stdout).
+exec 3>&1 1>&2
 variant=${1:-debug}
-kdir=$("$KH_ROOT/tools/build-kernel.sh" "$variant" | tail -n1)
+kdir=$("$KH_ROOT/tools/build-kernel.sh" "$variant")
 km() { make -C "$kdir/build" M="$KH_ROOT" "${KH_KMAKE_VARS[@]}" "$@"; }
 # Modules built for another kernel must not be mixed in. (Not `make clean`:
 # for an external tree that deletes every *.ko below it, including the
@@ -16,5 +19,5 @@ if [ "$(cat "$KH_ROOT/.kdir" 2>/dev/null)" != "$kdir" ]; then
     rm -f "$KH_ROOT"/{Module.symvers,modules.order,.module-common.o,..module-common.o.cmd,.Module.symvers.cmd,.modules.order.cmd}
     echo "$kdir" > "$KH_ROOT/.kdir"
 fi
-km -j"$(nproc)" modules >&2
-echo "$kdir"
+km -j"$(nproc)" modules
+echo "$kdir" >&3

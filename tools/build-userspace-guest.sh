@@ -6,8 +6,11 @@
 # linked binaries from this machine run there.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
+# stdout carries only the path a caller captures; everything else goes to
+# stderr (fd 3 is the caller's stdout).
+exec 3>&1 1>&2
 cd "$KH_ROOT/userspace"
 cargo build --release -q --workspace --bins
 mkdir -p "$KH_ROOT/out/bin"
 for b in liveup kram-selftest e1000e-dma; do cp "target/release/$b" "$KH_ROOT/out/bin/"; done
-echo "$KH_ROOT/out/bin"
+echo "$KH_ROOT/out/bin" >&3

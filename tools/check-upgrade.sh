@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$KH_ROOT"
 export CARGO_INCREMENTAL=0
 variant=${VARIANT:-release}
-kdir=$("$KH_ROOT/tools/build-modules.sh" "$variant" | tail -n1)
-vmk=$("$KH_ROOT/tools/build-kernel.sh" release | tail -n1)
+kdir=$("$KH_ROOT/tools/build-modules.sh" "$variant")
+vmk=$("$KH_ROOT/tools/build-kernel.sh" release)
 rootfs=$("$KH_ROOT/tools/mkrootfs.sh")
 "$KH_ROOT/tools/build-userspace-guest.sh" > /dev/null
 run="$KH_ROOT/out/check-upgrade"

@@ -8,10 +8,20 @@ cd "$KH_ROOT"
 export CARGO_INCREMENTAL=0
 P=0 F=0 S=0
 pass() { P=$((P + 1)); echo "ok - $*"; }
-fail() { F=$((F + 1)); echo "not ok - $*"; }
+failed=()
+fail() { F=$((F + 1)); failed+=("$*"); echo "not ok - $*"; }
+# The closing lines: the failed steps by name, then the counts.
+summary() {
+    [ ${#failed[@]} -eq 0 ] || { echo "failed steps:"; printf '  - %s\n' "${failed[@]}"; }
+    echo "$P passed, $F failed, $S skipped"
+}
 t0=$(date +%s)
 
-"$KH_ROOT/tools/setup-toolchain.sh" || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+echo "== setup: tools/setup-toolchain.sh"
+if ! "$KH_ROOT/tools/setup-toolchain.sh"; then
+    fail "setup (tools/setup-toolchain.sh; its last line above says why)"
+    summary; exit 1
+fi
 # A cold run needs about 10 GiB (two kernel builds, guest images, out/);
 # say so up front instead of failing on ENOSPC half an hour in.
 free_kib=$(df -Pk "$KH_CACHE" | awk 'NR == 2 { print $4 }')
@@ -29,25 +39,37 @@ rm -f out-cargo-test.log
 P=$((P + cp)); F=$((F + cf)); S=$((S + ci))
 [ "$crc" = 0 ] || [ "$cf" -gt 0 ] || fail "cargo test exited $crc"
 [ "$cp" -gt 0 ] || fail "cargo test ran no test"
+[ "$cf" = 0 ] || failed+=("cargo test: $cf failed")
 
 # --- kernel, modules, guest images -----------------------------------------
 echo "== kernel (debug variant) and modules"
-if ! kdir=$("$KH_ROOT/tools/build-modules.sh" debug | tail -n1); then
-    fail "kernel and modules build"
-    echo "$P passed, $F failed, $S skipped"; exit 1
+if ! kdir=$("$KH_ROOT/tools/build-modules.sh" debug); then
+    fail "kernel and modules build (tools/build-modules.sh debug)"
+    summary; exit 1
 fi
 pass "kernel and modules build"
 # Every option a selftest's config fragment asks for is in the kernel it boots.
-missing=$(cat selftests/*/config | sort -u | while read -r opt; do
+# (A check that reads nothing must not pass: count the fragments and options.)
+frags=$(ls selftests/*/config 2>/dev/null | wc -l)
+opts=$(cat selftests/*/config 2>/dev/null | grep -c '^CONFIG_')
+missing=$(cat selftests/*/config 2>/dev/null | sort -u | while read -r opt; do
     grep -qx "$opt" "$kdir/build/.config" || echo "$opt"; done)
-if [ -z "$missing" ]; then pass "selftest config fragments satisfied"; else fail "selftest config fragments: missing $missing"; fi
+if [ "$frags" -eq 0 ] || [ "$opts" -eq 0 ]; then fail "selftest config fragments: none read ($frags files, $opts options under $PWD/selftests)"
+elif [ -z "$missing" ]; then pass "selftest config fragments satisfied ($opts options in $frags files)"
+else fail "selftest config fragments: missing $missing"; fi
 # Nested VMs boot the release kernel (no KASAN: seconds, not minutes).
-if ! vmk=$("$KH_ROOT/tools/build-kernel.sh" release | tail -n1); then
-    fail "release kernel build"; vmk=$kdir
+if ! vmk=$("$KH_ROOT/tools/build-kernel.sh" release); then
+    fail "release kernel build (tools/build-kernel.sh release)"; vmk=$kdir
 fi
 echo "== guest images"
-if ! rootfs=$("$KH_ROOT/tools/mkrootfs.sh"); then fail "trixie rootfs"; rootfs=""; fi
-"$KH_ROOT/tools/build-userspace-guest.sh" >/dev/null || fail "guest binaries"
+if ! rootfs=$("$KH_ROOT/tools/mkrootfs.sh"); then fail "trixie rootfs (tools/mkrootfs.sh)"; rootfs=""; fi
+"$KH_ROOT/tools/build-userspace-guest.sh" >/dev/null || fail "guest binaries (tools/build-userspace-guest.sh)"
+# Scripts whose stdout a caller captures print one line, an existing path.
+for s in "build-kernel.sh release" "build-modules.sh debug" mkrootfs.sh mkqatroot.sh "mkinitramfs.sh vm" build-userspace-guest.sh; do
+    out=$("$KH_ROOT/tools/"$s 2>/dev/null)
+    if [ "$(printf '%s\n' "$out" | wc -l)" = 1 ] && [ -e "$out" ]; then pass "tools/$s prints only a path"
+    else fail "tools/$s prints only a path (got: $(printf '%s' "$out" | head -c 200))"; fi
+done
 
 # --- kernel selftests in the rig guest ---------------------------------------
 plan=$(cd selftests && ls */*.sh | grep -v -e '^lib/' -e '^demo/' -e '^upgrade/' | sed 's/\.sh$//' | sort)
@@ -59,8 +81,12 @@ echo "== rig: $(echo $plan | wc -w) tests"
 # beside the KASAN shadow.
 KH_RIG_MEM=6G KH_NIC_UDP=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 2400 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan
 "$KH_ROOT/tools/ktap-report.sh" "$run"
-read -r kp kf ks < "$run/counts"
-P=$((P + kp)); F=$((F + kf)); S=$((S + ks))
+if read -r kp kf ks < "$run/counts"; then
+    P=$((P + kp)); F=$((F + kf)); S=$((S + ks))
+    [ "$kf" = 0 ] || failed+=("rig selftests: $kf failed (out/check/console.log)")
+else
+    fail "rig selftests: no counts (out/check/console.log)"
+fi
 
 # --- hot-upgrade under running VMs, in a second rig boot ----------------------
 echo "== rig: hot-upgrade (selftests/upgrade, release host kernel)"
@@ -69,6 +95,7 @@ rm -f "$KH_ROOT/out/check-upgrade/counts"
 if [ -f "$KH_ROOT/out/check-upgrade/counts" ]; then
     read -r up uf us < "$KH_ROOT/out/check-upgrade/counts"
     P=$((P + up)); F=$((F + uf)); S=$((S + us))
+    [ "$uf" = 0 ] || failed+=("hot-upgrade rig: $uf failed (out/check-upgrade/console.log)")
 else
     fail "hot-upgrade rig run"
 fi
@@ -78,14 +105,15 @@ echo "== liveup migrate: tools/check-migrate.sh"
 "$KH_ROOT/tools/check-migrate.sh" > "$KH_ROOT/out/check-migrate.log" 2>&1
 mrc=$?
 grep -E '^(ok|not ok) ' "$KH_ROOT/out/check-migrate.log"
-read -r mp mf < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$KH_ROOT/out/check-migrate.log" | tail -n1)
+read -r mp mf < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$KH_ROOT/out/check-migrate.log")
 if [ -n "${mp:-}" ]; then
     P=$((P + mp)); F=$((F + mf))
+    [ "$mf" = 0 ] || failed+=("liveup migrate: $mf failed (out/check-migrate.log)")
     [ "$mrc" = 0 ] || [ "$mf" -gt 0 ] || fail "check-migrate exited $mrc"
 else
     fail "check-migrate produced no summary (see out/check-migrate.log)"
 fi
 
 echo "== make check took $(( $(date +%s) - t0 )) s"
-echo "$P passed, $F failed, $S skipped"
+summary
 [ "$F" = 0 ]

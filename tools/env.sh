@@ -1,9 +1,15 @@
 # Shared settings for the project's scripts. Sourced, never executed.
 # Everything downloaded or built lives in $KH_CACHE, outside the clone.
 export KH_CACHE=${KH_CACHE:-/var/cache/kvmhost}
+# No silent exits: a script running under set -e names itself, the line and
+# the command that stopped it (on stderr, which callers never capture).
+case $- in *e*) trap 'echo "${0##*/}: failed at line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR;; esac
 KH_KERNEL_PKG=linux-source-7.3
 KH_KERNEL_PKG_VERSION=${KH_KERNEL_PKG_VERSION:-7.3.4-1~bpo13+1}
+# Pinned Debian packages: the minimum version each must have (the kernel's
+# Rust needs 1.96, from bookworm-security; bookworm main has 1.85).
 KH_RUST_VERSION=1.96
+KH_PINNED_PKGS=("rustc-web>=$KH_RUST_VERSION" "rust-web-src>=$KH_RUST_VERSION" clang-19 libclang1-19 lld-19 llvm-19)
 KH_BINDGEN_VERSION=0.72.1
 # Bump when tools/build-kernel.sh changes how a kernel is built: part of the
 # kernel cache key (comment-only edits of the script then rebuild nothing).
@@ -14,7 +20,17 @@ mkdir -p "$KH_CACHE"
 
 # Make variables every kernel make needs (the M= ones too): Debian's rustc,
 # not rustup's, else modules fail with E0514; clang for KASAN with Rust.
-KH_RUST_SRC=${KH_RUST_SRC:-$(ls -d /usr/src/rustc-1.96*/library 2>/dev/null | head -n1)}
+# kh_rust_src: the library source of the rustc actually installed
+# (rust-web-src of the same version puts it in /usr/src/rustc-X.Y.Z/library).
+# Prints nothing when there is none; never fails (this file is sourced under
+# set -e before the toolchain is installed).
+kh_rust_src() {
+    local v
+    v=$(/usr/bin/rustc --version 2>/dev/null | awk '{print $2}') || true
+    [ -n "$v" ] && [ -d "/usr/src/rustc-$v/library" ] && echo "/usr/src/rustc-$v/library"
+    return 0
+}
+KH_RUST_SRC=${KH_RUST_SRC:-$(kh_rust_src)}
 KH_KMAKE_VARS=(LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc
                RUSTDOC=/usr/bin/rustdoc BINDGEN="$KH_CACHE/cargo/bin/bindgen"
                RUST_LIB_SRC="$KH_RUST_SRC")

@@ -7,6 +7,9 @@
 # memory and checking it (for migration tests).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
+# stdout carries only the path a caller captures; everything else goes to
+# stderr (fd 3 is the caller's stdout).
+exec 3>&1 1>&2
 kind=${1:-rig}
 case $kind in rig) init=init;; l2) init=l2-init;; vm) init=vm-init;; vmdirty) init=vm-dirty-init;; *) echo "usage: $0 [rig|l2|vm|vmdirty]" >&2; exit 2;; esac
 key=$( { echo "$kind"; cat "$KH_ROOT/tools/guest/$init" "$0"; dpkg-query -W busybox-static kexec-tools; } | sha256sum | cut -c1-16)
@@ -29,4 +32,4 @@ if [ ! -f "$out" ]; then
     (cd "$tmp" && find . | cpio -o -H newc --quiet | gzip -1) > "$out.tmp"
     mv "$out.tmp" "$out"
 fi
-echo "$out"
+echo "$out" >&3

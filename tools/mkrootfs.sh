@@ -4,11 +4,14 @@
 # kexec-tools. Cached by a hash of this script. Prints the image path.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
+# stdout carries only the path a caller captures; everything else goes to
+# stderr (fd 3 is the caller's stdout).
+exec 3>&1 1>&2
 key=$(sha256sum "$0" | cut -c1-16)
 img="$KH_CACHE/rootfs/trixie-$key.img"
-[ -f "$img" ] && { echo "$img"; exit 0; }
+[ -f "$img" ] && { echo "$img" >&3; exit 0; }
 exec 9>"$KH_CACHE/rootfs.lock"; flock 9
-[ -f "$img" ] && { echo "$img"; exit 0; }
+[ -f "$img" ] && { echo "$img" >&3; exit 0; }
 dir="$KH_CACHE/rootfs/trixie-$key.d"
 rm -rf "$dir"; mkdir -p "$dir"
 mirror=http://deb.debian.org/debian
@@ -26,4 +29,4 @@ size=$(( $(du -sm "$dir" | cut -f1) + 512 ))
 mke2fs -q -t ext4 -d "$dir" -L kh-rootfs "$img.tmp" "${size}M"
 mv "$img.tmp" "$img"
 rm -rf "$dir"
-echo "$img"
+echo "$img" >&3
