@@ -41,6 +41,21 @@ P=$((P + cp)); F=$((F + cf)); S=$((S + ci))
 [ "$cp" -gt 0 ] || fail "cargo test ran no test"
 [ "$cf" = 0 ] || failed+=("cargo test: $cf failed")
 
+# --- the set-up on a machine unlike this one ---------------------------------
+echo "== setup on a fresh bookworm chroot with old apt lists: tools/test-setup-chroot.sh"
+mkdir -p "$KH_ROOT/out"
+"$KH_ROOT/tools/test-setup-chroot.sh" > "$KH_ROOT/out/setup-chroot.log" 2> "$KH_ROOT/out/setup-chroot.err"
+src=$?
+grep -E '^(ok|not ok) ' "$KH_ROOT/out/setup-chroot.log" | sed 's/^\(not ok\|ok\) [0-9]* /\1 - setup chroot: /'
+read -r sp sf < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$KH_ROOT/out/setup-chroot.log" | tail -n1)
+if [ -n "${sp:-}" ]; then
+    P=$((P + sp)); F=$((F + sf))
+    [ "$sf" = 0 ] || failed+=("setup chroot test: $sf failed (out/setup-chroot.log, .err)")
+    [ "$src" = 0 ] || [ "$sf" -gt 0 ] || fail "setup chroot test exited $src"
+else
+    fail "setup chroot test produced no summary (out/setup-chroot.err: $(tail -n1 "$KH_ROOT/out/setup-chroot.err"))"
+fi
+
 # --- kernel, modules, guest images -----------------------------------------
 echo "== kernel (debug variant) and modules"
 if ! kdir=$("$KH_ROOT/tools/build-modules.sh" debug); then

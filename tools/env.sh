@@ -3,7 +3,8 @@
 export KH_CACHE=${KH_CACHE:-/var/cache/kvmhost}
 # No silent exits: a script running under set -e names itself, the line and
 # the command that stopped it (on stderr, which callers never capture).
-case $- in *e*) trap 'echo "${0##*/}: failed at line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR;; esac
+# (Only while errexit is on: a failure the script tolerates says nothing.)
+case $- in *e*) trap 'kh_rc=$?; case $- in *e*) echo "${0##*/}: failed at line $LINENO: $BASH_COMMAND (exit $kh_rc)" >&2;; esac' ERR;; esac
 KH_KERNEL_PKG=linux-source-7.3
 KH_KERNEL_PKG_VERSION=${KH_KERNEL_PKG_VERSION:-7.3.4-1~bpo13+1}
 # Pinned Debian packages: the minimum version each must have (the kernel's

@@ -32,6 +32,7 @@ candidate() {
 }
 # new enough VERSION MIN: VERSION exists and is at least MIN (no MIN: exists)
 enough() { [ -n "$1" ] && { [ -z "$2" ] || dpkg --compare-versions "$1" ge "$2"; }; }
+wanted() { if [ -n "$1" ]; then echo ">= $1"; else echo "any version"; fi; }
 
 need=()
 for n in "${names[@]}"; do
@@ -50,13 +51,13 @@ refresh() {
 for n in "${need[@]}"; do
     c=$(candidate "$n")
     enough "$c" "${want[$n]}" && continue
-    refresh "$n: candidate ${c:-none}${want[$n]:+, pinned >= ${want[$n]}}"
+    refresh "$n: candidate ${c:-none}, wanted $(wanted "${want[$n]}")"
     break
 done
 for n in "${need[@]}"; do
     c=$(candidate "$n")
     enough "$c" "${want[$n]}" && continue
-    die "$n: wanted ${want[$n]:+>= ${want[$n]}}${want[$n]:-any version}, available ${c:-none} (Debian 12 with bookworm-security in the apt sources has it)"
+    die "$n: wanted $(wanted "${want[$n]}"), available ${c:-none} (Debian 12 with bookworm-security in the apt sources has it)"
 done
 
 install() {
@@ -74,6 +75,6 @@ if ! install; then
 fi
 for n in "${need[@]}"; do
     v=$(installed "$n")
-    enough "$v" "${want[$n]}" || die "$n: wanted ${want[$n]:+>= ${want[$n]}}${want[$n]:-installed}, have ${v:-none} after apt-get install"
+    enough "$v" "${want[$n]}" || die "$n: wanted $(wanted "${want[$n]}"), have ${v:-none} after apt-get install"
 done
 exit 0

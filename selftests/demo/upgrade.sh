@@ -26,6 +26,12 @@ case $KH_STAGE in
         -chardev serial,id=hb,path=/dev/ttyS1 -serial chardev:hb \
         -chardev file,id=con,path=/run/liveup/demo-vm.console,append=on -serial chardev:con
     n=0; while ! grep -q VM-MEMCHECK $R/run/liveup/demo-vm.console 2>/dev/null && [ $n -lt 480 ]; do sleep 0.5; n=$((n+1)); done
+    if ! grep -q "VM-MEMCHECK demo-vm .* ok" $R/run/liveup/demo-vm.console 2>/dev/null; then
+        kh_fail "VM up before the upgrade" "no memory check from demo-vm in 240 s: $(tail -n 3 $R/run/liveup/demo-vm.console 2>/dev/null)"
+        say "FAILED: demo-vm did not come up; no upgrade attempted"
+        exit 0
+    fi
+    kh_ok "VM up before the upgrade"
     say "VM demo-vm running: $(grep VM-READY $R/run/liveup/demo-vm.console), heartbeat every 20 ms"
     say "liveup upgrade --kernel /host/bzImage (kexec into the new kernel under the running VM)"
     echo 1 > "$KH_STAGEFILE"; sync
@@ -36,15 +42,32 @@ case $KH_STAGE in
 1)
     kh_mount_rootfs $R
     say "new kernel booted; liveup restore"
+    C=$R/run/liveup/demo-vm.console
+    # Memory checks and heartbeats the VM printed before it was stopped.
+    before=$(grep -c "VM-MEMCHECK demo-vm .* ok" $C)
+    beats=$(wc -c < $C)
     $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" > $KH_DIR/report
+    rc=$?
     sed 's/^/KH-DEMO /' $KH_DIR/report
-    before=$(grep -c "VM-MEMCHECK demo-vm .* ok" $R/run/liveup/demo-vm.console)
-    n=0; while [ "$(grep -c 'VM-MEMCHECK demo-vm .* ok' $R/run/liveup/demo-vm.console)" -le "$before" ] && [ $n -lt 480 ]; do sleep 0.5; n=$((n+1)); done
-    if grep -q "VM-MEMCHECK demo-vm .* BAD" $R/run/liveup/demo-vm.console; then
-        kh_fail "VM memory intact" "checksum changed"
+    if [ $rc != 0 ]; then
+        kh_fail "liveup restore" "exited $rc"
+        say "FAILED: liveup restore exited $rc"
+        exit 0
+    fi
+    kh_ok "liveup restore"
+    # The VM must come back: a memory check completed after the resume
+    # (tinyvm checks every 2 s), and no check ever reported BAD.
+    n=0; while [ "$(grep -c 'VM-MEMCHECK demo-vm .* ok' $C)" -le "$before" ] && [ $n -lt 240 ]; do sleep 0.5; n=$((n+1)); done
+    after=$(grep -c "VM-MEMCHECK demo-vm .* ok" $C)
+    if grep -q "VM-MEMCHECK demo-vm .* BAD" $C; then
+        kh_fail "VM memory intact after the upgrade" "$(grep -m1 'VM-MEMCHECK demo-vm .* BAD' $C)"
+        say "FAILED: demo-vm's memory checksum changed: $(grep -m1 'VM-MEMCHECK demo-vm .* BAD' $C)"
+    elif [ "$after" -le "$before" ]; then
+        kh_fail "VM memory intact after the upgrade" "no memory check completed in 120 s after restore ($before before; console grew $(( $(wc -c < $C) - beats )) bytes)"
+        say "FAILED: demo-vm did not come back: no memory check in 120 s after liveup restore"
     else
-        kh_ok "VM running in the new kernel, its memory checksum intact"
-        say "VM demo-vm is running in the new kernel; its in-guest memory checksum is intact"
+        kh_ok "VM running in the new kernel, its memory checksum intact ($((after - before)) checks since the resume)"
+        say "VM demo-vm is running in the new kernel; its in-guest memory checksum is intact ($((after - before)) checks since the resume)"
     fi
     ;;
 esac

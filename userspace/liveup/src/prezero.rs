@@ -4,7 +4,7 @@
 //! `zero` asks the kernel to zero free hugetlb pages, or (`--pool`) to fill
 //! the 4 KiB / THP pools that anonymous faults take from, in this process's
 //! context, so the CPU time lands in this process's cgroup (run it from a
-//! low-priority unit: userspace/liveup/prezero.service). `populate` and
+//! low-priority unit: userspace/liveup/systemd/liveup-prezero.service). `populate` and
 //! `vfio-map` are the measurements of bench/prezero.sh and the checks of
 //! selftests/prezero/: they time faulting memory in and pinning it through
 //! a VFIO container, and can check that every byte handed out is zero.

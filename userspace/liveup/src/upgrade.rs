@@ -346,6 +346,8 @@ pub struct SavedVm {
     pub state_offset: u64,
     pub state_len: u64,
     pub state_crc: u32,
+    /// TSC ticks from the first VM stopping to this VM's state read back
+    /// (saves run side by side: the save phase is the largest of these).
     pub save_ticks: u64,
 }
 
@@ -516,15 +518,21 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
     let result = (|| -> Result<Manifest> {
         let mut saved = Vec::new();
         let mut blobs = Vec::new();
+        // Every VM stops at once (a cpr-reboot save stops its guest as it
+        // starts) and the saves run side by side, so the blackout does not
+        // grow by one save per VM; then each is waited for in turn.
         for (i, (vm, q)) in vms.iter().zip(qmps.iter_mut()).enumerate() {
-            let t = rdtsc();
             let _ = fs::remove_file(vm.host_path(&vm.state_path()));
             stopped.push(i);
             q.execute(
                 "migrate",
                 json!({"uri": format!("file:{}", vm.state_path().display())}),
-            )?;
-            q.wait_migration("migrate (cpr-reboot save)", Duration::from_secs(60))?;
+            )
+            .with_context(|| format!("VM {}: cpr-reboot save", vm.name))?;
+        }
+        for (vm, q) in vms.iter().zip(qmps.iter_mut()) {
+            q.wait_migration("migrate (cpr-reboot save)", Duration::from_secs(60))
+                .with_context(|| format!("VM {}", vm.name))?;
             fault("after-save")?;
             let blob = fs::read(vm.host_path(&vm.state_path()))?;
             saved.push(SavedVm {
@@ -532,7 +540,8 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
                 state_offset: 0,
                 state_len: blob.len() as u64,
                 state_crc: kram_format::crc32c(&blob),
-                save_ticks: rdtsc() - t,
+                // from the first stop to this VM's state being read back
+                save_ticks: rdtsc() - t_blackout,
             });
             blobs.push(blob);
         }
@@ -574,8 +583,13 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
                     eprintln!("liveup: {t:#}");
                 }
             }
+            // A save may still run (they run side by side): cancel it and
+            // let it end before `cont`, which QEMU refuses mid-migration.
             for &i in &stopped {
-                let _ = qmps[i].execute("cont", json!({}));
+                let q = &mut qmps[i];
+                let _ = q.execute("migrate_cancel", json!({}));
+                let _ = q.wait_migration("migrate_cancel", Duration::from_secs(10));
+                let _ = q.execute("cont", json!({}));
             }
             kexec_unload();
             return Err(
@@ -852,7 +866,8 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     let to_restore = ms(t_start.saturating_sub(man.t_kexec));
     let init_ms = marked.then(init_to_mark_ms).flatten();
     m[20..24].copy_from_slice(&1u32.to_le_bytes());
-    let save: u64 = man.vms.iter().map(|v| v.save_ticks).sum();
+    // The saves overlap (all VMs stop at once): the phase ends with the last.
+    let save: u64 = man.vms.iter().map(|v| v.save_ticks).max().unwrap_or(0);
     let row = Phase::new;
     let mut phases = vec![row("stop + save device state", ms(save))];
     if man.freeze_ticks != 0 {
