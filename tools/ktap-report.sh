@@ -43,11 +43,16 @@ perl -ne 'if (/^\[ *([0-9.]+)\] KH-KEXEC-E (\S+)/) { $t=$1; $n=$2 }
 # stamped on this host. Gaps over 1 s are the upgrades.
 for h in "$run"/heartbeat*.log; do
     [ -s "$h" ] || continue
+    # A Linux VM (tools/guest/hb.c) also stamps each beat with its own
+    # monotonic and wall clock (ms): its view of the same gaps beside ours.
     perl -ane 'next unless $F[1] eq "HB" && defined $F[3]; $n=$F[2];  # a beat cut off by poweroff has no number
-        if (defined $last{$n}) { $g=$F[0]-$last{$n}; push @{$gaps{$n}}, sprintf("%.2f", $g) if $g > 1.0 }
-        $last{$n}=$F[0]; $beats{$n}++;
+        if (defined $last{$n}) { $g=$F[0]-$last{$n};
+            if ($g > 1.0) { push @{$gaps{$n}}, sprintf("%.2f", $g);
+                push @{$gv{$n}}, sprintf("%.2f/%.2f", ($F[4]-$lm{$n})/1e3, ($F[5]-$lr{$n})/1e3) if defined $F[5] && defined $lr{$n} } }
+        $last{$n}=$F[0]; ($lm{$n}, $lr{$n}) = defined $F[5] ? ($F[4], $F[5]) : (undef, undef); $beats{$n}++;
         END { for $n (sort keys %beats) {
-            printf "# figure: %s: %d heartbeats; gaps over 1 s (s): %s\n", $n, $beats{$n}, join(", ", @{$gaps{$n} || []}) || "none" } }' "$h"
+            printf "# figure: %s: %d heartbeats; gaps over 1 s (s): %s\n", $n, $beats{$n}, join(", ", @{$gaps{$n} || []}) || "none";
+            printf "# figure: %s: the same gaps by the guest'"'"'s clocks, monotonic/wall (s): %s\n", $n, join(", ", @{$gv{$n}}) if $gv{$n} } }' "$h"
 done | tee -a "$run/figures"
 # A VM the nested rig stopped before it booted and a test started again
 # (selftests/upgrade/upgrade.sh, boot_vm): shown, never silent.

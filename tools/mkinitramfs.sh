@@ -12,7 +12,7 @@ set -euo pipefail
 exec 3>&1 1>&2
 kind=${1:-rig}
 case $kind in rig) init=init;; l2) init=l2-init;; vm) init=vm-init;; vmdirty) init=vm-dirty-init;; *) echo "usage: $0 [rig|l2|vm|vmdirty]" >&2; exit 2;; esac
-key=$( { echo "$kind"; cat "$KH_ROOT/tools/guest/$init" "$0"; dpkg-query -W busybox-static kexec-tools; } | sha256sum | cut -c1-16)
+key=$( { echo "$kind"; cat "$KH_ROOT/tools/guest/$init" "$KH_ROOT/tools/guest/hb.c" "$0"; dpkg-query -W busybox-static kexec-tools; } | sha256sum | cut -c1-16)
 out="$KH_CACHE/initramfs/$kind-$key.cpio.gz"
 if [ ! -f "$out" ]; then
     tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -27,6 +27,8 @@ if [ ! -f "$out" ]; then
             mkdir -p "$tmp$(dirname "$lib")"; cp -L "$lib" "$tmp$lib"
         done
     fi
+    # the Linux test VM's workload (tools/guest/hb.c), static: no libc there
+    [ "$kind" = vm ] && gcc -static -O2 -Wall -Werror -o "$tmp/bin/kh-hb" "$KH_ROOT/tools/guest/hb.c"
     install -m 755 "$KH_ROOT/tools/guest/$init" "$tmp/init"
     mkdir -p "$(dirname "$out")"
     (cd "$tmp" && find . | cpio -o -H newc --quiet | gzip -1) > "$out.tmp"

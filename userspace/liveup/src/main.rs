@@ -79,7 +79,9 @@ enum Cmd {
         /// Its parameters (default: the region reserved on /proc/cmdline).
         #[arg(long, env = "LIVEUP_KRAM_PARAMS")]
         kram_params: Option<String>,
-        /// Restore again after a failure (VMs already running are skipped).
+        /// Finish a restore that failed (VMs already running are skipped). A
+        /// state restored completely once, or left by an upgrade aborted
+        /// before kexec, is never loaded again.
         #[arg(long)]
         retry: bool,
         #[arg(long)]

@@ -386,6 +386,20 @@ fn store(kram: &Kram, manifest: &Manifest, blobs: &[Vec<u8>]) -> Result<()> {
     Ok(())
 }
 
+/// Make the state area hold no manifest (its header zeroed): after an
+/// upgrade aborted before kexec the VMs run on, and their saved device state
+/// is older than their RAM from then on; a later `restore` must not load it.
+fn invalidate_state(kram: &Kram) -> Result<()> {
+    let area = match kram.lookup(STATE_AREA) {
+        Ok(a) => a,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut m = kram.map(&area)?;
+    m[..HEADER].fill(0);
+    Ok(())
+}
+
 /// Parse kernel command line for kexec: the current one plus `append`.
 fn next_cmdline(append: Option<&str>, replace: Option<&str>) -> Result<String> {
     let base = match replace {
@@ -583,6 +597,10 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
                     eprintln!("liveup: {t:#}");
                 }
             }
+            // The saved state, if stored, is stale once a VM runs again.
+            if let Err(t) = invalidate_state(kram) {
+                eprintln!("liveup: cannot invalidate the saved state: {t:#}");
+            }
             // A save may still run (they run side by side): cancel it and
             // let it end before `cont`, which QEMU refuses mid-migration.
             for &i in &stopped {
@@ -603,6 +621,7 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
         (manifest.t_saved - manifest.t_blackout) as f64 * 1e3 / hz
     );
     if a.no_exec {
+        invalidate_state(kram)?;
         if let Some(k) = &keep {
             k.thaw()?;
         }
@@ -755,7 +774,10 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     let len = u64::from_le_bytes(m[8..16].try_into()?) as usize;
     let crc = u32::from_le_bytes(m[16..20].try_into()?);
     let restored = u32::from_le_bytes(m[20..24].try_into()?);
-    if restored != 0 && !a.retry {
+    // Restored once, completely: every VM has run since, so this state is
+    // older than its RAM and must never be loaded again (not even by
+    // --retry, which only finishes a restore that failed).
+    if restored != 0 {
         return Ok(None);
     }
     ensure!(
