@@ -91,6 +91,22 @@ after_resume() {
     ! grep -q "VM-MEMCHECK $1 .* BAD" "$(vm_log $1)"
 }
 running() { $L vm list | grep -q "^$1 running"; }
+# vm_tsc NAME: the TSC frequency (kHz) QEMU runs the VM's vCPUs at
+vm_tsc() {
+    local q=$R/run/liveup/$1.qmp p
+    p=$($L qmp $q query-cpus-fast '{}' | sed -n 's/.*"qom-path":"\([^"]*\)".*/\1/p' | head -n1)
+    echo $(( $($L qmp $q qom-get "{\"path\":\"$p\",\"property\":\"tsc-frequency\"}") / 1000 ))
+}
+# tsc_kept: this kernel took the VMs' TSC frequency from liveup
+# (tsc_known_khz=, patches/0005) instead of calibrating one of its own
+tsc_kept() {
+    local k v
+    k=$(dmesg | sed -n 's/.*TSC frequency \([0-9]*\) kHz from tsc_known_khz=.*/\1/p' | head -n1)
+    [ -n "$k" ] || { echo "no tsc_known_khz= line in dmesg: $(dmesg | grep -i -m3 'tsc:' | tr '\n' '|')"; return 1; }
+    for v in $VMS; do
+        [ "$(vm_tsc $v)" = "$k" ] || { echo "$v runs at $(vm_tsc $v) kHz, the kernel at $k kHz"; return 1; }
+    done
+}
 all_memory_ok() { for v in $VMS; do after_resume $v || return 1; done; }
 both_running() { for v in $VMS; do running $v || return 1; done; }
 upgrade_now() { # inject-step (or empty)
@@ -181,6 +197,7 @@ case $KH_STAGE in
     sed 's/^/KH-LOG upgrade: /' $KH_DIR/report.$KH_STAGE
     both_running || diag
     kh_check "upgrade $KH_STAGE: both VMs running" both_running
+    kh_check "upgrade $KH_STAGE: the kernel runs the TSC at the VMs' frequency" tsc_kept
     for v in $VMS; do
         if after_resume $v; then kh_ok "upgrade $KH_STAGE: $v memory checksum intact"
         else kh_fail "upgrade $KH_STAGE: $v memory checksum intact" "no fresh check"; diag; fi

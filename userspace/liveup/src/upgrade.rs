@@ -400,6 +400,58 @@ fn invalidate_state(kram: &Kram) -> Result<()> {
     Ok(())
 }
 
+/// The TSC frequency (kHz) a VM's vCPUs run at: QEMU's `tsc-frequency` of
+/// its first CPU, which QEMU took from KVM (the host's tsc_khz) when the VM
+/// started and carries in its saved state ever since.
+fn vm_tsc_khz(q: &mut Qmp) -> Result<u64> {
+    let cpus = q.execute("query-cpus-fast", json!({}))?;
+    let path = cpus
+        .get(0)
+        .and_then(|c| c["qom-path"].as_str())
+        .context("query-cpus-fast lists no CPU")?
+        .to_string();
+    let hz = q.execute(
+        "qom-get",
+        json!({"path": path, "property": "tsc-frequency"}),
+    )?;
+    Ok(hz.as_u64().context("tsc-frequency is not a number")? / 1000)
+}
+
+/// The TSC frequency the next kernel must keep (`tsc_known_khz=`,
+/// patches/0005): the one the VMs run at. VMs that disagree (started under
+/// kernels that calibrated differently) get the first one's, with a note;
+/// 0 (QEMU did not know it) counts for nothing.
+fn pick_tsc_khz(vms: &[(String, u64)]) -> (Option<u64>, Option<String>) {
+    let known: Vec<&(String, u64)> = vms.iter().filter(|(_, k)| *k != 0).collect();
+    let Some((first, khz)) = known.first() else {
+        return (None, None);
+    };
+    let others: Vec<String> = known
+        .iter()
+        .filter(|(_, k)| k != khz)
+        .map(|(n, k)| format!("{n} {k} kHz"))
+        .collect();
+    let note = (!others.is_empty()).then(|| {
+        format!(
+            "VMs run at different TSC frequencies; the next kernel keeps {first}'s {khz} kHz ({})",
+            others.join(", ")
+        )
+    });
+    (Some(*khz), note)
+}
+
+/// `cmdline` with `key=value` as its only `key=` word.
+fn set_param(cmdline: &str, key: &str, value: &str) -> String {
+    let prefix = format!("{key}=");
+    let mut w: Vec<&str> = cmdline
+        .split_whitespace()
+        .filter(|w| !w.starts_with(&prefix))
+        .collect();
+    let kv = format!("{prefix}{value}");
+    w.push(&kv);
+    w.join(" ")
+}
+
 /// Parse kernel command line for kexec: the current one plus `append`.
 fn next_cmdline(append: Option<&str>, replace: Option<&str>) -> Result<String> {
     let base = match replace {
@@ -482,11 +534,16 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
         run_dir().display()
     );
     let mut qmps = Vec::new();
+    let mut tsc = Vec::new();
     for vm in &vms {
         let mut q = Qmp::connect(vm.qmp_host(), Duration::from_secs(5))
             .with_context(|| format!("VM {}", vm.name))?;
         let s = q.status()?;
         ensure!(s == "running", "VM {} is {s}, not running", vm.name);
+        tsc.push((
+            vm.name.clone(),
+            vm_tsc_khz(&mut q).with_context(|| format!("VM {}: TSC frequency", vm.name))?,
+        ));
         ensure!(
             vm.argv
                 .iter()
@@ -519,6 +576,16 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
     };
     fault("preflight")?;
     let mut cmdline = next_cmdline(a.append, a.cmdline)?;
+    // The next kernel runs the TSC at the VMs' frequency instead of
+    // calibrating it anew (a restored VM's QEMU asks KVM for the frequency
+    // it started with; without TSC scaling KVM can give it only if equal).
+    let (khz, note) = pick_tsc_khz(&tsc);
+    if let Some(n) = note {
+        eprintln!("liveup: {n}");
+    }
+    if let Some(khz) = khz {
+        cmdline = set_param(&cmdline, "tsc_known_khz", &khz.to_string());
+    }
     if let Some(k) = &keep {
         cmdline = format!("{cmdline} {}", k.cmdline());
     }
@@ -1063,6 +1130,25 @@ mod tests {
     fn the_tsc_advances_at_a_plausible_rate() {
         let hz = tsc_hz();
         assert!(hz > 1e7 && hz < 1e11, "{hz}");
+    }
+
+    #[test]
+    fn the_next_kernel_keeps_the_vms_tsc_frequency() {
+        let v = |n: &str, k| (n.to_string(), k);
+        assert_eq!(pick_tsc_khz(&[]), (None, None));
+        assert_eq!(pick_tsc_khz(&[v("a", 0)]), (None, None));
+        assert_eq!(
+            pick_tsc_khz(&[v("a", 2293273), v("b", 2293273)]),
+            (Some(2293273), None)
+        );
+        let (k, note) = pick_tsc_khz(&[v("a", 0), v("b", 2300026), v("c", 2293273)]);
+        assert_eq!(k, Some(2300026));
+        assert!(note.unwrap().contains("b's 2300026 kHz (c 2293273 kHz)"));
+        assert_eq!(
+            set_param("ro tsc_known_khz=1 quiet", "tsc_known_khz", "2293273"),
+            "ro quiet tsc_known_khz=2293273"
+        );
+        assert_eq!(set_param("", "tsc_known_khz", "5"), "tsc_known_khz=5");
     }
 
     #[test]
