@@ -24,6 +24,43 @@ while read -r t; do
         lines+=("not ok|$t: reported no result")
     fi
 done < "$run/plan"
+# Downtime as the guest lived it: each liveup report's downtime next to the
+# heartbeat gap of every VM around it (stamped on this host, whose clock no
+# kexec touches). They must agree within 10% (+0.1 s for the 20 ms beat and
+# the serial path): a VM that stays frozen after restore reported success,
+# or a tool figure shorter than the pause, fails here.
+if [ -f "$run/console.t0" ] && ls "$run"/heartbeat*.log > /dev/null 2>&1; then
+    while IFS= read -r l; do lines+=("$l"); done < <(perl -e '
+        open(my $f, "<", "$ARGV[0]/console.t0") or exit; my $t0 = <$f> + 0; close $f;
+        open($f, "<", "$ARGV[0]/console.log") or exit;
+        my @rep;
+        while (<$f>) {
+            push @rep, [$t0 + $1, $2 / 1000]
+                if /^\[ *([0-9.]+)\] KH-(?:LOG (?:\S+ )?(?:upgrade|restore):|DEMO) +downtime \(first stop to last resume\) +([0-9.]+) ms/;
+        }
+        my %gaps;
+        for my $h (glob("$ARGV[0]/heartbeat*.log")) {
+            open(my $g, "<", $h) or next; my %last;
+            while (<$g>) { my @F = split; next unless @F > 3 && $F[1] eq "HB"; my $n = $F[2];
+                push @{$gaps{$n}}, [$last{$n}, $F[0]] if defined $last{$n} && $F[0] - $last{$n} > 1.0;
+                $last{$n} = $F[0] }
+        }
+        my $k = 0;
+        for my $r (@rep) {
+            my ($t, $d) = @$r; $k++;
+            for my $n (sort keys %gaps) {
+                # the gap that ended last before this report was printed or,
+                # for a VM still frozen then, the first one ending after it
+                my ($best) = sort { abs($a->[1] - $t) <=> abs($b->[1] - $t) }
+                    grep { $_->[1] > $t - $d - 10 && $_->[0] < $t && $_->[1] < $t + 600 } @{$gaps{$n}};
+                next unless $best;
+                my $g = $best->[1] - $best->[0];
+                my $ok = abs($g - $d) <= 0.1 * $d + 0.1;
+                printf "%s|downtime %d: %s heartbeat gap %.2f s vs liveup %.2f s (%+.1f%%)%s\n",
+                    $ok ? "ok" : "not ok", $k, $n, $g, $d, 100 * ($g - $d) / $d, $ok ? "" : " # more than 10% apart";
+            }
+        }' "$run")
+fi
 echo "KTAP version 1"
 echo "1..${#lines[@]}"
 p=0 f=0 s=0 n=0

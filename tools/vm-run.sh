@@ -112,7 +112,8 @@ timeout --kill-after=10 "$timeout" "${qemu[@]}" \
     "${drive[@]}" "${hb[@]}" ${KH_QEMU_EXTRA:-} \
     -kernel "$run/bzImage" -initrd "$run/initrd.img" -append "$cmdline" \
     -display none -serial stdio -monitor none -no-reboot < /dev/null 2>&1 \
-  | perl -MTime::HiRes=time -ne 'BEGIN{$|=1; $t0=time} printf "[%9.3f] %s", time-$t0, $_' \
+  | T0="$run/console.t0" perl -MTime::HiRes=time -ne 'BEGIN{$|=1; $t0=time; open(my $f, ">", $ENV{T0}); printf $f "%.3f\n", $t0; close $f}
+        printf "[%9.3f] %s", time-$t0, $_' \
   | tee "$run/console.log" | grep --line-buffered -E '^\[ *[0-9.]+\] (KH-|Kernel panic|BUG:|WARNING:)'
 rc=${PIPESTATUS[0]}
 [ -n "$sender" ] && kill "$sender" 2>/dev/null
