@@ -5,7 +5,7 @@
 export KH_CACHE ?= /var/cache/kvmhost
 VARIANT ?= debug
 
-.PHONY: all setup kernel modules userspace check check-upgrade check-userspace check-migrate demo bench bench-upgrade bench-migrate clean
+.PHONY: all setup kernel modules userspace check check-upgrade check-userspace check-migrate demo bench bench-upgrade bench-migrate bench-linux clean
 all: modules userspace
 
 setup:
@@ -49,6 +49,10 @@ bench-upgrade:
 
 bench-migrate:
 	bench/migrate.sh
+
+# Linux L2 guests through hot-upgrades, KH_BENCH_RUNS rig boots in a row.
+bench-linux:
+	bench/linux-guest.sh
 
 clean:
 	rm -rf out .kdir
