@@ -24,7 +24,7 @@ for i in $(seq 1 "$runs"); do
     read -r p f s < "$run/counts"
     b=$(grep -c 'ok vm1 booted' "$run/state/upgrade_upgrade.ktap" || true)
     r=$(grep -cE '^ok (upgrade [0-9]+: vm1 memory checksum intact|memory of every VM intact)' "$run/state/upgrade_upgrade.ktap" || true)
-    z=$(grep -cE 'Oops|Kernel panic|BUG:|did not finish' "$run/console.log" "$run.ktap" | awk -F: '{s+=$2} END {print s+0}')
+    z=$( { grep -cE 'Oops|Kernel panic|BUG:|did not finish' "$run/console.log" "$run.ktap" || true; } | awk -F: '{s+=$2} END {print s+0}')
     boots=$((boots + b)); restores=$((restores + r)); faults=$((faults + z)); failed=$((failed + f))
     echo "run $i: $p passed, $f failed; VM boots $b, restores verified $r, rig faults $z"
     grep -E '^# figure: vm1|downtime [0-9]+:' "$run.ktap" | sed 's/^/  /'

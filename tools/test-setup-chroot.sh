@@ -41,6 +41,8 @@ if [ ! -f "$base" ]; then
     rm -f "$d.log"
     tar -C "$d" -cf "$base.tmp" . && mv "$base.tmp" "$base"
     rm -rf "$d"
+    # older keys of this script: not needed again
+    find "$KH_CACHE/setup-test" -maxdepth 1 -name 'bookworm-*.tar' ! -path "$base" -delete
 fi
 root=$(mktemp -d /tmp/kh-setup-test.XXXX)
 trap 'rm -rf "$root"' EXIT
@@ -132,7 +134,7 @@ else
 fi
 
 # 3. kh_rust_src follows the installed rustc, whatever its version
-mv "$root/usr/bin/rustc" "$root/usr/bin/rustc.real"
+mv "$root/usr/bin/rustc" "$root/usr/bin/rustc.real" 2>/dev/null || true
 printf '#!/bin/sh\necho "rustc 1.97.3 (stand-in)"\n' > "$root/usr/bin/rustc"; chmod +x "$root/usr/bin/rustc"
 mkdir -p "$root/usr/src/rustc-1.97.3/library/core/src"
 src=$(inchroot /bin/bash -c '. /kh/tools/env.sh; kh_rust_src' 2>/dev/null || true)
