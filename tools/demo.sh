@@ -21,7 +21,7 @@ echo "== figures"
 "$KH_ROOT/tools/ktap-report.sh" "$run" | grep -E '^# (figure|rig)' | sed 's/^# //'
 read -r p f s < "$run/counts" || { echo "demo: failed: the rig wrote no results (see $run/console.log)"; exit 1; }
 # Success only when it was checked: the VM's memory verified after the resume.
-"$KH_ROOT/tools/ktap-report.sh" "$run" | grep -E '^not ok' | sed 's/^/demo: failed: /'
+"$KH_ROOT/tools/ktap-report.sh" "$run" | { grep -E '^not ok' || true; } | sed 's/^/demo: failed: /'
 [ "$f" = 0 ] || { echo "demo: $f step(s) failed; see $run/console.log"; exit 1; }
 grep -q '^ok .*VM running in the new kernel' "$run/state/demo_upgrade.ktap" 2>/dev/null \
     || { echo "demo: failed: no memory check after the resume was reported; see $run/console.log"; exit 1; }
