@@ -31,7 +31,7 @@ if [ ! -f "$out" ]; then
     [ "$kind" = vm ] && gcc -static -O2 -Wall -Werror -o "$tmp/bin/kh-hb" "$KH_ROOT/tools/guest/hb.c"
     install -m 755 "$KH_ROOT/tools/guest/$init" "$tmp/init"
     mkdir -p "$(dirname "$out")"
-    (cd "$tmp" && find . | cpio -o -H newc --quiet | gzip -1) > "$out.tmp"
-    mv "$out.tmp" "$out"
+    (cd "$tmp" && find . | cpio -o -H newc --quiet | gzip -1) > "$out.tmp.$$"
+    mv "$out.tmp.$$" "$out"
 fi
 echo "$out" >&3
