@@ -91,6 +91,32 @@ for h in "$run"/heartbeat*.log; do
             printf "# figure: %s: %d heartbeats; gaps over 1 s (s): %s\n", $n, $beats{$n}, join(", ", @{$gaps{$n} || []}) || "none";
             printf "# figure: %s: the same gaps by the guest'"'"'s clocks, monotonic/wall (s): %s\n", $n, join(", ", @{$gv{$n}}) if $gv{$n} } }' "$h"
 done | tee -a "$run/figures"
+# A VM that stopped with no upgrade under way (no upgrade start or kexec in
+# the rig's console during the gap): the guest-visible freeze after a
+# restore of Documentation/upgrade.rst, known problems. A figure, not a
+# failure, until its cause is fixed.
+if [ -f "$run/console.t0" ]; then
+    perl -e '
+        open(my $f, "<", "$ARGV[0]/console.t0") or exit; my $t0 = <$f> + 0; close $f;
+        open($f, "<", "$ARGV[0]/console.log") or exit; my (@ev, @rep);
+        while (<$f>) {
+            push @ev, $t0 + $1 if /^\[ *([0-9.]+)\] KH-(UPGRADE-START|TEST-START|KEXEC-E)/;
+            push @rep, $t0 + $1 if /^\[ *([0-9.]+)\] KH-(?:LOG (?:\S+ )?(?:upgrade|restore):|DEMO) +downtime \(first stop/;
+        }
+        for my $h (glob("$ARGV[0]/heartbeat*.log")) {
+            open(my $g, "<", $h) or next; my %last;
+            while (<$g>) { my @F = split; next unless @F > 3 && $F[1] eq "HB"; my $n = $F[2];
+                if (defined $last{$n} && $F[0] - $last{$n} > 1.0) {
+                    my ($s, $e) = ($last{$n}, $F[0]);
+                    unless (grep { $_ > $s - 5 && $_ < $e } @ev) {
+                        my ($r) = sort { $b <=> $a } grep { $_ < $s } @rep;
+                        printf "# figure: %s: stopped %.2f s with no upgrade under way%s\n", $n, $e - $s,
+                            defined $r ? sprintf(", %.1f s after a resume was reported", $s - $r) : "";
+                    }
+                }
+                $last{$n} = $F[0] }
+        }' "$run" | tee -a "$run/figures"
+fi
 # A VM the nested rig stopped before it booted and a test started again
 # (selftests/upgrade/upgrade.sh, boot_vm): shown, never silent.
 perl -ne '$n++ if /started again after a rig fault/; END { printf "# figure: VMs started again after a rig fault: %d\n", $n if $n }' \
