@@ -18,8 +18,7 @@ tools/build-userspace-guest.sh > /dev/null
 boots=0 restores=0 faults=0 failed=0
 for i in $(seq 1 "$runs"); do
     run="$KH_ROOT/out/bench-linux-$i"
-    KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_GUEST_ENV="KH_UPGRADE_GUEST=linux KH_UPGRADE_VMS=vm1" \
-        tools/vm-run.sh -k "$kdir" -o "$run" -t 2400 -v "$kdir/bzImage" -r "$rootfs" upgrade/upgrade > "$run.log" 2>&1 || true
+    env "${KH_LINUX_RIG_ENV[@]}" tools/vm-run.sh -k "$kdir" -o "$run" -t 2400 -v "$kdir/bzImage" -r "$rootfs" upgrade/upgrade > "$run.log" 2>&1 || true
     tools/ktap-report.sh "$run" > "$run.ktap" 2>&1 || true
     read -r p f s < "$run/counts"
     b=$(grep -c 'ok vm1 booted' "$run/state/upgrade_upgrade.ktap" || true)

@@ -28,8 +28,7 @@ rm -rf "$lrun"
 mkdir -p "$KH_ROOT/out"
 # KH_UPGRADE_LINUX=0 leaves the Linux VM's boot out.
 if [ "${KH_UPGRADE_LINUX:-1}" = 1 ]; then
-    KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_GUEST_ENV="KH_UPGRADE_GUEST=linux KH_UPGRADE_VMS=vm1" \
-        "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$lrun" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
+    env "${KH_LINUX_RIG_ENV[@]}" "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$lrun" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
         > "$KH_ROOT/out/check-upgrade-linux.log" 2>&1 &
     lpid=$!
 fi

@@ -98,8 +98,6 @@ echo "== rig: $(echo $plan | wc -w) tests"
 # passthrough-NIC tests in out/check, the rest in out/check-b. One boot ran
 # 22 tests in ~1100 s on earlier machines and over 2400 s (its time limit)
 # on session 9's.
-# (the initramfs images both boots copy are built once, before either starts)
-for k in rig l2 vm; do "$KH_ROOT/tools/mkinitramfs.sh" $k > /dev/null || fail "initramfs $k (tools/mkinitramfs.sh)"; done
 plan_a=$(echo "$plan" | grep -E '^(iommu-preserve|vfio-keep)/')
 plan_b=$(echo "$plan" | grep -vE '^(iommu-preserve|vfio-keep)/')
 KH_RIG_MEM=6G KH_NIC_UDP=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run-b" -t 3000 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan_b \

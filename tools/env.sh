@@ -61,3 +61,7 @@ KH_MEMMAP_ADDR=${KH_MEMMAP_ADDR:-0x100000000}
 # A second, reserve_mem= region (selftests/kram/discover.sh).
 KH_RESERVE_MEM=32M:2M:kram
 KH_EXTRA_CMDLINE=${KH_EXTRA_CMDLINE:-}
+# The rig that upgrades a Linux VM (tools/check-upgrade.sh, bench/linux-guest.sh):
+# trixie's QEMU 11.1 on multi-threaded TCG (Documentation/upgrade.rst), for
+# `env "${KH_LINUX_RIG_ENV[@]}" tools/vm-run.sh ...`.
+KH_LINUX_RIG_ENV=(KH_L0_QEMU=trixie KH_TCG_THREAD=multi "KH_GUEST_ENV=KH_UPGRADE_GUEST=linux KH_UPGRADE_VMS=vm1")

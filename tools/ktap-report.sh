@@ -6,6 +6,7 @@
 # Writes "PASSED FAILED SKIPPED" to RUN/counts.
 set -euo pipefail
 run=$1
+KH_REPORT_DIR=$(dirname "$0")
 lines=()
 while read -r t; do
     [ -z "$t" ] && continue
@@ -29,38 +30,7 @@ done < "$run/plan"
 # kexec touches). They must agree within 10% (+0.1 s for the 20 ms beat and
 # the serial path): a VM that stays frozen after restore reported success,
 # or a tool figure shorter than the pause, fails here.
-if [ -f "$run/console.t0" ] && ls "$run"/heartbeat*.log > /dev/null 2>&1; then
-    while IFS= read -r l; do lines+=("$l"); done < <(perl -e '
-        open(my $f, "<", "$ARGV[0]/console.t0") or exit; my $t0 = <$f> + 0; close $f;
-        open($f, "<", "$ARGV[0]/console.log") or exit;
-        my @rep;
-        while (<$f>) {
-            push @rep, [$t0 + $1, $2 / 1000]
-                if /^\[ *([0-9.]+)\] KH-(?:LOG (?:\S+ )?(?:upgrade|restore):|DEMO) +downtime \(first stop to last resume\) +([0-9.]+) ms/;
-        }
-        my %gaps;
-        for my $h (glob("$ARGV[0]/heartbeat*.log")) {
-            open(my $g, "<", $h) or next; my %last;
-            while (<$g>) { my @F = split; next unless @F > 3 && $F[1] eq "HB"; my $n = $F[2];
-                push @{$gaps{$n}}, [$last{$n}, $F[0]] if defined $last{$n} && $F[0] - $last{$n} > 1.0;
-                $last{$n} = $F[0] }
-        }
-        my $k = 0;
-        for my $r (@rep) {
-            my ($t, $d) = @$r; $k++;
-            for my $n (sort keys %gaps) {
-                # the gap that ended last before this report was printed or,
-                # for a VM still frozen then, the first one ending after it
-                my ($best) = sort { abs($a->[1] - $t) <=> abs($b->[1] - $t) }
-                    grep { $_->[1] > $t - $d - 10 && $_->[0] < $t && $_->[1] < $t + 600 } @{$gaps{$n}};
-                next unless $best;
-                my $g = $best->[1] - $best->[0];
-                my $ok = abs($g - $d) <= 0.1 * $d + 0.1;
-                printf "%s|downtime %d: %s heartbeat gap %.2f s vs liveup %.2f s (%+.1f%%)%s\n",
-                    $ok ? "ok" : "not ok", $k, $n, $g, $d, 100 * ($g - $d) / $d, $ok ? "" : " # more than 10% apart";
-            }
-        }' "$run")
-fi
+while IFS= read -r l; do lines+=("$l"); done < <(perl "$KH_REPORT_DIR/heartbeat.pl" check "$run")
 echo "KTAP version 1"
 echo "1..${#lines[@]}"
 p=0 f=0 s=0 n=0
@@ -95,28 +65,7 @@ done | tee -a "$run/figures"
 # the rig's console during the gap): the guest-visible freeze after a
 # restore of Documentation/upgrade.rst, known problems. A figure, not a
 # failure, until its cause is fixed.
-if [ -f "$run/console.t0" ]; then
-    perl -e '
-        open(my $f, "<", "$ARGV[0]/console.t0") or exit; my $t0 = <$f> + 0; close $f;
-        open($f, "<", "$ARGV[0]/console.log") or exit; my (@ev, @rep);
-        while (<$f>) {
-            push @ev, $t0 + $1 if /^\[ *([0-9.]+)\] KH-(UPGRADE-START|TEST-START|KEXEC-E)/;
-            push @rep, $t0 + $1 if /^\[ *([0-9.]+)\] KH-(?:LOG (?:\S+ )?(?:upgrade|restore):|DEMO) +downtime \(first stop/;
-        }
-        for my $h (glob("$ARGV[0]/heartbeat*.log")) {
-            open(my $g, "<", $h) or next; my %last;
-            while (<$g>) { my @F = split; next unless @F > 3 && $F[1] eq "HB"; my $n = $F[2];
-                if (defined $last{$n} && $F[0] - $last{$n} > 1.0) {
-                    my ($s, $e) = ($last{$n}, $F[0]);
-                    unless (grep { $_ > $s - 5 && $_ < $e } @ev) {
-                        my ($r) = sort { $b <=> $a } grep { $_ < $s } @rep;
-                        printf "# figure: %s: stopped %.2f s with no upgrade under way%s\n", $n, $e - $s,
-                            defined $r ? sprintf(", %.1f s after a resume was reported", $s - $r) : "";
-                    }
-                }
-                $last{$n} = $F[0] }
-        }' "$run" | tee -a "$run/figures"
-fi
+perl "$KH_REPORT_DIR/heartbeat.pl" stops "$run" | tee -a "$run/figures"
 # A VM the nested rig stopped before it booted and a test started again
 # (selftests/upgrade/upgrade.sh, boot_vm): shown, never silent.
 perl -ne '$n++ if /started again after a rig fault/; END { printf "# figure: VMs started again after a rig fault: %d\n", $n if $n }' \

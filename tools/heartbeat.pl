@@ -1,0 +1,66 @@
+#!/usr/bin/perl
+# The VMs' heartbeats (RUN/heartbeat*.log, stamped on the outermost host)
+# next to the rig's console (RUN/console.log, times relative to
+# RUN/console.t0). Used by tools/ktap-report.sh:
+#   heartbeat.pl check RUN   "ok|..." / "not ok|..." per liveup report and
+#                            VM: the downtime liveup reported against the
+#                            VM's heartbeat gap around it (within 10% + 0.1 s)
+#   heartbeat.pl stops RUN   "# figure:" lines for gaps with no upgrade start,
+#                            test stage or kexec in the console during them
+use strict;
+use warnings;
+
+my ($mode, $run) = @ARGV;
+die "usage: heartbeat.pl check|stops RUN\n" unless $run && $mode =~ /^(check|stops)$/;
+open(my $f, "<", "$run/console.t0") or exit 0;
+my $t0 = <$f> + 0;
+close $f;
+open($f, "<", "$run/console.log") or exit 0;
+my (@rep, @ev);    # [time, downtime s] of each liveup report; upgrade/kexec events
+while (<$f>) {
+    next unless /^\[ *([0-9.]+)\] (.*)/;
+    my ($t, $l) = ($t0 + $1, $2);
+    push @ev, $t if $l =~ /^KH-(UPGRADE-START|TEST-START|KEXEC-E)/;
+    push @rep, [$t, $1 / 1000]
+        if $l =~ /^KH-(?:LOG (?:\S+ )?(?:upgrade|restore):|DEMO) +downtime \(first stop to last resume\) +([0-9.]+) ms/;
+}
+my %gaps;          # VM -> [start, end] of each gap over 1 s
+for my $h (glob("$run/heartbeat*.log")) {
+    open(my $g, "<", $h) or next;
+    my %last;
+    while (<$g>) {
+        my @F = split;
+        next unless @F > 3 && $F[1] eq "HB";
+        my $n = $F[2];
+        push @{$gaps{$n}}, [$last{$n}, $F[0]] if defined $last{$n} && $F[0] - $last{$n} > 1.0;
+        $last{$n} = $F[0];
+    }
+}
+if ($mode eq "check") {
+    my $k = 0;
+    for my $r (@rep) {
+        my ($t, $d) = @$r;
+        $k++;
+        for my $n (sort keys %gaps) {
+            # the gap that ended last before this report was printed or, for
+            # a VM still frozen then, the first one ending after it
+            my ($best) = sort { abs($a->[1] - $t) <=> abs($b->[1] - $t) }
+                grep { $_->[1] > $t - $d - 10 && $_->[0] < $t && $_->[1] < $t + 600 } @{$gaps{$n}};
+            next unless $best;
+            my $g = $best->[1] - $best->[0];
+            my $ok = abs($g - $d) <= 0.1 * $d + 0.1;
+            printf "%s|downtime %d: %s heartbeat gap %.2f s vs liveup %.2f s (%+.1f%%)%s\n",
+                $ok ? "ok" : "not ok", $k, $n, $g, $d, 100 * ($g - $d) / $d, $ok ? "" : " # more than 10% apart";
+        }
+    }
+} else {
+    for my $n (sort keys %gaps) {
+        for my $gap (@{$gaps{$n}}) {
+            my ($s, $e) = @$gap;
+            next if grep { $_ > $s - 5 && $_ < $e } @ev;
+            my ($r) = sort { $b <=> $a } grep { $_ < $s } map { $_->[0] } @rep;
+            printf "# figure: %s: stopped %.2f s with no upgrade under way%s\n", $n, $e - $s,
+                defined $r ? sprintf(", %.1f s after a resume was reported", $s - $r) : "";
+        }
+    }
+}
