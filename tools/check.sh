@@ -41,6 +41,18 @@ P=$((P + cp)); F=$((F + cf)); S=$((S + ci))
 [ "$cp" -gt 0 ] || fail "cargo test ran no test"
 [ "$cf" = 0 ] || failed+=("cargo test: $cf failed")
 
+# --- the heartbeat verdicts (downtime and guest clocks) --------------------
+echo "== heartbeat checks on synthetic runs: tools/test-heartbeat.sh"
+"$KH_ROOT/tools/test-heartbeat.sh" > "$KH_ROOT/out-heartbeat.log" 2>&1
+grep -E '^(ok|not ok) ' "$KH_ROOT/out-heartbeat.log" | sed 's/^\(not ok\|ok\) [0-9]* - /\1 - heartbeat: /'
+read -r hp hf < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$KH_ROOT/out-heartbeat.log")
+rm -f "$KH_ROOT/out-heartbeat.log"
+if [ -n "${hp:-}" ] && [ "$hp" -gt 0 ]; then
+    P=$((P + hp)); F=$((F + hf)); [ "$hf" = 0 ] || failed+=("heartbeat checks: $hf failed")
+else
+    fail "tools/test-heartbeat.sh produced no summary"
+fi
+
 # --- the set-up on a machine unlike this one ---------------------------------
 echo "== setup on a fresh bookworm chroot with old apt lists: tools/test-setup-chroot.sh"
 mkdir -p "$KH_ROOT/out"

@@ -5,6 +5,12 @@
 #   heartbeat.pl check RUN   "ok|..." / "not ok|..." per liveup report and
 #                            VM: the downtime liveup reported against the
 #                            VM's heartbeat gap around it (within 10% + 0.1 s)
+#                            and, for VMs whose beats carry the guest's
+#                            clocks (tools/guest/hb.c), that its monotonic
+#                            clock moved no more than the outer host's over
+#                            the gap and that its wall clock was right again
+#                            (within 1.5 s) 5 s after it (liveup restore sets
+#                            it through the guest agent)
 #   heartbeat.pl stops RUN   "# figure:" lines for gaps with no upgrade start,
 #                            test stage or kexec in the console during them
 use strict;
@@ -25,6 +31,7 @@ while (<$f>) {
         if $l =~ /^KH-(?:LOG (?:\S+ )?(?:upgrade|restore):|DEMO) +downtime \(first stop to last resume\) +([0-9.]+) ms/;
 }
 my %gaps;          # VM -> [start, end] of each gap over 1 s
+my %beats;         # VM -> [stamp, guest monotonic ms, guest wall clock ms] (hb.c's beats)
 for my $h (glob("$run/heartbeat*.log")) {
     open(my $g, "<", $h) or next;
     my %last;
@@ -34,7 +41,19 @@ for my $h (glob("$run/heartbeat*.log")) {
         my $n = $F[2];
         push @{$gaps{$n}}, [$last{$n}, $F[0]] if defined $last{$n} && $F[0] - $last{$n} > 1.0;
         $last{$n} = $F[0];
+        push @{$beats{$n}}, [@F[0, 4, 5]] if @F > 5;
     }
+}
+# the first beat of VM n stamped at or after t (binary search)
+sub beat_at {
+    my ($n, $t) = @_;
+    my $b = $beats{$n} or return;
+    my ($lo, $hi) = (0, scalar @$b);
+    while ($lo < $hi) {
+        my $mid = int(($lo + $hi) / 2);
+        if ($b->[$mid][0] < $t) { $lo = $mid + 1 } else { $hi = $mid }
+    }
+    return $lo < @$b ? $b->[$lo] : undef;
 }
 if ($mode eq "check") {
     my $k = 0;
@@ -51,6 +70,17 @@ if ($mode eq "check") {
             my $ok = abs($g - $d) <= 0.1 * $d + 0.1;
             printf "%s|downtime %d: %s heartbeat gap %.2f s vs liveup %.2f s (%+.1f%%)%s\n",
                 $ok ? "ok" : "not ok", $k, $n, $g, $d, 100 * ($g - $d) / $d, $ok ? "" : " # more than 10% apart";
+            my ($b0, $b1, $b5) = (beat_at($n, $best->[0]), beat_at($n, $best->[1]), beat_at($n, $best->[1] + 5));
+            next unless $b0 && $b1 && $b5;
+            my $mono = ($b1->[1] - $b0->[1]) / 1000;
+            $ok = $mono <= $g + 0.1;
+            printf "%s|clock %d: %s monotonic clock moved %.2f s over the %.2f s pause%s\n",
+                $ok ? "ok" : "not ok", $k, $n, $mono, $g, $ok ? "" : " # jumped forward";
+            my $off = ($b5->[2] / 1000 - $b5->[0]) - ($b0->[2] / 1000 - $b0->[0]);
+            $ok = abs($off) <= 1.5;
+            printf "%s|clock %d: %s wall clock %+.2f s off the host's 5 s after resume (%+.2f s right after)%s\n",
+                $ok ? "ok" : "not ok", $k, $n, $off, ($b1->[2] / 1000 - $b1->[0]) - ($b0->[2] / 1000 - $b0->[0]),
+                $ok ? "" : " # not set again";
         }
     }
 } else {

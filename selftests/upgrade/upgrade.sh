@@ -18,10 +18,34 @@ vm_log() { echo /host/$1.console; }  # on the outer host too, for post-mortems
 # KH_UPGRADE_GUEST: "tiny" (default; tools/guest/tinyvm.c checks all of its
 # RAM) or "linux" (the release kernel + tools/guest/vm-init). Two Linux VMs
 # at once are not sound in the nested TCG rig (Documentation/upgrade.rst).
+# A Linux VM also has a virtio-blk disk (an image file in the rootfs, which
+# keeps it across kexec; cache=none as cloud hosts run disks) and a
+# virtio-net NIC whose frames QEMU carries as UDP datagrams to kh-netpeer on
+# this host (tools/guest/hb.c writes, flushes and re-reads the disk and
+# sends numbered frames the peer echoes).
+linux() { [ "${KH_UPGRADE_GUEST:-tiny}" = linux ]; }
+img() { echo /var/lib/kh-test/$1.img; }           # as QEMU sees it, in $R
+qport() { echo $((40000 + $1)); }                 # QEMU's end of the NIC
+pport() { echo $((40100 + $1)); }                 # kh-netpeer's end
+vm_port() { local i=1 v; for v in $VMS; do [ $v = $1 ] && { echo $i; return; }; i=$((i + 1)); done; }
+# start_peers: a kh-netpeer for each Linux VM (each kernel needs its own)
+start_peers() {
+    local v p
+    linux || return 0
+    for v in $VMS; do
+        p=$(vm_port $v)
+        /host/bin/kh-netpeer --listen $(pport $p) --reply $(qport $p) --log /host/$v.netpeer &
+    done
+}
 start_vm() { # name serial-port
-    if [ "${KH_UPGRADE_GUEST:-tiny}" = linux ]; then
+    if linux; then
+        mkdir -p $R/var/lib/kh-test
+        [ -f $R$(img $1) ] || truncate -s 8M $R$(img $1) || return 1
         set -- "$1" "$2" -kernel /host/vm-bzImage -initrd /host/vm-initrd.img \
-            -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=$1"
+            -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=$1" \
+            -drive file=$(img $1),if=virtio,format=raw,cache=none \
+            -netdev dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=$(qport $2),remote.type=inet,remote.host=127.0.0.1,remote.port=$(pport $2) \
+            -device virtio-net-pci,netdev=n0
     else
         # KH_UPGRADE_RIGFAULT=NAME: that VM's first boot ends on a KVM
         # internal error (tinyvm's rigfault), to test boot_vm's retry.
@@ -29,7 +53,10 @@ start_vm() { # name serial-port
         set -- "$1" "$2" -kernel /host/tinyvm.elf -append "vmname=$1$f"
     fi
     n=$1 p=$2; shift 2
-    $L vm start --name $n --mem 96M --root $R -- \
+    # a Linux VM's init answers the guest agent (tools/guest/hb.c), through
+    # which restore sets its wall clock
+    ga=; linux && ga=--guest-agent
+    $L vm start --name $n --mem 96M --root $R $ga -- \
         -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none "$@" \
         -chardev serial,id=hb,path=/dev/ttyS$p -serial chardev:hb \
         -chardev file,id=con,path=/host/$n.console,append=on -serial chardev:con \
@@ -107,6 +134,36 @@ tsc_kept() {
         [ "$(vm_tsc $v)" = "$k" ] || { echo "$v runs at $(vm_tsc $v) kHz, the kernel at $k kHz"; return 1; }
     done
 }
+# disk_ok NAME: a fresh read-back of every record the VM flushed to its disk
+# passes after the VM came back, and none ever failed
+diskchecks() { local c; c=$(grep -c "VM-DISKCHECK $1 .* ok" "$(vm_log $1)" 2>/dev/null); echo "${c:-0}"; }
+disk_ok() {
+    local before n=0
+    before=$(diskchecks $1)
+    while [ "$(diskchecks $1)" -le "$before" ]; do
+        n=$((n + 1)); [ $n -gt 240 ] && { echo "no fresh disk check in 120 s"; return 1; }; sleep 0.5
+    done
+    ! grep -E "VM-DISK(CHECK $1 .* BAD|ERR $1)" "$(vm_log $1)"
+}
+# net_ok NAME: 200 more frames went out and came back since the last call
+# (or since `net_mark`), with at most 2 lost in between: the frame in flight
+# when the VM stopped can be (its echo reaches a QEMU that is going away).
+net_last() { grep "VM-NET $1 sent" "$(vm_log $1)" 2>/dev/null | tail -n1 | sed 's/.* sent \([0-9]*\) echoed \([0-9]*\) lost \([0-9]*\).*/\1 \2 \3/'; }
+net_mark() { net_last $1 > $KH_DIR/net.$1; }
+net_ok() {
+    local s0 e0 l0 s e l n=0
+    read -r s0 e0 l0 < $KH_DIR/net.$1 || { echo "no earlier count"; return 1; }
+    while :; do
+        read -r s e l <<EOF2
+$(net_last $1)
+EOF2
+        [ "${s:-0}" -ge $((s0 + 200)) ] && break
+        n=$((n + 1)); [ $n -gt 240 ] && { echo "$1: $s0 -> ${s:-none} frames sent in 120 s"; return 1; }; sleep 0.5
+    done
+    net_mark $1
+    echo "KH-LOG $1 network: sent $((s - s0)), echoed $((e - e0)), lost $((l - l0)); peer: $(tail -n1 /host/$1.netpeer)"
+    [ $((l - l0)) -le 2 ] && [ $((e - e0)) -ge $((s - s0 - 2)) ] && ! grep -q "VM-NETERR $1" "$(vm_log $1)"
+}
 all_memory_ok() { for v in $VMS; do after_resume $v || return 1; done; }
 both_running() { for v in $VMS; do running $v || return 1; done; }
 upgrade_now() { # inject-step (or empty)
@@ -124,6 +181,7 @@ case $KH_STAGE in
     $L kram status | grep -q ready || $L kram format --yes > /dev/null
     kh_check "KRAM ready" sh -c "$L kram status | grep -q ready"
     kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R
+    start_peers
     port=1
     for v in $VMS; do
         kh_check "start $v with its RAM in KRAM" start_vm $v $port
@@ -160,12 +218,20 @@ case $KH_STAGE in
                 || cat $KH_DIR/out
         fi
     done
+    if linux; then
+        for v in $VMS; do
+            net_mark $v
+            kh_check "$v disk: every flushed record reads back" disk_ok $v
+            kh_check "$v network: frames echoed before upgrading" net_ok $v
+        done
+    fi
     kh_dmesg_clean "no warning in dmesg before the first upgrade"
     upgrade_now
     ;;
 *)
     echo "KH-UPGRADE-RESTORE $KH_STAGE"
     kh_mount_rootfs $R
+    start_peers
     if [ "$KH_STAGE" = $((UPGRADES + 1)) ]; then
         # Restore fails (injected): the saved VMs stay in KRAM; --retry recovers.
         LIVEUP_FAIL=restore-qemu $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" > $KH_DIR/out 2>&1
@@ -201,6 +267,12 @@ case $KH_STAGE in
     for v in $VMS; do
         if after_resume $v; then kh_ok "upgrade $KH_STAGE: $v memory checksum intact"
         else kh_fail "upgrade $KH_STAGE: $v memory checksum intact" "no fresh check"; diag; fi
+        if linux; then
+            kh_check "upgrade $KH_STAGE: $v wall clock set by its guest agent" \
+                grep -q "guest clock $v: set by its guest agent" $KH_DIR/report.$KH_STAGE
+            kh_check "upgrade $KH_STAGE: $v disk: every record flushed before it reads back" disk_ok $v
+            kh_check "upgrade $KH_STAGE: $v network: frames echoed again, at most 2 lost" net_ok $v
+        fi
     done
     kh_dmesg_clean "upgrade $KH_STAGE: no warning in dmesg"
     # after the last counted upgrade, one more whose restore fails on purpose

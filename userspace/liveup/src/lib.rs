@@ -7,5 +7,6 @@ pub mod keep;
 pub mod kram;
 pub mod migrate;
 pub mod prezero;
+pub mod qga;
 pub mod qmp;
 pub mod upgrade;

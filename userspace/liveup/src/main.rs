@@ -168,6 +168,11 @@ enum VmCmd {
         root: PathBuf,
         #[arg(long, default_value = "qemu-system-x86_64")]
         qemu: String,
+        /// Give the VM a guest agent port (virtio-serial,
+        /// org.qemu.guest_agent.0, socket /run/liveup/NAME.qga): `restore`
+        /// sets the guest's wall clock through it after an upgrade.
+        #[arg(long)]
+        guest_agent: bool,
         /// Further QEMU arguments (after --).
         #[arg(last = true)]
         args: Vec<String>,
@@ -306,8 +311,12 @@ fn run(cli: Cli) -> Result<()> {
                 mem,
                 root,
                 qemu,
-                args,
+                guest_agent,
+                mut args,
             } => {
+                if guest_agent {
+                    args.extend(liveup::qga::agent_args(&name));
+                }
                 let k = kram::Kram::open(&device)?;
                 let vm = upgrade::vm_start(&k, &name, parse_size(&mem)?, &root, &qemu, &args)?;
                 println!(

@@ -804,6 +804,8 @@ pub struct Report {
     pub phases: Vec<Phase>,
     /// From the first VM stopping to the last VM running again.
     pub downtime_ms: f64,
+    /// Each VM's wall clock after it ran again (crate::qga).
+    pub guest_clocks: Vec<(String, crate::qga::GuestClock)>,
 }
 
 /// Load a kernel module from a file with parameters (finit_module).
@@ -974,10 +976,18 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
         row("state load", ms(load)),
         row("resume", ms(resume)),
     ]);
+    // The guests run again: set their wall clocks, which are behind by the
+    // pause (kvmclock went on from where it stopped), through their agents;
+    // outside the downtime, and each bounded by qga::TIMEOUT.
+    let guest_clocks = todo
+        .iter()
+        .map(|vm| (vm.name.clone(), crate::qga::fix_clock(&vm.root, &vm.argv)))
+        .collect();
     let report = Report {
         vms: man.vms.iter().map(|v| v.config.name.clone()).collect(),
         phases,
         downtime_ms: ms(t_end.saturating_sub(man.t_blackout)),
+        guest_clocks,
     };
     fs::write(
         run_dir().join("last-upgrade.json"),
@@ -996,7 +1006,11 @@ impl std::fmt::Display for Report {
             f,
             "  {:<30} {:>10.1} ms",
             "downtime (first stop to last resume)", self.downtime_ms
-        )
+        )?;
+        for (vm, c) in &self.guest_clocks {
+            writeln!(f, "  guest clock {vm}: {c}")?;
+        }
+        Ok(())
     }
 }
 
@@ -1169,11 +1183,20 @@ mod tests {
                 ms: 1.5,
             }],
             downtime_ms: 42.0,
+            guest_clocks: vec![
+                ("vm1".into(), crate::qga::GuestClock::Set { behind_s: 12.5 }),
+                ("vm2".into(), crate::qga::GuestClock::NoAgent),
+            ],
         };
         let s = r.to_string();
         assert!(
             s.contains("state load") && s.contains("1.5") && s.contains("42.0"),
             "{s}"
         );
+        assert!(
+            s.contains("guest clock vm1: set by its guest agent (was 12.50 s behind)"),
+            "{s}"
+        );
+        assert!(s.contains("guest clock vm2: no guest agent"), "{s}");
     }
 }

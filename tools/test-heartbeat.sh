@@ -1,0 +1,36 @@
+#!/bin/bash
+# Host test of tools/heartbeat.pl's `check` (what turns the VMs' heartbeats
+# into the upgrade test's downtime and guest-clock verdicts): synthetic
+# runs, one per verdict, each checked for the expected ok / not ok lines.
+# Prints KTAP-style lines and "N passed, N failed".
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
+p=0 f=0 k=0
+# run NAME EXPECT... : beats from the perl snippet in $BEATS (pause of 10 s
+# at beat 1000, liveup reporting 10 s) must give these lines
+run() {
+    local name=$1 out; shift
+    echo 1000.000 > "$d/console.t0"
+    echo '[  40.000] KH-LOG upgrade:   downtime (first stop to last resume)      10000.0 ms' > "$d/console.log"
+    perl -e 'my $s=1000; my ($m,$r)=(5000,1.7e12); for my $i (1..2000) { $s+=0.02; $m+=20; $r+=20; '"$BEATS"'; printf "%.3f HB vm1 %d %.1f %.1f\n",$s,$i,$m,$r }' > "$d/heartbeat1.log"
+    out=$(perl "$here/heartbeat.pl" check "$d")
+    k=$((k + 1))
+    for e in "$@"; do
+        if ! grep -q "^$e" <<< "$out"; then
+            echo "not ok $k - $name # wanted '$e', got: $(tr '\n' '|' <<< "$out")"; f=$((f + 1)); return
+        fi
+    done
+    echo "ok $k - $name"; p=$((p + 1))
+}
+BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=10000}' \
+    run "a pause seen as reported, the wall clock set again" \
+    "ok|downtime 1: vm1 heartbeat gap 10.02" "ok|clock 1: vm1 monotonic clock moved 0.02" "ok|clock 1: vm1 wall clock +0.00"
+BEATS='if ($i==1000) {$s+=10}' \
+    run "a wall clock left behind by the pause fails" "not ok|clock 1: vm1 wall clock -10.00"
+BEATS='if ($i==1000) {$s+=10; $m+=60000} if ($i==1100) {$r+=10000}' \
+    run "a monotonic clock that jumps past the pause fails" "not ok|clock 1: vm1 monotonic clock moved 60.02"
+BEATS='if ($i==1000) {$s+=25} if ($i==1100) {$r+=25000}' \
+    run "a guest stopped far longer than reported fails" "not ok|downtime 1: vm1 heartbeat gap 25.02"
+echo "$p passed, $f failed"
+[ "$f" = 0 ]

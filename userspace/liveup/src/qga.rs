@@ -1,0 +1,392 @@
+//! The guest's wall clock after a hot-upgrade, set through the QEMU guest
+//! agent.
+//!
+//! A restored VM's kvmclock carries on from the value saved at the stop, so
+//! the guest's monotonic clock does not jump, and its wall clock is behind
+//! by the whole pause until something sets it. When the VM has a guest agent
+//! (a `virtserialport` named `org.qemu.guest_agent.0` on a `-chardev socket`,
+//! as libvirt and `liveup vm start --guest-agent` configure it), `liveup
+//! restore` asks it for the guest's time and sets it to the host's
+//! (`guest-get-time`, `guest-set-time`, the agent's own commands). Without
+//! one, the report says how far behind the guest's clock is.
+//!
+//! The agent runs inside the guest: every answer is untrusted. Lines are
+//! bounded, each wait has a deadline, and nothing the guest says is used
+//! except a number that is checked.
+
+use serde_json::{json, Value};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The name QEMU and libvirt give the agent's port.
+pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
+/// The longest answer line taken from a guest.
+const MAX_LINE: usize = 64 << 10;
+/// How long one exchange may take (a guest without a running agent never
+/// answers; an agent in a nested test VM answers within milliseconds).
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum QgaError {
+    #[error("cannot connect to the guest agent socket {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("guest agent I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no answer from the guest agent within {0:?}")]
+    Timeout(Duration),
+    #[error("the guest agent sent a line over {MAX_LINE} bytes")]
+    TooLong,
+    #[error("the guest agent closed the connection")]
+    Closed,
+    #[error("guest agent {cmd}: {desc}")]
+    Command { cmd: String, desc: String },
+    #[error("guest agent {0}: the answer is not what was asked for")]
+    Answer(String),
+}
+
+/// The host-side socket of the VM's guest agent, from its QEMU command line:
+/// `-device virtserialport,chardev=ID,name=org.qemu.guest_agent.0` and
+/// `-chardev socket,id=ID,path=PATH`. None when the VM has no agent port.
+pub fn agent_socket(argv: &[String]) -> Option<PathBuf> {
+    let opts = |s: &str| -> Vec<(String, String)> {
+        s.split(',')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (String::new(), kv.to_string()),
+            })
+            .collect()
+    };
+    let get =
+        |o: &[(String, String)], k: &str| o.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+    let pairs: Vec<(&str, Vec<(String, String)>)> = argv
+        .windows(2)
+        .filter(|w| w[0] == "-device" || w[0] == "-chardev")
+        .map(|w| (w[0].as_str(), opts(&w[1])))
+        .collect();
+    let id = pairs.iter().find_map(|(flag, o)| {
+        (*flag == "-device"
+            && o.first()
+                .is_some_and(|(k, v)| k.is_empty() && v == "virtserialport")
+            && get(o, "name").as_deref() == Some(AGENT_PORT))
+        .then(|| get(o, "chardev"))
+        .flatten()
+    })?;
+    pairs.iter().find_map(|(flag, o)| {
+        (*flag == "-chardev"
+            && o.first()
+                .is_some_and(|(k, v)| k.is_empty() && v == "socket")
+            && get(o, "id").as_deref() == Some(id.as_str()))
+        .then(|| get(o, "path").map(PathBuf::from))
+        .flatten()
+    })
+}
+
+/// The arguments `liveup vm start --guest-agent` adds for a VM named `name`.
+pub fn agent_args(name: &str) -> Vec<String> {
+    [
+        "-chardev",
+        &format!("socket,id=kh-qga,path=/run/liveup/{name}.qga,server=on,wait=off"),
+        "-device",
+        "virtio-serial-pci,id=kh-qga-bus",
+        "-device",
+        &format!("virtserialport,chardev=kh-qga,name={AGENT_PORT}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A connection to one guest agent.
+pub struct Agent<S> {
+    stream: S,
+    buf: Vec<u8>,
+    timeout: Duration,
+}
+
+impl Agent<UnixStream> {
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Self, QgaError> {
+        let s = UnixStream::connect(path)
+            .map_err(|e| QgaError::Connect(path.display().to_string(), e))?;
+        s.set_read_timeout(Some(Duration::from_millis(100)))?;
+        s.set_write_timeout(Some(timeout))?;
+        Ok(Agent::new(s, timeout))
+    }
+}
+
+impl<S: Read + Write> Agent<S> {
+    pub fn new(stream: S, timeout: Duration) -> Self {
+        Agent {
+            stream,
+            buf: Vec::new(),
+            timeout,
+        }
+    }
+
+    /// One line, within the deadline and MAX_LINE.
+    fn line(&mut self, deadline: Instant) -> Result<Vec<u8>, QgaError> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let rest = self.buf.split_off(i + 1);
+                return Ok(std::mem::replace(&mut self.buf, rest));
+            }
+            if self.buf.len() > MAX_LINE {
+                return Err(QgaError::TooLong);
+            }
+            if Instant::now() >= deadline {
+                return Err(QgaError::Timeout(self.timeout));
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(QgaError::Closed),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Send a command and take the first answer that is a JSON object with
+    /// "return" or "error" (anything else on the line, say a stale answer
+    /// skipped by `sync`, is passed over by the caller's check).
+    fn exchange(&mut self, cmd: &str, args: Value, deadline: Instant) -> Result<Value, QgaError> {
+        let mut req =
+            serde_json::to_vec(&json!({"execute": cmd, "arguments": args})).unwrap_or_default();
+        req.push(b'\n');
+        self.stream.write_all(&req)?;
+        loop {
+            let l = self.line(deadline)?;
+            let Ok(v) = serde_json::from_slice::<Value>(&l) else {
+                continue;
+            };
+            if let Some(e) = v.get("error") {
+                let desc = e
+                    .get("desc")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error")
+                    .chars()
+                    .take(200)
+                    .collect();
+                return Err(QgaError::Command {
+                    cmd: cmd.into(),
+                    desc,
+                });
+            }
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+        }
+    }
+
+    /// guest-sync: answers that arrive before the one to this id (left from
+    /// an earlier connection) are skipped.
+    pub fn sync(&mut self) -> Result<(), QgaError> {
+        let deadline = Instant::now() + self.timeout;
+        let id = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 & 0x7fff_ffff)
+            .unwrap_or(1);
+        let mut r = self.exchange("guest-sync", json!({"id": id}), deadline)?;
+        while r.as_u64() != Some(id) {
+            let l = self.line(deadline)?;
+            r = serde_json::from_slice::<Value>(&l)
+                .ok()
+                .and_then(|v| v.get("return").cloned())
+                .unwrap_or(Value::Null);
+        }
+        Ok(())
+    }
+
+    /// The guest's wall clock, ns since the epoch.
+    pub fn get_time(&mut self) -> Result<i64, QgaError> {
+        let r = self.exchange("guest-get-time", json!({}), Instant::now() + self.timeout)?;
+        r.as_i64()
+            .ok_or_else(|| QgaError::Answer("guest-get-time".into()))
+    }
+
+    pub fn set_time(&mut self, ns: i64) -> Result<(), QgaError> {
+        self.exchange(
+            "guest-set-time",
+            json!({"time": ns}),
+            Instant::now() + self.timeout,
+        )?;
+        Ok(())
+    }
+}
+
+/// What happened to one VM's wall clock after the restore.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum GuestClock {
+    /// Set by its agent; it had been behind by this many seconds.
+    Set { behind_s: f64 },
+    /// No agent port on the command line.
+    NoAgent,
+    /// An agent port whose agent did not do it.
+    Failed { why: String },
+}
+
+pub fn host_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Bring the guest's wall clock to the host's through its agent.
+pub fn set_guest_clock<S: Read + Write>(a: &mut Agent<S>) -> Result<f64, QgaError> {
+    a.sync()?;
+    let guest = a.get_time()?;
+    let now = host_ns();
+    a.set_time(now)?;
+    Ok(now.saturating_sub(guest) as f64 / 1e9)
+}
+
+/// For the VM whose QEMU runs with `argv` (paths inside `root`).
+pub fn fix_clock(root: &Path, argv: &[String]) -> GuestClock {
+    let Some(p) = agent_socket(argv) else {
+        return GuestClock::NoAgent;
+    };
+    let p = root.join(p.strip_prefix("/").unwrap_or(&p));
+    match Agent::connect(&p, TIMEOUT).and_then(|mut a| set_guest_clock(&mut a)) {
+        Ok(behind_s) => GuestClock::Set { behind_s },
+        Err(e) => GuestClock::Failed { why: e.to_string() },
+    }
+}
+
+impl std::fmt::Display for GuestClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GuestClock::Set { behind_s } => {
+                write!(f, "set by its guest agent (was {behind_s:.2} s behind)")
+            }
+            GuestClock::NoAgent => write!(
+                f,
+                "no guest agent: behind by the pause until the guest syncs (NTP)"
+            ),
+            GuestClock::Failed { why } => write!(
+                f,
+                "not set: {why}; behind by the pause until the guest syncs"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// A fake agent: answers are canned; what liveup sent is kept.
+    struct Fake {
+        answers: Cursor<Vec<u8>>,
+        sent: Vec<u8>,
+    }
+    impl Read for Fake {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            self.answers.read(b)
+        }
+    }
+    impl Write for Fake {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.sent.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    fn agent(answers: &str) -> Agent<Fake> {
+        Agent::new(
+            Fake {
+                answers: Cursor::new(answers.as_bytes().to_vec()),
+                sent: vec![],
+            },
+            Duration::from_millis(200),
+        )
+    }
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn the_agent_socket_is_found_as_libvirt_and_liveup_write_it() {
+        let mut argv = s(&["qemu", "-m", "96M"]);
+        argv.extend(agent_args("vm1"));
+        assert_eq!(
+            agent_socket(&argv),
+            Some(PathBuf::from("/run/liveup/vm1.qga"))
+        );
+        let libvirt = s(&[
+            "qemu", "-chardev", "socket,id=charchannel0,fd=33,server=on,wait=off",
+            "-chardev", "socket,id=charchannel1,path=/var/lib/libvirt/qemu/channel/target/domain-1-vm/org.qemu.guest_agent.0,server=on,wait=off",
+            "-device", "virtserialport,bus=virtio-serial0.0,nr=1,chardev=charchannel1,id=channel0,name=org.qemu.guest_agent.0",
+        ]);
+        assert_eq!(
+            agent_socket(&libvirt),
+            Some(PathBuf::from(
+                "/var/lib/libvirt/qemu/channel/target/domain-1-vm/org.qemu.guest_agent.0"
+            ))
+        );
+        assert_eq!(
+            agent_socket(&s(&[
+                "qemu",
+                "-device",
+                "virtserialport,chardev=c,name=other"
+            ])),
+            None
+        );
+        // a port whose chardev is not a socket: no agent we can reach
+        assert_eq!(
+            agent_socket(&s(&[
+                "-chardev",
+                "pty,id=c",
+                "-device",
+                "virtserialport,chardev=c,name=org.qemu.guest_agent.0"
+            ])),
+            None
+        );
+    }
+
+    #[test]
+    fn a_stale_answer_before_the_sync_is_skipped() {
+        let mut a = agent("{\"return\": 5}\n");
+        assert!(a.sync().is_err(), "the id never came back");
+        let sent = String::from_utf8(a.stream.sent.clone()).unwrap();
+        assert!(
+            sent.starts_with("{\"arguments\":{\"id\":") && sent.contains("guest-sync"),
+            "{sent}"
+        );
+    }
+
+    #[test]
+    fn time_is_read_and_set() {
+        let mut a = agent("garbage\n{\"return\": 1700000000000000000}\n{\"return\": {}}\n");
+        assert_eq!(a.get_time().unwrap(), 1_700_000_000_000_000_000);
+        a.set_time(42).unwrap();
+        let sent = String::from_utf8(a.stream.sent.clone()).unwrap();
+        assert!(
+            sent.contains("\"execute\":\"guest-set-time\"") && sent.contains("\"time\":42"),
+            "{sent}"
+        );
+    }
+
+    #[test]
+    fn hostile_answers_are_errors_not_hangs() {
+        assert!(matches!(
+            agent("{\"return\": \"soon\"}\n").get_time(),
+            Err(QgaError::Answer(_))
+        ));
+        assert!(matches!(agent("").get_time(), Err(QgaError::Closed)));
+        let long = "x".repeat(MAX_LINE + 10);
+        assert!(matches!(agent(&long).get_time(), Err(QgaError::TooLong)));
+        let e = agent("{\"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}}\n")
+            .set_time(1)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "guest agent guest-set-time: no");
+    }
+}
