@@ -1,11 +1,14 @@
 #!/bin/bash
-# The hot-upgrade selftest (selftests/upgrade/: three upgrades, failure
-# injection, restore --retry, a kexec back) in two rig boots side by side:
-#  - out/check-upgrade: two tinyvm VMs, the rig on one TCG thread of
-#    bookworm's QEMU 7.2 (the configuration every other rig test uses);
+# The hot-upgrade selftests (selftests/upgrade/upgrade.sh: three upgrades,
+# failure injection, restore --retry, a kexec back; vmcount.sh: downtime
+# with 1, 2 and 4 VMs) in two rig boots side by side:
+#  - out/check-upgrade: two tinyvm VMs, then the VM-count series, the rig on
+#    one TCG thread of bookworm's QEMU 7.2 (the configuration every other
+#    rig test uses);
 #  - out/check-upgrade-linux: one Linux VM (the release kernel running
 #    tools/guest/hb.c: self-verifying pages, heartbeats with its own
-#    clocks), the rig on multi-threaded TCG of trixie's QEMU 11.1. A Linux
+#    clocks, a virtio-blk disk, a virtio-net NIC, a guest agent), the rig
+#    on multi-threaded TCG of trixie's QEMU 11.1. A Linux
 #    L2 does not boot on the single-threaded rig, and multi-threaded TCG
 #    before QEMU 8.1 ran stale translated code after text_poke_bp (the
 #    "Oops: int3" of Documentation/upgrade.rst); 11.1 has the fix.
@@ -32,8 +35,8 @@ if [ "${KH_UPGRADE_LINUX:-1}" = 1 ]; then
         > "$KH_ROOT/out/check-upgrade-linux.log" 2>&1 &
     lpid=$!
 fi
-"$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade
-echo "== tinyvm x2, one TCG thread (out/check-upgrade)"
+"$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade upgrade/vmcount
+echo "== tinyvm x2, then 1, 2 and 4 tinyvms, one TCG thread (out/check-upgrade)"
 "$KH_ROOT/tools/ktap-report.sh" "$run"
 read -r p f s < "$run/counts"
 if [ -n "${lpid:-}" ]; then

@@ -70,5 +70,7 @@ perl "$KH_REPORT_DIR/heartbeat.pl" stops "$run" | tee -a "$run/figures"
 # (selftests/upgrade/upgrade.sh, boot_vm): shown, never silent.
 perl -ne '$n++ if /started again after a rig fault/; END { printf "# figure: VMs started again after a rig fault: %d\n", $n if $n }' \
     "$run/console.log" | tee -a "$run/figures"
+# Figures a test printed itself ("KH-FIGURE text").
+perl -ne 'print "# figure: $1\n" if /^\[ *[0-9.]+\] KH-FIGURE (.*)/' "$run/console.log" | tee -a "$run/figures"
 echo "$p $f $s" > "$run/counts"
 echo "# rig: $p passed, $f failed, $s skipped"

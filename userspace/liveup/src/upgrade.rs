@@ -440,6 +440,24 @@ fn pick_tsc_khz(vms: &[(String, u64)]) -> (Option<u64>, Option<String>) {
     (Some(*khz), note)
 }
 
+/// The VMs' TSC frequency as the next kernel's `tsc_known_khz=`, if it is
+/// within 1% of the rate measured here (kernels' calibrations of one TSC
+/// differ by 0.1-0.3%). Anything further off is not the frequency the VMs
+/// started under (a QEMU that misreports, a kernel given a wrong value):
+/// the next kernel calibrates for itself instead, and the message says why.
+fn plausible_tsc_khz(khz: u64, measured_khz: f64) -> Result<u64, String> {
+    let off = (khz as f64 - measured_khz) / measured_khz;
+    if measured_khz > 0.0 && off.abs() <= 0.01 {
+        Ok(khz)
+    } else {
+        Err(format!(
+            "the VMs' TSC frequency {khz} kHz is {:+.2}% off the {measured_khz:.0} kHz measured here: \
+             not passed to the next kernel (it calibrates its own; a VM may warn of a TSC frequency mismatch)",
+            100.0 * off
+        ))
+    }
+}
+
 /// `cmdline` with `key=value` as its only `key=` word.
 fn set_param(cmdline: &str, key: &str, value: &str) -> String {
     let prefix = format!("{key}=");
@@ -583,8 +601,12 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
     if let Some(n) = note {
         eprintln!("liveup: {n}");
     }
-    if let Some(khz) = khz {
-        cmdline = set_param(&cmdline, "tsc_known_khz", &khz.to_string());
+    // QEMU's figure is a QEMU process's word: only one close to the rate
+    // this kernel runs the TSC at goes on the next kernel's command line.
+    match khz.map(|k| plausible_tsc_khz(k, tsc_hz() / 1000.0)) {
+        Some(Ok(khz)) => cmdline = set_param(&cmdline, "tsc_known_khz", &khz.to_string()),
+        Some(Err(why)) => eprintln!("liveup: {why}"),
+        None => {}
     }
     if let Some(k) = &keep {
         cmdline = format!("{cmdline} {}", k.cmdline());
@@ -1172,6 +1194,19 @@ mod tests {
             "console=ttyS0 x=1"
         );
         assert_eq!(next_cmdline(None, Some("a")).unwrap(), "a");
+    }
+
+    #[test]
+    fn only_a_plausible_tsc_frequency_is_handed_on() {
+        assert_eq!(plausible_tsc_khz(2_300_026, 2_293_273.0), Ok(2_300_026));
+        let e = plausible_tsc_khz(4_000_000, 2_293_273.0).unwrap_err();
+        assert!(e.contains("+74.42% off") && e.contains("not passed"), "{e}");
+        assert!(plausible_tsc_khz(1, 2_293_273.0).is_err());
+        assert!(plausible_tsc_khz(u64::MAX, 2_293_273.0).is_err());
+        assert!(
+            plausible_tsc_khz(2_293_273, 0.0).is_err(),
+            "nothing measured"
+        );
     }
 
     #[test]

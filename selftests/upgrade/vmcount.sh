@@ -1,0 +1,59 @@
+#!/bin/sh
+# Downtime against the number of VMs: one hot-upgrade with 1 tinyvm, one
+# with 2 and one with 4 (32 MiB each, RAM in KRAM), in one rig boot. liveup
+# stops, saves, relaunches and loads all VMs at once, so the downtime must
+# not grow with their number: 4 VMs at most 1.2x one (the target),
+# each VM running with its memory intact after every upgrade. The figures
+# go to the log as "KH-LOG ... vms=N downtime=MS".
+. /host/lib/ktap.sh
+VM_MEM=32M
+COUNTS="1 2 4"
+all_vms() { echo c1 c2 c3 c4 | cut -d' ' -f1-$1; }
+downtime() { sed -n 's/.*downtime (first stop to last resume) *\([0-9.]*\) ms/\1/p' "$1"; }
+# start the VMs numbered FROM..TO and wait until each has booted
+grow() {
+    local i
+    for i in $(seq $1 $2); do kh_check "start c$i with its RAM in KRAM" start_vm c$i $i || return 1; done
+    for i in $(seq $1 $2); do kh_check "c$i booted" boot_vm c$i $i || { diag c$i; return 1; }; done
+}
+. ./vms.sh
+# VMs during this stage's upgrade (none after the last)
+next=$(echo $COUNTS | cut -d' ' -f$((KH_STAGE + 1)))
+
+if [ "$KH_STAGE" = 0 ]; then
+    # after upgrade.sh in the same rig: its VMs go, RAM and all
+    if grep -q kram /proc/modules; then
+        for v in $($L vm list | cut -d' ' -f1); do $L vm stop $v --delete-area > /dev/null; done
+    else
+        insmod /host/modules/kram.ko $KRAM_PARAMS
+    fi
+    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_check "KRAM ready" sh -c "$L kram status | grep -q ready" || exit 0
+    mountpoint -q $R/run || { kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R || exit 0; }
+    VMS=c1
+    grow 1 1 || exit 0
+    kh_check "memory checks pass before upgrading" all_memory_ok
+    upgrade_now
+    exit 0
+fi
+# stage K: restore the upgrade made with the K-th count of VMs
+had=$(echo $COUNTS | cut -d' ' -f$KH_STAGE)
+VMS=$(all_vms $had)
+kh_mount_rootfs $R
+$L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" > $KH_DIR/report.$had 2>&1
+sed 's/^/KH-LOG restore: /' $KH_DIR/report.$had
+d=$(downtime $KH_DIR/report.$had)
+kh_log "vms=$had downtime=${d:-none}"
+kh_check "$had VM(s): restore reports a downtime" test -n "$d"
+kh_check "$had VM(s): every VM running again" both_running || diag
+kh_check "$had VM(s): memory of every VM intact" all_memory_ok || diag
+if [ -n "$next" ]; then
+    grow $((had + 1)) $next || exit 0
+    VMS=$(all_vms $next)
+    upgrade_now
+    exit 0
+fi
+d1=$(downtime $KH_DIR/report.1) d4=$(downtime $KH_DIR/report.4) d2=$(downtime $KH_DIR/report.2)
+echo "KH-FIGURE upgrade downtime by VM count: 1 VM ${d1} ms, 2 VMs ${d2} ms, 4 VMs ${d4} ms"
+kh_check "4 VMs down at most 1.2x as long as 1 VM (${d4} ms vs ${d1} ms)" \
+    awk -v a="$d4" -v b="$d1" 'BEGIN { exit !(b > 0 && a <= 1.2 * b) }'
