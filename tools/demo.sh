@@ -4,6 +4,10 @@
 # RAM is in KRAM, and hot-upgrades its kernel under it with liveup; then the
 # downtime breakdown, the guest-visible heartbeat gap and the floor (a bare
 # kexec to init, measured in the same run) are printed.
+# The VM is a Linux guest with a disk, a NIC and a guest agent
+# (selftests/demo/upgrade.sh), on the rig configuration that boots Linux L2
+# guests (trixie's QEMU 11.1, multi-threaded TCG: KH_LINUX_RIG_ENV);
+# KH_DEMO_GUEST=tiny runs tools/guest/tinyvm.c on the default rig instead.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$KH_ROOT"
@@ -14,7 +18,12 @@ rootfs=$("$KH_ROOT/tools/mkrootfs.sh")
 "$KH_ROOT/tools/build-userspace-guest.sh" > /dev/null
 run="$KH_ROOT/out/demo"
 echo "== demo: booting the rig guest (release kernel) under QEMU; this takes a few minutes under TCG"
-"$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 1200 -r "$rootfs" rig/kexec_persist demo/upgrade \
+if [ "${KH_DEMO_GUEST:-linux}" = linux ]; then
+    rig_env=("${KH_LINUX_RIG_ENV[@]}" KH_GUEST_ENV=KH_DEMO_GUEST=linux)
+else
+    rig_env=(KH_GUEST_ENV=KH_DEMO_GUEST=tiny)
+fi
+env "${rig_env[@]}" "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 1200 -r "$rootfs" rig/kexec_persist demo/upgrade \
     | grep --line-buffered -E 'KH-DEMO|KH-RESULT|rig:' | sed -E 's/KH-(DEMO|RESULT) ?//'
 echo
 echo "== figures"
