@@ -3,7 +3,9 @@
 # floor (bare kexec to init), mainline (migrate all RAM to a file, kexec,
 # read it back) and liveup (device state only, RAM in KRAM), for 256 MiB
 # and 1 GiB VMs, all measured in one run. Downtime = the longest gap in the
-# VM's 20 ms heartbeat, stamped on this host.
+# VM's 20 ms heartbeat, stamped on this host. Then a Linux guest with a
+# disk and a NIC (guest-seen next to reported downtime, its clocks) and the
+# downtime with 1, 2 and 4 VMs.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$KH_ROOT"
@@ -36,4 +38,24 @@ for mib in 256 1024; do
 done
 echo
 echo "rig: $p passed, $f failed (bench/upgrade: VMs' memory checked after every upgrade)"
-[ "$f" = 0 ]
+
+# The Linux guest (disk, NIC, guest agent: selftests/upgrade/upgrade.sh on
+# the Linux rig configuration) and the VM-count series
+# (selftests/upgrade/vmcount.sh), two more rig boots side by side.
+lrun="$KH_ROOT/out/bench-upgrade-linux" crun="$KH_ROOT/out/bench-upgrade-vmcount"
+vmk=$("$KH_ROOT/tools/build-kernel.sh" release)
+env "${KH_LINUX_RIG_ENV[@]}" "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$lrun" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
+    > "$lrun.log" 2>&1 &
+"$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$crun" -t 2400 -r "$rootfs" upgrade/vmcount > "$crun.log" 2>&1
+wait
+"$KH_ROOT/tools/ktap-report.sh" "$lrun" > "$lrun/ktap"
+"$KH_ROOT/tools/ktap-report.sh" "$crun" > "$crun/ktap"
+echo
+echo "Linux guest (32 MiB verified memory, virtio-blk, virtio-net, guest agent), downtime as liveup reports it and as the guest lived it:"
+grep -E '^(ok|not ok) [0-9]+ (downtime|clock) ' "$lrun/ktap" | sed 's/^\(not ok\|ok\) [0-9]* /  /'
+grep -h 'network: sent' "$lrun/console.log" | sed -E 's/^\[ *[0-9.]+\] KH-LOG /  /'
+echo
+grep '^# figure: upgrade downtime by VM count' "$crun/ktap" | sed 's/^# figure: /VM count: /'
+read -r lp lf _ < "$lrun/counts"; read -r cp cf _ < "$crun/counts"
+echo "rigs: Linux guest $lp passed, $lf failed; VM count $cp passed, $cf failed"
+[ "$f" = 0 ] && [ "$lf" = 0 ] && [ "$cf" = 0 ]

@@ -29,7 +29,7 @@ if [ "$KH_STAGE" = 0 ]; then
     fi
     $L kram status | grep -q ready || $L kram format --yes > /dev/null
     kh_check "KRAM ready" sh -c "$L kram status | grep -q ready" || exit 0
-    mountpoint -q $R/run || { kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R || exit 0; }
+    grep -q " $R/run " /proc/mounts || { kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R || exit 0; }
     VMS=c1
     grow 1 1 || exit 0
     kh_check "memory checks pass before upgrading" all_memory_ok

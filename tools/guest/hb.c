@@ -51,6 +51,7 @@
  */
 #define _GNU_SOURCE /* O_DIRECT */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <net/if.h>
 #include <netpacket/packet.h>
@@ -252,30 +253,39 @@ static void net_worker(const char *name, const char *iface, int con)
 
 #define AGENT_PORT "org.qemu.guest_agent.0"
 
-/* the /dev node of the virtio-serial port named AGENT_PORT, or NULL */
+/* the /dev node of the virtio-serial port named AGENT_PORT, or NULL (its
+ * vportNpM number depends on the VM's other virtio devices) */
 static const char *agent_dev(void)
 {
-	static char dev[64];
-	char path[128], name[64];
+	static char dev[300];
+	char path[300], name[64];
+	DIR *d;
+	struct dirent *e;
 
 	if (getenv("KH_AGENT_DEV")) /* a test on the build host: a pty */
 		return getenv("KH_AGENT_DEV");
+	d = opendir("/sys/class/virtio-ports");
+	if (!d)
+		return NULL;
+	while ((e = readdir(d))) {
+		FILE *f;
+		int found;
 
-	for (int p = 0; p < 4; p++)
-		for (int q = 0; q < 4; q++) {
-			FILE *f;
-
-			snprintf(path, sizeof(path), "/sys/class/virtio-ports/vport%dp%d/name", p, q);
-			f = fopen(path, "r");
-			if (!f)
-				continue;
-			if (fgets(name, sizeof(name), f) && !strncmp(name, AGENT_PORT, strlen(AGENT_PORT))) {
-				fclose(f);
-				snprintf(dev, sizeof(dev), "/dev/vport%dp%d", p, q);
-				return dev;
-			}
-			fclose(f);
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		found = fgets(name, sizeof(name), f) && !strncmp(name, AGENT_PORT, strlen(AGENT_PORT));
+		fclose(f);
+		if (found) {
+			snprintf(dev, sizeof(dev), "/dev/%s", e->d_name);
+			closedir(d);
+			return dev;
 		}
+	}
+	closedir(d);
 	return NULL;
 }
 
