@@ -1,7 +1,9 @@
 #!/bin/bash
-# Everything `make check` runs: userspace (fmt, clippy, cargo test) on the
-# host, then the kernel selftests in one rig guest booted with the debug
-# (KASAN + lockdep) kernel. Ends with "N passed, N failed, N skipped".
+# Everything `make check` runs: userspace (fmt, clippy, cargo test) and the
+# host-side script tests, the set-up in a fresh chroot, the kernel selftests
+# in two rig guests booted with the debug (KASAN + lockdep) kernel, the
+# hot-upgrade rigs (tools/check-upgrade.sh) and liveup migrate. Ends with
+# "N passed, N failed, N skipped".
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$KH_ROOT"
@@ -10,6 +12,27 @@ P=0 F=0 S=0
 pass() { P=$((P + 1)); echo "ok - $*"; }
 failed=()
 fail() { F=$((F + 1)); failed+=("$*"); echo "not ok - $*"; }
+# add_results NAME LOG RC: fold a sub-test's last "N passed, N failed" line
+# into the totals; none (or nothing run), or a non-zero exit with no failure
+# counted, is a failure of its own.
+add_results() {
+    local name=$1 log=$2 rc=$3 p f
+    read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$log" | tail -n1)
+    if [ -z "${p:-}" ] || [ $((p + f)) = 0 ]; then fail "$name: no results (${log#"$KH_ROOT"/})"; return; fi
+    P=$((P + p)); F=$((F + f))
+    [ "$f" = 0 ] || failed+=("$name: $f failed (${log#"$KH_ROOT"/})")
+    [ "$rc" = 0 ] || [ "$f" -gt 0 ] || fail "$name exited $rc"
+}
+# add_counts NAME RUN: the same for a rig run's RUN/counts (tools/ktap-report.sh)
+add_counts() {
+    local p f s
+    if read -r p f s < "$2/counts" 2>/dev/null; then
+        P=$((P + p)); F=$((F + f)); S=$((S + s))
+        [ "$f" = 0 ] || failed+=("$1: $f failed (${2#"$KH_ROOT"/}/console.log)")
+    else
+        fail "$1: no counts (${2#"$KH_ROOT"/}/console.log)"
+    fi
+}
 # The closing lines: the failed steps by name, then the counts.
 summary() {
     [ ${#failed[@]} -eq 0 ] || { echo "failed steps:"; printf '  - %s\n' "${failed[@]}"; }
@@ -43,15 +66,11 @@ P=$((P + cp)); F=$((F + cf)); S=$((S + ci))
 
 # --- the heartbeat verdicts (downtime and guest clocks) --------------------
 echo "== heartbeat checks on synthetic runs: tools/test-heartbeat.sh"
-"$KH_ROOT/tools/test-heartbeat.sh" > "$KH_ROOT/out-heartbeat.log" 2>&1
-grep -E '^(ok|not ok) ' "$KH_ROOT/out-heartbeat.log" | sed 's/^\(not ok\|ok\) [0-9]* - /\1 - heartbeat: /'
-read -r hp hf < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$KH_ROOT/out-heartbeat.log")
-rm -f "$KH_ROOT/out-heartbeat.log"
-if [ -n "${hp:-}" ] && [ "$hp" -gt 0 ]; then
-    P=$((P + hp)); F=$((F + hf)); [ "$hf" = 0 ] || failed+=("heartbeat checks: $hf failed")
-else
-    fail "tools/test-heartbeat.sh produced no summary"
-fi
+mkdir -p "$KH_ROOT/out"
+"$KH_ROOT/tools/test-heartbeat.sh" > "$KH_ROOT/out/heartbeat.log" 2>&1
+hrc=$?
+grep -E '^(ok|not ok) ' "$KH_ROOT/out/heartbeat.log" | sed 's/^\(not ok\|ok\) [0-9]* - /\1 - heartbeat: /'
+add_results "heartbeat checks" "$KH_ROOT/out/heartbeat.log" $hrc
 
 # --- the set-up on a machine unlike this one ---------------------------------
 echo "== setup on a fresh bookworm chroot with old apt lists: tools/test-setup-chroot.sh"
@@ -59,14 +78,7 @@ mkdir -p "$KH_ROOT/out"
 "$KH_ROOT/tools/test-setup-chroot.sh" > "$KH_ROOT/out/setup-chroot.log" 2> "$KH_ROOT/out/setup-chroot.err"
 src=$?
 grep -E '^(ok|not ok) ' "$KH_ROOT/out/setup-chroot.log" | sed 's/^\(not ok\|ok\) [0-9]* /\1 - setup chroot: /'
-read -r sp sf < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$KH_ROOT/out/setup-chroot.log" | tail -n1)
-if [ -n "${sp:-}" ]; then
-    P=$((P + sp)); F=$((F + sf))
-    [ "$sf" = 0 ] || failed+=("setup chroot test: $sf failed (out/setup-chroot.log, .err)")
-    [ "$src" = 0 ] || [ "$sf" -gt 0 ] || fail "setup chroot test exited $src"
-else
-    fail "setup chroot test produced no summary (out/setup-chroot.err: $(tail -n1 "$KH_ROOT/out/setup-chroot.err"))"
-fi
+add_results "setup chroot test" "$KH_ROOT/out/setup-chroot.log" $src
 
 # --- kernel, modules, guest images -----------------------------------------
 echo "== kernel (debug variant) and modules"
@@ -121,39 +133,21 @@ echo "== rig (second boot, out/check-b): $(echo $plan_b)"
 grep -E '^\[ *[0-9.]+\] (KH-RESULT|Kernel panic|BUG:|WARNING:)' "$KH_ROOT/out/check-b.log"
 for r in "$run" "$run-b"; do
     "$KH_ROOT/tools/ktap-report.sh" "$r"
-    if read -r kp kf ks < "$r/counts"; then
-        P=$((P + kp)); F=$((F + kf)); S=$((S + ks))
-        [ "$kf" = 0 ] || failed+=("rig selftests: $kf failed (${r#$KH_ROOT/}/console.log)")
-    else
-        fail "rig selftests: no counts (${r#$KH_ROOT/}/console.log)"
-    fi
+    add_counts "rig selftests" "$r"
 done
 
 # --- hot-upgrade under running VMs, in a second rig boot ----------------------
 echo "== rig: hot-upgrade (selftests/upgrade, release host kernel)"
 rm -f "$KH_ROOT/out/check-upgrade/counts"
 "$KH_ROOT/tools/check-upgrade.sh" | grep -v '^make'
-if [ -f "$KH_ROOT/out/check-upgrade/counts" ]; then
-    read -r up uf us < "$KH_ROOT/out/check-upgrade/counts"
-    P=$((P + up)); F=$((F + uf)); S=$((S + us))
-    [ "$uf" = 0 ] || failed+=("hot-upgrade rig: $uf failed (out/check-upgrade/console.log)")
-else
-    fail "hot-upgrade rig run"
-fi
+add_counts "hot-upgrade rigs" "$KH_ROOT/out/check-upgrade"
 
 # --- liveup migrate end to end: network namespaces, shaped link, QEMU 11 ---
 echo "== liveup migrate: tools/check-migrate.sh"
 "$KH_ROOT/tools/check-migrate.sh" > "$KH_ROOT/out/check-migrate.log" 2>&1
 mrc=$?
 grep -E '^(ok|not ok) ' "$KH_ROOT/out/check-migrate.log"
-read -r mp mf < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$KH_ROOT/out/check-migrate.log")
-if [ -n "${mp:-}" ]; then
-    P=$((P + mp)); F=$((F + mf))
-    [ "$mf" = 0 ] || failed+=("liveup migrate: $mf failed (out/check-migrate.log)")
-    [ "$mrc" = 0 ] || [ "$mf" -gt 0 ] || fail "check-migrate exited $mrc"
-else
-    fail "check-migrate produced no summary (see out/check-migrate.log)"
-fi
+add_results "liveup migrate" "$KH_ROOT/out/check-migrate.log" $mrc
 
 echo "== make check took $(( $(date +%s) - t0 )) s"
 summary
