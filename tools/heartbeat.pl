@@ -9,7 +9,7 @@
 #                            clocks (tools/guest/hb.c), that its monotonic
 #                            clock moved no more than the outer host's over
 #                            the gap and that its wall clock was right again
-#                            (within 1.5 s) 5 s after it (liveup restore sets
+#                            (within 2.5 s) 5 s after it (liveup restore sets
 #                            it through the guest agent)
 #   heartbeat.pl stops RUN   "# figure:" lines for gaps with no upgrade start,
 #                            test stage or kexec in the console during them
@@ -76,8 +76,12 @@ if ($mode eq "check") {
             $ok = $mono <= $g + 0.1;
             printf "%s|clock %d: %s monotonic clock moved %.2f s over the %.2f s pause%s\n",
                 $ok ? "ok" : "not ok", $k, $n, $mono, $g, $ok ? "" : " # jumped forward";
+            # The guest's wall clock against this host's, after vs before:
+            # the guest started from its host's RTC and is set to that
+            # host's clock, which each kexec'd rig kernel takes from the RTC
+            # again (whole seconds): up to 2 s either way without any fault.
             my $off = ($b5->[2] / 1000 - $b5->[0]) - ($b0->[2] / 1000 - $b0->[0]);
-            $ok = abs($off) <= 1.5;
+            $ok = abs($off) <= 2.5;
             printf "%s|clock %d: %s wall clock %+.2f s off the host's 5 s after resume (%+.2f s right after)%s\n",
                 $ok ? "ok" : "not ok", $k, $n, $off, ($b1->[2] / 1000 - $b1->[0]) - ($b0->[2] / 1000 - $b0->[0]),
                 $ok ? "" : " # not set again";
