@@ -10,6 +10,10 @@
 . /host/lib/ktap.sh
 UPGRADES=${KH_UPGRADES:-3}
 . ./vms.sh
+# KVM keeps a VM's kvmclock in step with the guest's TSC (the "master clock")
+# only while this kernel's clocksource is the TSC; a TSC marked unstable is
+# one suspect for a guest that stands still after a resume (upgrade.rst).
+kh_log "stage $KH_STAGE: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); $(dmesg | grep -i -m2 -E 'tsc.*unstable|clocksource.*(switch|watchdog)' | tr '\n' '|')"
 
 case $KH_STAGE in
 0)
