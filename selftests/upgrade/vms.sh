@@ -25,6 +25,9 @@ vm_port() { local i=1 v; for v in $VMS; do [ $v = $1 ] && { echo $i; return; }; 
 start_peers() {
     local v p
     linux || return 0
+    # QEMU's datagrams to the peer go over the loopback, which the rig's
+    # init leaves down
+    ip link set lo up 2>/dev/null || ifconfig lo up
     for v in $VMS; do
         p=$(vm_port $v)
         /host/bin/kh-netpeer --listen $(pport $p) --reply $(qport $p) --log /host/$v.netpeer &

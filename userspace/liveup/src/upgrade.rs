@@ -113,6 +113,28 @@ fn spawn_qemu(vm: &VmConfig, incoming: bool) -> Result<()> {
 }
 
 /// `liveup vm start`: put the VM's RAM in a KRAM area and launch QEMU.
+/// The KRAM node a VM's RAM is mapped from. /dev/kram maps a PFN range
+/// (no struct pages, nothing to set up), which get_user_pages() cannot pin:
+/// a disk QEMU opens with O_DIRECT (`cache=none`, `cache=directsync`,
+/// `aio=native`), vhost and VFIO DMA straight from guest RAM and fail on it
+/// (the guest sees I/O errors). Such a VM gets /dev/kram-pages: ordinary
+/// pages, the same area and offset (Documentation/kram.rst).
+pub fn ram_device(args: &[String]) -> &'static str {
+    let pins = |a: &String| {
+        a.split(',').any(|o| {
+            matches!(
+                o,
+                "cache=none" | "cache=directsync" | "aio=native" | "vhost=on" | "vfio-pci"
+            ) || o.starts_with("cache.direct=on")
+        })
+    };
+    if args.iter().any(pins) {
+        crate::kram::PAGES_DEVICE
+    } else {
+        crate::kram::DEFAULT_DEVICE
+    }
+}
+
 pub fn vm_start(
     kram: &Kram,
     name: &str,
@@ -132,8 +154,9 @@ pub fn vm_start(
     argv.extend([
         "-object".into(),
         format!(
-            "memory-backend-file,id=ram0,size={},mem-path=/dev/kram,offset={},share=on,align=2M",
+            "memory-backend-file,id=ram0,size={},mem-path={},offset={},share=on,align=2M",
             pages * crate::kram::PAGE_SIZE,
+            ram_device(extra),
             area.offset
         ),
         "-machine".into(),
@@ -1194,6 +1217,34 @@ mod tests {
             "console=ttyS0 x=1"
         );
         assert_eq!(next_cmdline(None, Some("a")).unwrap(), "a");
+    }
+
+    #[test]
+    fn ram_that_devices_pin_is_mapped_from_kram_pages() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ram_device(&a(&["-kernel", "k", "-serial", "stdio"])),
+            "/dev/kram"
+        );
+        assert_eq!(
+            ram_device(&a(&["-drive", "file=d.img,if=virtio,format=raw"])),
+            "/dev/kram"
+        );
+        for pinned in [
+            "file=d.img,if=virtio,format=raw,cache=none",
+            "file=d.img,cache=directsync",
+            "file=d.img,aio=native,cache.direct=on",
+            "vfio-pci,host=0000:00:03.0",
+            "tap,id=n0,vhost=on",
+        ] {
+            assert_eq!(
+                ram_device(&a(&["-x", pinned])),
+                "/dev/kram-pages",
+                "{pinned}"
+            );
+        }
+        // a word that only contains one of them is not one
+        assert_eq!(ram_device(&a(&["-name", "cache=nonesuch"])), "/dev/kram");
     }
 
     #[test]
