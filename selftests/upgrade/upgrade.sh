@@ -49,6 +49,14 @@ case $KH_STAGE in
         else
             kh_fail "failure injected at $step: error reported, both VMs running, memory intact" "rc=$rc $(cat $KH_DIR/out)"
         fi
+        # the VMs were paused (after-save, before-kexec): their wall clocks
+        # set again through their agents
+        if linux && [ $step != preflight ]; then
+            for v in $VMS; do
+                kh_check "failure injected at $step: $v wall clock set by its guest agent" \
+                    grep -q "guest clock $v: set by its guest agent" $KH_DIR/out || cat $KH_DIR/out
+            done
+        fi
         # The state the aborted upgrade stored is older than the VMs' RAM
         # now: no restore may load it (--retry skips the running VMs, so a
         # state left valid shows as a report here, and harms nothing).

@@ -721,6 +721,9 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
                 let _ = q.wait_migration("migrate_cancel", Duration::from_secs(10));
                 let _ = q.execute("cont", json!({}));
             }
+            // They were stopped, their kvmclock with them: their wall clocks
+            // are behind by the pause, as after a restore.
+            set_clocks(stopped.iter().map(|&i| &vms[i]));
             kexec_unload();
             return Err(
                 e.context("upgrade aborted before kexec; the VMs were resumed where they were")
@@ -740,6 +743,7 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
         for q in qmps.iter_mut() {
             let _ = q.execute("cont", json!({}));
         }
+        set_clocks(vms.iter());
         kexec_unload();
         return Ok(());
     }
@@ -749,6 +753,15 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
         libc::reboot(libc::LINUX_REBOOT_CMD_KEXEC);
     }
     bail!("kexec failed: {}", std::io::Error::last_os_error())
+}
+
+/// After VMs ran again in this kernel (an aborted upgrade, --no-exec): set
+/// their wall clocks through their guest agents, saying so on stderr.
+fn set_clocks<'a>(vms: impl Iterator<Item = &'a VmConfig>) {
+    for vm in vms {
+        let c = crate::qga::fix_clock(&vm.root, &vm.argv);
+        eprintln!("liveup: guest clock {}: {c}", vm.name);
+    }
 }
 
 /// The marker `restore` writes to the kernel log as it starts.
