@@ -27,7 +27,7 @@ env "${rig_env[@]}" "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 1200 -r "
     | grep --line-buffered -E 'KH-DEMO|KH-RESULT|rig:' | sed -E 's/KH-(DEMO|RESULT) ?//'
 echo
 echo "== figures"
-"$KH_ROOT/tools/ktap-report.sh" "$run" | grep -E '^# (figure|rig)' | sed 's/^# //'
+"$KH_ROOT/tools/ktap-report.sh" "$run" | grep -E '^# (figure|rig)|^(not )?ok [0-9]+ (downtime|clock) [0-9]+:' | sed -E 's/^(# |(not )?ok [0-9]+ )//'
 read -r p f s < "$run/counts" || { echo "demo: failed: the rig wrote no results (see $run/console.log)"; exit 1; }
 # Success only when it was checked: the VM's memory verified after the resume.
 "$KH_ROOT/tools/ktap-report.sh" "$run" | { grep -E '^not ok' || true; } | sed 's/^/demo: failed: /'
