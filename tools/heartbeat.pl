@@ -22,12 +22,16 @@ open(my $f, "<", "$run/console.t0") or exit 0;
 my $t0 = <$f> + 0;
 close $f;
 open($f, "<", "$run/console.log") or exit 0;
-my (@rep, @ev);    # [time, downtime s] of each liveup report; upgrade/kexec events
+my (@rep, @ev);    # [time, downtime s, {VMs}] of each liveup report; upgrade/kexec events
+my %in;            # the VMs of the report being read ("host kernel upgrade: VMs a, b")
 while (<$f>) {
     next unless /^\[ *([0-9.]+)\] (.*)/;
     my ($t, $l) = ($t0 + $1, $2);
+    $l =~ s/\s+$//;    # the serial console ends lines with \r\n
     push @ev, $t if $l =~ /^KH-(UPGRADE-START|TEST-START|KEXEC-E)/;
-    push @rep, [$t, $1 / 1000]
+    %in = map { $_ => 1 } split /, /, $1
+        if $l =~ /^KH-(?:LOG (?:\S+ )?(?:upgrade|restore):|DEMO) +host kernel upgrade: VMs (.*)/;
+    push @rep, [$t, $1 / 1000, {%in}]
         if $l =~ /^KH-(?:LOG (?:\S+ )?(?:upgrade|restore):|DEMO) +downtime \(first stop to last resume\) +([0-9.]+) ms/;
 }
 my %gaps;          # VM -> [start, end] of each gap over 1 s
@@ -41,7 +45,8 @@ for my $h (glob("$run/heartbeat*.log")) {
         my $n = $F[2];
         push @{$gaps{$n}}, [$last{$n}, $F[0]] if defined $last{$n} && $F[0] - $last{$n} > 1.0;
         $last{$n} = $F[0];
-        push @{$beats{$n}}, [@F[0, 4, 5]] if @F > 5;
+        # hb.c's "HB NAME SEQ MONO_MS REAL_MS" (not two cut-off beats run together)
+        push @{$beats{$n}}, [@F[0, 4, 5]] if @F == 6 && "@F[3..5]" =~ /^\d+ [0-9.]+ [0-9.]+$/;
     }
 }
 # the first beat of VM n stamped at or after t (binary search)
@@ -58,13 +63,16 @@ sub beat_at {
 if ($mode eq "check") {
     my $k = 0;
     for my $r (@rep) {
-        my ($t, $d) = @$r;
+        my ($t, $d, $vms) = @$r;
         $k++;
-        for my $n (sort keys %gaps) {
+        # only the VMs this upgrade stopped (all, if the report named none)
+        for my $n (grep { !%$vms || $vms->{$_} } sort keys %gaps) {
             # the gap that ended last before this report was printed or, for
-            # a VM still frozen then, the first one ending after it
+            # a VM still frozen then, the first one ending after it; it
+            # began in this upgrade's blackout (not in an earlier restore
+            # that printed no report)
             my ($best) = sort { abs($a->[1] - $t) <=> abs($b->[1] - $t) }
-                grep { $_->[1] > $t - $d - 10 && $_->[0] < $t && $_->[1] < $t + 600 } @{$gaps{$n}};
+                grep { $_->[0] > $t - $d - 10 && $_->[0] < $t && $_->[1] < $t + 600 } @{$gaps{$n}};
             next unless $best;
             my $g = $best->[1] - $best->[0];
             my $ok = abs($g - $d) <= 0.1 * $d + 0.1;
