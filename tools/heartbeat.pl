@@ -61,6 +61,24 @@ sub beat_at {
     return $lo < @$b ? $b->[$lo] : undef;
 }
 if ($mode eq "check") {
+    # The guest's monotonic clock never runs ahead of real time. Each beat's
+    # offset (this host's stamp minus the guest's monotonic time) grows
+    # with every pause and with every delay on the serial path, and falls
+    # only when the guest's clock gains on real time: so the guest is ahead
+    # by how far an offset falls below the smallest one before it (the
+    # least delayed beat), which serial delays cannot fake. At most 0.5 s.
+    for my $n (sort keys %beats) {
+        my ($b, $worst, $at, $min) = ($beats{$n}, 0, 0, undef);
+        for my $i (0 .. $#$b) {
+            my $off = $b->[$i][0] - $b->[$i][1] / 1000;
+            ($worst, $at) = ($min - $off, $i) if defined $min && $min - $off > $worst;
+            $min = $off if !defined $min || $off < $min;
+        }
+        my $ok = $worst <= 0.5;
+        printf "%s|clock: %s monotonic clock never ahead of real time (at most %.2f s, %d beats)%s\n",
+            $ok ? "ok" : "not ok", $n, $worst, scalar @$b,
+            $ok ? "" : sprintf(" # jumped forward %.2f s at the beat stamped %.3f", $worst, $b->[$at][0]);
+    }
     my $k = 0;
     for my $r (@rep) {
         my ($t, $d, $vms) = @$r;

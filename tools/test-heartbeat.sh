@@ -42,5 +42,9 @@ BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=10000}' VMS=c1 \
     run "a VM the report does not name is not held to it" "!ok|downtime 1: vm1" "!not ok|downtime 1: vm1"
 BEATS='if ($i==500) {$s+=12} if ($i==600) {$r+=12000}' \
     run "a gap that began before this upgrade's blackout is not its" "!ok|downtime 1: vm1" "!not ok|downtime 1: vm1"
+BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=10000} if ($i==1500) {$m+=36000; $r+=36000}' \
+    run "a monotonic jump of 36 s, 10 s after a 10 s pause, fails by 26 s" "not ok|clock: vm1 monotonic clock never ahead of real time (at most 26.00"
+BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=10000}' \
+    run "a monotonic clock in step passes" "ok|clock: vm1 monotonic clock never ahead of real time (at most 0.00"
 echo "$p passed, $f failed"
 [ "$f" = 0 ]

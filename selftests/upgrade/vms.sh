@@ -45,7 +45,7 @@ start_vm() { # name serial-port
         [ -f $R$(img $1) ] || truncate -s 8M $R$(img $1) || return 1
         set -- "$1" "$2" -kernel /host/vm-bzImage -initrd /host/vm-initrd.img \
             -append "console=ttyS1 quiet panic=-1 no_timer_check vmname=$1" \
-            -drive file=$(img $1),if=virtio,format=raw,cache=none \
+            -drive file=$(img $1),if=virtio,format=raw,cache=${KH_UPGRADE_DISK_CACHE:-none} \
             -netdev dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=$(qport $2),remote.type=inet,remote.host=127.0.0.1,remote.port=$(pport $2) \
             -device virtio-net-pci,netdev=n0
     else
