@@ -309,6 +309,10 @@ mod tests {
             Duration::from_millis(200),
         )
     }
+    /// What liveup wrote to the fake agent.
+    fn sent(a: &Agent<Fake>) -> String {
+        String::from_utf8_lossy(&a.stream.sent).into_owned()
+    }
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
     }
@@ -356,7 +360,7 @@ mod tests {
     fn a_stale_answer_before_the_sync_is_skipped() {
         let mut a = agent("{\"return\": 5}\n");
         assert!(a.sync().is_err(), "the id never came back");
-        let sent = String::from_utf8(a.stream.sent.clone()).unwrap();
+        let sent = sent(&a);
         assert!(
             sent.starts_with("{\"arguments\":{\"id\":") && sent.contains("guest-sync"),
             "{sent}"
@@ -368,7 +372,7 @@ mod tests {
         let mut a = agent("garbage\n{\"return\": 1700000000000000000}\n{\"return\": {}}\n");
         assert_eq!(a.get_time().unwrap(), 1_700_000_000_000_000_000);
         a.set_time(42).unwrap();
-        let sent = String::from_utf8(a.stream.sent.clone()).unwrap();
+        let sent = sent(&a);
         assert!(
             sent.contains("\"execute\":\"guest-set-time\"") && sent.contains("\"time\":42"),
             "{sent}"
