@@ -64,4 +64,7 @@ KH_EXTRA_CMDLINE=${KH_EXTRA_CMDLINE:-}
 # The rig that upgrades a Linux VM (tools/check-upgrade.sh, bench/linux-guest.sh):
 # trixie's QEMU 11.1 on multi-threaded TCG (Documentation/upgrade.rst), for
 # `env "${KH_LINUX_RIG_ENV[@]}" tools/vm-run.sh ...`.
-KH_LINUX_RIG_ENV=(KH_L0_QEMU=trixie KH_TCG_THREAD=multi "KH_GUEST_ENV=KH_UPGRADE_GUEST=linux KH_UPGRADE_VMS=vm1")
+KH_LINUX_RIG_ENV=(KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=${KH_LINUX_RIG_SMP:-1} "KH_GUEST_ENV=KH_UPGRADE_GUEST=linux KH_UPGRADE_VMS=vm1")
+# QEMU's Debian source package (trixie-backports), patched by patches/qemu/
+# (tools/fetch-qemu-source.sh, tools/build-qemu.sh).
+KH_QEMU_SRC_VERSION=${KH_QEMU_SRC_VERSION:-1:11.1.3+ds-2~bpo13+1}

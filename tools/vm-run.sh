@@ -99,15 +99,20 @@ if [ "${KH_NIC_UDP:-0}" != 0 ]; then
     sender=$!
     echo "rate=${KH_NIC_RATE:-2000} qemu_port=$qport sender_port=$sport" > "$run/nic-source"
 fi
+# The e1000e sits on the root bus at 00:03.0 (what most tests expect), or
+# with KH_NIC_ROOT_PORT=1 behind a PCIe root port at 01:00.0, as a real
+# NIC does (selftests/lib/nic.sh finds it either way).
+nic=(-device e1000e,netdev=n0,addr=03.0)
+[ "${KH_NIC_ROOT_PORT:-0}" = 1 ] && nic=(-device pcie-root-port,id=rp1,chassis=1,addr=04.0 -device e1000e,netdev=n0,bus=rp1)
 set +e
 # KH_L0_QEMU=trixie: run the outer QEMU from the trixie rootfs (11.x)
 # instead of bookworm's 7.2.
 qemu=(qemu-system-x86_64)
 [ "${KH_L0_QEMU:-}" = trixie ] && qemu=("$KH_ROOT/tools/qemu-trixie.sh")
 timeout --kill-after=10 "$timeout" "${qemu[@]}" \
-    -machine q35,kernel-irqchip=split "${acc[@]}" -smp 2 -m "${KH_RIG_MEM:-4G}" \
+    -machine q35,kernel-irqchip=split "${acc[@]}" -smp "${KH_RIG_SMP:-2}" -m "${KH_RIG_MEM:-4G}" \
     -device intel-iommu,intremap=on,caching-mode=on \
-    "${netdev[@]}" -device e1000e,netdev=n0,addr=03.0 \
+    "${netdev[@]}" "${nic[@]}" \
     -virtfs local,path="$run",mount_tag=host,security_model=none,id=host \
     "${drive[@]}" "${hb[@]}" ${KH_QEMU_EXTRA:-} \
     -kernel "$run/bzImage" -initrd "$run/initrd.img" -append "$cmdline" \

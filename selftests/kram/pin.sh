@@ -32,11 +32,14 @@ for d in /dev/kram /dev/kram-pages; do
 done
 kh_check "/dev/kram-pages: 500 fuzzed ioctls: errors only, nothing changed" $T --device /dev/kram-pages fuzz 500 11
 kh_check "  and the area's bytes are as written" $T verify pin-test 7
-# /dev/kram fills its PFN mapping at fault time, a 2 MiB (PMD) entry per
-# fault where the mapping and the area are 2 MiB-aligned (areas of 2 MiB or
-# more start aligned; the test maps like QEMU, 2 MiB-aligned): 8 MiB take
-# about 4 faults there and 2048 through /dev/kram-pages (4K pages: the
-# control). The bytes written through one node read back through the other.
+# Both nodes fill a mapping at fault time, a 2 MiB (PMD) entry per fault
+# where the mapping and the area are 2 MiB-aligned (areas of 2 MiB or more
+# start aligned; the test maps like QEMU, 2 MiB-aligned): /dev/kram as a
+# PFN range, /dev/kram-pages with the region's 2 MiB folios (so a guest
+# restored after an upgrade refaults its RAM 2 MiB at a time). 8 MiB take
+# about 4 faults that way; mapped 4 KiB past a 2 MiB boundary, one per
+# page (the control). The bytes written through one node read back
+# through the other.
 $L kram create huge-test --size 8M > /dev/null
 $T show huge-test > /tmp/huge.show
 kh_log "huge-test: $(cat /tmp/huge.show)"
@@ -44,9 +47,16 @@ kh_check "an 8 MiB area starts 2 MiB-aligned in physical memory" sh -c \
     "test \$(( ($KRAM_BASE + $(cut -d' ' -f3 /tmp/huge.show)) % 2097152 )) = 0"
 $T faults huge-test > /tmp/huge.pfn
 $T --device /dev/kram-pages faults huge-test > /tmp/huge.pages
-kh_log "faults: /dev/kram $(cat /tmp/huge.pfn), /dev/kram-pages $(cat /tmp/huge.pages)"
-kh_check "/dev/kram maps 8 MiB with PMD entries (at most 16 faults; /dev/kram-pages: one per page)" sh -c \
-    "grep -q '^faults=\([0-9]\|1[0-6]\) pages=2048' /tmp/huge.pfn && grep -q '^faults=\(20[4-9][0-9]\|2[1-9][0-9][0-9]\) pages=2048' /tmp/huge.pages"
+$T --device /dev/kram-pages faults --misalign huge-test > /tmp/huge.pages4k
+kh_log "faults: /dev/kram $(cat /tmp/huge.pfn), /dev/kram-pages $(cat /tmp/huge.pages), misaligned $(cat /tmp/huge.pages4k)"
+kh_check "/dev/kram maps 8 MiB with PMD entries (at most 16 faults)" \
+    grep -q '^faults=\([0-9]\|1[0-6]\) pages=2048' /tmp/huge.pfn
+kh_check "/dev/kram-pages maps 8 MiB with PMD entries too (at most 16 faults)" \
+    grep -q '^faults=\([0-9]\|1[0-6]\) pages=2048' /tmp/huge.pages
+kh_check "  mapped off a 2 MiB boundary: one fault per page (the control)" \
+    grep -q '^faults=\(20[4-9][0-9]\|2[1-9][0-9][0-9]\) pages=2048' /tmp/huge.pages4k
+kh_check "GUP writes and reads back an 8 MiB area through /dev/kram-pages (2 MiB folios)" sh -c \
+    "$T --device /dev/kram-pages pin huge-test 23 | grep -q '^pinned_bytes=$((8 << 20))' && $T verify huge-test 23"
 kh_check "bytes written through /dev/kram read back through /dev/kram-pages" sh -c \
     "$T fill huge-test 21 && $T --device /dev/kram-pages verify huge-test 21"
 kh_check "and the other way" sh -c \

@@ -1,7 +1,12 @@
 # Helpers for the tests that drive the rig's e1000e through VFIO
 # (sourced after ktap.sh, busybox sh): the NIC's address, moving it
 # between drivers, and reading e1000e-dma's key=value reports.
-dev=0000:00:03.0
+# The rig's e1000e (8086:10d3): 0000:00:03.0 on the root bus, or behind a
+# PCIe root port (tools/vm-run.sh, KH_NIC_ROOT_PORT=1).
+dev=$(for d in /sys/bus/pci/devices/*; do
+          [ "$(cat $d/vendor):$(cat $d/device)" = 0x8086:0x10d3 ] && echo ${d##*/}
+      done | head -n1)
+dev=${dev:-0000:00:03.0}
 sys=/sys/bus/pci/devices/$dev
 D=/host/bin/e1000e-dma
 

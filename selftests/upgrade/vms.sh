@@ -1,7 +1,8 @@
 # The VMs of the hot-upgrade selftests (upgrade.sh, vmcount.sh), sourced:
 # starting and booting them (tinyvm or a Linux guest with a disk, a NIC and
 # a guest agent), their checks (memory, disk, network, TSC), diagnostics,
-# and the upgrade step. VMS lists them; VM_MEM sizes them (96M).
+# and the upgrade step. VMS lists them; VM_MEM sizes them (96M); VM_EXTRA
+# adds QEMU arguments (a passed-through device).
 L=/host/bin/liveup
 R=/mnt
 # KH_UPGRADE_VMS (from KH_GUEST_ENV): which VMs; two by default.
@@ -59,7 +60,7 @@ start_vm() { # name serial-port
     # which restore sets its wall clock
     ga=; linux && ga=--guest-agent
     $L vm start --name $n --mem ${VM_MEM:-96M} --root $R $ga -- \
-        -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none "$@" \
+        -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none "$@" ${VM_EXTRA:-} \
         $(hb_chardev $n $p) -serial chardev:hb \
         -chardev file,id=con,path=/host/$n.console,append=on -serial chardev:con \
         -D /host/$n.qemu.log -d guest_errors

@@ -6,7 +6,7 @@
  * it; a Rust binary would need a second, static (crt-static) build of the
  * workspace just for this loop.
  *
- *   kh-hb NAME HB_TTY CON_TTY MEM_MIB [disk=DEV] [net=IFACE]
+ *   kh-hb NAME HB_TTY CON_TTY MEM_MIB [disk=DEV] [net=IFACE] [rx=IFACE]
  *
  * Fills MEM_MIB of anonymous memory with self-verifying 4 KiB pages (each
  * page: its index, a generation and a pseudo-random body derived from
@@ -42,6 +42,10 @@
  * clock running) counts as echoed and late, not lost. A frame in flight
  * when the host stops the VM can be lost; anything more is the upgrade's
  * fault.
+ *
+ * rx=IFACE (a NIC fed numbered frames by the rig's tools/nic-sender.pl,
+ * such as a passed-through e1000e): a process counts them and prints
+ * VM-RX lines once a second (see rx_worker).
  *
  * agent (a virtio-serial port named org.qemu.guest_agent.0): a fourth
  * process answers the few guest-agent commands liveup sends after a
@@ -256,6 +260,63 @@ static void net_worker(const char *name, const char *iface, int con)
 	}
 }
 
+/*
+ * the receive worker (rx=IFACE, a NIC the rig's tools/nic-sender.pl feeds,
+ * e.g. a passed-through e1000e): counts the numbered frames it receives
+ * (EtherType 0x88b5, "KHSQ" at byte 14, a big-endian sequence number at
+ * byte 18) and once a second prints on CON_TTY
+ *     VM-RX NAME got N first F last L missing M gaps G
+ * where missing counts the numbers skipped between F and L (G runs of
+ * them) and a number at or below the last one is counted as old, not as
+ * missing; never returns
+ */
+static void rx_worker(const char *name, const char *iface, int con)
+{
+	int s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_KH));
+	struct sockaddr_ll a = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_KH) };
+	uint64_t got = 0, first = 0, last = 0, missing = 0, gaps = 0, old = 0;
+	double next = ms(CLOCK_MONOTONIC) + 1000;
+
+	a.sll_ifindex = (int)if_nametoindex(iface);
+	if (s < 0 || a.sll_ifindex == 0 || bind(s, (struct sockaddr *)&a, sizeof(a))) {
+		say(con, "VM-RXERR %s %s: %s\n", name, iface, strerror(errno));
+		_exit(1);
+	}
+	say(con, "VM-RX %s %s up\n", name, iface);
+	for (;;) {
+		struct pollfd p = { .fd = s, .events = POLLIN };
+		double left = next - ms(CLOCK_MONOTONIC);
+		uint8_t f[128];
+
+		if (left > 0 && poll(&p, 1, (int)left + 1) > 0 &&
+		    recv(s, f, sizeof(f), 0) >= 26 && !memcmp(f + 14, "KHSQ", 4)) {
+			uint64_t seq = 0;
+
+			for (int i = 0; i < 8; i++)
+				seq = seq << 8 | f[18 + i];
+			if (got++ == 0)
+				first = last = seq;
+			else if (seq > last) {
+				if (seq > last + 1) {
+					gaps++;
+					missing += seq - last - 1;
+				}
+				last = seq;
+			} else
+				old++;
+		}
+		if (ms(CLOCK_MONOTONIC) >= next) {
+			say(con, "VM-RX %s got %llu first %llu last %llu missing %llu gaps %llu old %llu\n",
+			    name, (unsigned long long)got, (unsigned long long)first,
+			    (unsigned long long)last, (unsigned long long)missing,
+			    (unsigned long long)gaps, (unsigned long long)old);
+			next += 1000;
+			if (next < ms(CLOCK_MONOTONIC))
+				next = ms(CLOCK_MONOTONIC) + 1000;
+		}
+	}
+}
+
 #define AGENT_PORT "org.qemu.guest_agent.0"
 
 /* the /dev node of the virtio-serial port named AGENT_PORT, or NULL (its
@@ -391,7 +452,7 @@ static int open_tty(const char *path)
 int main(int argc, char **argv)
 {
 	if (argc < 5) {
-		fprintf(stderr, "usage: kh-hb NAME HB_TTY CON_TTY MEM_MIB [disk=DEV] [net=IFACE]\n");
+		fprintf(stderr, "usage: kh-hb NAME HB_TTY CON_TTY MEM_MIB [disk=DEV] [net=IFACE] [rx=IFACE]\n");
 		return 2;
 	}
 	const char *name = argv[1];
@@ -403,14 +464,17 @@ int main(int argc, char **argv)
 
 	for (int i = 5; i < argc; i++) {
 		int disk = !strncmp(argv[i], "disk=", 5), net = !strncmp(argv[i], "net=", 4);
+		int rx = !strncmp(argv[i], "rx=", 3);
 
-		if (!disk && !net) {
+		if (!disk && !net && !rx) {
 			fprintf(stderr, "kh-hb: unknown argument %s\n", argv[i]);
 			return 2;
 		}
 		if (fork() == 0) {
 			if (disk)
 				disk_worker(name, argv[i] + 5, con);
+			if (rx)
+				rx_worker(name, argv[i] + 3, con);
 			net_worker(name, argv[i] + 4, con);
 		}
 	}

@@ -112,6 +112,56 @@ fn spawn_qemu(vm: &VmConfig, incoming: bool) -> Result<()> {
     Ok(())
 }
 
+/// The property a QEMU's vfio-pci must have for liveup to upgrade under a
+/// VM with a passed-through device: it takes a kept device back after a
+/// kexec without resetting or re-programming it (issue 16; stock QEMU
+/// resets the device when it opens it, and its cpr-reboot refuses VFIO
+/// unless the guest is suspended).
+pub const KEEP_PROPERTY: &str = "x-kh-keep";
+
+/// The host devices a VM's command line passes through (`-device
+/// vfio-pci,host=BDF` or `sysfsdev=PATH`), as written.
+pub fn passthrough_devices(args: &[String]) -> Vec<String> {
+    args.windows(2)
+        .filter(|w| matches!(w[0].as_str(), "-device" | "--device"))
+        .map(|w| &w[1])
+        .filter(|a| {
+            let first = a.split(',').next();
+            first == Some("vfio-pci") || first == Some("driver=vfio-pci")
+        })
+        .map(|a| {
+            a.split(',')
+                .find_map(|o| o.strip_prefix("host=").or(o.strip_prefix("sysfsdev=")))
+                .unwrap_or("(no host=)")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Preflight for a VM with passed-through devices: its QEMU must take them
+/// back after the kexec without a reset ([`KEEP_PROPERTY`]).
+fn check_passthrough(vm: &VmConfig, q: &mut Qmp) -> Result<()> {
+    let devs = passthrough_devices(&vm.argv);
+    if devs.is_empty() {
+        return Ok(());
+    }
+    let props = q
+        .execute("device-list-properties", json!({"typename": "vfio-pci"}))
+        .with_context(|| format!("VM {}: its QEMU's vfio-pci properties", vm.name))?;
+    let keeps = props
+        .as_array()
+        .is_some_and(|v| v.iter().any(|p| p["name"] == KEEP_PROPERTY));
+    ensure!(
+        keeps,
+        "VM {} passes through {}: its QEMU cannot take a device back after a kexec \
+         without resetting it (vfio-pci has no {KEEP_PROPERTY} property; see \
+         Documentation/upgrade.rst, \"Passthrough devices\"); nothing was touched",
+        vm.name,
+        devs.join(", ")
+    );
+    Ok(())
+}
+
 /// `liveup vm start`: put the VM's RAM in a KRAM area and launch QEMU.
 /// The KRAM node a VM's RAM is mapped from. /dev/kram maps a PFN range
 /// (no struct pages, nothing to set up), which get_user_pages() cannot pin:
@@ -594,6 +644,7 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
         );
         kram.lookup(&vm.area)
             .with_context(|| format!("VM {}: KRAM area {}", vm.name, vm.area))?;
+        check_passthrough(vm, &mut q)?;
         q.execute(
             "migrate-set-capabilities",
             json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
@@ -1230,6 +1281,37 @@ mod tests {
             "console=ttyS0 x=1"
         );
         assert_eq!(next_cmdline(None, Some("a")).unwrap(), "a");
+    }
+
+    #[test]
+    fn passed_through_devices_are_found_on_the_command_line() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            passthrough_devices(&a(&[
+                "-device",
+                "vfio-pci,host=0000:01:00.0,id=nic0",
+                "-device",
+                "virtio-net-pci,netdev=n0",
+                "-device",
+                "driver=vfio-pci,sysfsdev=/sys/bus/pci/devices/0000:02:00.0",
+                "-device",
+                "vfio-pci,id=x",
+            ])),
+            [
+                "0000:01:00.0",
+                "/sys/bus/pci/devices/0000:02:00.0",
+                "(no host=)"
+            ]
+        );
+        // other devices, and names that only contain it, are not
+        assert!(passthrough_devices(&a(&[
+            "-device",
+            "vfio-pci-nohotplug2,host=1",
+            "-name",
+            "vfio-pci"
+        ]))
+        .is_empty());
+        assert!(passthrough_devices(&a(&["-device", "e1000e,id=vfio-pci"])).is_empty());
     }
 
     #[test]

@@ -69,8 +69,13 @@ enum Cmd {
     Busy { area: String },
     /// Map an area 2 MiB-aligned (as QEMU maps guest RAM), write a word
     /// into every page, and print the page faults and the time that took
-    /// ("faults=N pages=M us=T").
-    Faults { area: String },
+    /// ("faults=N pages=M us=T"). --misalign maps it 4 KiB past a 2 MiB
+    /// boundary instead, where no 2 MiB entry can map it.
+    Faults {
+        area: String,
+        #[arg(long)]
+        misalign: bool,
+    },
     /// Check that every byte of an area is zero (a new area must not show
     /// what a deleted one left in its pages).
     Zero { area: String },
@@ -565,7 +570,7 @@ fn busy(dev: &str, area: &str) -> Result<()> {
     Ok(())
 }
 
-fn faults(k: &Kram, area: &str) -> Result<()> {
+fn faults(k: &Kram, area: &str, misalign: bool) -> Result<()> {
     const ALIGN: usize = 2 << 20;
     let a = k.lookup(area)?;
     let len = (a.npages * PAGE_SIZE) as usize;
@@ -587,7 +592,9 @@ fn faults(k: &Kram, area: &str) -> Result<()> {
         "reserve: {}",
         std::io::Error::last_os_error()
     );
-    let at = (res as usize).next_multiple_of(ALIGN);
+    // `res` is page-aligned, so `at + len` ends inside the reservation
+    // even when moved one page past the boundary.
+    let at = (res as usize).next_multiple_of(ALIGN) + if misalign { PAGE_SIZE as usize } else { 0 };
     // SAFETY: `at..at + len` lies inside the reservation made above.
     let p = unsafe {
         libc::mmap(
@@ -676,7 +683,7 @@ fn main() -> Result<()> {
         Cmd::Pin { area, seed } => pin(&Kram::open(&cli.device)?, &area, seed),
         Cmd::BadMaps { area } => bad_maps(&cli.device, &area),
         Cmd::Busy { area } => busy(&cli.device, &area),
-        Cmd::Faults { area } => faults(&Kram::open(&cli.device)?, &area),
+        Cmd::Faults { area, misalign } => faults(&Kram::open(&cli.device)?, &area, misalign),
         Cmd::Zero { area } => {
             let k = Kram::open(&cli.device)?;
             let m = k.map(&k.lookup(&area)?)?;
