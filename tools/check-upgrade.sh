@@ -7,11 +7,15 @@
 #    rig test uses);
 #  - out/check-upgrade-linux: one Linux VM (the release kernel running
 #    tools/guest/hb.c: self-verifying pages, heartbeats with its own
-#    clocks, a virtio-blk disk, a virtio-net NIC, a guest agent), the rig
-#    on multi-threaded TCG of trixie's QEMU 11.1. A Linux
-#    L2 does not boot on the single-threaded rig, and multi-threaded TCG
-#    before QEMU 8.1 ran stale translated code after text_poke_bp (the
-#    "Oops: int3" of Documentation/upgrade.rst); 11.1 has the fix.
+#    clocks, a virtio-blk disk, a virtio-net NIC, a guest agent), then a
+#    Linux VM with the rig's NIC passed through (passthrough.sh), the rig
+#    on trixie's QEMU 11.1 with one vCPU (KH_LINUX_RIG_ENV). A Linux L2
+#    did not boot on the single-threaded rig with two vCPUs, and
+#    multi-threaded TCG before QEMU 8.1 ran stale translated code after
+#    text_poke_bp (the "Oops: int3" of Documentation/upgrade.rst); 11.1
+#    has the fix. One vCPU: the two rigs then take one host core each (with
+#    two vCPUs this rig took both, and in CI the tinyvm rig beside it ran
+#    4x slower and hit its time limit).
 # VARIANT=release (default; what `make check` runs) or debug (KASAN +
 # lockdep host kernel). The VMs always boot the release kernel. Writes
 # out/check-upgrade/counts with the sum of both; ends with
@@ -31,7 +35,10 @@ rm -rf "$lrun"
 mkdir -p "$KH_ROOT/out"
 # KH_UPGRADE_LINUX=0 leaves the Linux VM's boot out.
 if [ "${KH_UPGRADE_LINUX:-1}" = 1 ]; then
-    env "${KH_LINUX_RIG_ENV[@]}" "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$lrun" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
+    # then a Linux VM with the rig's NIC passed through (behind a PCIe root
+    # port), fed numbered frames at 50/s
+    env "${KH_LINUX_RIG_ENV[@]}" KH_NIC_UDP=1 KH_NIC_RATE=50 KH_NIC_ROOT_PORT=1 \
+        "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$lrun" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade upgrade/passthrough \
         > "$KH_ROOT/out/check-upgrade-linux.log" 2>&1 &
     lpid=$!
 fi

@@ -62,7 +62,9 @@ KH_MEMMAP_ADDR=${KH_MEMMAP_ADDR:-0x100000000}
 KH_RESERVE_MEM=32M:2M:kram
 KH_EXTRA_CMDLINE=${KH_EXTRA_CMDLINE:-}
 # The rig that upgrades a Linux VM (tools/check-upgrade.sh, bench/linux-guest.sh):
-# trixie's QEMU 11.1 on multi-threaded TCG (Documentation/upgrade.rst), for
+# trixie's QEMU 11.1 on multi-threaded TCG (Documentation/upgrade.rst) with
+# one vCPU (KH_LINUX_RIG_SMP; one host thread, so it can run beside another
+# rig on this 2-core machine), for
 # `env "${KH_LINUX_RIG_ENV[@]}" tools/vm-run.sh ...`.
 KH_LINUX_RIG_ENV=(KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=${KH_LINUX_RIG_SMP:-1} "KH_GUEST_ENV=KH_UPGRADE_GUEST=linux KH_UPGRADE_VMS=vm1")
 # QEMU's Debian source package (trixie-backports), patched by patches/qemu/

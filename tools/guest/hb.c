@@ -59,6 +59,8 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
 #include <net/if.h>
 #include <netpacket/packet.h>
 #include <poll.h>
@@ -282,7 +284,23 @@ static void rx_worker(const char *name, const char *iface, int con)
 		say(con, "VM-RXERR %s %s: %s\n", name, iface, strerror(errno));
 		_exit(1);
 	}
-	say(con, "VM-RX %s %s up\n", name, iface);
+	/*
+	 * the largest receive ring the driver offers (e1000e: 4096, from 256):
+	 * a nested guest that stands still for seconds must not overflow it
+	 * (busybox has no ethtool)
+	 */
+	struct ethtool_ringparam ring = { .cmd = ETHTOOL_GRINGPARAM };
+	struct ifreq ifr = { .ifr_data = (void *)&ring };
+
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", iface);
+	if (!ioctl(s, SIOCETHTOOL, &ifr) && ring.rx_pending < ring.rx_max_pending) {
+		ring.cmd = ETHTOOL_SRINGPARAM;
+		ring.rx_pending = ring.rx_max_pending;
+		if (ioctl(s, SIOCETHTOOL, &ifr))
+			say(con, "VM-RXERR %s %s: ring of %u: %s\n", name, iface,
+			    ring.rx_pending, strerror(errno));
+	}
+	say(con, "VM-RX %s %s up, ring %u\n", name, iface, ring.rx_pending);
 	for (;;) {
 		struct pollfd p = { .fd = s, .events = POLLIN };
 		double left = next - ms(CLOCK_MONOTONIC);
