@@ -1,0 +1,291 @@
+//! The state area `upgrade` leaves in KRAM for `restore`: a header (magic,
+//! manifest length and CRC, a restored flag), the manifest (JSON), then
+//! each VM's saved device state.
+
+use super::vm::VmConfig;
+use crate::kram::Kram;
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// KRAM area holding the manifest and saved device states.
+pub const STATE_AREA: &str = "liveup-state";
+pub(super) const STATE_AREA_BYTES: u64 = 16 << 20;
+pub(super) const MAGIC: &[u8; 8] = b"LIVEUPv1";
+pub(super) const HEADER: usize = 64;
+/// Saved device states start here; the manifest JSON sits between the header and this.
+pub(super) const BLOB_BASE: usize = 1 << 20;
+
+/// What `upgrade` leaves in KRAM for `restore`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub tsc_hz: f64,
+    /// TSC when the first VM was stopped.
+    pub t_blackout: u64,
+    /// TSC when all states were saved and stored.
+    pub t_saved: u64,
+    /// TSC right before kexec.
+    pub t_kexec: u64,
+    pub vms: Vec<SavedVm>,
+    /// Files the QEMUs had mapped (binary, libraries, modules), as paths
+    /// outside any chroot: restore asks for them to be read ahead before it
+    /// starts QEMU, so start-up does not fault them in one by one from a
+    /// cold page cache.
+    #[serde(default)]
+    pub preload: Vec<PathBuf>,
+    /// TSC ticks spent freezing a kept device's IOMMU tables (0: none).
+    #[serde(default)]
+    pub freeze_ticks: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedVm {
+    pub config: VmConfig,
+    pub state_offset: u64,
+    pub state_len: u64,
+    pub state_crc: u32,
+    /// TSC ticks from the first VM stopping to this VM's state read back
+    /// (saves run side by side: the save phase is the largest of these).
+    pub save_ticks: u64,
+}
+
+pub(super) fn state_area(kram: &Kram) -> Result<crate::kram::Area> {
+    Ok(kram.ensure(STATE_AREA, STATE_AREA_BYTES / crate::kram::PAGE_SIZE)?)
+}
+
+/// Write header + manifest JSON + blobs into the state area.
+pub(super) fn store(kram: &Kram, manifest: &Manifest, blobs: &[Vec<u8>]) -> Result<()> {
+    let area = state_area(kram)?;
+    let mut m = kram.map(&area)?;
+    let json = serde_json::to_vec(manifest)?;
+    ensure!(
+        HEADER + json.len() <= BLOB_BASE,
+        "manifest too large ({} bytes)",
+        json.len()
+    );
+    let total = BLOB_BASE + blobs.iter().map(Vec::len).sum::<usize>();
+    ensure!(
+        total <= m.len(),
+        "saved state ({total} bytes) does not fit the {} byte KRAM area",
+        m.len()
+    );
+    m[HEADER..HEADER + json.len()].copy_from_slice(&json);
+    for (b, v) in blobs.iter().zip(&manifest.vms) {
+        let off = v.state_offset as usize;
+        m[off..off + b.len()].copy_from_slice(b);
+    }
+    // Header last: until it is written the area holds no valid manifest.
+    let h = Header {
+        len: json.len() as u64,
+        crc: kram_format::crc32c(&json),
+        restored: false,
+    };
+    m[..HEADER].copy_from_slice(&h.encode());
+    Ok(())
+}
+
+/// The state area's header: `MAGIC`, the manifest's length (u64) and
+/// CRC32C (u32), and whether a restore completed (u32, 0 or 1), little
+/// endian, the rest of its `HEADER` bytes zero.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Header {
+    pub len: u64,
+    pub crc: u32,
+    pub restored: bool,
+}
+
+impl Header {
+    pub(super) fn encode(&self) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[..8].copy_from_slice(MAGIC);
+        h[8..16].copy_from_slice(&self.len.to_le_bytes());
+        h[16..20].copy_from_slice(&self.crc.to_le_bytes());
+        h[20..24].copy_from_slice(&u32::from(self.restored).to_le_bytes());
+        h
+    }
+
+    /// The header at the start of `area`; `None` when there is none (no
+    /// magic: never written, or invalidated).
+    pub(super) fn decode(area: &[u8]) -> Option<Header> {
+        let h = area.get(..HEADER)?;
+        if &h[..8] != MAGIC {
+            return None;
+        }
+        let word =
+            |r: std::ops::Range<usize>| h[r].iter().rev().fold(0u64, |a, &b| a << 8 | u64::from(b));
+        Some(Header {
+            len: word(8..16),
+            crc: word(16..20) as u32,
+            restored: word(20..24) != 0,
+        })
+    }
+}
+
+/// Mark the state in `area` restored: it is never loaded again.
+pub(super) fn set_restored(area: &mut [u8]) {
+    if let Some(mut h) = Header::decode(area) {
+        h.restored = true;
+        area[..HEADER].copy_from_slice(&h.encode());
+    }
+}
+
+/// The manifest stored in `area`, checked: `Ok(None)` when there is none
+/// or it was restored already; an error (and nothing to act on) when its
+/// length, checksum or JSON is bad. The area is untrusted input: every
+/// length and offset is checked before it is used.
+pub(super) fn load(area: &[u8]) -> Result<Option<Manifest>> {
+    let Some(h) = Header::decode(area) else {
+        return Ok(None);
+    };
+    if h.restored {
+        return Ok(None);
+    }
+    let json = usize::try_from(h.len)
+        .ok()
+        .and_then(|len| area.get(HEADER..HEADER.checked_add(len)?))
+        .with_context(|| format!("liveup state: manifest length {} is corrupt", h.len))?;
+    ensure!(
+        kram_format::crc32c(json) == h.crc,
+        "liveup state: manifest checksum mismatch; nothing restored"
+    );
+    Ok(Some(
+        serde_json::from_slice(json).context("liveup state: bad manifest")?,
+    ))
+}
+
+/// A saved VM's device state in `area`, checked against its length and
+/// CRC.
+pub(super) fn blob<'a>(area: &'a [u8], v: &SavedVm) -> Result<&'a [u8]> {
+    let b = usize::try_from(v.state_offset)
+        .ok()
+        .zip(usize::try_from(v.state_len).ok())
+        .and_then(|(o, l)| area.get(o..o.checked_add(l)?))
+        .with_context(|| format!("liveup state: VM {} state out of range", v.config.name))?;
+    ensure!(
+        kram_format::crc32c(b) == v.state_crc,
+        "liveup state: VM {} state checksum mismatch",
+        v.config.name
+    );
+    Ok(b)
+}
+
+/// Make the state area hold no manifest (its header zeroed): after an
+/// upgrade aborted before kexec the VMs run on, and their saved device state
+/// is older than their RAM from then on; a later `restore` must not load it.
+pub(super) fn invalidate_state(kram: &Kram) -> Result<()> {
+    let area = match kram.lookup(STATE_AREA) {
+        Ok(a) => a,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut m = kram.map(&area)?;
+    m[..HEADER].fill(0);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            tsc_hz: 2.3e9,
+            t_blackout: 1,
+            t_saved: 2,
+            t_kexec: 3,
+            vms: vec![SavedVm {
+                config: VmConfig {
+                    name: "vm1".into(),
+                    root: "/".into(),
+                    argv: vec!["qemu".into()],
+                    qmp: "/run/liveup/vm1.qmp".into(),
+                    area: "vm-vm1".into(),
+                },
+                state_offset: BLOB_BASE as u64,
+                state_len: 5,
+                state_crc: kram_format::crc32c(b"state"),
+                save_ticks: 1,
+            }],
+            preload: vec![],
+            freeze_ticks: 0,
+        }
+    }
+
+    /// An area as `store` writes it.
+    fn area(m: &Manifest) -> Vec<u8> {
+        let mut a = vec![0u8; 2 << 20];
+        let json = serde_json::to_vec(m).unwrap();
+        a[HEADER..HEADER + json.len()].copy_from_slice(&json);
+        a[BLOB_BASE..BLOB_BASE + 5].copy_from_slice(b"state");
+        let h = Header {
+            len: json.len() as u64,
+            crc: kram_format::crc32c(&json),
+            restored: false,
+        };
+        a[..HEADER].copy_from_slice(&h.encode());
+        a
+    }
+
+    #[test]
+    fn header_round_trips_and_pins_its_layout() {
+        let h = Header {
+            len: 0x0102,
+            crc: 0xaabbccdd,
+            restored: true,
+        };
+        let b = h.encode();
+        assert_eq!(&b[..8], b"LIVEUPv1");
+        assert_eq!(
+            &b[8..24],
+            &[2, 1, 0, 0, 0, 0, 0, 0, 0xdd, 0xcc, 0xbb, 0xaa, 1, 0, 0, 0]
+        );
+        assert!(b[24..].iter().all(|&x| x == 0));
+        assert_eq!(Header::decode(&b), Some(h));
+        assert_eq!(Header::decode(&[0u8; HEADER]), None);
+        assert_eq!(Header::decode(&b[..10]), None);
+    }
+
+    #[test]
+    fn a_stored_manifest_loads_once() {
+        let mut a = area(&manifest());
+        let m = load(&a).unwrap().unwrap();
+        assert_eq!(m.vms[0].config.name, "vm1");
+        assert_eq!(blob(&a, &m.vms[0]).unwrap(), b"state");
+        set_restored(&mut a);
+        assert!(load(&a).unwrap().is_none());
+    }
+
+    #[test]
+    fn hostile_lengths_and_offsets_are_refused_not_panicked_on() {
+        let good = area(&manifest());
+        for len in [u64::MAX, u64::MAX - 10, (2 << 20) as u64] {
+            let mut a = good.clone();
+            a[8..16].copy_from_slice(&len.to_le_bytes());
+            let e = load(&a).unwrap_err().to_string();
+            assert!(e.contains("manifest length"), "{e}");
+        }
+        let mut a = good.clone();
+        a[HEADER] ^= 1;
+        assert!(load(&a).unwrap_err().to_string().contains("checksum"));
+        let m = load(&good).unwrap().unwrap();
+        for (off, len) in [
+            (u64::MAX, 5),
+            (BLOB_BASE as u64, u64::MAX),
+            (u64::MAX - 2, 5),
+        ] {
+            let mut v = m.vms[0].clone();
+            v.state_offset = off;
+            v.state_len = len;
+            assert!(blob(&good, &v)
+                .unwrap_err()
+                .to_string()
+                .contains("out of range"));
+        }
+        let mut v = m.vms[0].clone();
+        v.state_crc ^= 1;
+        assert!(blob(&good, &v)
+            .unwrap_err()
+            .to_string()
+            .contains("checksum"));
+    }
+}

@@ -1,0 +1,473 @@
+//! Managed VMs: how each QEMU is launched (its RAM in a KRAM area) and
+//! found again, `liveup vm start|stop|list`, and what its QEMU maps (read
+//! ahead before a restore starts it again).
+
+use super::Qmp;
+use crate::kram::Kram;
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How to (re)launch one VM. Paths are as QEMU sees them (inside `root`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VmConfig {
+    pub name: String,
+    /// Directory QEMU runs chrooted in ("/" for none).
+    pub root: PathBuf,
+    /// The QEMU command line, without -incoming.
+    pub argv: Vec<String>,
+    pub qmp: PathBuf,
+    pub area: String,
+}
+
+impl VmConfig {
+    pub(super) fn host_path(&self, p: &Path) -> PathBuf {
+        self.root.join(p.strip_prefix("/").unwrap_or(p))
+    }
+    pub(super) fn qmp_host(&self) -> PathBuf {
+        self.host_path(&self.qmp)
+    }
+    pub(super) fn state_path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/liveup/{}.state", self.name))
+    }
+    pub(super) fn command(&self, incoming: bool) -> Command {
+        let mut c = if self.root == Path::new("/") {
+            Command::new(&self.argv[0])
+        } else {
+            let mut c = Command::new("chroot");
+            c.arg(&self.root).arg(&self.argv[0]);
+            c
+        };
+        c.args(&self.argv[1..]);
+        if incoming {
+            c.args(["-incoming", "defer"]);
+        }
+        c
+    }
+}
+
+/// Directory (outside any chroot) where VM configs live while they run.
+pub fn run_dir() -> PathBuf {
+    PathBuf::from(std::env::var("LIVEUP_RUN_DIR").unwrap_or_else(|_| "/run/liveup".into()))
+}
+
+pub(super) fn spawn_qemu(vm: &VmConfig, incoming: bool) -> Result<()> {
+    let _ = fs::remove_file(vm.qmp_host());
+    let out = vm
+        .command(incoming)
+        .output()
+        .with_context(|| format!("cannot run QEMU for {}", vm.name))?;
+    ensure!(
+        out.status.success(),
+        "QEMU for {} failed ({}): {}",
+        vm.name,
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// The property a QEMU's vfio-pci must have for liveup to upgrade under a
+/// VM with a passed-through device: it takes a kept device back after a
+/// kexec without resetting or re-programming it (issue 16; stock QEMU
+/// resets the device when it opens it, and its cpr-reboot refuses VFIO
+/// unless the guest is suspended).
+pub const KEEP_PROPERTY: &str = "x-kh-keep";
+
+/// The host devices a VM's command line passes through (`-device
+/// vfio-pci,host=BDF` or `sysfsdev=PATH`), as written.
+pub fn passthrough_devices(args: &[String]) -> Vec<String> {
+    args.windows(2)
+        .filter(|w| matches!(w[0].as_str(), "-device" | "--device"))
+        .map(|w| &w[1])
+        .filter(|a| {
+            let first = a.split(',').next();
+            first == Some("vfio-pci") || first == Some("driver=vfio-pci")
+        })
+        .map(|a| {
+            a.split(',')
+                .find_map(|o| o.strip_prefix("host=").or(o.strip_prefix("sysfsdev=")))
+                .unwrap_or("(no host=)")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Preflight for a VM with passed-through devices: its QEMU must take them
+/// back after the kexec without a reset ([`KEEP_PROPERTY`]).
+pub(super) fn check_passthrough(vm: &VmConfig, q: &mut Qmp) -> Result<()> {
+    let devs = passthrough_devices(&vm.argv);
+    if devs.is_empty() {
+        return Ok(());
+    }
+    let props = q
+        .execute("device-list-properties", json!({"typename": "vfio-pci"}))
+        .with_context(|| format!("VM {}: its QEMU's vfio-pci properties", vm.name))?;
+    let keeps = props
+        .as_array()
+        .is_some_and(|v| v.iter().any(|p| p["name"] == KEEP_PROPERTY));
+    ensure!(
+        keeps,
+        "VM {} passes through {}: its QEMU cannot take a device back after a kexec \
+         without resetting it (vfio-pci has no {KEEP_PROPERTY} property; see \
+         Documentation/upgrade.rst, \"Passthrough devices\"); nothing was touched",
+        vm.name,
+        devs.join(", ")
+    );
+    Ok(())
+}
+
+/// `liveup vm start`: put the VM's RAM in a KRAM area and launch QEMU.
+/// The KRAM node a VM's RAM is mapped from. /dev/kram maps a PFN range
+/// (no struct pages, nothing to set up), which get_user_pages() cannot pin:
+/// a disk QEMU opens with O_DIRECT (`cache=none`, `cache=directsync`,
+/// `aio=native`), vhost and VFIO DMA straight from guest RAM and fail on it
+/// (the guest sees I/O errors). Such a VM gets /dev/kram-pages: ordinary
+/// pages, the same area and offset (Documentation/kram.rst).
+pub fn ram_device(args: &[String]) -> &'static str {
+    let pins = |a: &String| {
+        a.split(',').any(|o| {
+            matches!(
+                o,
+                "cache=none" | "cache=directsync" | "aio=native" | "vhost=on" | "vfio-pci"
+            ) || o.starts_with("cache.direct=on")
+        })
+    };
+    if args.iter().any(pins) {
+        crate::kram::PAGES_DEVICE
+    } else {
+        crate::kram::DEFAULT_DEVICE
+    }
+}
+
+pub fn vm_start(
+    kram: &Kram,
+    name: &str,
+    mem: u64,
+    root: &Path,
+    qemu: &str,
+    extra: &[String],
+) -> Result<VmConfig> {
+    let area_name = format!("vm-{name}");
+    let pages = mem.div_ceil(crate::kram::PAGE_SIZE);
+    let area = kram.ensure(&area_name, pages)?;
+    let qmp = PathBuf::from(format!("/run/liveup/{name}.qmp"));
+    let mut argv: Vec<String> = vec![qemu.into(), "-name".into(), name.into()];
+    // align=2M: QEMU maps a file 4K-aligned unless told, and /dev/kram maps
+    // 2 MiB pages (and KVM 2 MiB guest pages) only where the address and
+    // the area (2 MiB-aligned when 2 MiB or more) agree.
+    argv.extend([
+        "-object".into(),
+        format!(
+            "memory-backend-file,id=ram0,size={},mem-path={},offset={},share=on,align=2M",
+            pages * crate::kram::PAGE_SIZE,
+            ram_device(extra),
+            area.offset
+        ),
+        "-machine".into(),
+        "memory-backend=ram0".into(),
+        "-m".into(),
+        format!("{}M", (pages * crate::kram::PAGE_SIZE) >> 20),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", qmp.display()),
+        "-daemonize".into(),
+        "-pidfile".into(),
+        format!("/run/liveup/{name}.pid"),
+    ]);
+    argv.extend(extra.iter().cloned());
+    let vm = VmConfig {
+        name: name.into(),
+        root: root.into(),
+        argv,
+        qmp,
+        area: area_name,
+    };
+    fs::create_dir_all(vm.host_path(Path::new("/run/liveup")))?;
+    fs::create_dir_all(run_dir())?;
+    spawn_qemu(&vm, false)?;
+    let mut q = Qmp::connect(vm.qmp_host(), Duration::from_secs(30))?;
+    ensure!(
+        q.status()? == "running",
+        "VM {name} is not running after start"
+    );
+    fs::write(
+        run_dir().join(format!("{name}.json")),
+        serde_json::to_vec_pretty(&vm)?,
+    )?;
+    Ok(vm)
+}
+
+/// The VM's QEMU run state, or "unreachable".
+pub fn vm_status(vm: &VmConfig) -> String {
+    Qmp::connect(vm.qmp_host(), Duration::ZERO)
+        .and_then(|mut q| q.status())
+        .unwrap_or_else(|_| "unreachable".into())
+}
+
+pub fn managed_vms() -> Result<Vec<VmConfig>> {
+    let mut vms = Vec::new();
+    let Ok(dir) = fs::read_dir(run_dir()) else {
+        return Ok(vms);
+    };
+    for e in dir {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "json")
+            && p.file_stem().is_some_and(|s| s != "last-upgrade")
+        {
+            vms.push(
+                serde_json::from_slice(&fs::read(&p)?)
+                    .with_context(|| format!("bad VM record {}", p.display()))?,
+            );
+        }
+    }
+    vms.sort_by(|a: &VmConfig, b| a.name.cmp(&b.name));
+    Ok(vms)
+}
+
+/// `liveup vm stop`: quit a managed VM's QEMU, forget it and, with
+/// `delete_area`, free its KRAM area (only once QEMU has exited, so no
+/// mapping of the area is left).
+pub fn vm_stop(kram: Option<&Kram>, name: &str, delete_area: bool) -> Result<()> {
+    let rec = run_dir().join(format!("{name}.json"));
+    let vm: VmConfig = serde_json::from_slice(
+        &fs::read(&rec).with_context(|| format!("no managed VM named {name}"))?,
+    )
+    .with_context(|| format!("bad VM record {}", rec.display()))?;
+    let mut pid = None;
+    if let Ok(mut q) = Qmp::connect(vm.qmp_host(), Duration::ZERO) {
+        pid = q.peer_pid();
+        // QEMU may close the socket before or after answering.
+        let _ = q.execute("quit", json!({}));
+    }
+    // Gone means: the process has exited (so no mapping of its RAM is
+    // left), or, when its pid is unknown, nothing listens on the socket.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alive = match pid {
+            // a zombie has released its memory already
+            Some(p) => fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
+                st.rsplit(')')
+                    .next()
+                    .is_some_and(|r| !r.trim_start().starts_with('Z'))
+            }),
+            None => Qmp::connect(vm.qmp_host(), Duration::ZERO).is_ok(),
+        };
+        if !alive {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "VM {name}: QEMU did not exit within 30 s of quit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = fs::remove_file(vm.qmp_host());
+    fs::remove_file(&rec)?;
+    if let (true, Some(k)) = (delete_area, kram) {
+        // The module refuses (EBUSY) while QEMU's mapping of the area is
+        // left: with the pid unknown, the socket may close before that.
+        loop {
+            match k.delete(&vm.area) {
+                Err(e) if e.is_busy() && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                r => break r?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The files of a /proc/PID/maps text: absolute paths of file mappings,
+/// each once, in order; no devices, no deleted files, no memfds.
+pub(super) fn mapped_files(maps: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for line in maps.lines() {
+        // "start-end perms offset dev inode   path": the path is the 6th field
+        // and may contain spaces.
+        let mut rest = line;
+        for _ in 0..5 {
+            rest = rest.trim_start();
+            rest = rest.find(char::is_whitespace).map_or("", |i| &rest[i..]);
+        }
+        let path = rest.trim();
+        if !path.starts_with('/') || path.starts_with("/dev/") || path.ends_with(" (deleted)") {
+            continue;
+        }
+        let p = PathBuf::from(path);
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Firmware an x86 QEMU reads (not maps) at start-up, under its root.
+pub(super) const QEMU_FIRMWARE: [&str; 4] = [
+    "/usr/share/qemu/bios-256k.bin",
+    "/usr/share/qemu/kvmvapic.bin",
+    "/usr/share/qemu/linuxboot_dma.bin",
+    "/usr/share/qemu/multiboot_dma.bin",
+];
+
+/// What a VM's QEMU has mapped, from its pidfile (nothing if unknown), and
+/// the firmware it reads at start-up.
+pub(super) fn qemu_files(vm: &VmConfig) -> Vec<PathBuf> {
+    let pidfile = vm.host_path(Path::new(&format!("/run/liveup/{}.pid", vm.name)));
+    let Some(pid) = fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    else {
+        return Vec::new();
+    };
+    let mut files =
+        mapped_files(&fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default());
+    files.extend(
+        QEMU_FIRMWARE
+            .iter()
+            .map(|f| vm.host_path(Path::new(f)))
+            .filter(|p| p.exists()),
+    );
+    files
+}
+
+/// Start reading `files` into the page cache (POSIX_FADV_WILLNEED queues
+/// the reads and returns). Returns the bytes asked for.
+pub(super) fn read_ahead(files: &[PathBuf]) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut bytes = 0;
+    for p in files {
+        let Ok(f) = fs::File::open(p) else { continue };
+        // SAFETY: plain syscall on an open fd.
+        if unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) } == 0 {
+            bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm() -> VmConfig {
+        VmConfig {
+            name: "vm1".into(),
+            root: "/mnt".into(),
+            argv: vec!["qemu-system-x86_64".into(), "-m".into(), "256M".into()],
+            qmp: "/run/liveup/vm1.qmp".into(),
+            area: "vm-vm1".into(),
+        }
+    }
+
+    #[test]
+    fn paths_inside_the_chroot_map_to_the_host() {
+        let v = vm();
+        assert_eq!(v.qmp_host(), PathBuf::from("/mnt/run/liveup/vm1.qmp"));
+        assert_eq!(
+            v.host_path(&v.state_path()),
+            PathBuf::from("/mnt/run/liveup/vm1.state")
+        );
+        let c = v.command(true);
+        let args: Vec<_> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(c.get_program(), "chroot");
+        assert_eq!(
+            args,
+            [
+                "/mnt",
+                "qemu-system-x86_64",
+                "-m",
+                "256M",
+                "-incoming",
+                "defer"
+            ]
+        );
+    }
+
+    #[test]
+    fn mapped_files_lists_each_file_once() {
+        let maps = "\
+55d0c0000000-55d0c0100000 r--p 00000000 fe:00 1234   /usr/bin/qemu-system-x86_64
+55d0c0100000-55d0c0900000 r-xp 00100000 fe:00 1234   /usr/bin/qemu-system-x86_64
+7f0000000000-7f0010000000 rw-s 00000000 00:05 77     /dev/kram
+7f0010000000-7f0010001000 rw-s 00000000 00:01 88     /memfd:ram (deleted)
+7f0010001000-7f0010002000 r--p 00000000 fe:00 99     /usr/lib/x86_64-linux-gnu/lib with space.so
+7f0010002000-7f0010003000 r--p 00000000 fe:00 98     /tmp/gone (deleted)
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0      [stack]
+7ffd00021000-7ffd00022000 rw-p 00000000 00:00 0
+";
+        assert_eq!(
+            super::mapped_files(maps),
+            vec![
+                std::path::PathBuf::from("/usr/bin/qemu-system-x86_64"),
+                std::path::PathBuf::from("/usr/lib/x86_64-linux-gnu/lib with space.so"),
+            ]
+        );
+    }
+
+    #[test]
+    fn passed_through_devices_are_found_on_the_command_line() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            passthrough_devices(&a(&[
+                "-device",
+                "vfio-pci,host=0000:01:00.0,id=nic0",
+                "-device",
+                "virtio-net-pci,netdev=n0",
+                "-device",
+                "driver=vfio-pci,sysfsdev=/sys/bus/pci/devices/0000:02:00.0",
+                "-device",
+                "vfio-pci,id=x",
+            ])),
+            [
+                "0000:01:00.0",
+                "/sys/bus/pci/devices/0000:02:00.0",
+                "(no host=)"
+            ]
+        );
+        // other devices, and names that only contain it, are not
+        assert!(passthrough_devices(&a(&[
+            "-device",
+            "vfio-pci-nohotplug2,host=1",
+            "-name",
+            "vfio-pci"
+        ]))
+        .is_empty());
+        assert!(passthrough_devices(&a(&["-device", "e1000e,id=vfio-pci"])).is_empty());
+    }
+
+    #[test]
+    fn ram_that_devices_pin_is_mapped_from_kram_pages() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ram_device(&a(&["-kernel", "k", "-serial", "stdio"])),
+            "/dev/kram"
+        );
+        assert_eq!(
+            ram_device(&a(&["-drive", "file=d.img,if=virtio,format=raw"])),
+            "/dev/kram"
+        );
+        for pinned in [
+            "file=d.img,if=virtio,format=raw,cache=none",
+            "file=d.img,cache=directsync",
+            "file=d.img,aio=native,cache.direct=on",
+            "vfio-pci,host=0000:00:03.0",
+            "tap,id=n0,vhost=on",
+        ] {
+            assert_eq!(
+                ram_device(&a(&["-x", pinned])),
+                "/dev/kram-pages",
+                "{pinned}"
+            );
+        }
+        // a word that only contains one of them is not one
+        assert_eq!(ram_device(&a(&["-name", "cache=nonesuch"])), "/dev/kram");
+    }
+}
