@@ -39,6 +39,86 @@ pub enum QmpError {
     Timeout(String),
 }
 
+/// A QEMU's run state (QMP `query-status`), as far as liveup tells them
+/// apart; any other is kept by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    Paused,
+    Suspended,
+    InMigrate,
+    FinishMigrate,
+    PostMigrate,
+    InternalError,
+    GuestPanicked,
+    Shutdown,
+    Other(String),
+}
+
+impl RunState {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "running" => Self::Running,
+            "paused" => Self::Paused,
+            "suspended" => Self::Suspended,
+            "inmigrate" => Self::InMigrate,
+            "finish-migrate" => Self::FinishMigrate,
+            "postmigrate" => Self::PostMigrate,
+            "internal-error" => Self::InternalError,
+            "guest-panicked" => Self::GuestPanicked,
+            "shutdown" => Self::Shutdown,
+            o => Self::Other(o.into()),
+        }
+    }
+
+    /// QEMU's name for it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Suspended => "suspended",
+            Self::InMigrate => "inmigrate",
+            Self::FinishMigrate => "finish-migrate",
+            Self::PostMigrate => "postmigrate",
+            Self::InternalError => "internal-error",
+            Self::GuestPanicked => "guest-panicked",
+            Self::Shutdown => "shutdown",
+            Self::Other(o) => o,
+        }
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the upgrade logic asks of a QEMU: [`Qmp`], or a fake in tests.
+pub trait Monitor {
+    /// Execute `cmd` with `args`; its "return" value.
+    fn execute(&mut self, cmd: &str, args: Value) -> Result<Value, QmpError>;
+    /// Wait until the migration (a save or a load) completed; fail if it
+    /// failed or was cancelled.
+    fn wait_migration(&mut self, what: &str, timeout: Duration) -> Result<(), QmpError>;
+    /// The run state.
+    fn run_state(&mut self) -> Result<RunState, QmpError> {
+        let r = self.execute("query-status", json!({}))?;
+        Ok(RunState::parse(
+            r.get("status").and_then(Value::as_str).unwrap_or("unknown"),
+        ))
+    }
+}
+
+impl Monitor for Qmp {
+    fn execute(&mut self, cmd: &str, args: Value) -> Result<Value, QmpError> {
+        Qmp::execute(self, cmd, args)
+    }
+    fn wait_migration(&mut self, what: &str, timeout: Duration) -> Result<(), QmpError> {
+        Qmp::wait_migration(self, what, timeout)
+    }
+}
+
 pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
@@ -322,5 +402,25 @@ mod tests {
         assert!(!is_migration_end(&ev("device")));
         assert!(!is_migration_end(&ev("active")));
         assert!(!is_migration_end(&json!({"event": "STOP"})));
+    }
+
+    #[test]
+    fn run_states_keep_qemus_names() {
+        for n in [
+            "running",
+            "paused",
+            "suspended",
+            "inmigrate",
+            "finish-migrate",
+            "postmigrate",
+            "internal-error",
+            "guest-panicked",
+            "shutdown",
+            "colo",
+        ] {
+            assert_eq!(RunState::parse(n).as_str(), n);
+        }
+        assert_eq!(RunState::parse("running"), RunState::Running);
+        assert_eq!(RunState::parse("colo"), RunState::Other("colo".into()));
     }
 }

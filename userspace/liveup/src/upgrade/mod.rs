@@ -12,6 +12,7 @@
 //! Times are taken with the TSC, which keeps counting through kexec; its
 //! rate is calibrated against CLOCK_MONOTONIC on each side.
 
+mod blackout;
 mod kexec;
 mod report;
 mod state;
@@ -27,12 +28,13 @@ pub use vm::{
 };
 
 use crate::kram::Kram;
-use crate::qmp::Qmp;
+use crate::qmp::{Monitor, Qmp, RunState};
 use anyhow::{bail, ensure, Context, Result};
+use blackout::{Blackout, Host};
 use kexec::{kexec_load, kexec_unload, next_cmdline, set_param};
 use report::{init_to_mark_ms, kexec_rows, mark_kmsg};
 use serde_json::json;
-use state::{invalidate_state, state_area, store, BLOB_BASE};
+use state::{invalidate_state, state_area, store};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -79,8 +81,8 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
     for vm in &vms {
         let mut q = Qmp::connect(vm.qmp_host(), Duration::from_secs(5))
             .with_context(|| format!("VM {}", vm.name))?;
-        let s = q.status()?;
-        ensure!(s == "running", "VM {} is {s}, not running", vm.name);
+        let s = q.run_state()?;
+        ensure!(s == RunState::Running, "VM {} is {s}, not running", vm.name);
         tsc.push((
             vm.name.clone(),
             vm_tsc_khz(&mut q).with_context(|| format!("VM {}: TSC frequency", vm.name))?,
@@ -138,48 +140,16 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
     kexec_load(a.kernel, a.initrd, &cmdline)?;
     let hz = tsc_hz();
 
-    // ---- blackout ----
-    let t_blackout = rdtsc();
-    let mut stopped: Vec<usize> = Vec::new();
-    let mut frozen = false;
+    // ---- blackout: each step recorded in one guard, undone on failure ----
+    let mut host = LiveHost {
+        kram,
+        keep: keep.as_ref(),
+    };
+    let mut b = Blackout::new(&vms, &mut qmps, &mut host);
+    let t_blackout = b.t0;
     let result = (|| -> Result<Manifest> {
-        let mut saved = Vec::new();
-        let mut blobs = Vec::new();
-        // Every VM stops at once (a cpr-reboot save stops its guest as it
-        // starts) and the saves run side by side, so the blackout does not
-        // grow by one save per VM; then each is waited for in turn.
-        for (i, (vm, q)) in vms.iter().zip(qmps.iter_mut()).enumerate() {
-            let _ = fs::remove_file(vm.host_path(&vm.state_path()));
-            stopped.push(i);
-            q.execute(
-                "migrate",
-                json!({"uri": format!("file:{}", vm.state_path().display())}),
-            )
-            .with_context(|| format!("VM {}: cpr-reboot save", vm.name))?;
-        }
-        for (vm, q) in vms.iter().zip(qmps.iter_mut()) {
-            q.wait_migration("migrate (cpr-reboot save)", Duration::from_secs(60))
-                .with_context(|| format!("VM {}", vm.name))?;
-            fault("after-save")?;
-            let blob = fs::read(vm.host_path(&vm.state_path()))?;
-            saved.push(SavedVm {
-                config: vm.clone(),
-                state_offset: 0,
-                state_len: blob.len() as u64,
-                state_crc: kram_format::crc32c(&blob),
-                // from the first stop to this VM's state being read back
-                save_ticks: rdtsc() - t_blackout,
-            });
-            blobs.push(blob);
-        }
-        // The VMMs are stopped: the kept device's tables no longer change.
-        let t_freeze = rdtsc();
-        if let Some(k) = &keep {
-            fault("freeze")?;
-            k.freeze()?;
-            frozen = true;
-        }
-        let freeze_ticks = if frozen { rdtsc() - t_freeze } else { 0 };
+        let (saved, blobs) = b.save()?;
+        let freeze_ticks = b.freeze()?;
         let mut m = Manifest {
             tsc_hz: hz,
             t_blackout,
@@ -189,42 +159,13 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
             preload: preload.clone(),
             freeze_ticks,
         };
-        let mut off = BLOB_BASE as u64;
-        for v in m.vms.iter_mut() {
-            v.state_offset = off;
-            off += v.state_len;
-        }
-        m.t_saved = rdtsc();
-        m.t_kexec = m.t_saved;
-        store(kram, &m, &blobs)?;
-        fault("before-kexec")?;
+        b.store(&mut m, &blobs)?;
         Ok(m)
     })();
     let manifest = match result {
         Ok(m) => m,
         Err(e) => {
-            // Nothing is lost: guest RAM never moved; the kept device goes
-            // back to this kernel's tables; resume every VM we stopped.
-            if let (true, Some(k)) = (frozen, &keep) {
-                if let Err(t) = k.thaw() {
-                    eprintln!("liveup: {t:#}");
-                }
-            }
-            // The saved state, if stored, is stale once a VM runs again.
-            if let Err(t) = invalidate_state(kram) {
-                eprintln!("liveup: cannot invalidate the saved state: {t:#}");
-            }
-            // A save may still run (they run side by side): cancel it and
-            // let it end before `cont`, which QEMU refuses mid-migration.
-            for &i in &stopped {
-                let q = &mut qmps[i];
-                let _ = q.execute("migrate_cancel", json!({}));
-                let _ = q.wait_migration("migrate_cancel", Duration::from_secs(10));
-                let _ = q.execute("cont", json!({}));
-            }
-            // They were stopped, their kvmclock with them: their wall clocks
-            // are behind by the pause, as after a restore.
-            set_clocks(stopped.iter().map(|&i| &vms[i]));
+            b.rollback();
             kexec_unload();
             return Err(
                 e.context("upgrade aborted before kexec; the VMs were resumed where they were")
@@ -234,17 +175,11 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
     eprintln!(
         "liveup: {} VM(s) saved in {:.1} ms; kexec",
         manifest.vms.len(),
-        (manifest.t_saved - manifest.t_blackout) as f64 * 1e3 / hz
+        manifest.t_saved.wrapping_sub(manifest.t_blackout) as f64 * 1e3 / hz
     );
     if a.no_exec {
-        invalidate_state(kram)?;
-        if let Some(k) = &keep {
-            k.thaw()?;
-        }
-        for q in qmps.iter_mut() {
-            let _ = q.execute("cont", json!({}));
-        }
-        set_clocks(vms.iter());
+        // the rehearsal ends here: everything undone, as after a failure
+        b.rollback();
         kexec_unload();
         return Ok(());
     }
@@ -253,7 +188,47 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
         libc::sync();
         libc::reboot(libc::LINUX_REBOOT_CMD_KEXEC);
     }
-    bail!("kexec failed: {}", std::io::Error::last_os_error())
+    // reboot(2) returned: no kexec happened, and the VMs must not stay
+    // stopped (issue 19)
+    let e = std::io::Error::last_os_error();
+    b.rollback();
+    kexec_unload();
+    bail!("kexec failed: {e}; the VMs were resumed where they were")
+}
+
+/// The blackout's host side in a real upgrade: KRAM, the kept device,
+/// the VMs' state files and guest agents.
+struct LiveHost<'a> {
+    kram: &'a Kram,
+    keep: Option<&'a crate::keep::KeptDevice>,
+}
+
+impl Host for LiveHost<'_> {
+    fn clear_state(&mut self, vm: &VmConfig) {
+        let _ = fs::remove_file(vm.host_path(&vm.state_path()));
+    }
+    fn read_state(&mut self, vm: &VmConfig) -> Result<Vec<u8>> {
+        let p = vm.host_path(&vm.state_path());
+        fs::read(&p).with_context(|| format!("VM {}: saved state {}", vm.name, p.display()))
+    }
+    fn keeps(&self) -> bool {
+        self.keep.is_some()
+    }
+    fn freeze(&mut self) -> Result<()> {
+        self.keep.map_or(Ok(()), |k| k.freeze())
+    }
+    fn thaw(&mut self) -> Result<()> {
+        self.keep.map_or(Ok(()), |k| k.thaw())
+    }
+    fn store(&mut self, m: &Manifest, blobs: &[Vec<u8>]) -> Result<()> {
+        store(self.kram, m, blobs)
+    }
+    fn invalidate(&mut self) -> Result<()> {
+        invalidate_state(self.kram)
+    }
+    fn set_clock(&mut self, vm: &VmConfig) {
+        set_clocks(std::iter::once(vm));
+    }
 }
 
 /// After VMs ran again in this kernel (an aborted upgrade, --no-exec): set
@@ -375,8 +350,8 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     }
     let t2 = rdtsc();
     for (vm, q) in todo.iter().zip(qmps.iter_mut()) {
-        let st = q.status()?;
-        if st != "running" {
+        let st = q.run_state()?;
+        if st != RunState::Running {
             q.execute("cont", json!({}))
                 .with_context(|| format!("VM {} is {st} after loading its state", vm.name))?;
         }
