@@ -9,4 +9,5 @@ pub mod migrate;
 pub mod prezero;
 pub mod qga;
 pub mod qmp;
+pub mod units;
 pub mod upgrade;

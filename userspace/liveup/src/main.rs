@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use liveup::units::parse_size;
 use liveup::{host, kram, prezero, qmp, upgrade};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -186,21 +187,6 @@ enum VmCmd {
         #[arg(long)]
         delete_area: bool,
     },
-}
-
-/// Parse "64M", "1G", "4096" into bytes.
-fn parse_size(s: &str) -> Result<u64> {
-    let (num, mult) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("bad size {s:?}: expected a number with optional K, M or G"))?;
-    n.checked_mul(mult)
-        .with_context(|| format!("size {s:?} is too large"))
 }
 
 fn kram_cmd(device: &str, cmd: KramCmd) -> Result<()> {
@@ -406,17 +392,6 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_suffixes_and_garbage_is_refused() {
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
-        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
-        assert!(parse_size("").is_err());
-        assert!(parse_size("M").is_err());
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("99999999999999G").is_err());
-    }
 
     #[test]
     fn dirty_ms_garbage_is_a_usage_error() {

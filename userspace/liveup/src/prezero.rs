@@ -9,6 +9,7 @@
 //! selftests/prezero/: they time faulting memory in and pinning it through
 //! a VFIO container, and can check that every byte handed out is zero.
 
+use crate::units::parse_size;
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use std::fs::{File, OpenOptions};
@@ -106,19 +107,6 @@ pub enum Kind {
     Huge2m,
     /// hugetlb 1 GiB pages.
     Huge1g,
-}
-
-pub fn parse_size(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 1 << 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], MIB),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], GIB),
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().with_context(|| format!("bad size {s:?}"))?;
-    n.checked_mul(mult)
-        .with_context(|| format!("size {s:?} too large"))
 }
 
 fn size_name(size: u64) -> String {
@@ -559,11 +547,6 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("2M").unwrap(), 2 * MIB);
-        assert_eq!(parse_size("1G").unwrap(), GIB);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("99999999999999G").is_err());
         assert_eq!(size_name(2 * MIB), "2M");
         assert_eq!(size_name(3 * GIB), "3G");
         assert_eq!(size_name(64 << 10), "64K");

@@ -195,41 +195,9 @@ pub fn parse_source(s: &str, offset: u64, kram_device: &str) -> MemSource {
     }
 }
 
-/// A byte count or address: decimal, `0x` hex, or with a K/M/G suffix
-/// (binary units).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
-        _ => (t, 1),
-    };
-    let v = match num.strip_prefix("0x").or_else(|| num.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => num.parse::<u64>(),
-    }
-    .map_err(|e| format!("{s:?}: {e}"))?;
-    v.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?}: too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("2M"), Ok(2 << 20));
-        assert_eq!(parse_size("0x40000000"), Ok(1 << 30));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("64K"), Ok(65536));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("M").is_err());
-        assert!(parse_size("12x").is_err());
-        assert!(parse_size("99999999999G").is_err());
-    }
 
     #[test]
     fn sources_parse() {

@@ -3,6 +3,7 @@
 use super::codec::CodecKind;
 use super::plan::{Converge, Mode, Prefs};
 use super::session::{self, MigrateError, ReceiveOptions, SendOptions, SendResult};
+use crate::units::parse_size;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -83,20 +84,6 @@ pub enum MigrateCmd {
     },
 }
 
-/// Parse "64M", "1G", "4096".
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mult) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("bad size {s:?}"))
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{0}")]
@@ -138,7 +125,11 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
             x_corrupt_chunk,
         } => {
             let chunk_size = chunk_size
-                .map(|s| parse_size(&s).map(|v| v as usize))
+                .map(|s| {
+                    parse_size(&s)
+                        .map(|v| v as usize)
+                        .map_err(|e| e.to_string())
+                })
                 .transpose()
                 .map_err(CliError::Usage)?;
             if chunk_size.is_some_and(|c| c == 0 || c > super::relay::MAX_CHUNK) {
@@ -150,7 +141,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
             let xbzrle_cache = xbzrle_cache
                 .map(|s| parse_size(&s))
                 .transpose()
-                .map_err(CliError::Usage)?;
+                .map_err(|e| CliError::Usage(e.to_string()))?;
             let opts = SendOptions {
                 qmp,
                 to,
@@ -241,14 +232,6 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("256K"), Ok(256 << 10));
-        assert_eq!(parse_size("1M"), Ok(1 << 20));
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("99999999999999G").is_err());
-    }
 
     #[test]
     fn missing_qmp_socket_is_a_clear_error_with_its_exit_code() {

@@ -4,10 +4,11 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use liveup::units::parse_size;
 use serde_json::json;
 use std::process::ExitCode;
 use vfio_e1000e::desc::DescKind;
-use vfio_e1000e::mem::{parse_size, parse_source, DmaMem};
+use vfio_e1000e::mem::{parse_source, DmaMem};
 use vfio_e1000e::nic::{InitOptions, Nic, RingState, WatchReport};
 use vfio_e1000e::vfio::{Backend, Device};
 
