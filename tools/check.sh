@@ -127,7 +127,9 @@ plan_b=$(echo "$plan" | grep -vE '^(iommu-preserve|vfio-keep)/')
 KH_RIG_MEM=6G KH_NIC_UDP=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run-b" -t 3000 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan_b \
     > "$KH_ROOT/out/check-b.log" 2>&1 &
 bpid=$!
-KH_RIG_MEM=6G KH_NIC_UDP=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 3000 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan_a
+# The passthrough-NIC tests run with the NIC behind a PCIe root port, where
+# real NICs sit (the bridge's bus mastering across kexec is checked).
+KH_RIG_MEM=6G KH_NIC_UDP=1 KH_NIC_ROOT_PORT=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 3000 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan_a
 wait "$bpid"
 echo "== rig (second boot, out/check-b): $(echo $plan_b)"
 grep -E '^\[ *[0-9.]+\] (KH-RESULT|Kernel panic|BUG:|WARNING:)' "$KH_ROOT/out/check-b.log"

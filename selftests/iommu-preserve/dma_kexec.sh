@@ -27,7 +27,10 @@
 L=/host/bin/liveup
 K=/host/bin/kram-selftest
 M=/host/modules/iommu_preserve.ko
-code=$((0x18))          # segment 0, bus 0, devfn 00:03.0
+# segment << 16 | bus << 8 | devfn of the NIC: 0x18 for 00:03.0, 0x100 for
+# 01:00.0 behind the root port
+b=${dev#*:} s=${b#*:}
+code=$(( (0x${b%%:*} << 8) | (0x${s%%.*} << 3) | ${s#*.} ))
 area=dma-iop
 size=20M
 ring=65528              # the most RDLEN holds (1 MiB - 128 B): 131 s of frames at $rate
