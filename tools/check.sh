@@ -122,8 +122,13 @@ echo "== rig: $(echo $plan | wc -w) tests"
 # passthrough-NIC tests in out/check, the rest in out/check-b. One boot ran
 # 22 tests in ~1100 s on earlier machines and over 2400 s (its time limit)
 # on session 9's.
-plan_a=$(echo "$plan" | grep -E '^(iommu-preserve|vfio-keep)/')
-plan_b=$(echo "$plan" | grep -vE '^(iommu-preserve|vfio-keep)/')
+# vfio-keep/dma hands a NIC that is not kept from one process to the next
+# with its reset methods off: on the root bus nothing resets it in between,
+# behind a root port vfio-pci resets the bus at close (which reset_method
+# does not switch off), and only the keep flag (vfio-keep/keep) avoids
+# that. So it runs on the root bus, in the second boot.
+plan_a=$(echo "$plan" | grep -E '^(iommu-preserve|vfio-keep)/' | grep -v '^vfio-keep/dma$')
+plan_b=$(echo "$plan" | grep -vE '^(iommu-preserve|vfio-keep)/'; echo "$plan" | grep '^vfio-keep/dma$')
 KH_RIG_MEM=6G KH_NIC_UDP=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run-b" -t 3000 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan_b \
     > "$KH_ROOT/out/check-b.log" 2>&1 &
 bpid=$!
