@@ -26,7 +26,9 @@ case $KH_STAGE in
     insmod /host/modules/kram.ko $KRAM_PARAMS
     $L kram status | grep -q ready || $L kram format --yes > /dev/null
     kh_check "KRAM ready" sh -c "$L kram status | grep -q ready"
-    kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R
+    # (mounted already when upgrade.sh ran before in this boot)
+    grep -q " $R " /proc/mounts || kh_mount_rootfs $R
+    kh_check "trixie rootfs with QEMU 11" test -x $R/usr/bin/qemu-system-x86_64
     up=$(basename "$(dirname "$(readlink -f $sys)")")
     kh_log "NIC $dev, upstream $up"
     kh_check "the NIC sits behind a PCIe root port (not on the root bus)" \

@@ -78,21 +78,25 @@ vm_state() { $L vm list | sed -n "s/^$1 \([^ ]*\) .*/\1/p"; }
 # figure (tools/ktap-report.sh); a second failure fails the check. After
 # the first boot nothing is retried: every later check is strict.
 boot_vm() { # name serial-port
-    local n try limit=240
+    local try t0 limit=120
     for try in 1 2; do
-        n=0
+        t0=$(date +%s)
+        # by the clock: `vm list` itself may take seconds (a QEMU that does
+        # not answer is "unresponsive" after 5 s; it once hung CI's rig)
         while ! grep -q VM-READY "$(vm_log $1)" 2>/dev/null; do
             case $(vm_state $1) in internal-error|shutdown|guest-panicked) break;; esac
-            n=$((n + 1)); [ $n -gt $limit ] && break; sleep 0.5
+            [ $(($(date +%s) - t0)) -gt $limit ] && break; sleep 0.5
         done
         grep -q VM-READY "$(vm_log $1)" 2>/dev/null && return 0
         [ $try = 2 ] && return 1
-        kh_log "$1 did not boot ($(vm_state $1), $((n / 2)) s): started again after a rig fault"
+        kh_log "$1 did not boot ($(vm_state $1), $(($(date +%s) - t0)) s): started again after a rig fault"
         diag $1
-        $L vm stop $1 --delete-area > /dev/null || return 1
+        # a QEMU that does not answer is killed
+        timeout 30 $L vm stop $1 --delete-area > /dev/null ||
+            { kill -9 "$(cat $R/run/liveup/$1.pid)"; sleep 1; $L vm stop $1 --delete-area > /dev/null; } || return 1
         rm -f "$(vm_log $1)" /host/$1.qemu.log
         start_vm $1 $2 || return 1
-        limit=480
+        limit=240
     done
 }
 memchecks() { local c; c=$(grep -c "VM-MEMCHECK $1 .* ok" "$(vm_log $1)" 2>/dev/null); echo "${c:-0}"; }
@@ -102,7 +106,7 @@ diag() {
     for v in ${1:-$VMS}; do
         # where its vCPU is (for a stalled VM): registers and serial ports
         for c in "info registers" "info chardev" "info irq" "info pic"; do
-            $L qmp $R/run/liveup/$v.qmp human-monitor-command "{\"command-line\": \"$c\"}" 2>&1 \
+            timeout 10 $L qmp $R/run/liveup/$v.qmp human-monitor-command "{\"command-line\": \"$c\"}" 2>&1 \
                 | sed 's/\\r\\n/\n/g' | grep -E 'RIP|EFL|serial|hb|con|IRQ|irr|isr|imr|^"' | head -n 12 \
                 | sed "s/^/KH-LOG $v $c: /"
         done

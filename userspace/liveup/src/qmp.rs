@@ -136,6 +136,17 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 impl Qmp {
     /// Connect and leave capabilities negotiation mode.
     pub fn connect(path: impl AsRef<Path>, timeout: Duration) -> Result<Self, QmpError> {
+        Self::connect_bounded(path, timeout, READ_TIMEOUT)
+    }
+
+    /// As `connect`, with every read (the greeting's, and each answer's
+    /// after) waiting at most `read_timeout`: for a look at a QEMU that may
+    /// hang (`vm list`), which must not hang with it.
+    pub fn connect_bounded(
+        path: impl AsRef<Path>,
+        timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Self, QmpError> {
         let path = path.as_ref();
         let deadline = Instant::now() + timeout;
         let stream = loop {
@@ -153,7 +164,7 @@ impl Qmp {
                 }
             }
         };
-        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_read_timeout(Some(read_timeout))?;
         let writer = stream.try_clone()?;
         let mut q = Qmp {
             reader: BufReader::new(stream),

@@ -386,10 +386,22 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     // The guests run again: set their wall clocks, which are behind by the
     // pause (kvmclock went on from where it stopped), through their agents;
     // outside the downtime, and each bounded by qga::TIMEOUT.
-    let guest_clocks = todo
-        .iter()
-        .map(|vm| (vm.name.clone(), crate::qga::fix_clock(&vm.root, &vm.argv)))
-        .collect();
+    // Side by side: each may wait up to qga::TIMEOUT for its agent.
+    let guest_clocks = std::thread::scope(|s| {
+        let hs: Vec<_> = todo
+            .iter()
+            .map(|vm| s.spawn(move || crate::qga::fix_clock(&vm.root, &vm.argv)))
+            .collect();
+        todo.iter()
+            .zip(hs)
+            .map(|(vm, h)| {
+                let c = h.join().unwrap_or_else(|_| crate::qga::GuestClock::Failed {
+                    why: "the thread setting it panicked".into(),
+                });
+                (vm.name.clone(), c)
+            })
+            .collect()
+    });
     let report = Report {
         vms: man.vms.iter().map(|v| v.config.name.clone()).collect(),
         phases,

@@ -203,9 +203,22 @@ pub fn vm_start(
 
 /// The VM's QEMU run state, or "unreachable".
 pub fn vm_status(vm: &VmConfig) -> String {
-    Qmp::connect(vm.qmp_host(), Duration::ZERO)
+    // A QEMU that accepts the connection but does not answer (its main
+    // loop stuck) is "unresponsive" within 5 s, not a hang of `vm list`.
+    match Qmp::connect_bounded(vm.qmp_host(), Duration::ZERO, Duration::from_secs(5))
         .and_then(|mut q| q.status())
-        .unwrap_or_else(|_| "unreachable".into())
+    {
+        Ok(s) => s,
+        Err(crate::qmp::QmpError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            "unresponsive".into()
+        }
+        Err(_) => "unreachable".into(),
+    }
 }
 
 pub fn managed_vms() -> Result<Vec<VmConfig>> {
