@@ -9,6 +9,9 @@
 # guests (trixie's QEMU 11.1, multi-threaded TCG: KH_LINUX_RIG_ENV);
 # KH_DEMO_GUEST=tiny runs tools/guest/tinyvm.c on the default rig instead.
 set -euo pipefail
+# The demo's rig runs alone: two vCPUs (the Linux VM boots in about 15 s
+# there; `make check` gives its Linux rig one, beside another rig).
+export KH_LINUX_RIG_SMP=${KH_LINUX_RIG_SMP:-2}
 . "$(dirname "$0")/env.sh"
 cd "$KH_ROOT"
 export CARGO_INCREMENTAL=0

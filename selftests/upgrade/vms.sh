@@ -159,7 +159,8 @@ disk_ok() {
 # (or since `net_mark`), with at most 2 lost in between: the frame in flight
 # when the VM stopped can be (its echo reaches a QEMU that is going away).
 net_last() { grep "VM-NET $1 sent" "$(vm_log $1)" 2>/dev/null | tail -n1 | sed 's/.* sent \([0-9]*\) echoed \([0-9]*\) lost \([0-9]*\).*/\1 \2 \3/'; }
-net_mark() { net_last $1 > $KH_DIR/net.$1; }
+# (no count line yet, as right after a quick boot: nothing sent so far)
+net_mark() { local c; c=$(net_last $1); echo "${c:-0 0 0}" > $KH_DIR/net.$1; }
 net_ok() {
     local s0 e0 l0 s e l n=0
     read -r s0 e0 l0 < $KH_DIR/net.$1 || { echo "no earlier count"; return 1; }
