@@ -29,10 +29,10 @@ case $KH_STAGE in
     # (mounted already when upgrade.sh ran before in this boot)
     grep -q " $R " /proc/mounts || kh_mount_rootfs $R
     kh_check "trixie rootfs with QEMU 11" test -x $R/usr/bin/qemu-system-x86_64
-    up=$(basename "$(dirname "$(readlink -f $sys)")")
-    kh_log "NIC $dev, upstream $up"
+    up=$(nic_bridges | tail -n1)
+    kh_log "NIC $dev, upstream ${up:-none}"
     kh_check "the NIC sits behind a PCIe root port (not on the root bus)" \
-        sh -c "test -e /sys/bus/pci/devices/$up/secondary_bus_number"
+        sh -c "test -n '$up' && test -e /sys/bus/pci/devices/$up/secondary_bus_number"
     nic_bind vfio-pci
     kh_check "NIC bound to vfio-pci" test "$(nic_driver)" = vfio-pci
     start_peers

@@ -119,6 +119,13 @@ impl Monitor for Qmp {
     }
 }
 
+impl QmpError {
+    /// A read that timed out (the QEMU did not answer in time).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, QmpError::Io(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+    }
+}
+
 pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
@@ -228,11 +235,7 @@ impl Qmp {
                 Ok(v) if v.get("event").is_some() => break Ok(Some(v)),
                 // No command is waiting: a stray answer is dropped.
                 Ok(_) => {}
-                Err(QmpError::Io(e))
-                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-                {
-                    break Ok(None)
-                }
+                Err(e) if e.is_timeout() => break Ok(None),
                 Err(e) => break Err(e),
             }
         };

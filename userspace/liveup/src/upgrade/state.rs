@@ -111,12 +111,10 @@ impl Header {
         if &h[..8] != MAGIC {
             return None;
         }
-        let word =
-            |r: std::ops::Range<usize>| h[r].iter().rev().fold(0u64, |a, &b| a << 8 | u64::from(b));
         Some(Header {
-            len: word(8..16),
-            crc: word(16..20) as u32,
-            restored: word(20..24) != 0,
+            len: u64::from_le_bytes(h[8..16].try_into().ok()?),
+            crc: u32::from_le_bytes(h[16..20].try_into().ok()?),
+            restored: u32::from_le_bytes(h[20..24].try_into().ok()?) != 0,
         })
     }
 }

@@ -209,14 +209,7 @@ pub fn vm_status(vm: &VmConfig) -> String {
         .and_then(|mut q| q.status())
     {
         Ok(s) => s,
-        Err(crate::qmp::QmpError::Io(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            "unresponsive".into()
-        }
+        Err(e) if e.is_timeout() => "unresponsive".into(),
         Err(_) => "unreachable".into(),
     }
 }
