@@ -22,16 +22,18 @@ open(my $f, "<", "$run/console.t0") or exit 0;
 my $t0 = <$f> + 0;
 close $f;
 open($f, "<", "$run/console.log") or exit 0;
-my (@rep, @ev);    # [time, downtime s, {VMs}] of each liveup report; upgrade/kexec events
+my (@rep, @ev);    # [time, downtime s, {VMs}, mark] of each liveup report; upgrade/kexec events
+my $mark;          # the last moment every VM was certainly stopped: a new kernel's test start or a restore start
 my %in;            # the VMs of the report being read ("host kernel upgrade: VMs a, b")
 while (<$f>) {
     next unless /^\[ *([0-9.]+)\] (.*)/;
     my ($t, $l) = ($t0 + $1, $2);
     $l =~ s/\s+$//;    # the serial console ends lines with \r\n
     push @ev, $t if $l =~ /^KH-(UPGRADE-START|TEST-START|KEXEC-E)/;
+    $mark = $t if $l =~ /^KH-(?:UPGRADE-RESTORE|TEST-START \S+ stage=[1-9])/;
     %in = map { $_ => 1 } split /, /, $1
         if $l =~ /^KH-(?:LOG (?:\S+ )?(?:upgrade|restore):|DEMO) +host kernel upgrade: VMs (.*)/;
-    push @rep, [$t, $1 / 1000, {%in}]
+    push @rep, [$t, $1 / 1000, {%in}, $mark]
         if $l =~ /^KH-(?:LOG (?:\S+ )?(?:upgrade|restore):|DEMO) +downtime \(first stop to last resume\) +([0-9.]+) ms/;
 }
 my %gaps;          # VM -> [start, end] of each gap over 1 s
@@ -81,17 +83,24 @@ if ($mode eq "check") {
     }
     my $k = 0;
     for my $r (@rep) {
-        my ($t, $d, $vms) = @$r;
+        my ($t, $d, $vms, $m) = @$r;
         $k++;
         # only the VMs this upgrade stopped (all, if the report named none)
         for my $n (grep { !%$vms || $vms->{$_} } sort keys %gaps) {
-            # the gap that ended last before this report was printed or, for
-            # a VM still frozen then, the first one ending after it; it
-            # began in this upgrade's blackout (not in an earlier restore
-            # that printed no report)
-            my ($best) = sort { abs($a->[1] - $t) <=> abs($b->[1] - $t) }
-                grep { $_->[0] > $t - $d - 10 && $_->[0] < $t && $_->[1] < $t + 600 } @{$gaps{$n}};
-            next unless $best;
+            # the gap around the moment the new kernel started (or its
+            # restore did): every VM was stopped then, so this gap is the
+            # upgrade's blackout, whatever stalls come just before or after
+            # it. Without such a mark (an older console), the gap that
+            # ended last before the report was printed.
+            my ($best) = defined $m
+                ? grep { $_->[0] < $m && $_->[1] > $m } @{$gaps{$n}}
+                : sort { abs($a->[1] - $t) <=> abs($b->[1] - $t) }
+                  grep { $_->[0] > $t - $d - 10 && $_->[0] < $t && $_->[1] < $t + 600 } @{$gaps{$n}};
+            next unless $best || defined $m;
+            unless ($best) {
+                printf "not ok|downtime %d: %s heartbeat gap vs liveup %.2f s # no gap in its beats spans the restore\n", $k, $n, $d;
+                next;
+            }
             my $g = $best->[1] - $best->[0];
             my $ok = abs($g - $d) <= 0.1 * $d + 0.1;
             printf "%s|downtime %d: %s heartbeat gap %.2f s vs liveup %.2f s (%+.1f%%)%s\n",

@@ -9,11 +9,13 @@ d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
 p=0 f=0 k=0
 # run NAME EXPECT... : beats from the perl snippet in $BEATS (a pause of
 # 10 s at beat 1000, i.e. 1020-1030 s; liveup reporting 10 s for the VMs in
-# $VMS at 1032 s) must give these lines; "!LINE": must not
+# $VMS at 1032 s; with MARK=T, the rig's restore starting at T) must give
+# these lines; "!LINE": must not
 run() {
     local name=$1 out; shift
     echo 1000.000 > "$d/console.t0"
-    { printf "%s\r\n" "[  31.900] KH-LOG upgrade: host kernel upgrade: VMs ${VMS:-vm1}"
+    { [ -n "${MARK:-}" ] && printf "[  %s] KH-UPGRADE-RESTORE 1\r\n" "$MARK"
+      printf "%s\r\n" "[  31.900] KH-LOG upgrade: host kernel upgrade: VMs ${VMS:-vm1}"
       printf "%s\r\n" "[  32.000] KH-LOG upgrade:   downtime (first stop to last resume)      10000.0 ms"; } > "$d/console.log"
     perl -e 'my $s=1000; my ($m,$r)=(5000,1.7e12); for my $i (1..2000) { $s+=0.02; $m+=20; $r+=20; '"$BEATS"'; printf "%.3f HB vm1 %d %.1f %.1f\n",$s,$i,$m,$r }' > "$d/heartbeat1.log"
     out=$(perl "$here/heartbeat.pl" check "$d")
@@ -46,5 +48,11 @@ BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=10000} if ($i==1500) {$m+=36000
     run "a monotonic jump of 36 s, 10 s after a 10 s pause, fails by 26 s" "not ok|clock: vm1 monotonic clock never ahead of real time (at most 26.00"
 BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=10000}' \
     run "a monotonic clock in step passes" "ok|clock: vm1 monotonic clock never ahead of real time (at most 0.00"
+BEATS='if ($i==1000) {$s+=10} if ($i==1040) {$s+=1} if ($i==1100) {$r+=11000}' MARK=25.000 \
+    run "a stall right after the resume is not taken for the blackout" "ok|downtime 1: vm1 heartbeat gap 10.02"
+BEATS='if ($i==1000) {$s+=10} if ($i==1040) {$s+=1} if ($i==1100) {$r+=11000}' \
+    run "(control: without the restore's mark, that stall is taken)" "not ok|downtime 1: vm1 heartbeat gap 1.02"
+BEATS='if ($i==250) {$s+=10} if ($i==1100) {$r+=10000}' MARK=25.000 \
+    run "a VM that kept beating through the restore fails" "not ok|downtime 1: vm1 heartbeat gap vs liveup 10.00 s # no gap"
 echo "$p passed, $f failed"
 [ "$f" = 0 ]
