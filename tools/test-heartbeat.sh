@@ -10,12 +10,14 @@ p=0 f=0 k=0
 # run NAME EXPECT... : beats from the perl snippet in $BEATS (a pause of
 # 10 s at beat 1000, i.e. 1020-1030 s; liveup reporting 10 s for the VMs in
 # $VMS at 1032 s; with MARK=T, the rig's restore starting at T) must give
-# these lines; "!LINE": must not
+# these lines; with HOSTCLK=V too, the rig's clock V printed at 1031.95 s;
+# "!LINE": must not
 run() {
     local name=$1 out; shift
     echo 1000.000 > "$d/console.t0"
     { [ -n "${MARK:-}" ] && printf "[  %s] KH-UPGRADE-RESTORE 1\r\n" "$MARK"
       printf "%s\r\n" "[  31.900] KH-LOG upgrade: host kernel upgrade: VMs ${VMS:-vm1}"
+      [ -n "${HOSTCLK:-}" ] && printf "[  31.950] KH-HOST-CLOCK %s\r\n" "$HOSTCLK"
       printf "%s\r\n" "[  32.000] KH-LOG upgrade:   downtime (first stop to last resume)      10000.0 ms"; } > "$d/console.log"
     perl -e 'my $s=1000; my ($m,$r)=(5000,1.7e12); for my $i (1..2000) { $s+=0.02; $m+=20; $r+=20; '"$BEATS"'; printf "%.3f HB vm1 %d %.1f %.1f\n",$s,$i,$m,$r }' > "$d/heartbeat1.log"
     out=$(perl "$here/heartbeat.pl" check "$d")
@@ -54,5 +56,15 @@ BEATS='if ($i==1000) {$s+=10} if ($i==1040) {$s+=1} if ($i==1100) {$r+=11000}' \
     run "(control: without the restore's mark, that stall is taken)" "not ok|downtime 1: vm1 heartbeat gap 1.02"
 BEATS='if ($i==250) {$s+=10} if ($i==1100) {$r+=10000}' MARK=25.000 \
     run "a VM that kept beating through the restore fails" "not ok|downtime 1: vm1 heartbeat gap vs liveup 10.00 s # no gap"
+# The beats' wall clock starts 1.7e9 - 1000 s ahead of the stamps; a rig
+# 5 s ahead of that (1700000036.95 at 1031.95) is 5 s ahead of the guest.
+BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=15000}' MARK=25.000 HOSTCLK=1700000036.950 \
+    run "a guest set to its host's clock passes, however far off it was before" \
+    "ok|clock 1: vm1 wall clock +0.00 s off its host's"
+BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=15000}' MARK=25.000 \
+    run "(control: without the rig's clock, that guest is held to its offset before)" \
+    "not ok|clock 1: vm1 wall clock +5.00 s off the host's"
+BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=10000}' MARK=25.000 HOSTCLK=1700000036.950 \
+    run "a guest left 5 s behind its host's clock fails" "not ok|clock 1: vm1 wall clock -5.00 s off its host's"
 echo "$p passed, $f failed"
 [ "$f" = 0 ]

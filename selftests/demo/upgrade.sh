@@ -47,6 +47,7 @@ case $KH_STAGE in
     say "new kernel booted; liveup restore"
     $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" > $KH_DIR/report
     rc=$?
+    kh_host_clock
     sed 's/^/KH-DEMO /' $KH_DIR/report
     if [ $rc != 0 ]; then
         kh_fail "liveup restore" "exited $rc"

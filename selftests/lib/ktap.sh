@@ -13,6 +13,13 @@ kh_check() { # name command... : ok when the command succeeds
     if "$@"; then kh_ok "$_name"; else kh_fail "$_name" "failed: $*"; return 1; fi
 }
 kh_log() { echo "KH-LOG $KH_TEST: $*"; }
+# kh_host_clock: this kernel's wall clock on the console, to the
+# microsecond (busybox date has no %N). The outer host stamps the line as
+# it arrives, so tools/heartbeat.pl learns how far the rig's clock (which
+# liveup sets its guests' clocks to) is off its own.
+kh_host_clock() {
+    adjtimex | awk '/tv_sec/ {s = $2} /tv_usec/ {u = $2} END {printf "KH-HOST-CLOCK %d.%06d\n", s, u}'
+}
 
 # Lines of the kernel log that mean something went wrong.
 KH_BAD_DMESG='WARNING:|BUG:|KASAN|UBSAN|Oops|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|lock held when returning|Call Trace|general protection|Kernel panic'

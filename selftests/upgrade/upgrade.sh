@@ -108,6 +108,7 @@ case $KH_STAGE in
     fi
     $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" | tee $KH_DIR/report.$KH_STAGE
     echo "KH-UPGRADE-DONE $KH_STAGE"
+    kh_host_clock
     sed 's/^/KH-LOG upgrade: /' $KH_DIR/report.$KH_STAGE
     both_running || diag
     kh_check "upgrade $KH_STAGE: both VMs running" both_running
