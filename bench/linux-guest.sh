@@ -1,31 +1,46 @@
 #!/bin/bash
-# Reliability of Linux L2 guests in the rig: KH_BENCH_RUNS (default 4) rig
-# boots in a row, each running selftests/upgrade/upgrade.sh with one Linux
-# VM (boot, 3 counted upgrades, a failed restore + --retry, a failed
-# restore + kexec back: 5 restores a boot) on the rig configuration
-# tools/check-upgrade.sh uses for it (trixie's QEMU 11.1, multi-threaded
-# TCG). Counts VM boots, restores with the memory verified afterwards, rig
-# faults (an Oops, panic or a test that did not finish) and failed checks,
-# and prints each run's heartbeat gaps next to liveup's downtime.
-#   KH_BENCH_RUNS=4 bench/linux-guest.sh
+# Reliability of Linux L2 guests in the rig: KH_BENCH_LANES (2) rigs side by
+# side, each on one host core with the rig configuration of make check's
+# Linux rig (trixie's QEMU 11.1, one vCPU, multi-threaded TCG), each running
+# selftests/upgrade/series.sh: KH_SERIES_UPGRADES (10) times in a row a
+# fresh Linux VM boots, its memory is checked, the host kernel is upgraded
+# under it, restored and checked again. Counts VM boots, restores with the
+# memory verified afterwards, rig faults (an Oops, a panic, a test that did
+# not finish) and failed checks; prints the boot times and each restore's
+# heartbeat gap next to liveup's downtime. Exit 1 unless every boot and
+# restore of every lane passed.
+#   KH_BENCH_LANES=2 KH_SERIES_UPGRADES=10 bench/linux-guest.sh
 set -euo pipefail
 . "$(dirname "$0")/../tools/env.sh"
 cd "$KH_ROOT"
-runs=${KH_BENCH_RUNS:-4}
+lanes=${KH_BENCH_LANES:-2}
+n=${KH_SERIES_UPGRADES:-10}
 kdir=$(tools/build-modules.sh release)
 rootfs=$(tools/mkrootfs.sh)
 tools/build-userspace-guest.sh > /dev/null
-boots=0 restores=0 faults=0 failed=0
-for i in $(seq 1 "$runs"); do
+t0=$(date +%s)
+for i in $(seq 1 "$lanes"); do
     run="$KH_ROOT/out/bench-linux-$i"
-    env "${KH_LINUX_RIG_ENV[@]}" tools/vm-run.sh -k "$kdir" -o "$run" -t 2400 -v "$kdir/bzImage" -r "$rootfs" upgrade/upgrade > "$run.log" 2>&1 || true
-    tools/ktap-report.sh "$run" > "$run.ktap" 2>&1 || true
-    read -r p f s < "$run/counts"
-    b=$(grep -c 'ok vm1 booted' "$run/state/upgrade_upgrade.ktap" || true)
-    r=$(grep -cE '^ok (upgrade [0-9]+: vm1 memory checksum intact|memory of every VM intact)' "$run/state/upgrade_upgrade.ktap" || true)
-    z=$( { grep -cE 'Oops|Kernel panic|BUG:|did not finish' "$run/console.log" "$run.ktap" || true; } | awk -F: '{s+=$2} END {print s+0}')
-    boots=$((boots + b)); restores=$((restores + r)); faults=$((faults + z)); failed=$((failed + f))
-    echo "run $i: $p passed, $f failed; VM boots $b, restores verified $r, rig faults $z"
-    grep -E '^# figure: vm1|downtime [0-9]+:' "$run.ktap" | sed 's/^/  /'
+    env "${KH_LINUX_RIG_ENV[@]}" "KH_GUEST_ENV=KH_UPGRADE_GUEST=linux KH_UPGRADE_VMS=vm1 KH_SERIES_UPGRADES=$n" \
+        tools/vm-run.sh -k "$kdir" -o "$run" -t $((n * 420 + 300)) -v "$kdir/bzImage" -r "$rootfs" upgrade/series \
+        > "$run.log" 2>&1 &
 done
-echo "Linux guest: $runs rig boots, $boots VM boots, $restores restores with memory verified, $faults rig faults, $failed failed checks"
+wait || true
+boots=0 restores=0 faults=0 failed=0 times=()
+for i in $(seq 1 "$lanes"); do
+    run="$KH_ROOT/out/bench-linux-$i"
+    tools/ktap-report.sh "$run" > "$run.ktap" 2>&1 || true
+    read -r p f s < "$run/counts" || { p=0 f=1 s=0; }
+    k="$run/state/upgrade_series.ktap"
+    b=$(grep -cE '^ok boot [0-9]+: vm1 booted' "$k" 2>/dev/null || true)
+    r=$(grep -cE '^ok upgrade [0-9]+: vm1 memory checksum intact' "$k" 2>/dev/null || true)
+    z=$( { grep -cE 'Oops|Kernel panic|BUG:|did not finish|timed out' "$run/console.log" "$run.ktap" || true; } | awk -F: '{s+=$2} END {print s+0}')
+    boots=$((boots + b)); restores=$((restores + r)); faults=$((faults + z)); failed=$((failed + f))
+    while read -r s; do times+=("$s"); done < <(sed -n 's/.*KH-LOG upgrade\/series: boot [0-9]*: vm1 booted in \([0-9]*\) s.*/\1/p' "$run/console.log")
+    echo "lane $i: $p passed, $f failed; VM boots $b of $n, restores verified $r of $n, rig faults $z"
+    grep -E 'downtime [0-9]+:' "$run.ktap" | sed 's/^/  /'
+    grep -E '^# figure: vm1: stopped' "$run.ktap" | sed 's/^/  /' || true
+done
+bt=$(printf "%s\n" "${times[@]}" | sort -n | awk '{a[NR]=$1} END {if (NR) printf "min %d s, median %d s, max %d s", a[1], a[int((NR+1)/2)], a[NR]}')
+echo "Linux guest: $lanes rigs side by side, $boots VM boots ($bt), $restores restores with memory verified, $faults rig faults, $failed failed checks, in $(($(date +%s) - t0)) s"
+[ "$boots" = $((lanes * n)) ] && [ "$restores" = $((lanes * n)) ] && [ "$faults" = 0 ] && [ "$failed" = 0 ]
