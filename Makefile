@@ -50,7 +50,8 @@ bench-upgrade:
 bench-migrate:
 	bench/migrate.sh
 
-# Linux L2 guests through hot-upgrades, KH_BENCH_RUNS rig boots in a row.
+# Linux L2 guests booted and upgraded in a row: KH_BENCH_LANES rigs side by
+# side, KH_SERIES_UPGRADES boots and upgrades each (2 x 10).
 bench-linux:
 	bench/linux-guest.sh
 
