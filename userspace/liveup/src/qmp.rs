@@ -94,6 +94,102 @@ impl std::fmt::Display for RunState {
     }
 }
 
+/// A migration's status (QMP `query-migrate`, MIGRATION events): QEMU's
+/// MigrationStatus values; any other is kept by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationStatus {
+    /// No migration yet.
+    None,
+    Setup,
+    Cancelling,
+    Cancelled,
+    Active,
+    PostcopyActive,
+    PostcopyPaused,
+    PostcopyRecoverSetup,
+    PostcopyRecover,
+    Completed,
+    Failed,
+    Colo,
+    PreSwitchover,
+    Device,
+    WaitUnplug,
+    Other(String),
+}
+
+impl MigrationStatus {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "none" => Self::None,
+            "setup" => Self::Setup,
+            "cancelling" => Self::Cancelling,
+            "cancelled" => Self::Cancelled,
+            "active" => Self::Active,
+            "postcopy-active" => Self::PostcopyActive,
+            "postcopy-paused" => Self::PostcopyPaused,
+            "postcopy-recover-setup" => Self::PostcopyRecoverSetup,
+            "postcopy-recover" => Self::PostcopyRecover,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "colo" => Self::Colo,
+            "pre-switchover" => Self::PreSwitchover,
+            "device" => Self::Device,
+            "wait-unplug" => Self::WaitUnplug,
+            o => Self::Other(o.into()),
+        }
+    }
+
+    /// The `status` of a `query-migrate` answer or a MIGRATION event's
+    /// data; None if it has none.
+    pub fn of(v: &Value) -> Option<Self> {
+        v.get("status").and_then(Value::as_str).map(Self::parse)
+    }
+
+    /// QEMU's name for it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::None => "none",
+            Self::Setup => "setup",
+            Self::Cancelling => "cancelling",
+            Self::Cancelled => "cancelled",
+            Self::Active => "active",
+            Self::PostcopyActive => "postcopy-active",
+            Self::PostcopyPaused => "postcopy-paused",
+            Self::PostcopyRecoverSetup => "postcopy-recover-setup",
+            Self::PostcopyRecover => "postcopy-recover",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Colo => "colo",
+            Self::PreSwitchover => "pre-switchover",
+            Self::Device => "device",
+            Self::WaitUnplug => "wait-unplug",
+            Self::Other(o) => o,
+        }
+    }
+
+    /// The migration ended: completed, failed or cancelled.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// It ended without completing: failed or cancelled.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Self::Failed | Self::Cancelled)
+    }
+
+    /// A migration is under way (or in a state liveup does not know):
+    /// neither ended nor never started.
+    pub fn is_in_progress(&self) -> bool {
+        !self.is_terminal() && *self != Self::None
+    }
+}
+
+impl std::fmt::Display for MigrationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the upgrade logic asks of a QEMU: [`Qmp`], or a fake in tests.
 pub trait Monitor {
     /// Execute `cmd` with `args`; its "return" value.
@@ -285,9 +381,9 @@ impl Qmp {
         let deadline = Instant::now() + timeout;
         loop {
             let r = self.execute("query-migrate", json!({}))?;
-            match r.get("status").and_then(Value::as_str) {
-                Some("completed") => return Ok(()),
-                Some("failed") | Some("cancelled") => {
+            match MigrationStatus::of(&r) {
+                Some(MigrationStatus::Completed) => return Ok(()),
+                Some(st) if st.is_failure() => {
                     let desc = r
                         .get("error-desc")
                         .and_then(Value::as_str)
@@ -325,116 +421,8 @@ impl Qmp {
 }
 
 fn is_migration_end(e: &Value) -> bool {
-    e["event"] == "MIGRATION"
-        && matches!(
-            e["data"]["status"].as_str(),
-            Some("completed") | Some("failed") | Some("cancelled")
-        )
+    e["event"] == "MIGRATION" && MigrationStatus::of(&e["data"]).is_some_and(|s| s.is_terminal())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Read;
-    use std::os::unix::net::UnixListener;
-
-    /// A QMP peer on a fresh socket: greets, answers qmp_capabilities,
-    /// then runs `script` on the connection.
-    fn fake_qemu(
-        name: &str,
-        script: impl FnOnce(&mut UnixStream) + Send + 'static,
-    ) -> (Qmp, std::thread::JoinHandle<()>) {
-        let path = std::env::temp_dir().join(format!("liveup-qmp-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let l = UnixListener::bind(&path).unwrap();
-        let t = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            s.write_all(b"{\"QMP\": {\"version\": {}}}\n").unwrap();
-            read_cmd(&mut s);
-            s.write_all(b"{\"return\": {}}\n").unwrap();
-            script(&mut s);
-        });
-        let q = Qmp::connect(&path, Duration::from_secs(5)).unwrap();
-        let _ = std::fs::remove_file(&path);
-        (q, t)
-    }
-
-    fn read_cmd(s: &mut UnixStream) -> String {
-        let mut line = Vec::new();
-        let mut b = [0u8; 1];
-        while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
-            line.push(b[0]);
-        }
-        String::from_utf8(line).unwrap()
-    }
-
-    #[test]
-    fn event_during_a_command_is_kept_for_next_event() {
-        let (mut q, t) = fake_qemu("kept", |s| {
-            assert!(read_cmd(s).contains("query-migrate"));
-            s.write_all(b"{\"event\": \"MIGRATION\", \"data\": {\"status\": \"completed\"}}\n{\"return\": {\"status\": \"completed\"}}\n")
-                .unwrap();
-            // Stay connected while the client looks for more.
-            std::thread::sleep(Duration::from_millis(300));
-        });
-        let r = q.execute("query-migrate", json!({})).unwrap();
-        assert_eq!(r["status"], "completed");
-        let e = q.next_event(Duration::from_millis(10)).unwrap().unwrap();
-        assert_eq!(e["data"]["status"], "completed");
-        assert!(q.next_event(Duration::from_millis(10)).unwrap().is_none());
-        t.join().unwrap();
-    }
-
-    #[test]
-    fn next_event_times_out_and_keeps_a_half_read_line() {
-        let (mut q, t) = fake_qemu("partial", |s| {
-            s.write_all(b"{\"event\": \"MIGR").unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            s.write_all(b"ATION\", \"data\": {\"status\": \"failed\"}}\n")
-                .unwrap();
-            assert!(read_cmd(s).contains("query-status"));
-            s.write_all(b"{\"return\": {\"status\": \"running\"}}\n")
-                .unwrap();
-        });
-        let t0 = Instant::now();
-        assert!(q.next_event(Duration::from_millis(100)).unwrap().is_none());
-        assert!(t0.elapsed() < Duration::from_millis(280));
-        let e = q.next_event(Duration::from_secs(5)).unwrap().unwrap();
-        assert_eq!(e["event"], "MIGRATION");
-        assert_eq!(e["data"]["status"], "failed");
-        // The ordinary read timeout is back: a command still works.
-        assert_eq!(q.status().unwrap(), "running");
-        t.join().unwrap();
-    }
-
-    #[test]
-    fn migration_end_events() {
-        let ev = |st: &str| json!({"event": "MIGRATION", "data": {"status": st}});
-        assert!(is_migration_end(&ev("completed")));
-        assert!(is_migration_end(&ev("failed")));
-        assert!(is_migration_end(&ev("cancelled")));
-        assert!(!is_migration_end(&ev("device")));
-        assert!(!is_migration_end(&ev("active")));
-        assert!(!is_migration_end(&json!({"event": "STOP"})));
-    }
-
-    #[test]
-    fn run_states_keep_qemus_names() {
-        for n in [
-            "running",
-            "paused",
-            "suspended",
-            "inmigrate",
-            "finish-migrate",
-            "postmigrate",
-            "internal-error",
-            "guest-panicked",
-            "shutdown",
-            "colo",
-        ] {
-            assert_eq!(RunState::parse(n).as_str(), n);
-        }
-        assert_eq!(RunState::parse("running"), RunState::Running);
-        assert_eq!(RunState::parse("colo"), RunState::Other("colo".into()));
-    }
-}
+mod tests;
