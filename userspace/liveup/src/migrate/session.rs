@@ -18,7 +18,7 @@ use super::control::{unexpected, Control, Ctl, CtlError, PROTOCOL};
 use super::facts;
 use super::plan::{self, Converge, HostFacts, Mode, Plan, PlanInput, Prefs};
 use super::relay::{self, ReceiveConfig, RelayError, RelayStats, RelaySummary, SendConfig};
-use crate::qmp::{Qmp, QmpError};
+use crate::qmp::{MigrationStatus, Monitor, Qmp, QmpError, RunState};
 use qatzip_sys::QatZip;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -267,16 +267,23 @@ fn probe_link(c: &mut Control) -> Result<f64, MigrateError> {
 /// Returns its state afterwards.
 fn recover_source(q: &mut Qmp, was_running: bool) -> String {
     if let Ok(r) = q.execute("query-migrate", json!({})) {
-        let st = r["status"].as_str().unwrap_or("");
-        if !matches!(st, "completed" | "failed" | "cancelled" | "none" | "") {
+        // No status (or an empty one): nothing to cancel.
+        let st = MigrationStatus::of(&r).filter(|s| !s.as_str().is_empty());
+        if st.is_some_and(|s| s.is_in_progress()) {
             let _ = q.execute("migrate_cancel", json!({}));
             let t = Instant::now();
             while t.elapsed() < Duration::from_secs(20) {
                 match q.execute("query-migrate", json!({})) {
                     Ok(r)
                         if matches!(
-                            r["status"].as_str(),
-                            Some("cancelling" | "active" | "device" | "setup" | "pre-switchover")
+                            MigrationStatus::of(&r),
+                            Some(
+                                MigrationStatus::Cancelling
+                                    | MigrationStatus::Active
+                                    | MigrationStatus::Device
+                                    | MigrationStatus::Setup
+                                    | MigrationStatus::PreSwitchover
+                            )
                         ) =>
                     {
                         std::thread::sleep(Duration::from_millis(50));
@@ -286,14 +293,18 @@ fn recover_source(q: &mut Qmp, was_running: bool) -> String {
             }
         }
     }
-    let state = q.status().unwrap_or_else(|e| format!("unknown ({e})"));
-    if was_running && state != "running" {
+    let show = |s: Result<RunState, QmpError>| match s {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("unknown ({e})"),
+    };
+    let state = q.run_state();
+    if was_running && !matches!(state, Ok(RunState::Running)) {
         match q.execute("cont", json!({})) {
             Ok(_) => {}
-            Err(e) => return format!("{state}, cont failed: {e}"),
+            Err(e) => return format!("{}, cont failed: {e}", show(state)),
         }
     }
-    q.status().unwrap_or_else(|e| format!("unknown ({e})"))
+    show(q.run_state())
 }
 
 struct Progress {
@@ -374,7 +385,7 @@ impl Progress {
         b.set_position(total.saturating_sub(remaining));
         b.set_message(format!(
             "{} sent {:.1} MiB, left {:.1} MiB, {:.1} MB/s wire, ratio {:.2}x, dirty {:.1} MB/s, ETA {eta}",
-            r["status"].as_str().unwrap_or("?"),
+            MigrationStatus::of(r).as_ref().map_or("?", MigrationStatus::as_str),
             wire as f64 / 1048576.0,
             remaining as f64 / 1048576.0,
             thr / 1e6,
@@ -422,9 +433,9 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
     // thread while the destination's facts and the link probe are taken.
     let dirty = facts::start_dirty_rate(&mut q, opts.dirty_ms, qemu.dirty_ms);
     let idle = std::thread::spawn(|| facts::idle_cpus(facts::IDLE_SAMPLE));
-    let runstate = q.status()?;
-    let was_running = runstate == "running";
-    if !matches!(runstate.as_str(), "running" | "paused") {
+    let runstate = q.run_state()?;
+    let was_running = runstate == RunState::Running;
+    if !matches!(runstate, RunState::Running | RunState::Paused) {
         return Err(MigrateError::UnsupportedQemu {
             side: "source",
             why: format!("VM is {runstate}, not running or paused"),
@@ -531,9 +542,9 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
             let r = q.execute("query-migrate", json!({}))?;
             let relay_snap = (p.mode == Mode::Relay).then(|| stats.snapshot());
             progress.update(&r, relay_snap, t0.elapsed().as_secs_f64());
-            match r["status"].as_str() {
-                Some("completed") => break r,
-                Some("failed") | Some("cancelled") => {
+            match MigrationStatus::of(&r) {
+                Some(MigrationStatus::Completed) => break r,
+                Some(st) if st.is_failure() => {
                     progress.finish();
                     return Err(MigrateError::Failed {
                         reason: format!(
@@ -635,7 +646,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         }
     })();
     let dst_runstate = match committed {
-        Ok(s) if s == "running" => s,
+        Ok(s) if RunState::parse(&s) == RunState::Running => s,
         Ok(s) => {
             return Err(fail(
                 MigrateError::Failed {
@@ -761,8 +772,8 @@ fn wait_incoming(q: &mut Qmp, timeout: Duration) -> Result<(), MigrateError> {
 pub fn receive(opts: &ReceiveOptions, mut say: impl FnMut(&str)) -> Result<String, MigrateError> {
     let mut q = open_qmp(&opts.qmp)?;
     let qemu_pid = q.peer_pid();
-    let st = q.status()?;
-    if st != "inmigrate" {
+    let st = q.run_state()?;
+    if st != RunState::InMigrate {
         return Err(MigrateError::UnsupportedQemu {
             side: "destination",
             why: format!("VM is {st}: start the destination QEMU with -incoming defer"),
@@ -786,7 +797,7 @@ pub fn receive(opts: &ReceiveOptions, mut say: impl FnMut(&str)) -> Result<Strin
             let _ = c.send(&Ctl::Error {
                 message: e.to_string(),
             });
-            match q.status() {
+            match q.run_state() {
                 Ok(state) => {
                     let _ = q.execute("quit", json!({}));
                     say(&format!(
@@ -935,13 +946,13 @@ fn receive_inner(
         None => None,
     };
     wait_incoming(q, Duration::from_secs(120))?;
-    let runstate = q.status()?;
+    let runstate = q.run_state()?;
     let cpu1 = (
         qemu_pid.and_then(facts::proc_cpu_secs).unwrap_or(0.0),
         facts::self_cpu_secs(),
     );
     c.send(&Ctl::Verified {
-        runstate: runstate.clone(),
+        runstate: runstate.to_string(),
         qemu_cpu_secs: cpu1.0 - cpu0.0,
         liveup_cpu_secs: cpu1.1 - cpu0.1,
         relay: relay_sum,
@@ -950,10 +961,10 @@ fn receive_inner(
         Ctl::Commit => {}
         got => return Err(unexpected("commit", got).into()),
     }
-    if runstate != "running" {
+    if runstate != RunState::Running {
         q.execute("cont", json!({}))?;
     }
-    let now = q.status()?;
+    let now = q.run_state()?.to_string();
     c.send(&Ctl::Committed {
         runstate: now.clone(),
     })?;
