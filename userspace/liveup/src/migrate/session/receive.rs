@@ -1,0 +1,242 @@
+//! The destination agent: accept one source, receive, verify, and resume
+//! the VM only on the source's commit.
+
+use super::link::{accept_timeout, fmt_ip};
+use super::{apply_plan, open_qmp, sock_path, MigrateError};
+use crate::migrate::control::{unexpected, Control, Ctl, PROTOCOL};
+use crate::migrate::facts;
+use crate::migrate::plan::{HostFacts, Mode};
+use crate::migrate::relay::{self, ReceiveConfig, RelayStats, RelaySummary};
+use crate::qmp::{Monitor, Qmp, QmpError, RunState};
+use qatzip_sys::QatZip;
+use serde_json::json;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Destination-agent options.
+#[derive(Debug, Clone)]
+pub struct ReceiveOptions {
+    pub qmp: PathBuf,
+    pub listen: String,
+    /// How long to wait for the source, and for a silent stream.
+    pub idle_timeout: Duration,
+}
+
+fn wait_incoming(q: &mut Qmp, timeout: Duration) -> Result<(), MigrateError> {
+    match q.wait_migration("incoming migration", timeout) {
+        Err(QmpError::Command { desc, .. }) => Err(MigrateError::Failed {
+            reason: format!("destination QEMU: {desc}"),
+            source_state: String::new(),
+        }),
+        r => Ok(r?),
+    }
+}
+
+/// The destination agent: accept one source, set up the destination QEMU
+/// (started with `-incoming defer`, and `-S`), receive, verify, and resume
+/// the VM only on the source's commit. `say` gets progress lines.
+pub fn receive(opts: &ReceiveOptions, mut say: impl FnMut(&str)) -> Result<String, MigrateError> {
+    let mut q = open_qmp(&opts.qmp)?;
+    let qemu_pid = q.peer_pid();
+    let st = q.run_state()?;
+    if st != RunState::InMigrate {
+        return Err(MigrateError::UnsupportedQemu {
+            side: "destination",
+            why: format!("VM is {st}: start the destination QEMU with -incoming defer"),
+        });
+    }
+    let l = TcpListener::bind(&opts.listen)?;
+    say(&format!("listening on {}", l.local_addr()?));
+    let (qat_lib, qat_hw) = facts::qat_probe();
+    let me = facts::host_facts(&mut q, qat_lib.is_some(), qat_hw)?;
+    let (stream, peer) = accept_timeout(&l, opts.idle_timeout)?;
+    say(&format!("source {peer} connected"));
+    let local_ip: IpAddr = stream.local_addr()?.ip();
+    let mut c = Control::new(stream)?;
+    let r = receive_inner(
+        &mut c, &mut q, me, qemu_pid, qat_lib, local_ip, opts, &mut say,
+    );
+    match r {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            // Never let the destination run on what we could not verify.
+            let _ = c.send(&Ctl::Error {
+                message: e.to_string(),
+            });
+            match q.run_state() {
+                Ok(state) => {
+                    let _ = q.execute("quit", json!({}));
+                    say(&format!(
+                        "failed ({e}); destination QEMU ({state}) told to quit"
+                    ));
+                }
+                Err(_) => say(&format!("failed ({e}); destination QEMU already gone")),
+            }
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receive_inner(
+    c: &mut Control,
+    q: &mut Qmp,
+    me: HostFacts,
+    qemu_pid: Option<i32>,
+    qat_lib: Option<Arc<QatZip>>,
+    local_ip: IpAddr,
+    opts: &ReceiveOptions,
+    say: &mut dyn FnMut(&str),
+) -> Result<String, MigrateError> {
+    match c.recv()? {
+        Ctl::Hello { protocol } if protocol == PROTOCOL => {}
+        got => return Err(unexpected("hello", got).into()),
+    }
+    c.send(&Ctl::Info { facts: me.clone() })?;
+    let plan = loop {
+        match c.recv()? {
+            Ctl::Probe { bytes } => {
+                c.skip_raw(bytes)?;
+                c.send(&Ctl::Probed)?;
+            }
+            Ctl::Prepare { plan } => break plan,
+            got => return Err(unexpected("prepare", got).into()),
+        }
+    };
+    say(&format!(
+        "plan: {:?} {} x{}",
+        plan.mode, plan.codec, plan.threads
+    ));
+    let cpu0 = (
+        qemu_pid.and_then(facts::proc_cpu_secs).unwrap_or(0.0),
+        facts::self_cpu_secs(),
+    );
+    apply_plan(q, &plan, &me.qemu, false)?;
+    let stats = Arc::new(RelayStats::default());
+    let mut relay_thread = None;
+    let mut in_path = None;
+    match plan.mode {
+        Mode::Native => {
+            let port = TcpListener::bind(SocketAddr::new(local_ip, 0))?
+                .local_addr()?
+                .port();
+            let uri = format!("tcp:{}:{port}", fmt_ip(local_ip));
+            q.execute("migrate-incoming", json!({ "uri": uri }))?;
+            c.send(&Ctl::Ready {
+                uri: Some(uri),
+                relay_port: None,
+            })?;
+        }
+        Mode::Relay => {
+            let path = sock_path("in");
+            let _ = std::fs::remove_file(&path);
+            q.execute(
+                "migrate-incoming",
+                json!({ "uri": format!("unix:{}", path.display()) }),
+            )?;
+            let l = TcpListener::bind(SocketAddr::new(local_ip, 0))?;
+            let port = l.local_addr()?.port();
+            let cfg = ReceiveConfig {
+                qat: qat_lib.filter(|_| me.qat_hw),
+                idle_timeout: opts.idle_timeout,
+            };
+            let (stats2, p2) = (stats.clone(), path.clone());
+            let ctl = c.stream().try_clone()?;
+            in_path = Some(path);
+            relay_thread = Some(std::thread::spawn(
+                move || -> Result<RelaySummary, MigrateError> {
+                    let t = Instant::now();
+                    let sink = loop {
+                        match UnixStream::connect(&p2) {
+                            Ok(s) => break s,
+                            Err(e) if t.elapsed() > Duration::from_secs(10) => return Err(e.into()),
+                            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                    };
+                    let r = relay::receive(&l, &sink, &cfg, &stats2);
+                    // Whatever happened, QEMU sees the end of the stream now: a
+                    // complete one, or a truncated one it refuses.
+                    let _ = sink.shutdown(std::net::Shutdown::Both);
+                    if r.is_err() {
+                        // Wake the agent, which may be waiting for a source
+                        // that cannot reach it any more.
+                        let _ = ctl.shutdown(std::net::Shutdown::Read);
+                    }
+                    Ok(r?)
+                },
+            ));
+            c.send(&Ctl::Ready {
+                uri: None,
+                relay_port: Some(port),
+            })?;
+        }
+    }
+    let cleanup = |p: &Option<PathBuf>| {
+        if let Some(p) = p {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    match c.recv() {
+        Ok(Ctl::Verify) => {}
+        Ok(got) => {
+            cleanup(&in_path);
+            return Err(unexpected("verify", got).into());
+        }
+        Err(e) => {
+            cleanup(&in_path);
+            // A failed relay closes the control connection's read side to
+            // wake us: its error is the one that matters.
+            if let Some(t) = relay_thread.take() {
+                let since = Instant::now();
+                while !t.is_finished() && since.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if t.is_finished() {
+                    if let Ok(Err(re)) = t.join() {
+                        return Err(re);
+                    }
+                }
+            }
+            return Err(e.into());
+        }
+    }
+    let relay_sum = match relay_thread.take() {
+        Some(t) => {
+            let r = t.join().map_err(|_| MigrateError::Failed {
+                reason: "relay thread panicked".into(),
+                source_state: String::new(),
+            });
+            cleanup(&in_path);
+            Some(r??)
+        }
+        None => None,
+    };
+    wait_incoming(q, Duration::from_secs(120))?;
+    let runstate = q.run_state()?;
+    let cpu1 = (
+        qemu_pid.and_then(facts::proc_cpu_secs).unwrap_or(0.0),
+        facts::self_cpu_secs(),
+    );
+    c.send(&Ctl::Verified {
+        runstate: runstate.to_string(),
+        qemu_cpu_secs: cpu1.0 - cpu0.0,
+        liveup_cpu_secs: cpu1.1 - cpu0.1,
+        relay: relay_sum,
+    })?;
+    match c.recv()? {
+        Ctl::Commit => {}
+        got => return Err(unexpected("commit", got).into()),
+    }
+    if runstate != RunState::Running {
+        q.execute("cont", json!({}))?;
+    }
+    let now = q.run_state()?.to_string();
+    c.send(&Ctl::Committed {
+        runstate: now.clone(),
+    })?;
+    say(&format!("destination VM {now}"));
+    Ok(now)
+}

@@ -1,0 +1,421 @@
+//! The source side: measure, plan, prepare the destination, migrate,
+//! verify, commit; on any failure, keep the source VM running.
+
+use super::link::{connect_dest, probe_link};
+use super::report::{Progress, Report};
+use super::{apply_plan, check_version, open_qmp, sock_path, MigrateError};
+use crate::migrate::codec::CodecKind;
+use crate::migrate::control::{unexpected, Control, Ctl, CtlError, PROTOCOL};
+use crate::migrate::facts;
+use crate::migrate::plan::{self, Mode, Plan, PlanInput, Prefs};
+use crate::migrate::relay::{self, RelayError, RelayStats, RelaySummary, SendConfig};
+use crate::qmp::{MigrationStatus, Monitor, Qmp, QmpError, RunState};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Source-side options.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    pub qmp: PathBuf,
+    pub to: String,
+    pub prefs: Prefs,
+    /// Milliseconds of calc-dirty-rate sampling.
+    pub dirty_ms: u64,
+    pub timeout: Duration,
+    /// Print the plan and stop.
+    pub plan_only: bool,
+    pub progress: bool,
+    /// Relay: a connection stalled this long counts as cut.
+    pub stall_timeout: Duration,
+    /// Test hook (hidden option): corrupt this relay chunk in flight.
+    pub corrupt_chunk: Option<u64>,
+}
+
+/// What the source side ends with.
+#[derive(Debug, Serialize)]
+pub enum SendResult {
+    /// `plan_only`: what was measured and planned.
+    Plan(Box<PlanInput>, Plan),
+    Done(Box<Report>),
+}
+
+/// Migrate the VM behind `opts.qmp` to the agent at `opts.to`; `say` gets
+/// the measurements and the plan. Returns the report, or with `plan_only`
+/// the plan and what it was made from.
+pub fn send(opts: &SendOptions, mut say: impl FnMut(&str)) -> Result<SendResult, MigrateError> {
+    send_inner(opts, &mut say)
+}
+
+fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResult, MigrateError> {
+    let mut q = open_qmp(&opts.qmp)?;
+    let qemu_pid = q.peer_pid();
+    let (qat_lib, qat_hw) = facts::qat_probe();
+    let qemu = facts::qemu_facts(&mut q)?;
+    check_version("source", &qemu)?;
+    // The dirty-rate sample runs in QEMU and the idle-CPU sample in a
+    // thread while the destination's facts and the link probe are taken.
+    let dirty = facts::start_dirty_rate(&mut q, opts.dirty_ms, qemu.dirty_ms);
+    let idle = std::thread::spawn(|| facts::idle_cpus(facts::IDLE_SAMPLE));
+    let runstate = q.run_state()?;
+    let was_running = runstate == RunState::Running;
+    if !matches!(runstate, RunState::Running | RunState::Paused) {
+        return Err(MigrateError::UnsupportedQemu {
+            side: "source",
+            why: format!("VM is {runstate}, not running or paused"),
+        });
+    }
+    let mut c = Control::new(connect_dest(&opts.to)?)?;
+    let dest_ip = c.stream().peer_addr()?.ip();
+    c.send(&Ctl::Hello { protocol: PROTOCOL })?;
+    let dst = match c.recv()? {
+        Ctl::Info { facts } => facts,
+        got => return Err(unexpected("info", got).into()),
+    };
+    check_version("destination", &dst.qemu)?;
+    let link_bps = probe_link(&mut c)?;
+    let idle = idle.join().unwrap_or(0.0);
+    let src = facts::host_facts_with(qemu, qat_lib.is_some(), qat_hw, idle);
+    let dirty_bps = dirty.and_then(|d| d.collect(&mut q)).unwrap_or(0.0);
+    let ram_bytes = facts::ram_bytes(&mut q)?;
+    let input = PlanInput {
+        src,
+        dst,
+        link_bps,
+        dirty_bps,
+        ram_bytes,
+        prefs: opts.prefs.clone(),
+    };
+    let p = plan::plan(&input);
+    if p.mode == Mode::Native && !(input.src.qemu.multifd && input.dst.qemu.multifd) {
+        return Err(MigrateError::UnsupportedQemu {
+            side: "source",
+            why: "native mode needs multifd on both QEMUs".into(),
+        });
+    }
+    say(&format!(
+        "measured: link {:.1} MB/s, dirty rate {:.1} MB/s, RAM {} MiB, idle CPUs {:.1} here / {:.1} there",
+        link_bps / 1e6,
+        dirty_bps / 1e6,
+        ram_bytes >> 20,
+        input.src.idle_cpus,
+        input.dst.idle_cpus
+    ));
+    say(&p.to_string());
+    if opts.plan_only {
+        let _ = c.send(&Ctl::Abort {
+            reason: "plan only".into(),
+        });
+        return Ok(SendResult::Plan(Box::new(input), p));
+    }
+    if p.codec == CodecKind::Qat && p.mode == Mode::Relay && qat_lib.is_none() {
+        return Err(MigrateError::UnsupportedQemu {
+            side: "source",
+            why: "codec qat needs libqatzip (libqatzip.so.3) on the source".into(),
+        });
+    }
+
+    // From here on, a failure must leave the source running.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(RelayStats::default());
+    let t0 = Instant::now();
+    let cpu0 = (
+        qemu_pid.and_then(facts::proc_cpu_secs).unwrap_or(0.0),
+        facts::self_cpu_secs(),
+    );
+    let mut relay_thread = None;
+    let mut relay_path = None;
+    let result = (|| -> Result<(u64, f64, Value), MigrateError> {
+        c.send(&Ctl::Prepare { plan: p.clone() })?;
+        let (uri, relay_port) = match c.recv()? {
+            Ctl::Ready { uri, relay_port } => (uri, relay_port),
+            got => return Err(unexpected("ready", got).into()),
+        };
+        apply_plan(&mut q, &p, &input.src.qemu, true)?;
+        let qemu_uri = match p.mode {
+            Mode::Native => uri.ok_or_else(|| CtlError::Peer("no native URI".into()))?,
+            Mode::Relay => {
+                let port = relay_port.ok_or_else(|| CtlError::Peer("no relay port".into()))?;
+                let path = sock_path("out");
+                let _ = std::fs::remove_file(&path);
+                let l = UnixListener::bind(&path)?;
+                relay_path = Some(path.clone());
+                let cfg = SendConfig {
+                    codec: p.codec,
+                    level: p.level,
+                    chunk_size: p.chunk_size,
+                    qat: qat_lib.clone(),
+                    confirm_timeout: Duration::from_secs(120),
+                    stall_timeout: opts.stall_timeout,
+                    corrupt_chunk: opts.corrupt_chunk,
+                    sndbuf: Some(p.chunk_size.max(64 << 10)),
+                };
+                let (stats, cancel) = (stats.clone(), cancel.clone());
+                let n = p.threads;
+                relay_thread = Some(std::thread::spawn(move || {
+                    relay_source(l, SocketAddr::new(dest_ip, port), n, &cfg, &stats, &cancel)
+                }));
+                format!("unix:{}", path.display())
+            }
+        };
+        let started_at = t0.elapsed().as_secs_f64();
+        q.execute("migrate", json!({ "uri": qemu_uri }))?;
+        let progress = Progress::new(opts.progress, dirty_bps);
+        let last = loop {
+            q.wait_migration_end(Duration::from_millis(100))?;
+            let r = q.execute("query-migrate", json!({}))?;
+            let relay_snap = (p.mode == Mode::Relay).then(|| stats.snapshot());
+            progress.update(&r, relay_snap, t0.elapsed().as_secs_f64());
+            match MigrationStatus::of(&r) {
+                Some(MigrationStatus::Completed) => break r,
+                Some(st) if st.is_failure() => {
+                    progress.finish();
+                    return Err(MigrateError::Failed {
+                        reason: format!(
+                            "source QEMU: {}",
+                            r["error-desc"].as_str().unwrap_or("migration failed")
+                        ),
+                        source_state: String::new(),
+                    });
+                }
+                _ => {}
+            }
+            if t0.elapsed() > opts.timeout {
+                progress.finish();
+                return Err(MigrateError::Failed {
+                    reason: format!("timed out after {:?}", opts.timeout),
+                    source_state: String::new(),
+                });
+            }
+        };
+        progress.finish();
+        let qemu_downtime = last["downtime"].as_u64().unwrap_or(0);
+        // QEMU's clock: the VM stopped total-time - downtime after start.
+        let total_ms = last["total-time"].as_u64().unwrap_or(0);
+        let stopped_at = started_at + total_ms.saturating_sub(qemu_downtime) as f64 / 1000.0;
+        if let Some(t) = relay_thread.take() {
+            match t.join() {
+                Ok(r) => {
+                    r?;
+                }
+                Err(_) => {
+                    return Err(MigrateError::Failed {
+                        reason: "relay thread panicked".into(),
+                        source_state: String::new(),
+                    })
+                }
+            }
+        }
+        Ok((qemu_downtime, stopped_at, last))
+    })();
+    if let Some(p) = &relay_path {
+        let _ = std::fs::remove_file(p);
+    }
+    let fail = |e: MigrateError, q: &mut Qmp, c: &mut Control, cancel: &AtomicBool| {
+        cancel.store(true, Ordering::SeqCst);
+        let reason = match &e {
+            MigrateError::Failed { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        let _ = c.send(&Ctl::Abort { reason });
+        let state = recover_source(q, was_running);
+        match e {
+            MigrateError::Failed { reason, .. } => MigrateError::Failed {
+                reason,
+                source_state: state,
+            },
+            other => MigrateError::Failed {
+                reason: other.to_string(),
+                source_state: state,
+            },
+        }
+    };
+    let (qemu_downtime, stopped_at, last) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(t) = relay_thread.take() {
+                cancel.store(true, Ordering::SeqCst);
+                let _ = t.join();
+            }
+            return Err(fail(e, &mut q, &mut c, &cancel));
+        }
+    };
+    let cpu1 = (
+        qemu_pid.and_then(facts::proc_cpu_secs).unwrap_or(0.0),
+        facts::self_cpu_secs(),
+    );
+
+    // Verify on the destination, then let it run.
+    let verified = (|| -> Result<(String, f64, f64, Option<RelaySummary>), MigrateError> {
+        c.send(&Ctl::Verify)?;
+        match c.recv()? {
+            Ctl::Verified {
+                runstate,
+                qemu_cpu_secs,
+                liveup_cpu_secs,
+                relay,
+            } => Ok((runstate, qemu_cpu_secs, liveup_cpu_secs, relay)),
+            got => Err(unexpected("verified", got).into()),
+        }
+    })();
+    let (_, dq, dl, _) = match verified {
+        Ok(v) => v,
+        Err(e) => return Err(fail(e, &mut q, &mut c, &cancel)),
+    };
+    let committed = (|| -> Result<String, MigrateError> {
+        c.send(&Ctl::Commit)?;
+        match c.recv()? {
+            Ctl::Committed { runstate } => Ok(runstate),
+            got => Err(unexpected("committed", got).into()),
+        }
+    })();
+    let dst_runstate = match committed {
+        Ok(s) if RunState::parse(&s) == RunState::Running => s,
+        Ok(s) => {
+            return Err(fail(
+                MigrateError::Failed {
+                    reason: format!("destination VM is {s} after commit"),
+                    source_state: String::new(),
+                },
+                &mut q,
+                &mut c,
+                &cancel,
+            ))
+        }
+        Err(e) => return Err(fail(e, &mut q, &mut c, &cancel)),
+    };
+    let resumed_at = t0.elapsed().as_secs_f64();
+    let downtime_ms = ((resumed_at - stopped_at).max(0.0) * 1000.0) as u64;
+    let ram = &last["ram"];
+    let transferred = ram["transferred"].as_u64().unwrap_or(0);
+    let relay_sum = (p.mode == Mode::Relay).then(|| stats.snapshot());
+    let (wire_bytes, stream_bytes) = match relay_sum {
+        Some(s) => (s.wire_bytes, s.raw_bytes),
+        None => {
+            let normal = ram["normal-bytes"].as_u64().unwrap_or(0);
+            let mf = ram["multifd-bytes"].as_u64().unwrap_or(0);
+            // Uncompressed RAM sent, plus the non-multifd rest of the stream.
+            (transferred, normal + transferred.saturating_sub(mf))
+        }
+    };
+    Ok(SendResult::Done(Box::new(Report {
+        plan: p,
+        src: input.src,
+        dst: input.dst,
+        link_bps,
+        dirty_bps,
+        ram_bytes,
+        total_secs: resumed_at,
+        qemu_downtime_ms: qemu_downtime,
+        downtime_ms,
+        wire_bytes,
+        stream_bytes,
+        ratio: if wire_bytes > 0 {
+            stream_bytes as f64 / wire_bytes as f64
+        } else {
+            1.0
+        },
+        src_qemu_cpu_secs: cpu1.0 - cpu0.0,
+        src_liveup_cpu_secs: cpu1.1 - cpu0.1,
+        dst_qemu_cpu_secs: dq,
+        dst_liveup_cpu_secs: dl,
+        relay: relay_sum,
+        dst_runstate,
+    })))
+}
+
+/// Source half of the relay: take QEMU's stream from `l`, send it to `to`
+/// over `n` connections. On failure QEMU's socket is shut down, so its
+/// migration fails and the VM stays.
+fn relay_source(
+    l: UnixListener,
+    to: SocketAddr,
+    n: u32,
+    cfg: &SendConfig,
+    stats: &RelayStats,
+    cancel: &AtomicBool,
+) -> Result<RelaySummary, MigrateError> {
+    l.set_nonblocking(true)?;
+    let t = Instant::now();
+    let qemu = loop {
+        match l.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if cancel.load(Ordering::SeqCst) || t.elapsed() > Duration::from_secs(30) {
+                    return Err(RelayError::Cancelled.into());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    qemu.set_nonblocking(false)?;
+    qemu.set_read_timeout(Some(Duration::from_millis(5)))?;
+    let conns: Result<Vec<TcpStream>, _> = (0..n)
+        .map(|_| TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .collect();
+    let conns = match conns {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = qemu.shutdown(std::net::Shutdown::Both);
+            return Err(MigrateError::Unreachable {
+                addr: to.to_string(),
+                cause: e,
+            });
+        }
+    };
+    let r = relay::send(&qemu, conns, cfg, stats, cancel);
+    if r.is_err() {
+        let _ = qemu.shutdown(std::net::Shutdown::Both);
+    }
+    Ok(r?)
+}
+
+/// Cancel an active migration and make sure a VM that was running runs.
+/// Returns its state afterwards.
+fn recover_source(q: &mut Qmp, was_running: bool) -> String {
+    if let Ok(r) = q.execute("query-migrate", json!({})) {
+        // No status (or an empty one): nothing to cancel.
+        let st = MigrationStatus::of(&r).filter(|s| !s.as_str().is_empty());
+        if st.is_some_and(|s| s.is_in_progress()) {
+            let _ = q.execute("migrate_cancel", json!({}));
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(20) {
+                match q.execute("query-migrate", json!({})) {
+                    Ok(r)
+                        if matches!(
+                            MigrationStatus::of(&r),
+                            Some(
+                                MigrationStatus::Cancelling
+                                    | MigrationStatus::Active
+                                    | MigrationStatus::Device
+                                    | MigrationStatus::Setup
+                                    | MigrationStatus::PreSwitchover
+                            )
+                        ) =>
+                    {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    let show = |s: Result<RunState, QmpError>| match s {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("unknown ({e})"),
+    };
+    let state = q.run_state();
+    if was_running && !matches!(state, Ok(RunState::Running)) {
+        match q.execute("cont", json!({})) {
+            Ok(_) => {}
+            Err(e) => return format!("{}, cont failed: {e}", show(state)),
+        }
+    }
+    show(q.run_state())
+}
