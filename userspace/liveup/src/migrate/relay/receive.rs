@@ -1,0 +1,244 @@
+//! The receiving end: decode and verify chunks on one thread per
+//! connection, write them to QEMU in order, confirm to the sender.
+
+use super::wire::{ChunkHeader, Hello, DONE_LEN, DONE_MAGIC, HDR_LEN, HELLO_LEN};
+use super::{RelayError, RelayStats, RelaySummary};
+use crate::migrate::codec::Decoder;
+use qatzip_sys::QatZip;
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most bytes the receiver holds while waiting for an earlier chunk.
+pub const MAX_PENDING_BYTES: usize = 512 << 20;
+
+/// How the receiver behaves.
+#[derive(Clone)]
+pub struct ReceiveConfig {
+    /// Decode gzip chunks through QATzip (QAT, or its software fallback).
+    pub qat: Option<Arc<QatZip>>,
+    /// Give up when no sender connects, or a connection is silent, this long.
+    pub idle_timeout: Duration,
+}
+
+enum Msg {
+    Chunk(u64, Vec<u8>),
+    End(u64),
+    Fail(RelayError),
+}
+
+/// Accept the sender's connections on `listener`, then decode, verify and
+/// reorder chunks and write them to `sink` until every connection has sent
+/// its end marker; confirm to the sender. On the first fault, stop writing,
+/// shut the connections down and return the error.
+pub fn receive(
+    listener: &TcpListener,
+    mut sink: impl Write,
+    cfg: &ReceiveConfig,
+    stats: &RelayStats,
+) -> Result<RelaySummary, RelayError> {
+    let conns = accept_all(listener, cfg.idle_timeout)?;
+    let n = conns.len();
+    let mut shut = Vec::with_capacity(n);
+    for c in &conns {
+        shut.push(c.try_clone()?);
+    }
+    let shutdown_all = |shut: &[TcpStream]| {
+        for c in shut {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    };
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = sync_channel::<Msg>(n * 4);
+    let res = std::thread::scope(|s| {
+        for (i, conn) in conns.into_iter().enumerate() {
+            let tx = tx.clone();
+            let stop = &stop;
+            s.spawn(move || {
+                if let Err(e) = receive_worker(conn, i as u16, cfg, stats, &tx, stop) {
+                    let _ = tx.send(Msg::Fail(e));
+                }
+            });
+        }
+        drop(tx);
+        let r = reorder(&rx, n, &mut sink, stats);
+        if r.is_err() {
+            stop.store(true, Ordering::SeqCst);
+            shutdown_all(&shut);
+        }
+        // Drain so that no worker stays blocked on a full channel.
+        while rx.recv().is_ok() {}
+        r
+    });
+    let (chunks, bytes) = match res {
+        Ok(v) => v,
+        Err(e) => {
+            shutdown_all(&shut);
+            return Err(e);
+        }
+    };
+    let mut done = [0u8; DONE_LEN];
+    done[..8].copy_from_slice(&DONE_MAGIC);
+    done[8..16].copy_from_slice(&chunks.to_le_bytes());
+    done[16..24].copy_from_slice(&bytes.to_le_bytes());
+    shut[0].write_all(&done)?;
+    Ok(stats.snapshot())
+}
+
+fn accept_all(listener: &TcpListener, timeout: Duration) -> Result<Vec<TcpStream>, RelayError> {
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    let mut slots: Vec<Option<TcpStream>> = Vec::new();
+    let mut first: Option<Hello> = None;
+    loop {
+        if !slots.is_empty() && slots.iter().all(Option::is_some) {
+            break;
+        }
+        let (c, _) = match listener.accept() {
+            Ok(x) => x,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if Instant::now() > deadline {
+                    return Err(RelayError::Io(std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        "relay: timed out waiting for the sender's connections",
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        c.set_nonblocking(false)?;
+        c.set_read_timeout(Some(timeout))?;
+        c.set_nodelay(true)?;
+        let mut b = [0u8; HELLO_LEN];
+        (&c).read_exact(&mut b)?;
+        let h = Hello::decode(&b)?;
+        match first {
+            None => {
+                first = Some(h);
+                slots = (0..h.conns).map(|_| None).collect();
+            }
+            Some(f) if f.session != h.session || f.conns != h.conns => {
+                return Err(RelayError::Hello(format!("{h:?} does not belong to {f:?}")));
+            }
+            _ => {}
+        }
+        let slot = &mut slots[h.conn as usize];
+        if slot.is_some() {
+            return Err(RelayError::Hello(format!("connection {} twice", h.conn)));
+        }
+        *slot = Some(c);
+    }
+    listener.set_nonblocking(false)?;
+    Ok(slots.into_iter().flatten().collect())
+}
+
+fn receive_worker(
+    mut conn: TcpStream,
+    idx: u16,
+    cfg: &ReceiveConfig,
+    stats: &RelayStats,
+    tx: &SyncSender<Msg>,
+    stop: &AtomicBool,
+) -> Result<(), RelayError> {
+    let mut dec = Decoder::new(cfg.qat.as_ref())?;
+    let mut wire = Vec::new();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(RelayError::Cancelled);
+        }
+        let io_err = |e: std::io::Error| match e.kind() {
+            ErrorKind::UnexpectedEof => RelayError::Truncated(idx),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                RelayError::Stalled(idx, cfg.idle_timeout)
+            }
+            _ => e.into(),
+        };
+        let mut hb = [0u8; HDR_LEN];
+        conn.read_exact(&mut hb).map_err(io_err)?;
+        let h = ChunkHeader::decode(&hb)?;
+        stats
+            .wire_bytes
+            .fetch_add((HDR_LEN + h.wire_len as usize) as u64, Ordering::Relaxed);
+        if h.is_end() {
+            let _ = tx.send(Msg::End(h.seq));
+            return Ok(());
+        }
+        wire.resize(h.wire_len as usize, 0);
+        conn.read_exact(&mut wire).map_err(io_err)?;
+        let mut raw = Vec::new();
+        dec.decompress(h.format, &wire, h.raw_len as usize, &mut raw)
+            .map_err(|cause| RelayError::Codec { seq: h.seq, cause })?;
+        if crc32fast::hash(&raw) != h.raw_crc {
+            return Err(RelayError::ChunkCrc { seq: h.seq });
+        }
+        if tx.send(Msg::Chunk(h.seq, raw)).is_err() {
+            return Err(RelayError::Cancelled);
+        }
+    }
+}
+
+/// Put verified chunks back in order and write them out. Returns the chunk
+/// and byte counts once all `n` connections ended consistently.
+fn reorder(
+    rx: &Receiver<Msg>,
+    n: usize,
+    sink: &mut impl Write,
+    stats: &RelayStats,
+) -> Result<(u64, u64), RelayError> {
+    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut pending_bytes = 0usize;
+    let mut next = 0u64;
+    let mut bytes = 0u64;
+    let mut total: Option<u64> = None;
+    let mut ends = 0;
+    while ends < n {
+        let Ok(msg) = rx.recv() else {
+            return Err(RelayError::Cancelled);
+        };
+        match msg {
+            Msg::Fail(e) => return Err(e),
+            Msg::End(t) => {
+                if let Some(prev) = total {
+                    if prev != t {
+                        return Err(RelayError::EndMismatch(prev, t));
+                    }
+                }
+                if next > t || pending.keys().next_back().is_some_and(|&k| k >= t) {
+                    return Err(RelayError::Missing { next, total: t });
+                }
+                total = Some(t);
+                ends += 1;
+            }
+            Msg::Chunk(seq, data) => {
+                if seq < next || total.is_some_and(|t| seq >= t) || pending.contains_key(&seq) {
+                    return Err(RelayError::Duplicate(seq));
+                }
+                pending_bytes += data.len();
+                pending.insert(seq, data);
+                while let Some(d) = pending.remove(&next) {
+                    pending_bytes -= d.len();
+                    sink.write_all(&d)?;
+                    bytes += d.len() as u64;
+                    stats.raw_bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    stats.chunks.fetch_add(1, Ordering::Relaxed);
+                    next += 1;
+                }
+                if pending_bytes > MAX_PENDING_BYTES {
+                    return Err(RelayError::Window(next));
+                }
+            }
+        }
+    }
+    let total = total.unwrap_or(0);
+    if next != total || !pending.is_empty() {
+        return Err(RelayError::Missing { next, total });
+    }
+    sink.flush()?;
+    Ok((next, bytes))
+}

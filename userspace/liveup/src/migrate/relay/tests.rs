@@ -1,0 +1,421 @@
+//! The relay's tests: whole relays over loopback, and a hand-driven
+//! sender for the receiver's checks.
+
+use super::super::codec::tests::sample;
+use super::wire::le64;
+use super::*;
+use crate::migrate::codec::{CodecKind, Encoder, Format};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    (l, a)
+}
+
+fn cfg(codec: CodecKind, chunk: usize) -> SendConfig {
+    SendConfig {
+        codec,
+        level: codec.default_level(),
+        chunk_size: chunk,
+        qat: None,
+        confirm_timeout: Duration::from_secs(10),
+        stall_timeout: Duration::from_secs(10),
+        corrupt_chunk: None,
+        sndbuf: None,
+    }
+}
+
+fn rcfg() -> ReceiveConfig {
+    ReceiveConfig {
+        qat: None,
+        idle_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Run a whole relay over loopback; returns what the receiver wrote.
+fn relay(
+    data: &[u8],
+    codec: CodecKind,
+    n: usize,
+    chunk: usize,
+) -> (Vec<u8>, RelaySummary, RelaySummary) {
+    let (l, addr) = listener();
+    let recv = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let st = RelayStats::default();
+        let r = receive(&l, &mut out, &rcfg(), &st).unwrap();
+        (out, r)
+    });
+    let conns = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let st = RelayStats::default();
+    let sent = send(
+        data,
+        conns,
+        &cfg(codec, chunk),
+        &st,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let (out, got) = recv.join().unwrap();
+    (out, sent, got)
+}
+
+#[test]
+fn stream_survives_every_codec_connection_count_and_chunk_size() {
+    let data = sample(3 << 20, 5);
+    for codec in [
+        CodecKind::None,
+        CodecKind::Gzip,
+        CodecKind::Lz4,
+        CodecKind::Zstd,
+    ] {
+        for (n, chunk) in [(1, 64 << 10), (3, 4096), (4, 1 << 20), (2, 1000)] {
+            let (out, sent, got) = relay(&data, codec, n, chunk);
+            assert!(out == data, "{codec} n={n} chunk={chunk}");
+            assert_eq!(sent.raw_bytes, data.len() as u64);
+            assert_eq!(got.raw_bytes, data.len() as u64);
+            assert_eq!(sent.chunks, data.len().div_ceil(chunk) as u64);
+            assert_eq!(got.chunks, sent.chunks);
+            assert_eq!(got.wire_bytes, sent.wire_bytes);
+            if codec != CodecKind::None {
+                assert!(sent.wire_bytes * 2 < sent.raw_bytes, "{codec}: {sent:?}");
+            }
+        }
+    }
+    // An empty stream is fine too.
+    let (out, sent, _) = relay(&[], CodecKind::Zstd, 2, 4096);
+    assert!(out.is_empty());
+    assert_eq!(sent.chunks, 0);
+}
+
+#[test]
+fn corrupted_chunk_from_a_real_sender_fails_both_ends() {
+    let data = sample(2 << 20, 8);
+    for codec in [CodecKind::None, CodecKind::Zstd] {
+        let (l, addr) = listener();
+        let recv = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let r = receive(&l, &mut out, &rcfg(), &RelayStats::default());
+            (r, out)
+        });
+        let conns = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut c = cfg(codec, 64 << 10);
+        c.corrupt_chunk = Some(5);
+        let s = send(
+            &data[..],
+            conns,
+            &c,
+            &RelayStats::default(),
+            &AtomicBool::new(false),
+        );
+        let (r, out) = recv.join().unwrap();
+        assert!(s.is_err(), "{codec}: sender must not see a confirmation");
+        assert!(r.is_err(), "{codec}: receiver must refuse");
+        assert!(
+            out.len() <= 5 * (64 << 10),
+            "{codec}: wrote past the bad chunk"
+        );
+        assert!(
+            out[..] == data[..out.len()],
+            "{codec}: what was written is right"
+        );
+    }
+}
+
+#[test]
+fn incompressible_chunks_go_raw() {
+    let mut x = 0x1234_5678u64;
+    let data: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect();
+    let (out, sent, _) = relay(&data, CodecKind::Gzip, 2, 16384);
+    assert!(out == data);
+    // Never more than the headers over the raw size.
+    let frames = sent.chunks + 2; // two END markers
+    assert_eq!(sent.wire_bytes, data.len() as u64 + frames * HDR_LEN as u64);
+}
+
+#[test]
+fn headers_roundtrip_and_detect_damage() {
+    let h = Hello {
+        session: 42,
+        conn: 1,
+        conns: 3,
+        chunk_size: 1 << 20,
+    };
+    assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
+    let mut b = h.encode();
+    b[19] ^= 1;
+    assert!(matches!(Hello::decode(&b), Err(RelayError::HeaderCrc(_))));
+    let bad = Hello { conn: 3, ..h }.encode();
+    assert!(matches!(Hello::decode(&bad), Err(RelayError::Hello(_))));
+
+    let c = ChunkHeader {
+        flags: 0,
+        format: Format::Zstd,
+        seq: 7,
+        raw_len: 4096,
+        wire_len: 100,
+        raw_crc: 0xdead_beef,
+    };
+    assert_eq!(ChunkHeader::decode(&c.encode()).unwrap(), c);
+    for byte in 0..28 {
+        let mut b = c.encode();
+        b[byte] ^= 0x10;
+        assert!(
+            ChunkHeader::decode(&b).is_err(),
+            "flip in byte {byte} unnoticed"
+        );
+    }
+    let huge = ChunkHeader {
+        raw_len: (MAX_CHUNK + 1) as u32,
+        ..c
+    };
+    assert!(matches!(
+        ChunkHeader::decode(&huge.encode()),
+        Err(RelayError::Lengths { .. })
+    ));
+    let e = ChunkHeader::end(5);
+    assert!(ChunkHeader::decode(&e.encode()).unwrap().is_end());
+}
+
+/// A hand-driven sender: hellos, then frames the test chooses.
+struct Fake {
+    conns: Vec<TcpStream>,
+}
+
+impl Fake {
+    fn connect(addr: SocketAddr, n: u16, chunk: u32) -> Fake {
+        let conns = (0..n)
+            .map(|i| {
+                let mut c = TcpStream::connect(addr).unwrap();
+                let h = Hello {
+                    session: 9,
+                    conn: i,
+                    conns: n,
+                    chunk_size: chunk,
+                };
+                c.write_all(&h.encode()).unwrap();
+                c
+            })
+            .collect();
+        Fake { conns }
+    }
+    fn chunk(&mut self, conn: usize, seq: u64, data: &[u8]) {
+        write_chunk(&mut self.conns[conn], seq, Format::Raw, data, data).unwrap();
+    }
+    fn end(&mut self, conn: usize, total: u64) {
+        self.conns[conn]
+            .write_all(&ChunkHeader::end(total).encode())
+            .unwrap();
+    }
+}
+
+type Outcome = (Result<RelaySummary, RelayError>, Vec<u8>);
+
+fn receiver() -> (SocketAddr, std::thread::JoinHandle<Outcome>) {
+    let (l, addr) = listener();
+    let h = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let r = receive(&l, &mut out, &rcfg(), &RelayStats::default());
+        (r, out)
+    });
+    (addr, h)
+}
+
+#[test]
+fn out_of_order_chunks_are_written_in_order() {
+    let (addr, h) = receiver();
+    let mut f = Fake::connect(addr, 2, 4);
+    f.chunk(0, 3, b"dddd");
+    f.chunk(1, 1, b"bbbb");
+    f.chunk(0, 2, b"cccc");
+    f.chunk(1, 0, b"aaaa");
+    f.end(0, 4);
+    f.end(1, 4);
+    let mut done = [0u8; DONE_LEN];
+    f.conns[0].read_exact(&mut done).unwrap();
+    assert_eq!(&done[..8], &DONE_MAGIC);
+    assert_eq!(le64(&done[8..16]), 4);
+    assert_eq!(le64(&done[16..24]), 16);
+    let (r, out) = h.join().unwrap();
+    r.unwrap();
+    assert_eq!(out, b"aaaabbbbccccdddd");
+}
+
+#[test]
+fn corrupt_chunk_stops_the_stream_before_it() {
+    let (addr, h) = receiver();
+    let mut f = Fake::connect(addr, 1, 4);
+    f.chunk(0, 0, b"good");
+    // Payload flipped after the checksum was computed.
+    let hdr = ChunkHeader {
+        flags: 0,
+        format: Format::Raw,
+        seq: 1,
+        raw_len: 4,
+        wire_len: 4,
+        raw_crc: crc32fast::hash(b"evil"),
+    };
+    f.conns[0].write_all(&hdr.encode()).unwrap();
+    f.conns[0].write_all(b"evi1").unwrap();
+    f.chunk(0, 2, b"more");
+    let (r, out) = h.join().unwrap();
+    assert!(matches!(r, Err(RelayError::ChunkCrc { seq: 1 })), "{r:?}");
+    assert_eq!(out, b"good", "nothing at or after the bad chunk is written");
+    // And the sender is told: its connection is shut down.
+    let mut b = [0u8; 1];
+    assert!(matches!(f.conns[0].read(&mut b), Ok(0) | Err(_)));
+}
+
+#[test]
+fn corrupt_compressed_payload_is_caught() {
+    let (addr, h) = receiver();
+    let mut f = Fake::connect(addr, 1, 1 << 16);
+    let data = sample(60_000, 2);
+    let mut z = Vec::new();
+    let fmt = Encoder::new(CodecKind::Lz4, 0, None)
+        .unwrap()
+        .compress(&data, &mut z)
+        .unwrap();
+    let mid = z.len() / 2;
+    z[mid] ^= 0x01;
+    write_chunk(&mut f.conns[0], 0, fmt, &data, &z).unwrap();
+    f.end(0, 1);
+    let (r, out) = h.join().unwrap();
+    assert!(
+        matches!(
+            r,
+            Err(RelayError::ChunkCrc { .. } | RelayError::Codec { .. })
+        ),
+        "{r:?}"
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn missing_duplicate_and_truncated_streams_fail() {
+    // Chunk 1 never sent.
+    let (addr, h) = receiver();
+    let mut f = Fake::connect(addr, 1, 4);
+    f.chunk(0, 0, b"aaaa");
+    f.chunk(0, 2, b"cccc");
+    f.end(0, 3);
+    let (r, out) = h.join().unwrap();
+    assert!(
+        matches!(r, Err(RelayError::Missing { next: 1, total: 3 })),
+        "{r:?}"
+    );
+    assert_eq!(out, b"aaaa");
+
+    // Chunk 0 twice.
+    let (addr, h) = receiver();
+    let mut f = Fake::connect(addr, 2, 4);
+    f.chunk(0, 0, b"aaaa");
+    f.chunk(1, 0, b"aaaa");
+    let (r, _) = h.join().unwrap();
+    assert!(matches!(r, Err(RelayError::Duplicate(0))), "{r:?}");
+
+    // Connection closes without an end marker (link cut, sender died).
+    let (addr, h) = receiver();
+    let mut f = Fake::connect(addr, 2, 4);
+    f.chunk(0, 0, b"aaaa");
+    f.end(0, 2);
+    let hdr = ChunkHeader {
+        flags: 0,
+        format: Format::Raw,
+        seq: 1,
+        raw_len: 4,
+        wire_len: 4,
+        raw_crc: crc32fast::hash(b"bbbb"),
+    };
+    f.conns[1].write_all(&hdr.encode()).unwrap();
+    f.conns[1].write_all(b"bb").unwrap();
+    drop(f);
+    let (r, out) = h.join().unwrap();
+    assert!(matches!(r, Err(RelayError::Truncated(1))), "{r:?}");
+    // Chunk 0 (other connection) may or may not have won the race.
+    assert!(out.is_empty() || out == b"aaaa", "{out:?}");
+
+    // Disagreeing end markers.
+    let (addr, h) = receiver();
+    let mut f = Fake::connect(addr, 2, 4);
+    f.chunk(0, 0, b"aaaa");
+    f.end(0, 1);
+    f.end(1, 2);
+    let (r, _) = h.join().unwrap();
+    assert!(r.is_err(), "{r:?}");
+}
+
+#[test]
+fn a_silent_connection_is_a_stall() {
+    let (l, addr) = listener();
+    let h = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let cfg = ReceiveConfig {
+            qat: None,
+            idle_timeout: Duration::from_millis(300),
+        };
+        receive(&l, &mut out, &cfg, &RelayStats::default())
+    });
+    let mut f = Fake::connect(addr, 1, 4);
+    f.chunk(0, 0, b"aaaa");
+    let r = h.join().unwrap();
+    assert!(matches!(r, Err(RelayError::Stalled(0, _))), "{r:?}");
+}
+
+#[test]
+fn sender_fails_when_the_receiver_goes_away() {
+    let (l, addr) = listener();
+    // A receiver that reads a little, then dies.
+    let h = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut b = vec![0u8; 100_000];
+        let _ = c.read_exact(&mut b);
+        drop(c);
+        drop(l);
+    });
+    let data = sample(64 << 20, 1);
+    let conns = vec![TcpStream::connect(addr).unwrap()];
+    let r = send(
+        &data[..],
+        conns,
+        &cfg(CodecKind::None, 1 << 16),
+        &RelayStats::default(),
+        &AtomicBool::new(false),
+    );
+    h.join().unwrap();
+    assert!(r.is_err(), "sender must notice the cut");
+}
+
+#[test]
+fn sender_fails_without_confirmation() {
+    let (l, addr) = listener();
+    // Reads everything, never confirms.
+    let h = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink);
+    });
+    let c = TcpStream::connect(addr).unwrap();
+    let mut cf = cfg(CodecKind::Zstd, 4096);
+    cf.confirm_timeout = Duration::from_millis(300);
+    let r = send(
+        &sample(50_000, 4)[..],
+        vec![c],
+        &cf,
+        &RelayStats::default(),
+        &AtomicBool::new(false),
+    );
+    assert!(matches!(r, Err(RelayError::NoConfirm(_))), "{r:?}");
+    h.join().unwrap();
+}
