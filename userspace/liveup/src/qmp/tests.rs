@@ -55,7 +55,10 @@ fn event_during_a_command_is_kept_for_next_event() {
 fn next_event_times_out_and_keeps_a_half_read_line() {
     let (mut q, t) = fake_qemu("partial", |s| {
         s.write_all(b"{\"event\": \"MIGR").unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        // long enough that a 100 ms wait cannot have seen the rest, even
+        // on a loaded machine (with 300 ms and a 280 ms bound it failed
+        // once at a load average of 7)
+        std::thread::sleep(Duration::from_millis(2000));
         s.write_all(b"ATION\", \"data\": {\"status\": \"failed\"}}\n")
             .unwrap();
         assert!(read_cmd(s).contains("query-status"));
@@ -64,7 +67,7 @@ fn next_event_times_out_and_keeps_a_half_read_line() {
     });
     let t0 = Instant::now();
     assert!(q.next_event(Duration::from_millis(100)).unwrap().is_none());
-    assert!(t0.elapsed() < Duration::from_millis(280));
+    assert!(t0.elapsed() < Duration::from_millis(1500));
     let e = q.next_event(Duration::from_secs(5)).unwrap().unwrap();
     assert_eq!(e["event"], "MIGRATION");
     assert_eq!(e["data"]["status"], "failed");
