@@ -26,7 +26,7 @@ for i in $(seq 1 "$lanes"); do
         > "$run.log" 2>&1 &
 done
 wait || true
-boots=0 restores=0 faults=0 failed=0 times=()
+boots=0 restores=0 faults=0 kerr=0 failed=0 times=()
 for i in $(seq 1 "$lanes"); do
     run="$KH_ROOT/out/bench-linux-$i"
     tools/ktap-report.sh "$run" > "$run.ktap" 2>&1 || true
@@ -35,12 +35,15 @@ for i in $(seq 1 "$lanes"); do
     b=$(grep -cE '^ok boot [0-9]+: vm1 booted' "$k" 2>/dev/null || true)
     r=$(grep -cE '^ok upgrade [0-9]+: vm1 memory checksum intact' "$k" 2>/dev/null || true)
     z=$( { grep -cE 'Oops|Kernel panic|BUG:|did not finish|timed out' "$run/console.log" "$run.ktap" || true; } | awk -F: '{s+=$2} END {print s+0}')
-    boots=$((boots + b)); restores=$((restores + r)); faults=$((faults + z)); failed=$((failed + f))
+    # a VM stopped on "KVM internal error" (counted once per VM stop: the
+    # error's first line, which diag may print again)
+    e=$(grep -a 'qemu: KVM internal error' "$run/console.log" | sed 's/^\[ *[0-9.]*\] //' | uniq | wc -l)
+    boots=$((boots + b)); restores=$((restores + r)); faults=$((faults + z)); kerr=$((kerr + e)); failed=$((failed + f))
     while read -r s; do times+=("$s"); done < <(sed -n 's/.*KH-LOG upgrade\/series: boot [0-9]*: vm1 booted in \([0-9]*\) s.*/\1/p' "$run/console.log")
-    echo "lane $i: $p passed, $f failed; VM boots $b of $n, restores verified $r of $n, rig faults $z"
+    echo "lane $i: $p passed, $f failed; VM boots $b of $n, restores verified $r of $n, rig faults $z, VM stops on a KVM internal error $e"
     grep -E 'downtime [0-9]+:' "$run.ktap" | sed 's/^/  /'
     grep -E '^# figure: vm1: stopped' "$run.ktap" | sed 's/^/  /' || true
 done
 bt=$(printf "%s\n" "${times[@]}" | sort -n | awk '{a[NR]=$1} END {if (NR) printf "min %d s, median %d s, max %d s", a[1], a[int((NR+1)/2)], a[NR]}')
-echo "Linux guest: $lanes rigs side by side, $boots VM boots ($bt), $restores restores with memory verified, $faults rig faults, $failed failed checks, in $(($(date +%s) - t0)) s"
+echo "Linux guest: $lanes rigs side by side, $boots VM boots ($bt), $restores restores with memory verified, $faults rig faults, $kerr VM stops on a KVM internal error, $failed failed checks, in $(($(date +%s) - t0)) s"
 [ "$boots" = $((lanes * n)) ] && [ "$restores" = $((lanes * n)) ] && [ "$faults" = 0 ] && [ "$failed" = 0 ]

@@ -42,11 +42,12 @@ kh_check "boot $b: start vm1 with its RAM in KRAM" start_vm vm1 1 || exit 0
 if ! kh_check "boot $b: vm1 booted" boot_vm vm1 1; then diag; exit 0; fi
 kh_log "boot $b: vm1 booted in $(($(date +%s) - t0)) s"
 kh_check "boot $b: vm1 memory checks pass" all_memory_ok || exit 0
-# KH_SERIES_SETTLE=S (60): the VM runs S s before the upgrade. Upgraded
-# about 20 s after its first memory check, the restored VM stopped on a KVM
-# internal error (an NPF during event delivery) 4 times in 4; after 120 s,
-# or after an aborted upgrade first (KH_SERIES_ABORT=1), it did not
-# (Documentation/upgrade.rst, known problems).
+# KH_SERIES_SETTLE=S (60): the VM runs S s before the upgrade, as in
+# upgrade.sh, where the first upgrade comes minutes after the boot.
+# Upgraded about 20 s after its first memory check, the restored VM stopped
+# on a KVM internal error 4 times in 4; after 60 s, 1 time in 10
+# (Documentation/upgrade.rst, known problems: most likely the nested SVM
+# that TCG emulates). KH_SERIES_ABORT=1: an aborted upgrade first.
 sleep "${KH_SERIES_SETTLE:-60}"
 if [ -n "${KH_SERIES_ABORT:-}" ]; then
     LIVEUP_FAIL=after-save $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1
