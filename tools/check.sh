@@ -127,10 +127,8 @@ echo "== rig: $(echo $plan | wc -w) tests"
 # behind a root port vfio-pci resets the bus at close (which reset_method
 # does not switch off), and only the keep flag (vfio-keep/keep) avoids
 # that. So it runs on the root bus, in the second boot.
-# kram/vm and the hugetlb tests run in the first boot too, which balances
-# the two (session 12: 1558 s and 2087 s without them).
-plan_a=$(echo "$plan" | grep -E '^(iommu-preserve/|vfio-keep/|kram/vm$|prezero/hugetlb_)' | grep -v '^vfio-keep/dma$')
-plan_b=$(echo "$plan" | grep -vE '^(iommu-preserve/|vfio-keep/|kram/vm$|prezero/hugetlb_)'; echo "$plan" | grep '^vfio-keep/dma$')
+plan_a=$(echo "$plan" | grep -E '^(iommu-preserve|vfio-keep)/' | grep -v '^vfio-keep/dma$')
+plan_b=$(echo "$plan" | grep -vE '^(iommu-preserve|vfio-keep)/'; echo "$plan" | grep '^vfio-keep/dma$')
 KH_RIG_MEM=6G KH_NIC_UDP=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run-b" -t 3000 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan_b \
     > "$KH_ROOT/out/check-b.log" 2>&1 &
 bpid=$!
