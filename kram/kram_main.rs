@@ -42,6 +42,14 @@ mod format;
 
 use format::{Direct, Geometry, Kram, Media, PAGE_SIZE};
 
+// The ioctl ABI, one definition shared with liveup.
+#[path = "../userspace/kh-uapi/src/ioc.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod ioc;
+#[path = "../userspace/kh-uapi/src/kram.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod uapi;
+
 module! {
     type: KramModule,
     name: "kram",
@@ -481,58 +489,35 @@ pub extern "C" fn kram_free_page(area: c_int, phys: u64) -> c_int {
 }
 
 // ---------------------------------------------------------------------------
-// /dev/kram. The ABI is include/uapi/kram.h; keep the two in step.
+// /dev/kram. The ABI is defined once, in userspace/kh-uapi/src/kram.rs
+// (liveup uses the same file; kram/include/uapi/kram.h is checked against it
+// by kh-uapi's tests). The request numbers are checked here against the
+// kernel's own encoding.
 
-const KRAM_IOC_MAGIC: u32 = 0xBC;
-/// Confirmation value `KRAM_IOC_FORMAT` requires ("FORMAT!!" little-endian).
-const KRAM_FORMAT_CONFIRM: u64 = u64::from_le_bytes(*b"FORMAT!!");
+use uapi::{
+    Area as KramArea, Format as KramFormat, Page as KramPage, Status as KramStatus,
+    FORMAT_CONFIRM as KRAM_FORMAT_CONFIRM, IOC_ALLOC as KRAM_IOC_ALLOC,
+    IOC_AREA_AT as KRAM_IOC_AREA_AT, IOC_CREATE as KRAM_IOC_CREATE,
+    IOC_DELETE as KRAM_IOC_DELETE, IOC_FORMAT as KRAM_IOC_FORMAT, IOC_FREE as KRAM_IOC_FREE,
+    IOC_LOOKUP as KRAM_IOC_LOOKUP, IOC_STATUS as KRAM_IOC_STATUS,
+};
 
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct KramStatus {
-    base: u64,
-    size: u64,
-    pages: u64,
-    meta_pages: u64,
-    used_pages: u64,
-    free_pages: u64,
-    generation: u64,
-    /// 0: ready, 1: metadata refused.
-    state: u32,
-    /// Positive errno of the refusal.
-    error: u32,
-    areas: u32,
-    max_areas: u32,
-}
+const _: () = {
+    let m = uapi::IOC_MAGIC;
+    assert!(KRAM_IOC_STATUS == _IOR::<KramStatus>(m, 0));
+    assert!(KRAM_IOC_FORMAT == _IOW::<KramFormat>(m, 1));
+    assert!(KRAM_IOC_CREATE == _IOWR::<KramArea>(m, 2));
+    assert!(KRAM_IOC_DELETE == _IOW::<KramArea>(m, 3));
+    assert!(KRAM_IOC_LOOKUP == _IOWR::<KramArea>(m, 4));
+    assert!(KRAM_IOC_AREA_AT == _IOWR::<KramArea>(m, 5));
+    assert!(KRAM_IOC_ALLOC == _IOWR::<KramPage>(m, 6));
+    assert!(KRAM_IOC_FREE == _IOW::<KramPage>(m, 7));
+    assert!(uapi::NAME_LEN == format::NAME_LEN);
+    assert!(uapi::MAX_AREAS as usize == format::MAX_AREAS);
+};
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct KramArea {
-    name: [u8; format::NAME_LEN],
-    npages: u64,
-    /// Offset of the first fixed page from the region's start: the mmap offset.
-    offset: u64,
-    id: u32,
-    flags: u32,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct KramPage {
-    id: u32,
-    pad: u32,
-    /// Offset of the page from the region's start.
-    offset: u64,
-}
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct KramFormat {
-    confirm: u64,
-}
-
-// SAFETY: plain integers and byte arrays, no padding (all fields 8-byte
-// multiples or paired u32s), every bit pattern valid.
+// SAFETY: plain integers and byte arrays, no padding (kh-uapi asserts each
+// size is the sum of its fields), every bit pattern valid.
 unsafe impl FromBytes for KramStatus {}
 // SAFETY: as above.
 unsafe impl AsBytes for KramStatus {}
@@ -546,15 +531,6 @@ unsafe impl FromBytes for KramPage {}
 unsafe impl AsBytes for KramPage {}
 // SAFETY: as above.
 unsafe impl FromBytes for KramFormat {}
-
-const KRAM_IOC_STATUS: u32 = _IOR::<KramStatus>(KRAM_IOC_MAGIC, 0);
-const KRAM_IOC_FORMAT: u32 = _IOW::<KramFormat>(KRAM_IOC_MAGIC, 1);
-const KRAM_IOC_CREATE: u32 = _IOWR::<KramArea>(KRAM_IOC_MAGIC, 2);
-const KRAM_IOC_DELETE: u32 = _IOW::<KramArea>(KRAM_IOC_MAGIC, 3);
-const KRAM_IOC_LOOKUP: u32 = _IOWR::<KramArea>(KRAM_IOC_MAGIC, 4);
-const KRAM_IOC_AREA_AT: u32 = _IOWR::<KramArea>(KRAM_IOC_MAGIC, 5);
-const KRAM_IOC_ALLOC: u32 = _IOWR::<KramPage>(KRAM_IOC_MAGIC, 6);
-const KRAM_IOC_FREE: u32 = _IOW::<KramPage>(KRAM_IOC_MAGIC, 7);
 
 fn area_name(a: &KramArea) -> Result<&[u8]> {
     let n = a.name.iter().position(|&b| b == 0).ok_or(EINVAL)?;

@@ -50,6 +50,14 @@ use kernel::{
     uaccess::{UserPtr, UserSlice, UserSliceReader},
 };
 
+// The ioctl ABI, one definition shared with liveup.
+#[path = "../userspace/kh-uapi/src/ioc.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod ioc;
+#[path = "../userspace/kh-uapi/src/prezero.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod uapi;
+
 module! {
     type: PrezeroModule,
     name: "prezero",
@@ -427,31 +435,23 @@ pub extern "C" fn prezero_rs_idle_step() -> c_long {
     1000
 }
 
-/// `PREZERO_IOC_ZERO` argument (include/uapi/prezero.h).
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct PrezeroReq {
-    size: u64,
-    node: i32,
-    flags: u32,
-    count: u64,
-    done: u64,
-    ns: u64,
-}
-// SAFETY: plain integers, no padding (8 + 4 + 4 + 3 * 8 bytes).
+// The ioctl ABI is defined once, in userspace/kh-uapi/src/prezero.rs
+// (liveup uses the same file; prezero/include/uapi/prezero.h is checked
+// against it by kh-uapi's tests).
+use uapi::{Req as PrezeroReq, IOC_ZERO as PREZERO_IOC_ZERO, ZERO_POOL as PREZERO_ZERO_POOL};
+
+const _: () = assert!(PREZERO_IOC_ZERO == _IOWR::<PrezeroReq>(uapi::IOC_MAGIC, 1));
+const _: () = assert!(uapi::MAX_COUNT == MAX_COUNT);
+
+// SAFETY: plain integers, no padding (8 + 4 + 4 + 3 * 8 bytes, asserted in
+// kh-uapi), every bit pattern valid.
 unsafe impl FromBytes for PrezeroReq {}
 // SAFETY: as above.
 unsafe impl AsBytes for PrezeroReq {}
 
-const PREZERO_IOC_MAGIC: u32 = 0xb7;
-const PREZERO_IOC_ZERO: u32 = _IOWR::<PrezeroReq>(PREZERO_IOC_MAGIC, 1);
-
 /// PMD order: the THP pool.
 const THP_ORDER: u32 = 9;
 
-/// `prezero_req.flags`: fill a pool (4 KiB, mTHP or 2 MiB THP) instead of
-/// zeroing free hugetlb pages.
-const PREZERO_ZERO_POOL: u32 = 1;
 
 fn index_of_size(size: u64, kind: Kind) -> Option<usize> {
     SIZES

@@ -2,6 +2,10 @@
 /*
  * /dev/kram ioctl ABI. Only CAP_SYS_ADMIN may open the device.
  * Documentation/kram.rst describes each call and its errors.
+ *
+ * Version 1. The definition is userspace/kh-uapi/src/kram.rs (the module and
+ * liveup compile that file); this header is for C users and is checked
+ * against it field by field (userspace/kh-uapi/tests/c_headers.rs).
  */
 #ifndef _UAPI_KRAM_H
 #define _UAPI_KRAM_H

@@ -4,6 +4,10 @@
  * cgroup pays for the CPU time): free hugetlb pages (marked where they are)
  * or, with PREZERO_ZERO_POOL, new pages for the 4 KiB / THP pools that the
  * anonymous fault paths take from.
+ *
+ * Version 1. The definition is userspace/kh-uapi/src/prezero.rs (the module
+ * and liveup compile that file); this header is for C users and is checked
+ * against it field by field (userspace/kh-uapi/tests/c_headers.rs).
  */
 #ifndef _UAPI_PREZERO_H
 #define _UAPI_PREZERO_H

@@ -5,53 +5,14 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-pub const NAME_LEN: usize = 32;
+pub use kh_uapi::kram::{
+    Area as RawArea, Format as RawFormat, Page as RawPage, Status, FORMAT_CONFIRM, NAME_LEN,
+};
 pub const PAGE_SIZE: u64 = 4096;
-pub const FORMAT_CONFIRM: u64 = u64::from_le_bytes(*b"FORMAT!!");
 pub const DEFAULT_DEVICE: &str = "/dev/kram";
 /// The same region and ioctls; mappings are ordinary pages GUP can pin
 /// (for memory a device DMAs to through VFIO or iommufd).
 pub const PAGES_DEVICE: &str = "/dev/kram-pages";
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct Status {
-    pub base: u64,
-    pub size: u64,
-    pub pages: u64,
-    pub meta_pages: u64,
-    pub used_pages: u64,
-    pub free_pages: u64,
-    pub generation: u64,
-    pub state: u32,
-    pub error: u32,
-    pub areas: u32,
-    pub max_areas: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct RawArea {
-    pub name: [u8; NAME_LEN],
-    pub npages: u64,
-    pub offset: u64,
-    pub id: u32,
-    pub flags: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RawPage {
-    pub id: u32,
-    pub pad: u32,
-    pub offset: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RawFormat {
-    pub confirm: u64,
-}
 
 /// An area as userspace sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -63,17 +24,19 @@ pub struct Area {
     pub offset: u64,
 }
 
-pub const IOC_MAGIC: u8 = 0xBC;
+pub use kh_uapi::kram::IOC_MAGIC;
+/// One function per ioctl, numbered by kh-uapi (the one definition).
 pub mod ioc {
     use super::*;
-    nix::ioctl_read!(status, IOC_MAGIC, 0, Status);
-    nix::ioctl_write_ptr!(format, IOC_MAGIC, 1, RawFormat);
-    nix::ioctl_readwrite!(create, IOC_MAGIC, 2, RawArea);
-    nix::ioctl_write_ptr!(delete, IOC_MAGIC, 3, RawArea);
-    nix::ioctl_readwrite!(lookup, IOC_MAGIC, 4, RawArea);
-    nix::ioctl_readwrite!(area_at, IOC_MAGIC, 5, RawArea);
-    nix::ioctl_readwrite!(alloc, IOC_MAGIC, 6, RawPage);
-    nix::ioctl_write_ptr!(free, IOC_MAGIC, 7, RawPage);
+    use kh_uapi::kram as k;
+    nix::ioctl_read_bad!(status, k::IOC_STATUS, Status);
+    nix::ioctl_write_ptr_bad!(format, k::IOC_FORMAT, RawFormat);
+    nix::ioctl_readwrite_bad!(create, k::IOC_CREATE, RawArea);
+    nix::ioctl_write_ptr_bad!(delete, k::IOC_DELETE, RawArea);
+    nix::ioctl_readwrite_bad!(lookup, k::IOC_LOOKUP, RawArea);
+    nix::ioctl_readwrite_bad!(area_at, k::IOC_AREA_AT, RawArea);
+    nix::ioctl_readwrite_bad!(alloc, k::IOC_ALLOC, RawPage);
+    nix::ioctl_write_ptr_bad!(free, k::IOC_FREE, RawPage);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -325,22 +288,6 @@ impl Kram {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ioctl_numbers_match_the_uapi_header() {
-        // _IOR(0xBC, 0, struct kram_status): dir=2, size=72, type=0xBC, nr=0
-        assert_eq!(std::mem::size_of::<Status>(), 72);
-        assert_eq!(std::mem::size_of::<RawArea>(), 56);
-        assert_eq!(std::mem::size_of::<RawPage>(), 16);
-        assert_eq!(
-            nix::request_code_read!(IOC_MAGIC, 0, std::mem::size_of::<Status>()) as u32,
-            0x8048_bc00
-        );
-        assert_eq!(
-            nix::request_code_readwrite!(IOC_MAGIC, 2, std::mem::size_of::<RawArea>()) as u32,
-            0xc038_bc02
-        );
-    }
 
     #[test]
     fn names_are_checked_before_any_ioctl() {

@@ -21,20 +21,11 @@ pub const DEBUGFS: &str = "/sys/kernel/debug/prezero";
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Req {
-    pub size: u64,
-    pub node: i32,
-    pub flags: u32,
-    pub count: u64,
-    pub done: u64,
-    pub ns: u64,
-}
+pub use kh_uapi::prezero::{Req, ZERO_POOL};
 
 mod ioc {
     use super::Req;
-    nix::ioctl_readwrite!(zero, 0xb7, 1, Req);
+    nix::ioctl_readwrite_bad!(zero, kh_uapi::prezero::IOC_ZERO, Req);
 }
 
 #[derive(Subcommand)]
@@ -184,9 +175,6 @@ fn online_nodes() -> Vec<i32> {
     v
 }
 
-/// `PREZERO_ZERO_POOL` (prezero/include/uapi/prezero.h).
-pub const ZERO_POOL: u32 = 1;
-
 /// The stats row name of a pool of pages of `size` bytes.
 fn pool_row(size: u64) -> String {
     if size == 2 * MIB {
@@ -237,7 +225,7 @@ fn zero_cmd(
     };
     let all = count == "all";
     let count: u64 = if all {
-        1 << 20
+        kh_uapi::prezero::MAX_COUNT
     } else {
         count
             .parse()

@@ -1,0 +1,168 @@
+//! The C uapi headers against the Rust definitions: every struct's size,
+//! every field's offset and size, every ioctl number and constant, as C11
+//! static assertions compiled by the C compiler (`$CC`, else `cc`) against
+//! the headers in the tree. A header that drifts from the Rust fails here.
+
+use kh_uapi::{kram, prezero};
+use std::fmt::Write as _;
+use std::mem::{offset_of, size_of};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One `_Static_assert` line.
+fn check(c: &mut String, expr: &str, value: u64) {
+    writeln!(
+        c,
+        "_Static_assert(({expr}) == {value}ULL, \"{expr} is {value} in kh-uapi\");"
+    )
+    .unwrap();
+}
+
+/// Size of a struct and offset and size of each named field.
+macro_rules! layout {
+    ($c:expr, $rust:ty, $cname:literal, $($field:ident),+ $(,)?) => {{
+        check($c, concat!("sizeof(struct ", $cname, ")"), size_of::<$rust>() as u64);
+        $(
+            check($c, concat!("offsetof(struct ", $cname, ", ", stringify!($field), ")"),
+                  offset_of!($rust, $field) as u64);
+            check($c, concat!("sizeof(((struct ", $cname, " *)0)->", stringify!($field), ")"),
+                  {
+                      fn field_size<T, F>(_: fn(&T) -> &F) -> usize { size_of::<F>() }
+                      field_size(|s: &$rust| &s.$field) as u64
+                  });
+        )+
+    }};
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn kram_checks() -> String {
+    let mut c = String::from("#include <stddef.h>\n#include \"kram/include/uapi/kram.h\"\n");
+    layout!(
+        &mut c,
+        kram::Status,
+        "kram_status",
+        base,
+        size,
+        pages,
+        meta_pages,
+        used_pages,
+        free_pages,
+        generation,
+        state,
+        error,
+        areas,
+        max_areas
+    );
+    layout!(
+        &mut c,
+        kram::Area,
+        "kram_area",
+        name,
+        npages,
+        offset,
+        id,
+        flags
+    );
+    layout!(&mut c, kram::Page, "kram_page", id, pad, offset);
+    layout!(&mut c, kram::Format, "kram_format", confirm);
+    check(&mut c, "KRAM_NAME_LEN", kram::NAME_LEN as u64);
+    check(&mut c, "KRAM_MAX_AREAS", kram::MAX_AREAS.into());
+    check(&mut c, "KRAM_FORMAT_CONFIRM", kram::FORMAT_CONFIRM);
+    check(&mut c, "KRAM_IOC_MAGIC", kram::IOC_MAGIC.into());
+    for (name, v) in [
+        ("KRAM_IOC_STATUS", kram::IOC_STATUS),
+        ("KRAM_IOC_FORMAT", kram::IOC_FORMAT),
+        ("KRAM_IOC_CREATE", kram::IOC_CREATE),
+        ("KRAM_IOC_DELETE", kram::IOC_DELETE),
+        ("KRAM_IOC_LOOKUP", kram::IOC_LOOKUP),
+        ("KRAM_IOC_AREA_AT", kram::IOC_AREA_AT),
+        ("KRAM_IOC_ALLOC", kram::IOC_ALLOC),
+        ("KRAM_IOC_FREE", kram::IOC_FREE),
+    ] {
+        check(&mut c, name, v.into());
+    }
+    c
+}
+
+fn prezero_checks() -> String {
+    let mut c = String::from("#include <stddef.h>\n#include \"prezero/include/uapi/prezero.h\"\n");
+    layout!(
+        &mut c,
+        prezero::Req,
+        "prezero_req",
+        size,
+        node,
+        flags,
+        count,
+        done,
+        ns
+    );
+    check(&mut c, "PREZERO_ZERO_POOL", prezero::ZERO_POOL.into());
+    check(&mut c, "PREZERO_IOC_MAGIC", prezero::IOC_MAGIC.into());
+    check(&mut c, "PREZERO_IOC_ZERO", prezero::IOC_ZERO.into());
+    c
+}
+
+/// Compiles `src` (syntax and static assertions only); the compiler's
+/// messages on failure.
+fn compile(name: &str, src: &str) -> Result<(), String> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let file = dir.join(format!("{name}.c"));
+    std::fs::write(&file, src).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Werror", "-fsyntax-only", "-I"])
+        .arg(repo())
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("{cc}: {e} (a C compiler is needed to check the uapi headers)"));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn kram_header_matches() {
+    compile("kram_uapi", &kram_checks()).unwrap_or_else(|e| panic!("kram.h differs:\n{e}"));
+}
+
+#[test]
+fn prezero_header_matches() {
+    compile("prezero_uapi", &prezero_checks())
+        .unwrap_or_else(|e| panic!("prezero.h differs:\n{e}"));
+}
+
+/// The check itself can fail: a header with one field moved is refused,
+/// with the field named.
+#[test]
+fn a_drifted_header_is_refused() {
+    let header = std::fs::read_to_string(repo().join("kram/include/uapi/kram.h")).unwrap();
+    let drifted = header.replacen("\t__u32 state;", "\t__u32 error2;\n\t__u32 state;", 1);
+    assert_ne!(
+        header, drifted,
+        "the header no longer has the line this test moves"
+    );
+    let src = kram_checks().replace("#include \"kram/include/uapi/kram.h\"\n", &drifted);
+    let err = compile("kram_uapi_drifted", &src).expect_err("a drifted header passed");
+    assert!(err.contains("offsetof(struct kram_status, state)"), "{err}");
+    // And a wrong ioctl number.
+    let wrong = kram_checks().replace(&format!("{}ULL", kram::IOC_FREE), "1ULL");
+    let err = compile("kram_uapi_wrong_nr", &wrong).expect_err("a wrong number passed");
+    assert!(err.contains("KRAM_IOC_FREE"), "{err}");
+}
+
+/// The encoder against numbers written out by hand from the kernel's rules.
+#[test]
+fn request_numbers() {
+    // _IOR(0xBC, 0, 72 bytes): dir 2, size 72.
+    assert_eq!(kram::IOC_STATUS, 0x8048_BC00);
+    // _IOW(0xBC, 7, 16 bytes): dir 1.
+    assert_eq!(kram::IOC_FREE, 0x4010_BC07);
+    // _IOWR(0xb7, 1, 40 bytes): dir 3.
+    assert_eq!(prezero::IOC_ZERO, 0xC028_B701);
+}
