@@ -11,3 +11,4 @@ pub mod qga;
 pub mod qmp;
 pub mod units;
 pub mod upgrade;
+pub mod vfio_abi;

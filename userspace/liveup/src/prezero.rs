@@ -409,30 +409,13 @@ fn populate_cmd(kind: Kind, size: &str, check: bool, dirty: bool) -> Result<()> 
     check_and_dirty(&mut r, check, dirty)
 }
 
+use crate::vfio_abi::{DmaMap, DmaUnmap};
 mod vfio {
-    const T: u8 = b';';
-    nix::ioctl_write_int_bad!(set_iommu, nix::request_code_none!(T, 102));
-    nix::ioctl_write_ptr_bad!(set_container, nix::request_code_none!(T, 104), i32);
-    nix::ioctl_write_ptr_bad!(map_dma, nix::request_code_none!(T, 113), super::DmaMap);
-    nix::ioctl_readwrite_bad!(unmap_dma, nix::request_code_none!(T, 114), super::DmaUnmap);
-}
-const VFIO_TYPE1V2_IOMMU: i32 = 3;
-
-#[repr(C)]
-pub struct DmaMap {
-    argsz: u32,
-    flags: u32,
-    vaddr: u64,
-    iova: u64,
-    size: u64,
-}
-
-#[repr(C)]
-pub struct DmaUnmap {
-    argsz: u32,
-    flags: u32,
-    iova: u64,
-    size: u64,
+    use crate::vfio_abi as v;
+    nix::ioctl_write_int_bad!(set_iommu, v::SET_IOMMU);
+    nix::ioctl_write_ptr_bad!(set_container, v::GROUP_SET_CONTAINER, i32);
+    nix::ioctl_write_ptr_bad!(map_dma, v::IOMMU_MAP_DMA, super::DmaMap);
+    nix::ioctl_readwrite_bad!(unmap_dma, v::IOMMU_UNMAP_DMA, super::DmaUnmap);
 }
 
 /// IOVA for the mapping: above the 32-bit MSI window, below 39-bit.
@@ -453,28 +436,17 @@ fn vfio_map_cmd(group: &str, kind: Kind, size: &str, check: bool) -> Result<()> 
     // SAFETY: VFIO ioctls on our own fds with arguments of the expected layout.
     unsafe {
         vfio::set_container(g.as_raw_fd(), &cfd).context("VFIO_GROUP_SET_CONTAINER")?;
-        vfio::set_iommu(cfd, VFIO_TYPE1V2_IOMMU).context("VFIO_SET_IOMMU")?;
+        vfio::set_iommu(cfd, crate::vfio_abi::TYPE1V2_IOMMU as i32).context("VFIO_SET_IOMMU")?;
     }
     let mut r = Region::map(kind, len, false)?;
-    let m = DmaMap {
-        argsz: size_of::<DmaMap>() as u32,
-        flags: 3,
-        vaddr: r.addr as u64,
-        iova: IOVA,
-        size: len as u64,
-    };
+    let m = DmaMap::read_write(r.addr as u64, IOVA, len as u64);
     let t = Instant::now();
     // SAFETY: maps (and pins) our own mapping `r`, which outlives the DMA mapping.
     unsafe { vfio::map_dma(cfd, &m) }.context("VFIO_IOMMU_MAP_DMA")?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     println!("vfio map {kind:?} {}: {ms:.1} ms", size_name(len as u64));
     let res = check_and_dirty(&mut r, check, false);
-    let mut u = DmaUnmap {
-        argsz: size_of::<DmaUnmap>() as u32,
-        flags: 0,
-        iova: IOVA,
-        size: len as u64,
-    };
+    let mut u = DmaUnmap::new(IOVA, len as u64);
     // SAFETY: unmaps the range mapped above.
     unsafe { vfio::unmap_dma(cfd, &mut u) }.context("VFIO_IOMMU_UNMAP_DMA")?;
     res

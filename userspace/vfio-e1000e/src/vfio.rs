@@ -10,35 +10,20 @@ use std::path::PathBuf;
 
 use crate::iommufd::Iommufd;
 
-const VFIO_TYPE: u64 = b';' as u64;
-const VFIO_BASE: u64 = 100;
-/// `_IO(VFIO_TYPE, VFIO_BASE + n)`: no size or direction encoded.
-const fn vfio_io(n: u64) -> u64 {
-    (VFIO_TYPE << 8) | (VFIO_BASE + n)
-}
-const GET_API_VERSION: u64 = vfio_io(0);
-const CHECK_EXTENSION: u64 = vfio_io(1);
-const SET_IOMMU: u64 = vfio_io(2);
-const GROUP_GET_STATUS: u64 = vfio_io(3);
-const GROUP_SET_CONTAINER: u64 = vfio_io(4);
-const GROUP_GET_DEVICE_FD: u64 = vfio_io(6);
-const DEVICE_GET_REGION_INFO: u64 = vfio_io(8);
-const IOMMU_MAP_DMA: u64 = vfio_io(13);
-const IOMMU_UNMAP_DMA: u64 = vfio_io(14);
-const DEVICE_FEATURE: u64 = vfio_io(17);
-pub(crate) const DEVICE_BIND_IOMMUFD: u64 = vfio_io(18);
-pub(crate) const DEVICE_ATTACH_IOMMUFD_PT: u64 = vfio_io(19);
+use liveup::vfio_abi::{
+    DmaMap, DmaUnmap, CHECK_EXTENSION, DEVICE_FEATURE, DEVICE_GET_REGION_INFO, GET_API_VERSION,
+    GROUP_GET_DEVICE_FD, GROUP_GET_STATUS, GROUP_SET_CONTAINER, IOMMU_MAP_DMA, IOMMU_UNMAP_DMA,
+    SET_IOMMU, TYPE1V2_IOMMU,
+};
+pub(crate) use liveup::vfio_abi::{DEVICE_ATTACH_IOMMUFD_PT, DEVICE_BIND_IOMMUFD};
 const FEATURE_GET: u32 = 1 << 16;
 const FEATURE_SET: u32 = 1 << 17;
 /// kvmhost's patches/0002: keep the device across close and kexec.
 const FEATURE_PCI_KEEP: u32 = 14;
 
 const API_VERSION: i32 = 0;
-const TYPE1V2_IOMMU: u64 = 3;
 const GROUP_FLAGS_VIABLE: u32 = 1 << 0;
 pub const REGION_FLAG_MMAP: u32 = 1 << 2;
-const DMA_MAP_FLAG_READ: u32 = 1 << 0;
-const DMA_MAP_FLAG_WRITE: u32 = 1 << 1;
 pub const BAR0_REGION: u32 = 0;
 pub const CONFIG_REGION: u32 = 7;
 
@@ -60,29 +45,12 @@ pub struct RegionInfo {
     pub offset: u64,
 }
 
-#[repr(C)]
-struct DmaMap {
-    argsz: u32,
-    flags: u32,
-    vaddr: u64,
-    iova: u64,
-    size: u64,
-}
-
 /// `struct vfio_device_feature` followed by a `__u32` payload.
 #[repr(C)]
 struct FeatureU32 {
     argsz: u32,
     flags: u32,
     value: u32,
-}
-
-#[repr(C)]
-struct DmaUnmap {
-    argsz: u32,
-    flags: u32,
-    iova: u64,
-    size: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -385,13 +353,7 @@ impl Device {
             // SAFETY: the caller's promise, passed on.
             Iommu::Iommufd(i) => return unsafe { i.map(&self.device, vaddr, iova, size) },
         };
-        let mut m = DmaMap {
-            argsz: std::mem::size_of::<DmaMap>() as u32,
-            flags: DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE,
-            vaddr,
-            iova,
-            size,
-        };
+        let mut m = DmaMap::read_write(vaddr, iova, size);
         ioctl(container, "VFIO_IOMMU_MAP_DMA", IOMMU_MAP_DMA, &mut m).map(|_| ())
     }
 
@@ -400,12 +362,7 @@ impl Device {
             Iommu::Legacy { container, .. } => container,
             Iommu::Iommufd(i) => return i.unmap(iova, size),
         };
-        let mut u = DmaUnmap {
-            argsz: std::mem::size_of::<DmaUnmap>() as u32,
-            flags: 0,
-            iova,
-            size,
-        };
+        let mut u = DmaUnmap::new(iova, size);
         ioctl(container, "VFIO_IOMMU_UNMAP_DMA", IOMMU_UNMAP_DMA, &mut u).map(|_| ())
     }
 
