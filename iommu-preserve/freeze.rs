@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `freeze=`: snapshot a kept device's tables into KRAM, record them, and
+//! switch its IOMMU to KRAM copies of the root and context table.
+
+use crate::device::{Bdf, Dev};
+use crate::glue::*;
+use crate::tables::*;
+use crate::vtd;
+use kernel::prelude::*;
+
+pub(crate) fn freeze(code: i64) -> Result {
+    let bdf = Bdf(((code >> 16) & 0xffff) as u16, ((code >> 8) & 0xff) as u8, (code & 0xff) as u8);
+    let Some(dev) = Dev::get(&bdf) else {
+        pr_err!("freeze {}: no such PCI device (ENODEV)\n", bdf);
+        return Err(ENODEV);
+    };
+    if !dev.kept() {
+        pr_err!("freeze {}: device not kept: set its sysfs 'kept' or VFIO keep flag first (EINVAL)\n", bdf);
+        return Err(EINVAL);
+    }
+    let old_root = dev
+        .roots(0)
+        .inspect_err(|e| {
+            pr_err!("freeze {}: its IOMMU's root table cannot be read (errno {})\n", bdf, e.to_errno());
+        })?
+        .hw;
+    let Some((area, rec_phys, rec_virt)) = area(true).inspect_err(|e| {
+        pr_err!("freeze {}: KRAM area unavailable (errno {})\n", bdf, e.to_errno());
+    })?
+    else {
+        return Err(ENODEV);
+    };
+    // SAFETY: the area's fixed page 0, only used here.
+    let rec_page = unsafe { record_page(rec_virt) };
+    if !matches!(vtd::Record::decode(rec_page), Ok(None)) {
+        pr_err!("freeze {}: a preserved record exists already: release it first (EBUSY)\n", bdf);
+        return Err(EBUSY);
+    }
+    let root = Mapped::new(old_root).ok_or(ENOMEM)?;
+    let rlo = root.word(usize::from(bdf.1) * 2);
+    let Some(ctx_phys) = vtd::root_context_table(rlo) else {
+        pr_err!("freeze {}: no context table for its bus (ENOENT)\n", bdf);
+        return Err(ENOENT);
+    };
+    let ctx = Mapped::new(ctx_phys).ok_or(ENOMEM)?;
+    let (clo, chi) = (ctx.word(usize::from(bdf.2) * 2), ctx.word(usize::from(bdf.2) * 2 + 1));
+    let c = vtd::context(clo, chi);
+    if !c.present || c.tt != 0 {
+        pr_err!(
+            "freeze {}: context entry {} (translation type {}): not a mapped domain (EINVAL)\n",
+            bdf,
+            if c.present { "present" } else { "absent" },
+            c.tt
+        );
+        return Err(EINVAL);
+    }
+
+    let mut kt = Kt { area, pages: KVec::new(), hint: None };
+    let mut n = 0usize;
+    let snap = vtd::snapshot(&mut kt, c.table, c.levels, &mut |_| {
+        n += 1;
+        if n > vtd::MAX_PAGES {
+            Err(vtd::Error::TooManyPages)
+        } else {
+            Ok(())
+        }
+    });
+    let top = match snap {
+        Ok(t) => t,
+        Err(e) => {
+            kt.free_all();
+            pr_err!("freeze {}: page tables not copied ({:?}) (errno {})\n", bdf, e, vtd_errno(e).to_errno());
+            return Err(vtd_errno(e));
+        }
+    };
+    let mut rec = vtd::Record {
+        seg: bdf.0,
+        bus: bdf.1,
+        devfn: bdf.2,
+        did: c.did,
+        levels: c.levels,
+        old_root,
+        root: 0,
+        ctx: 0,
+        top,
+        pages: [0; vtd::MAX_PAGES],
+        npages: kt.pages.len(),
+    };
+    for (i, p) in kt.pages.iter().enumerate().take(vtd::MAX_PAGES) {
+        rec.pages[i] = p.0;
+    }
+    // The device's bus gets a context table in KRAM (its entry pointing at
+    // the copy, the others as they are); the root table points at it. Both
+    // are the pair of the tables area the IOMMU does not use now.
+    let [(root_new, root_v), (ctx_new, ctx_v)] = match table_pair(old_root) {
+        Ok(p) => p,
+        Err(e) => {
+            kt.free_all();
+            if e == EBUSY {
+                pr_err!("freeze {}: the IOMMU still reads the adopted tables: release them first (EBUSY)\n", bdf);
+            } else {
+                pr_err!("freeze {}: KRAM area iommu-tables unavailable (errno {})\n", bdf, e.to_errno());
+            }
+            return Err(e);
+        }
+    };
+    fill(ctx_v, &ctx, usize::from(bdf.2) * 2, vtd::with_table(clo, top));
+    fill(root_v, &root, usize::from(bdf.1) * 2, vtd::with_table(rlo, ctx_new));
+    rec.ctx = ctx_new;
+    rec.root = root_new;
+    kt.flush();
+    if let Err(e) = rec.encode(rec_page) {
+        kt.free_all();
+        pr_err!("freeze {}: record not written ({:?})\n", bdf, e);
+        return Err(vtd_errno(e));
+    }
+    // SAFETY: the record page.
+    unsafe { iopr_glue_flush(rec_virt) };
+    if let Err(e) = dev.roots(root_new) {
+        rec_page.fill(0);
+        kt.free_all();
+        pr_err!("freeze {}: the IOMMU did not take the KRAM root table (errno {})\n", bdf, e.to_errno());
+        return Err(e);
+    }
+    // SAFETY: a flag for intel_iommu_shutdown().
+    unsafe { iopr_glue_keep_translation(true) };
+    pr_info!(
+        "{}: DID {}, {}-level: translates through {} table pages in KRAM (root {:#x}); translation stays on at kexec; next kernel: intel_iommu_adopt={:#x} pci_keep={}\n",
+        bdf,
+        c.did,
+        c.levels,
+        rec.npages,
+        root_new,
+        rec_phys,
+        bdf
+    );
+    Ok(())
+}
