@@ -72,7 +72,19 @@ if [ -n "${KH_SCRATCH_DISK:-}" ]; then
     mkfs.ext4 -q -F "$run/scratch.img"
     drive+=(-drive "file=$run/scratch.img,if=virtio,format=raw,cache=unsafe")
 fi
-cmdline="console=ttyS0 loglevel=4 panic=-1 oops=panic intel_iommu=on no5lvl no_timer_check memmap=$KH_MEMMAP_SIZE\$$KH_MEMMAP_ADDR reserve_mem=$KH_RESERVE_MEM $KH_EXTRA_CMDLINE"
+# tsc=reliable: the rig's TSC is TCG's, the outer host's own TSC read for
+# every vCPU, so it is constant and in step across vCPUs. Without it the
+# clocksource watchdog checks it against the emulated HPET, and every
+# kexec'd kernel ran its first seconds on the HPET ("Switched to clocksource
+# hpet"), which is when liveup restore starts the VMs: KVM then keeps their
+# kvmclock without its master clock (no PVCLOCK_TSC_STABLE_BIT; the guest
+# falls back to a global last-value clamp), the configuration of the guest
+# clock anomalies in Documentation/upgrade.rst. A server's invariant TSC
+# gives KVM the master clock as this does. KH_RIG_TSC=watchdog boots
+# without it, for comparison.
+tsc_opt="tsc=reliable"
+[ "${KH_RIG_TSC:-reliable}" = watchdog ] && tsc_opt=""
+cmdline="console=ttyS0 loglevel=4 panic=-1 oops=panic intel_iommu=on no5lvl no_timer_check $tsc_opt memmap=$KH_MEMMAP_SIZE\$$KH_MEMMAP_ADDR reserve_mem=$KH_RESERVE_MEM $KH_EXTRA_CMDLINE"
 # The guest's ttyS1 and ttyS2 carry its VMs' heartbeats out; each line is
 # stamped here, on the outermost host, whose clock no kexec disturbs.
 hb=()

@@ -186,3 +186,12 @@ upgrade_now() { # inject-step (or empty)
     kh_fail "upgrade $((KH_STAGE + 1)) kexecs" "liveup upgrade returned"
 }
 
+# The rig boots with tsc=reliable (tools/vm-run.sh): then every kernel,
+# kexec'd ones included, must run on the TSC from its first seconds on.
+tsc_throughout() {
+    [ "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)" = tsc ] &&
+        ! dmesg | grep -q -E 'Switched to clocksource (hpet|acpi_pm)|tsc.*unstable'
+}
+if grep -q -w tsc=reliable /proc/cmdline; then
+    kh_check "stage $KH_STAGE: the TSC is this kernel's clocksource from boot on (KVM's master clock)" tsc_throughout
+fi
