@@ -62,6 +62,10 @@ pub enum CtlError {
     Closed,
     #[error("peer reported: {0}")]
     Peer(String),
+    /// A message from the peer this side will not act on (a hostile or
+    /// broken peer); nothing was done with it.
+    #[error("refused the peer's message: {0}")]
+    Refused(String),
     #[error("control: expected {expected}, got {got}")]
     Unexpected { expected: &'static str, got: String },
 }

@@ -1,7 +1,7 @@
 //! The source side: measure, plan, prepare the destination, migrate,
 //! verify, commit; on any failure, keep the source VM running.
 
-use super::link::{connect_dest, probe_link};
+use super::link::{connect_dest, native_uri, probe_link};
 use super::report::{Progress, Report};
 use super::{apply_plan, check_version, open_qmp, sock_path, MigrateError};
 use crate::migrate::codec::CodecKind;
@@ -138,7 +138,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         };
         apply_plan(&mut q, &p, &input.src.qemu, true)?;
         let qemu_uri = match p.mode {
-            Mode::Native => uri.ok_or_else(|| CtlError::Peer("no native URI".into()))?,
+            Mode::Native => native_uri(dest_ip, uri.as_deref())?,
             Mode::Relay => {
                 let port = relay_port.ok_or_else(|| CtlError::Peer("no relay port".into()))?;
                 let path = sock_path("out");
