@@ -70,6 +70,9 @@ const AREA_LEN: usize = 64;
 pub(crate) const SB_CSUM: usize = SB_AREAS + MAX_AREAS * AREA_LEN;
 /// Bytes of a superblock (the rest of its page is zero).
 pub const SB_LEN: usize = SB_CSUM + 4;
+/// The highest generation a superblock may carry: 2^62 commits, more than a
+/// region sees in any lifetime; above it a superblock is refused as corrupt.
+pub const MAX_GENERATION: u64 = 1 << 62;
 
 const ENTRY_FIXED: u32 = 1 << 16;
 
@@ -437,9 +440,26 @@ impl Superblock {
                 return Err(Error::Corrupt(0));
             }
         }
+        // A checksum proves no intent: two areas with one name, or fixed
+        // runs that overlap, would give one page two owners. (Each run's
+        // end was checked above: no overflow.)
+        for (i, a) in areas.iter().enumerate().filter(|(_, a)| a.in_use()) {
+            for b in areas.iter().skip(i + 1).filter(|b| b.in_use()) {
+                let overlap = a.first < b.first + b.npages && b.first < a.first + a.npages;
+                if a.name() == b.name() || overlap {
+                    return Err(Error::Corrupt(0));
+                }
+            }
+        }
+        // Each commit adds one; a generation this high was never written
+        // (and would overflow on the next commit).
+        let generation = get_u64(buf, SB_GEN);
+        if generation > MAX_GENERATION {
+            return Err(Error::Corrupt(0));
+        }
         Ok(Superblock {
             geo,
-            generation: get_u64(buf, SB_GEN),
+            generation,
             intent,
             areas,
         })
@@ -635,7 +655,12 @@ impl<'a, P: Persist> Kram<'a, P> {
     }
 
     fn commit(&mut self) -> Result<(), Error> {
-        self.sb.generation += 1;
+        self.sb.generation = self
+            .sb
+            .generation
+            .checked_add(1)
+            .filter(|&g| g <= MAX_GENERATION)
+            .ok_or(Error::Invalid)?;
         let slot = (self.sb.generation % 2) as usize;
         match self.media.slots.get_mut(slot) {
             Some(s) => self.persist.write_sb(s, &self.sb),

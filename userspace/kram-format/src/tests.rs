@@ -550,3 +550,61 @@ proptest! {
         }
     }
 }
+
+/// Superblocks with a valid checksum but contents no commit writes: refused
+/// as corrupt at open, nothing written, no overflow (issue 18).
+#[test]
+fn checksum_valid_but_impossible_superblocks_are_refused() {
+    let mut r = Region::formatted(256);
+    {
+        let (mut k, _) = r.open().unwrap();
+        k.create_area(b"vm1", 4).unwrap();
+        k.create_area(b"vm2", 4).unwrap();
+    }
+    let good = r.snapshot();
+    let (k, _) = r.open().unwrap();
+    let sb = k.superblock().clone();
+    drop(k);
+    // Writes `sb` into both slots with a valid checksum.
+    let forge = |r: &mut Region, sb: &Superblock| {
+        let mut buf = [0u8; SB_LEN];
+        sb.encode(&mut buf).unwrap();
+        for slot in r.slots.iter_mut() {
+            slot[..SB_LEN].copy_from_slice(&buf);
+        }
+    };
+    let ids: Vec<usize> = (0..MAX_AREAS).filter(|&i| sb.areas[i].in_use()).collect();
+    assert_eq!(ids.len(), 2);
+
+    // Generation at the top of u64: the next commit would overflow.
+    for g in [u64::MAX, u64::MAX - 1, MAX_GENERATION + 1] {
+        let mut bad = sb.clone();
+        bad.generation = g;
+        forge(&mut r, &bad);
+        let before = r.snapshot();
+        assert!(
+            matches!(r.open().err(), Some(Error::Corrupt(_))),
+            "generation {g}"
+        );
+        assert_eq!(r.snapshot(), before, "refusal wrote nothing");
+        r.restore(&good);
+    }
+
+    // Two areas with one name.
+    let mut bad = sb.clone();
+    bad.areas[ids[1]].name = bad.areas[ids[0]].name;
+    forge(&mut r, &bad);
+    assert!(matches!(r.open().err(), Some(Error::Corrupt(_))));
+    r.restore(&good);
+
+    // Two areas whose fixed runs overlap.
+    let mut bad = sb.clone();
+    bad.areas[ids[1]].first = bad.areas[ids[0]].first + 1;
+    forge(&mut r, &bad);
+    assert!(matches!(r.open().err(), Some(Error::Corrupt(_))));
+    r.restore(&good);
+
+    // The control: the same superblock re-signed opens.
+    forge(&mut r, &sb);
+    assert!(r.open().is_ok());
+}
