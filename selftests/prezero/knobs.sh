@@ -32,6 +32,10 @@ for v in 0 1048577 -5 abc ""; do bad_knob idle_rate_mb "$v"; done
 for v in 101 -1 abc ""; do bad_knob min_available_pct "$v"; done
 for v in 1048577 -1 abc ""; do bad_knob idle_pool_mb "$v"; done
 for v in 1001 abc 1; do bad_knob inject_dirty "$v"; done   # 1: only with verify=1
+# Injections pending when verify goes off are dropped: nothing else would
+# catch the dirty page they make.
+echo 1 > $PZ/verify; echo 3 > $PZ/inject_dirty; echo 0 > $PZ/verify
+pz_expect "verify off drops pending dirty-page injections" "$(cat $PZ/inject_dirty)" 0
 kh_check "good values are taken" sh -c "echo 128 > $PZ/idle_rate_mb && echo 10 > $PZ/min_available_pct && [ \$(cat $PZ/idle_rate_mb) = 128 ] && echo 64 > $PZ/idle_rate_mb && echo 5 > $PZ/min_available_pct"
 
 # bad_ioctl NAME ARGS...: liveup prezero zero fails, one log line.

@@ -149,7 +149,12 @@ fn copy_level<T: Tables>(
 
 /// Translate `iova` through a table tree (for checks): the physical
 /// address, or `None` if unmapped.
+/// `levels` outside 3..=5 (what VT-d defines) is `None`: the levels come
+/// from a record, which is untrusted.
 pub fn translate<T: Tables>(t: &mut T, top: u64, levels: u8, iova: u64) -> Option<u64> {
+    if !(3..=5).contains(&levels) {
+        return None;
+    }
     let mut table = top;
     let mut level = u32::from(levels);
     while level >= 1 {
@@ -416,6 +421,14 @@ mod tests {
         // later changes to the old tree do not reach the snapshot
         f.map(top, 0x9000_0000, 0x1_9000_0000, false);
         assert_eq!(translate(&mut f, new, 4, 0x9000_0000), None);
+        // Levels from a hostile record: no shift overflow, no answer.
+        for levels in [0, 1, 2, 6, 7, 8, 200, 255] {
+            assert_eq!(
+                translate(&mut f, new, levels, 0x1000),
+                None,
+                "levels {levels}"
+            );
+        }
     }
 
     #[test]
