@@ -10,6 +10,8 @@
 # heartbeat gap next to liveup's downtime. Exit 1 unless every boot and
 # restore of every lane passed.
 #   KH_BENCH_LANES=2 KH_SERIES_UPGRADES=10 bench/linux-guest.sh
+# KH_BENCH_GUEST_ENV: more VAR=value words for the rig guest (for example
+# KH_UPGRADE_VIRTIO=legacy, selftests/upgrade/vms.sh).
 set -euo pipefail
 . "$(dirname "$0")/../tools/env.sh"
 cd "$KH_ROOT"
@@ -21,7 +23,7 @@ tools/build-userspace-guest.sh > /dev/null
 t0=$(date +%s)
 for i in $(seq 1 "$lanes"); do
     run="$KH_ROOT/out/bench-linux-$i"
-    env "${KH_LINUX_RIG_ENV[@]}" "KH_GUEST_ENV=KH_UPGRADE_GUEST=linux KH_UPGRADE_VMS=vm1 KH_SERIES_UPGRADES=$n" \
+    env "${KH_LINUX_RIG_ENV[@]}" "KH_GUEST_ENV=KH_UPGRADE_GUEST=linux KH_UPGRADE_VMS=vm1 KH_SERIES_UPGRADES=$n ${KH_BENCH_GUEST_ENV:-}" \
         tools/vm-run.sh -k "$kdir" -o "$run" -t $((n * 420 + 300)) -v "$kdir/bzImage" -r "$rootfs" upgrade/series \
         > "$run.log" 2>&1 &
 done
