@@ -17,6 +17,7 @@
 //! `link.rs` connecting, probing the link and accepting, `report.rs` the
 //! progress line and the final report. What both sides share is here.
 
+mod commit;
 mod link;
 mod receive;
 mod report;
@@ -55,17 +56,26 @@ pub enum MigrateError {
         reason: String,
         source_state: String,
     },
+    /// Commit was sent and then something failed: the destination may be
+    /// running the VM, so the source's copy is left paused (never resumed
+    /// automatically: two running copies of one VM are worse than none).
+    #[error(
+        "commit in doubt: {reason}; the destination may be running the VM, so the source VM is left paused: check the destination, and resume the source (liveup qmp SOCKET cont) only if the VM runs nowhere"
+    )]
+    InDoubt { reason: String },
 }
 
 impl MigrateError {
     /// Exit codes: 2 usage/QMP socket, 3 unsupported QEMU, 4 unreachable
-    /// destination, 5 migration failed (source kept), 1 anything else.
+    /// destination, 5 migration failed (source kept), 6 commit in doubt
+    /// (source left paused), 1 anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
             MigrateError::NoQmpSocket(_) => 2,
             MigrateError::UnsupportedQemu { .. } => 3,
             MigrateError::Unreachable { .. } => 4,
             MigrateError::Failed { .. } => 5,
+            MigrateError::InDoubt { .. } => 6,
             _ => 1,
         }
     }

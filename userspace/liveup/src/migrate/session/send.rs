@@ -1,6 +1,7 @@
 //! The source side: measure, plan, prepare the destination, migrate,
 //! verify, commit; on any failure, keep the source VM running.
 
+use super::commit::{commit, CONFIRM_TIMEOUT};
 use super::link::{connect_dest, native_uri, probe_link};
 use super::report::{Progress, Report};
 use super::{apply_plan, check_version, open_qmp, sock_path, MigrateError};
@@ -252,6 +253,8 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
 
     // Verify on the destination, then let it run.
     let verified = (|| -> Result<(String, f64, f64, Option<RelaySummary>), MigrateError> {
+        // A silent destination must not leave the source paused for ever.
+        c.stream().set_read_timeout(Some(CONFIRM_TIMEOUT))?;
         c.send(&Ctl::Verify)?;
         match c.recv()? {
             Ctl::Verified {
@@ -267,28 +270,8 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         Ok(v) => v,
         Err(e) => return Err(fail(e, &mut q, &mut c, &cancel)),
     };
-    let committed = (|| -> Result<String, MigrateError> {
-        c.send(&Ctl::Commit)?;
-        match c.recv()? {
-            Ctl::Committed { runstate } => Ok(runstate),
-            got => Err(unexpected("committed", got).into()),
-        }
-    })();
-    let dst_runstate = match committed {
-        Ok(s) if RunState::parse(&s) == RunState::Running => s,
-        Ok(s) => {
-            return Err(fail(
-                MigrateError::Failed {
-                    reason: format!("destination VM is {s} after commit"),
-                    source_state: String::new(),
-                },
-                &mut q,
-                &mut c,
-                &cancel,
-            ))
-        }
-        Err(e) => return Err(fail(e, &mut q, &mut c, &cancel)),
-    };
+    // From Commit on, a failure leaves the source paused (MigrateError::InDoubt).
+    let dst_runstate = commit(&mut c, CONFIRM_TIMEOUT)?;
     let resumed_at = t0.elapsed().as_secs_f64();
     let downtime_ms = ((resumed_at - stopped_at).max(0.0) * 1000.0) as u64;
     let ram = &last["ram"];
