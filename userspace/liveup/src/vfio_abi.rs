@@ -89,11 +89,22 @@ mod tests {
 
     #[test]
     fn request_numbers_are_linux_vfio_h() {
-        // VFIO_IOMMU_MAP_DMA is _IO(';', 100 + 13) = 0x3B71.
-        assert_eq!(IOMMU_MAP_DMA, 0x3B71);
-        assert_eq!(IOMMU_UNMAP_DMA, 0x3B72);
-        assert_eq!(SET_IOMMU, 0x3B66);
-        assert_eq!(GROUP_SET_CONTAINER, 0x3B68);
+        // vfio.h: _IO(VFIO_TYPE ';', VFIO_BASE 100 + n), written out.
+        let want = [
+            (GET_API_VERSION, 0x3B64),
+            (SET_IOMMU, 0x3B66),
+            (GROUP_SET_CONTAINER, 0x3B68),
+            (GROUP_GET_DEVICE_FD, 0x3B6A),
+            (DEVICE_GET_REGION_INFO, 0x3B6C),
+            (IOMMU_MAP_DMA, 0x3B71),
+            (IOMMU_UNMAP_DMA, 0x3B72),
+            (DEVICE_FEATURE, 0x3B75),
+            (DEVICE_BIND_IOMMUFD, 0x3B76),
+            (DEVICE_ATTACH_IOMMUFD_PT, 0x3B77),
+        ];
+        for (got, want) in want {
+            assert_eq!(got, want, "{got:#x}");
+        }
     }
 
     #[test]
