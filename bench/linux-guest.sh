@@ -39,7 +39,7 @@ for i in $(seq 1 "$lanes"); do
     z=$( { grep -cE 'Oops|Kernel panic|BUG:|did not finish|timed out' "$run/console.log" "$run.ktap" || true; } | awk -F: '{s+=$2} END {print s+0}')
     # a VM stopped on "KVM internal error" (counted once per VM stop: the
     # error's first line, which diag may print again)
-    e=$(grep -a 'qemu: KVM internal error' "$run/console.log" | sed 's/^\[ *[0-9.]*\] //' | uniq | wc -l)
+    e=$( { grep -a 'qemu: KVM internal error' "$run/console.log" || true; } | sed 's/^\[ *[0-9.]*\] //' | uniq | wc -l)
     boots=$((boots + b)); restores=$((restores + r)); faults=$((faults + z)); kerr=$((kerr + e)); failed=$((failed + f))
     while read -r s; do times+=("$s"); done < <(sed -n 's/.*KH-LOG upgrade\/series: boot [0-9]*: vm1 booted in \([0-9]*\) s.*/\1/p' "$run/console.log")
     echo "lane $i: $p passed, $f failed; VM boots $b of $n, restores verified $r of $n, rig faults $z, VM stops on a KVM internal error $e"

@@ -76,11 +76,10 @@ fi
 # outer host's own, constant and in step across vCPUs, and the option keeps
 # every kernel on it (without it each kexec'd kernel runs its first seconds
 # on the HPET, when liveup restore starts the VMs, and KVM keeps their
-# kvmclock without its master clock). Not the default: with it, session
-# 13's make bench-linux (20 restores) saw the guest's wall clock left 2-3.5 s
-# behind 5 s after 7 of 10 resumes in one lane and two guest-seen pauses
-# 12-17% longer than liveup's, where the default saw neither
-# (Documentation/upgrade.rst).
+# kvmclock without its master clock). Not the default: it did not remove
+# the restored VM's "KVM internal error" (2 in 20 restores of make
+# bench-linux, session 13, against 1 in 20 without it) and two guest-seen
+# pauses were 12-17% longer than liveup's (none without it).
 tsc_opt=""
 [ "${KH_RIG_TSC:-watchdog}" = reliable ] && tsc_opt="tsc=reliable"
 cmdline="console=ttyS0 loglevel=4 panic=-1 oops=panic intel_iommu=on no5lvl no_timer_check $tsc_opt memmap=$KH_MEMMAP_SIZE\$$KH_MEMMAP_ADDR reserve_mem=$KH_RESERVE_MEM $KH_EXTRA_CMDLINE"
