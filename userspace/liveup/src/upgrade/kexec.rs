@@ -1,6 +1,7 @@
 //! The next kernel: its command line and the kexec_file_load(2) calls.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use kram_format::cmdline::{find_region, Found};
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -28,6 +29,32 @@ pub(super) fn next_cmdline(append: Option<&str>, replace: Option<&str>) -> Resul
         Some(a) => format!("{base} {a}"),
         None => base,
     })
+}
+
+/// The next kernel must reserve the KRAM region (`base`, `size`) that holds
+/// the VMs' RAM the way this one does (`current`, this kernel's command
+/// line): else it hands those pages out as ordinary memory and every VM's
+/// memory is lost. A `memmap=` region must be the same range; a
+/// `reserve_mem=` one is placed by the kernel, so only a `reserve_mem=`
+/// (or the same `memmap=` range) may follow it.
+pub(super) fn check_reservation(next: &str, current: &str, base: u64, size: u64) -> Result<()> {
+    let region = format!("{size:#x} bytes at {base:#x}");
+    let refuse = |what: &str| -> Result<()> {
+        bail!(
+            "the next kernel's command line {what}, not the KRAM region ({region}) that holds the VMs' RAM: refused before anything was stopped (the next kernel would hand that memory out)"
+        )
+    };
+    match (find_region(next), find_region(current)) {
+        (Ok(Found::Memmap(b, s)), _) if (b, s) == (base, size) => Ok(()),
+        (Ok(Found::Memmap(b, s)), _) => {
+            refuse(&format!("reserves {s:#x} bytes at {b:#x} (memmap=)"))
+        }
+        (Ok(Found::ReserveMem), Ok(Found::ReserveMem)) => Ok(()),
+        (Ok(Found::ReserveMem), _) => {
+            refuse("reserves reserve_mem=...:kram, which the kernel places anew")
+        }
+        (Err(e), _) => refuse(&format!("reserves no single region ({e:?})")),
+    }
 }
 
 pub(super) fn kexec_load(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<()> {
@@ -75,6 +102,31 @@ pub(super) fn kexec_unload() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_kernel_must_reserve_the_same_region() {
+        let cur = "console=ttyS0 memmap=256M$0x100000000";
+        let (b, s) = (0x1_0000_0000, 256 << 20);
+        assert!(check_reservation(cur, cur, b, s).is_ok());
+        assert!(check_reservation("quiet memmap=0x10000000$4G", cur, b, s).is_ok());
+        for bad in [
+            "console=ttyS0",
+            "memmap=128M$0x100000000",
+            "memmap=256M$0x200000000",
+            "memmap=256M$0x100000000 memmap=64M$0x300000000",
+            "reserve_mem=256M:2M:kram",
+        ] {
+            let e = check_reservation(bad, cur, b, s).unwrap_err().to_string();
+            assert!(
+                e.contains("refused before anything was stopped"),
+                "{bad}: {e}"
+            );
+        }
+        // A reserve_mem region may be followed by reserve_mem.
+        let rm = "reserve_mem=256M:2M:kram";
+        assert!(check_reservation(rm, rm, 0x1234_0000_0000, 256 << 20).is_ok());
+        assert!(check_reservation("console=ttyS0", rm, 0x1234_0000_0000, 256 << 20).is_err());
+    }
 
     #[test]
     fn command_lines_append() {

@@ -31,7 +31,7 @@ use crate::kram::Kram;
 use crate::qmp::{Monitor, Qmp, RunState};
 use anyhow::{bail, ensure, Context, Result};
 use blackout::{Blackout, Host};
-use kexec::{kexec_load, kexec_unload, next_cmdline, set_param};
+use kexec::{check_reservation, kexec_load, kexec_unload, next_cmdline, set_param};
 use report::{init_to_mark_ms, kexec_rows, mark_kmsg};
 use serde_json::json;
 use state::{invalidate_state, state_area, store};
@@ -120,6 +120,13 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
     };
     fault("preflight")?;
     let mut cmdline = next_cmdline(a.append, a.cmdline)?;
+    let st = kram.status()?;
+    check_reservation(
+        &cmdline,
+        fs::read_to_string("/proc/cmdline")?.trim(),
+        st.base,
+        st.size,
+    )?;
     // The next kernel runs the TSC at the VMs' frequency instead of
     // calibrating it anew (a restored VM's QEMU asks KVM for the frequency
     // it started with; without TSC scaling KVM can give it only if equal).
