@@ -18,13 +18,14 @@ vm_log() { echo /host/$1.console; }  # on the outer host too, for post-mortems
 # this host (tools/guest/hb.c writes, flushes and re-reads the disk and
 # sends numbered frames the peer echoes).
 linux() { [ "${KH_UPGRADE_GUEST:-tiny}" = linux ]; }
-# KH_UPGRADE_VIRTIO=legacy: the Linux VM's virtio devices in legacy mode,
+# KH_UPGRADE_VIRTIO=legacy: the Linux VM's virtio devices (disk, NIC and
+# the guest agent's serial port) in legacy mode,
 # whose queue notifies are port I/O; modern (default) notifies by MMIO
 # write, the access (iowrite16 in the guest) during which a restored VM
 # stopped on "KVM internal error. Suberror: 3" in the rig
 # (Documentation/upgrade.rst).
 virtio_transport() {
-    [ "${KH_UPGRADE_VIRTIO:-modern}" = legacy ] && echo "-global virtio-net-pci.disable-modern=on -global virtio-blk-pci.disable-modern=on"
+    [ "${KH_UPGRADE_VIRTIO:-modern}" = legacy ] && echo "-global virtio-net-pci.disable-modern=on -global virtio-blk-pci.disable-modern=on -global virtio-serial-pci.disable-modern=on"
     return 0
 }
 img() { echo /var/lib/kh-test/$1.img; }           # as QEMU sees it, in $R
