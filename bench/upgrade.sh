@@ -15,17 +15,13 @@ S=$R/scratch   # the scratch disk, inside the chroot QEMU runs in (as /scratch)
 SIZES="256 1024"
 say() { echo "KH-BENCH-LOG $*"; }
 vm_log() { echo /host/$1.console; }
-wait_for() { # file pattern seconds
-    _i=0
-    while ! grep -q "$2" "$1" 2>/dev/null; do
-        _i=$((_i + 1)); [ $_i -gt $(($3 * 2)) ] && return 1; sleep 0.5
-    done
-}
+wait_for() { kh_wait $3 grep -q "$2" "$1" 2>/dev/null; } # file pattern seconds
 checks() { c=$(grep -c "VM-MEMCHECK $1 .* ok" "$(vm_log $1)" 2>/dev/null); echo "${c:-0}"; }
 # fresh_check NAME: one more good memory check than before, and no bad one
 fresh_check() {
-    _b=$(checks $1) _i=0
-    while [ "$(checks $1)" -le "$_b" ]; do _i=$((_i + 1)); [ $_i -gt 600 ] && return 1; sleep 0.5; done
+    _b=$(checks $1)
+    _more_checks() { [ "$(checks $1)" -gt "$_b" ]; }
+    kh_wait 300 _more_checks $1 || return 1
     ! grep -q "VM-MEMCHECK $1 .* BAD" "$(vm_log $1)"
 }
 # guest NAME: QEMU arguments shared by both ways (heartbeat on ttyS1)

@@ -70,7 +70,8 @@ fail_case() {
     local st; st=$(khm_state v3)
     [ "$st" = running ] || { echo "# source is $st"; return 1; }
     # The destination never ran: QEMU gone or not running, no guest output.
-    local i; for i in $(seq 50); do [ "$(khm_state "$dst")" = gone ] && break; sleep 0.2; done
+    khm_gone() { [ "$(khm_state "$1")" = gone ]; }
+    kh_wait 10 khm_gone "$dst" || true
     st=$(khm_state "$dst")
     [ "$st" = gone ] || [ "$st" = inmigrate ] || { echo "# destination is $st"; return 1; }
     [ ! -s "$KHM_WORK/$dst.1.log" ] || { echo "# destination guest printed output"; return 1; }

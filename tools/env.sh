@@ -36,6 +36,8 @@ KH_KMAKE_VARS=(LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc
                RUSTDOC=/usr/bin/rustdoc BINDGEN="$KH_CACHE/cargo/bin/bindgen"
                RUST_LIB_SRC="$KH_RUST_SRC")
 export KH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# kh_wait SECONDS COMMAND...: the one polling helper, shared with the rig.
+. "$KH_ROOT/selftests/lib/wait.sh"
 
 # kh_kernel_key VARIANT: hash of everything the built kernel depends on.
 kh_kernel_key() {

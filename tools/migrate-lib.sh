@@ -85,8 +85,7 @@ khm_vm() {
     KHM_PIDS+=($!)
     eval "KHM_PID_$name=$!"
     disown $!
-    local i
-    for i in $(seq 100); do [ -S "$KHM_WORK/$name.qmp" ] && return 0; sleep 0.1; done
+    kh_wait 10 test -S "$KHM_WORK/$name.qmp" && return 0
     echo "VM $name did not start: $(cat "$KHM_WORK/$name.qemu.log")" >&2
     return 1
 }
@@ -114,15 +113,8 @@ PY
 khm_state() { khm_qmp "$1" query-status 2>/dev/null | jq -r .status 2>/dev/null || echo gone; }
 
 # khm_wait_log FILE PATTERN COUNT SECS: wait until PATTERN matches COUNT lines.
-khm_wait_log() {
-    local i
-    for i in $(seq $(($4 * 10))); do
-        local c; c=$(grep -c "$2" "$1" 2>/dev/null)
-        [ "${c:-0}" -ge "$3" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
+khm_wait_log() { kh_wait "$4" khm_log_count "$1" "$2" "$3"; }
+khm_log_count() { local c; c=$(grep -c "$2" "$1" 2>/dev/null); [ "${c:-0}" -ge "$3" ]; }
 
 # khm_memcheck NAME: the VM's own checks after it resumed: $KHM_CHECKS
 # (default three) more VM-CHECK lines, all ok, and no BAD anywhere in its log.

@@ -22,11 +22,10 @@ size=20M
 ring=65528
 rate=300               # the ring (65528) holds 218 s of frames: the upgrade takes ~110 s in the debug rig
 vm_up() { # a memory check after the last one counted in $KH_DIR/checks
-    local n=0 before
+    local before
     before=$(cat $KH_DIR/checks 2>/dev/null || echo 0)
-    while [ "$(grep -c 'VM-MEMCHECK kv .* ok' /host/kv.console)" -le "$before" ]; do
-        n=$((n + 1)); [ $n -gt 240 ] && return 1; sleep 0.5
-    done
+    _more_checks() { [ "$(grep -c 'VM-MEMCHECK kv .* ok' /host/kv.console)" -gt "$before" ]; }
+    kh_wait 120 _more_checks || return 1
     grep -c 'VM-MEMCHECK kv .* ok' /host/kv.console > $KH_DIR/checks
     ! grep -q 'VM-MEMCHECK kv .* BAD' /host/kv.console
 }
@@ -76,7 +75,7 @@ case $KH_STAGE in
     # The NIC's user: 6 s of cleaning, then it holds the device.
     $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
         --watch 6 --settle 2 --hold 900 > /tmp/u-1 2>&1 &
-    n=0; while ! grep -q '^holding=' /tmp/u-1 && [ $n -lt 60 ]; do n=$((n + 1)); sleep 0.5; done
+    kh_wait 30 grep -q '^holding=' /tmp/u-1
     last=$(num "$(v last_seq /tmp/u-1)")
     kh_log "NIC user: frames=$(v frames /tmp/u-1) seq ..$last steady_lost=$(v steady_lost /tmp/u-1), now holding the device"
     kh_check "the NIC received a steady stream, then its user stopped cleaning" \

@@ -17,11 +17,8 @@ start_kvm() { # [extra tinyvm command-line word]
         -kernel /host/tinyvm.elf -append "vmname=kvm $1" -serial null \
         -chardev file,id=con,path=/host/kvm.console -serial chardev:con
 }
-# wait_for WORD HALF-SECONDS: until the VM prints WORD
-wait_for() {
-    n=0; while ! grep -q "$1 kvm" /host/kvm.console 2>/dev/null && [ $n -lt $2 ]; do n=$((n + 1)); sleep 0.5; done
-    grep -q "$1 kvm" /host/kvm.console 2>/dev/null
-}
+# wait_for WORD SECONDS: until the VM prints WORD
+wait_for() { kh_wait $2 grep -q "$1 kvm" /host/kvm.console 2>/dev/null; }
 case $KH_STAGE in
 0)
     kh_dmesg_mark
@@ -34,14 +31,14 @@ case $KH_STAGE in
     # The nested VM under TCG's SVM sometimes never gets going (no output
     # at all; see Documentation/upgrade.rst, Known problems): shown and
     # started once more, before anything is checked.
-    if ! wait_for VM-READY 240; then
+    if ! wait_for VM-READY 120; then
         kh_log "kvm did not boot (120 s): started again after a rig fault"
         $L qmp $R/run/liveup/kvm.qmp human-monitor-command '{"command-line": "info registers"}' 2>&1 \
             | sed 's/\\r\\n/\n/g' | grep -E 'RIP|EFL' | sed 's/^/KH-LOG kvm: /'
         $L vm stop kvm --delete-area > /dev/null
         kh_check "VM started again" start_kvm
     fi
-    wait_for VM-MEMCHECK 600
+    wait_for VM-MEMCHECK 300
     line=$(grep VM-READY /host/kvm.console)
     kh_log "$line"
     sum=$(echo "$line" | cut -d' ' -f3) range=$(echo "$line" | sed -n 's/.*range=//p')

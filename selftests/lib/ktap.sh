@@ -12,6 +12,8 @@ kh_check() { # name command... : ok when the command succeeds
     local _name="$1"; shift
     if "$@"; then kh_ok "$_name"; else kh_fail "$_name" "failed: $*"; return 1; fi
 }
+# kh_wait: selftests/lib/wait.sh
+. /host/lib/wait.sh
 kh_log() { echo "KH-LOG $KH_TEST: $*"; }
 # kh_host_clock: this kernel's wall clock on the console, to the
 # microsecond (busybox date has no %N). The outer host stamps the line as

@@ -81,9 +81,8 @@ echo 5 > $PZ/min_available_pct
 z0=$(pz_stat 0 2M zeroed)
 echo 1024 > $PZ/idle_rate_mb
 echo 1 > $PZ/idle
-i=0
-while [ $i -lt 60 ] && [ "$(pz_stat 0 2M marked)" -lt 32 ]; do sleep 1; i=$((i + 1)); done
-kh_check "idle worker marked the whole pool (${i}s)" test "$(pz_stat 0 2M marked)" = 32
+kh_wait 60 pz_at_least 0 2M marked 32
+kh_check "idle worker marked the whole pool (${KH_WAITED}s)" test "$(pz_stat 0 2M marked)" = 32
 echo 0 > $PZ/idle
 sleep 1
 kh_check "populate 64M: zero" $L prezero populate --kind huge2m --size 64M --check
@@ -93,15 +92,13 @@ kh_check "idle worker zeroed pages" test "$z1" -gt "$z0"
 # The worker keeps the THP pool at idle_pool_mb, and refills it after faults take it.
 echo 1 > $PZ/idle
 echo 16 > $PZ/idle_pool_mb
-i=0
-while [ $i -lt 60 ] && [ "$(pz_stat 0 thp free)" -lt 8 ]; do sleep 1; i=$((i + 1)); done
-pz_expect "idle worker filled the THP pool to idle_pool_mb=16 (${i}s)" "$(pz_stat 0 thp free)" 8
+kh_wait 60 pz_at_least 0 thp free 8
+pz_expect "idle worker filled the THP pool to idle_pool_mb=16 (${KH_WAITED}s)" "$(pz_stat 0 thp free)" 8
 sleep 2
 pz_expect "and no further" "$(pz_stat 0 thp free)" 8
 kh_check "populate THP 16M: zero" $L prezero populate --kind thp --size 16M --check
-i=0
-while [ $i -lt 60 ] && [ "$(pz_stat 0 thp free)" -lt 8 ]; do sleep 1; i=$((i + 1)); done
-pz_expect "refilled after faults took pages (${i}s)" "$(pz_stat 0 thp free)" 8
+kh_wait 60 pz_at_least 0 thp free 8
+pz_expect "refilled after faults took pages (${KH_WAITED}s)" "$(pz_stat 0 thp free)" 8
 kh_check "the 4K pool is not filled by the worker" test "$(pz_stat 0 4K free)" = 0
 echo 0 > $PZ/idle_pool_mb; echo 0 > $PZ/idle
 rmmod prezero

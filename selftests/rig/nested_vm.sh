@@ -23,10 +23,8 @@ chroot /mnt qemu-system-x86_64 -accel kvm -cpu qemu64 -m 64M -smp 1 \
     -kernel /host/tinyvm.elf -append vmname=l2 -display none -monitor none \
     -serial file:/tmp/l2.hb -serial file:/tmp/l2.con -no-reboot -nodefaults \
     -pidfile /tmp/l2.pid -daemonize < /dev/null > /tmp/l2.log 2>&1
-n=0
-while [ $n -lt 240 ] && [ "$(grep -c '^HB l2' /mnt/tmp/l2.hb 2>/dev/null)" -lt 50 ]; do
-    sleep 0.5; n=$((n + 1))
-done
+fifty_beats() { [ "$(grep -c '^HB l2' /mnt/tmp/l2.hb 2>/dev/null)" -ge 50 ]; }
+kh_wait 120 fifty_beats
 end=$(date +%s)
 kill "$(cat /mnt/tmp/l2.pid 2>/dev/null)" 2>/dev/null; sleep 1
 if grep -q 'VM-READY l2' /mnt/tmp/l2.con 2>/dev/null; then

@@ -39,7 +39,8 @@ case $KH_STAGE in
     VM_EXTRA="-device vfio-pci,host=$dev"
     kh_check "start pt1 with the NIC passed through, RAM in KRAM" start_vm pt1 1
     kh_check "pt1 booted" boot_vm pt1 1 || diag pt1
-    n=0; while [ "$(rx pt1 got)" -lt $((RATE * 5)) ] && [ $n -lt 240 ]; do sleep 0.5; n=$((n + 1)); done
+    got_5s() { [ "$(rx pt1 got)" -ge $((RATE * 5)) ]; }
+    kh_wait 120 got_5s
     g0=$(rx pt1 got) m0=$(rx pt1 missing)
     kh_log "pt1: $(grep '^VM-RX' "$(vm_log pt1)" | tail -n1)"
     kh_check "pt1's own e1000e driver receives the rig's frames through the passed-through NIC" \

@@ -130,11 +130,10 @@ diag() {
 }
 # after_resume NAME: a fresh memory check passes after the VM came back
 after_resume() {
-    local before n=0
+    local before
     before=$(memchecks $1)
-    while [ "$(memchecks $1)" -le "$before" ]; do
-        n=$((n + 1)); [ $n -gt 240 ] && return 1; sleep 0.5
-    done
+    _more_memchecks() { [ "$(memchecks $1)" -gt "$before" ]; }
+    kh_wait 120 _more_memchecks $1 || return 1
     ! grep -q "VM-MEMCHECK $1 .* BAD" "$(vm_log $1)"
 }
 running() { $L vm list | grep -q "^$1 running"; }
@@ -158,11 +157,10 @@ tsc_kept() {
 # passes after the VM came back, and none ever failed
 diskchecks() { local c; c=$(grep -c "VM-DISKCHECK $1 .* ok" "$(vm_log $1)" 2>/dev/null); echo "${c:-0}"; }
 disk_ok() {
-    local before n=0
+    local before
     before=$(diskchecks $1)
-    while [ "$(diskchecks $1)" -le "$before" ]; do
-        n=$((n + 1)); [ $n -gt 240 ] && { echo "no fresh disk check in 120 s"; return 1; }; sleep 0.5
-    done
+    _more_diskchecks() { [ "$(diskchecks $1)" -gt "$before" ]; }
+    kh_wait 120 _more_diskchecks $1 || { echo "no fresh disk check in 120 s"; return 1; }
     ! grep -E "VM-DISK(CHECK $1 .* BAD|ERR $1)" "$(vm_log $1)"
 }
 # net_ok NAME: 200 more frames went out and came back since the last call
@@ -172,15 +170,16 @@ net_last() { grep "VM-NET $1 sent" "$(vm_log $1)" 2>/dev/null | tail -n1 | sed '
 # (no count line yet, as right after a quick boot: nothing sent so far)
 net_mark() { local c; c=$(net_last $1); echo "${c:-0 0 0}" > $KH_DIR/net.$1; }
 net_ok() {
-    local s0 e0 l0 s e l n=0
+    local s0 e0 l0 s e l
     read -r s0 e0 l0 < $KH_DIR/net.$1 || { echo "no earlier count"; return 1; }
-    while :; do
+    # (sets the caller's s, e, l)
+    _sent_200() {
         read -r s e l <<EOF2
 $(net_last $1)
 EOF2
-        [ "${s:-0}" -ge $((s0 + 200)) ] && break
-        n=$((n + 1)); [ $n -gt 240 ] && { echo "$1: $s0 -> ${s:-none} frames sent in 120 s"; return 1; }; sleep 0.5
-    done
+        [ "${s:-0}" -ge $((s0 + 200)) ]
+    }
+    kh_wait 120 _sent_200 $1 || { echo "$1: $s0 -> ${s:-none} frames sent in 120 s"; return 1; }
     net_mark $1
     echo "KH-LOG $1 network: sent $((s - s0)), echoed $((e - e0)), lost $((l - l0)); peer: $(tail -n1 /host/$1.netpeer)"
     [ $((l - l0)) -le 2 ] && [ $((e - e0)) -ge $((s - s0 - 2)) ] && ! grep -q "VM-NETERR $1" "$(vm_log $1)"
