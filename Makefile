@@ -41,11 +41,11 @@ demo:
 	tools/demo.sh
 
 bench:
-	tools/bench.sh
-	tools/bench-upgrade.sh
+	bench/run-kram-prezero.sh
+	bench/run-upgrade.sh
 
 bench-upgrade:
-	tools/bench-upgrade.sh
+	bench/run-upgrade.sh
 
 bench-migrate:
 	bench/migrate.sh

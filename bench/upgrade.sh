@@ -1,6 +1,6 @@
 #!/bin/sh
 # Host kernel hot-upgrade downtime, three ways, in one rig run (release
-# kernel; tools/bench-upgrade.sh boots the rig with a 1.5 GiB KRAM region
+# kernel; bench/run-upgrade.sh boots the rig with a 1.5 GiB KRAM region
 # and a scratch disk): the floor (a bare kexec to init, nothing to restore),
 # the mainline way (stop, write all guest RAM and device state to disk with
 # a QEMU migration to a file, kexec, start QEMU, read it all back, resume)
@@ -43,7 +43,7 @@ elapsed() { awk -v a=$1 -v b=$(cut -d' ' -f1 /proc/uptime) 'BEGIN { printf "%.2f
 # ours_begin MIB: a VM with its RAM in KRAM, then liveup upgrade (kexecs)
 ours_begin() {
     n=ours-$1
-    grep -q "^kram " /proc/modules || $L kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     # shellcheck disable=SC2046
     if $L vm start --name $n --mem ${1}M --root $R -- $(guest $n) > /dev/null \
         && wait_for "$(vm_log $n)" VM-READY 600 && fresh_check $n; then
@@ -112,7 +112,7 @@ size() { echo $SIZES | cut -d' ' -f$1; }
 kh_mount_rootfs $R
 mkdir -p $S && mount /dev/vdb $S
 if [ $KH_STAGE = 0 ]; then
-    $L kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     $L kram format --yes > /dev/null
     say "floor: a bare kexec into the same kernel, nothing to restore"
     kexec_to 1

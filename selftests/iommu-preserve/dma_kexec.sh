@@ -73,7 +73,7 @@ refused_blocked() {
     kh_check "$2: refused with one line, translation kept on" sh -c \
         "dmesg | grep -q 'preserved translation at .* refused ($1): translation stays on, nothing adopted, kept devices blocked'"
     nic_blocked "  the kept NIC's DMA is blocked, nothing else faults"
-    $L kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     kh_check "  iommu_preserve says the record was refused" sh -c "$L iommu --module $M status | grep -q '^state=refused'"
     $L iommu --module $M discard
     kh_check "  discard drops the record and its tables" \
@@ -142,7 +142,7 @@ case $KH_STAGE in
     kh_check "translation was never switched off" sh -c "! dmesg | grep -q 'Translation was enabled for .* but we are not in kdump mode'"
     kh_check "no DMAR fault during the handover" test -z "$(dmar_faults)" || dmar_faults | head -n3
     kh_check "bound to vfio-pci, kept" test "$(nic_driver)$(cat $sys/kept)" = vfio-pci1
-    $L kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     $L iommu --module $M status > /tmp/i-st
     kh_check "iommu_preserve: record valid, tables adopted in place" \
         sh -c "dmesg | grep -q 'iommu_preserve: $dev: .*adopted in place; root table $root (the preserved one, in place)' && grep -q '^state=adopted device=$dev ' /tmp/i-st"
@@ -208,7 +208,7 @@ case $KH_STAGE in
     kh_check "  root table $root2 adopted in place, nothing copied" sh -c \
         "test \$((\$(dmesg | sed -n 's/.*DMAR: dmar0: root table \(0x[0-9a-f]*\) and context table .* adopted in place, nothing copied/\1/p'))) = \$(($root2)) && ! dmesg | grep -q 'Copied translation tables'"
     kh_check "no DMAR fault during the second handover" test -z "$(dmar_faults)" || dmar_faults | head -n3
-    $L kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     $D --iommufd --bdf $dev --mem kram:$area --mem-size $size attach --watch 3 --settle 1 --stop > /tmp/i-2 2>&1
     nic_check_takeover /tmp/i-2 "$last" "$rate"
     $L iommu --module $M release
@@ -230,7 +230,7 @@ case $KH_STAGE in
     kh_check "  nothing copied, translation never switched off" \
         sh -c "! dmesg | grep -q -e 'Copied translation tables' -e 'Translation was enabled for .* but we are not in kdump mode'"
     nic_blocked "the kept NIC's DMA is blocked (root/context entry not present), nothing else"
-    $L kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     kh_check "iommu_preserve refuses the corrupt record too" sh -c "$L iommu --module $M status | grep -q '^state=refused' && ! $L iommu --module $M release 2>/dev/null"
     kh_check "  and says why" sh -c "dmesg | grep -q 'iommu_preserve: preserved record refused (BadChecksum)'"
     $L iommu --module $M discard
@@ -292,7 +292,7 @@ case $KH_STAGE in
         "dmesg | grep -q 'intel_iommu_adopt=0x1234: not a page address, ignored' && ! dmesg | grep -q -e 'adopting the translation' -e 'Copied translation tables'"
     kh_check "baseline: e1000e took the NIC at boot" test "$(nic_driver)" = e1000e
     nic_bind vfio-pci
-    $L kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     $D --bdf $dev --mem kram:$area --mem-size $size status > /tmp/i-5 2>&1
     kh_log "baseline after boot: bus_master=$(v bus_master /tmp/i-5) ring_registers_match=$(v ring_registers_match /tmp/i-5) rx_enabled=$(v rx_enabled /tmp/i-5)"
     $D --bdf $dev --mem kram:$area --mem-size $size init --ring 4096 --buf-size 256 \

@@ -25,7 +25,7 @@ run_client() {
 case $KH_STAGE in
 0)
     kh_dmesg_mark
-    $L kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     $L kram status | grep -q ready || $L kram format --yes > /dev/null
     run_client phase=0
     dmesg | sed -n 's/.*kram_api_test: kept \(.*\)/\1/p' > $KH_DIR/kept
@@ -36,7 +36,7 @@ case $KH_STAGE in
     ;;
 1)
     kh_dmesg_mark
-    $L kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     run_client phase=1 $(cat $KH_DIR/kept)
     kh_check "kram unloads after its client is gone" rmmod kram
     kh_dmesg_clean "no warning in dmesg after kexec"

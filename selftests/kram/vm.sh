@@ -62,7 +62,7 @@ case $KH_STAGE in
     ;;
 1)
     kh_dmesg_mark
-    $L kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     read -r sum a b < $KH_DIR/vm
     got=$($T sum vm-kvm $a $b)
     kh_check "after kexec the VM's RAM in KRAM hashes to its checksum ($sum)" test -n "$sum" -a "$got" = "$sum"

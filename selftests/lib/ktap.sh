@@ -37,9 +37,12 @@ kh_dmesg_clean() { # name: no warning since the last mark
 
 # kh_kexec_next [extra command line]: continue this test at the next stage in
 # a freshly kexec'd copy of the same kernel (kexec_file_load, same command line).
+# kh_kram_load: kram.ko loaded on the rig's region (already loaded is fine;
+# what the previous kernel left is adopted or refused, never formatted).
+kh_kram_load() { /host/bin/liveup kram load /host/modules/kram.ko > /dev/null; }
 # kh_kram_ready: kram.ko loaded on the rig's region, formatted if new.
 kh_kram_ready() {
-    /host/bin/liveup kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     /host/bin/liveup kram status | grep -q ready || /host/bin/liveup kram format --yes > /dev/null
 }
 

@@ -119,7 +119,7 @@ case $KH_STAGE in
     kh_dmesg_mark
     kh_check "next kernel: bound to vfio-pci, not e1000e" test "$(nic_driver)" = vfio-pci
     kh_check "next kernel: kept flag set" test "$(cat $sys/kept)" = 1
-    $L kram load /host/modules/kram.ko > /dev/null
+    kh_kram_load
     $D --bdf $dev --mem kram:$area --mem-size $size status > /tmp/k-4 2>&1
     kh_log "after kexec: $(tr '\n' ' ' < /tmp/k-4 | cut -c1-400)"
     # Without iommu-preserve the old kernel switched translation off at

@@ -2,7 +2,7 @@
 # `make bench`: benchmark tables, measured in the rig guest with the release
 # kernel (and, for pure logic, on this host), printed as markdown.
 set -euo pipefail
-. "$(dirname "$0")/env.sh"
+. "$(dirname "$0")/../tools/env.sh"
 cd "$KH_ROOT"
 export CARGO_INCREMENTAL=0
 "$KH_ROOT/tools/setup-toolchain.sh" > /dev/null

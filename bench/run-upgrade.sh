@@ -7,7 +7,7 @@
 # disk and a NIC (guest-seen next to reported downtime, its clocks) and the
 # downtime with 1, 2 and 4 VMs.
 set -euo pipefail
-. "$(dirname "$0")/env.sh"
+. "$(dirname "$0")/../tools/env.sh"
 cd "$KH_ROOT"
 export CARGO_INCREMENTAL=0
 "$KH_ROOT/tools/setup-toolchain.sh" > /dev/null
