@@ -64,8 +64,11 @@ kh_kexec_next() {
     return 1
 }
 
-# kh_module_load_unload MODULE [PARAMS]: the module from our tree loads,
-# shows up in /proc/modules, unloads, and the kernel logged no warning.
+# kh_module_load_unload MODULE [PARAMS [DEVICE]]: the module from our tree
+# loads, shows up in /proc/modules, unloads, and the kernel logged no
+# warning. With DEVICE: while a process holds it open, rmmod is refused
+# (the file operations' owner is the module; a mapping or a running ioctl
+# holds the same file reference).
 kh_module_load_unload() {
     m=$1
     kh_dmesg_mark
@@ -73,6 +76,10 @@ kh_module_load_unload() {
         kh_fail "$m loads" "insmod failed"; return
     fi
     if grep -q "^$m " /proc/modules; then kh_ok "$m loads"; else kh_fail "$m loads" "not in /proc/modules"; fi
+    if [ -n "${3:-}" ]; then
+        kh_check "$m: rmmod refused while $3 is open" \
+            sh -c "exec 3< $3 && ! rmmod $m 2>/dev/null && grep -q '^$m ' /proc/modules"
+    fi
     if rmmod "$m" && ! grep -q "^$m " /proc/modules; then kh_ok "$m unloads"; else kh_fail "$m unloads" "rmmod failed"; fi
     kh_dmesg_clean "$m: no warning in dmesg"
 }

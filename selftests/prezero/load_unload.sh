@@ -1,4 +1,4 @@
 #!/bin/sh
 # The prezero module loads and unloads with no warning in the kernel log.
 . /host/lib/ktap.sh
-kh_module_load_unload prezero
+kh_module_load_unload prezero "" /dev/prezero
