@@ -15,4 +15,6 @@ pub mod vtd;
 pub use format::*;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -10,17 +10,17 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
-const BASE: u64 = 0x1_0000_0000;
+pub(crate) const BASE: u64 = 0x1_0000_0000;
 
 /// A region in host memory: the two superblock pages and the owner map.
-struct Region {
-    geo: Geometry,
-    slots: [Vec<u8>; 2],
-    map: Vec<AtomicU32>,
+pub(crate) struct Region {
+    pub(crate) geo: Geometry,
+    pub(crate) slots: [Vec<u8>; 2],
+    pub(crate) map: Vec<AtomicU32>,
 }
 
 impl Region {
-    fn new(pages: u64) -> Self {
+    pub(crate) fn new(pages: u64) -> Self {
         let geo = Geometry::new(BASE, pages * PAGE_SIZE as u64).unwrap();
         Region {
             geo,
@@ -28,7 +28,7 @@ impl Region {
             map: (0..pages).map(|_| AtomicU32::new(0)).collect(),
         }
     }
-    fn media(&mut self) -> Media<'_> {
+    pub(crate) fn media(&mut self) -> Media<'_> {
         let [a, b] = &mut self.slots;
         Media {
             slots: [a.as_mut_slice(), b.as_mut_slice()],
@@ -49,13 +49,13 @@ impl Region {
             w.store(*v, Ordering::Relaxed);
         }
     }
-    fn formatted(pages: u64) -> Self {
+    pub(crate) fn formatted(pages: u64) -> Self {
         let mut r = Region::new(pages);
         let geo = r.geo;
         Kram::format(geo, r.media(), Direct).unwrap();
         r
     }
-    fn open(&mut self) -> Result<(Kram<'_, Direct>, OpenReport), Error> {
+    pub(crate) fn open(&mut self) -> Result<(Kram<'_, Direct>, OpenReport), Error> {
         let geo = self.geo;
         Kram::open(geo, self.media(), Direct)
     }

@@ -90,6 +90,9 @@ pub enum Error {
     BadVersion(u32),
     BadChecksum,
     BadLength,
+    /// A byte the format keeps zero (offsets 23 and 60-63) is not: a record
+    /// this code did not write.
+    Reserved,
 }
 
 /// What the snapshot needs from the kernel.
@@ -280,6 +283,9 @@ impl Record {
         }
         if crc32c(&b[16..HEADER + 8 * n]) != u32at(12) {
             return Err(Error::BadChecksum);
+        }
+        if b[23] != 0 || u32at(60) != 0 {
+            return Err(Error::Reserved);
         }
         let mut r = Record {
             seg: u16::from_le_bytes([b[16], b[17]]),
@@ -531,6 +537,14 @@ mod tests {
         let mut p = page;
         p[56..60].copy_from_slice(&(MAX_PAGES as u32 + 1).to_le_bytes());
         assert_eq!(Record::decode(&p), Err(Error::BadLength));
+        // A reserved byte set, the checksum made valid again: refused.
+        for off in [23, 63] {
+            let mut p = page;
+            p[off] = 1;
+            let c = crate::crc32c(&p[16..HEADER + 8 * 3]);
+            p[12..16].copy_from_slice(&c.to_le_bytes());
+            assert_eq!(Record::decode(&p), Err(Error::Reserved), "byte {off}");
+        }
         let mut big = rec();
         big.npages = MAX_PAGES + 1;
         assert_eq!(big.encode(&mut page), Err(Error::TooManyPages));

@@ -22,6 +22,8 @@
 //! In relay/: `wire.rs` the frames, `send.rs` the sender, `receive.rs` the
 //! receiver, `tests.rs` their tests; the errors and counters are here.
 
+#[cfg(test)]
+mod fuzz;
 mod receive;
 mod send;
 #[cfg(test)]
@@ -54,6 +56,8 @@ pub enum RelayError {
     ChunkCrc { seq: u64 },
     #[error("relay: chunk {seq}: {cause}")]
     Codec { seq: u64, cause: CodecError },
+    #[error("relay: chunk {seq}: unknown flags or reserved bytes set ({0:#x})", .bits)]
+    Reserved { seq: u64, bits: u32 },
     #[error("relay: chunk {seq}: bad lengths raw {raw} wire {wire}")]
     Lengths { seq: u64, raw: u32, wire: u32 },
     #[error("relay: chunk {0} received twice or out of range")]

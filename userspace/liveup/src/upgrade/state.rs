@@ -286,4 +286,42 @@ mod tests {
             .to_string()
             .contains("checksum"));
     }
+
+    // Bounded fuzzing (run by make check): a manifest area with random
+    // bytes in the JSON, a random length, the checksum made valid, and
+    // saved states at random offsets. Every outcome is a refusal or a
+    // manifest; nothing panics.
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn fuzzed_manifests(
+            edits in proptest::collection::vec((0usize..600, any::<u8>()), 0..12),
+            len in prop_oneof![0u64..700, any::<u64>()],
+            off in any::<u64>(),
+            slen in prop_oneof![0u64..64, any::<u64>()],
+        ) {
+            let mut a = area(&manifest());
+            for &(o, v) in &edits {
+                a[HEADER + o] = v;
+            }
+            let json_len = usize::try_from(len).ok().filter(|&l| HEADER + l <= a.len());
+            let crc = json_len.map_or(0, |l| kram_format::crc32c(&a[HEADER..HEADER + l]));
+            let h = Header { len, crc, restored: false };
+            a[..HEADER].copy_from_slice(&h.encode());
+            if let Ok(Some(m)) = load(&a) {
+                for v in &m.vms {
+                    let _ = blob(&a, v);
+                    let mut w = v.clone();
+                    w.state_offset = off;
+                    w.state_len = slen;
+                    if let Ok(b) = blob(&a, &w) {
+                        prop_assert_eq!(b.len() as u64, slen);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -53,6 +53,13 @@ impl Hello {
                 "version {version}, we speak {VERSION}"
             )));
         }
+        // no flags are defined: a peer that sets one speaks something else
+        if b[22..24] != [0, 0] {
+            return Err(RelayError::Hello(format!(
+                "flags {:#x}: none defined",
+                u16::from_le_bytes([b[22], b[23]])
+            )));
+        }
         let h = Hello {
             session: le64(&b[8..16]),
             conn: u16::from_le_bytes([b[18], b[19]]),
@@ -144,6 +151,13 @@ impl ChunkHeader {
             return Err(RelayError::HeaderCrc("chunk"));
         }
         let seq = le64(&b[8..16]);
+        // only FLAG_END is defined; bytes 6-7 are reserved (zero)
+        if b[4] & !FLAG_END != 0 || b[6..8] != [0, 0] {
+            return Err(RelayError::Reserved {
+                seq,
+                bits: u32::from_le_bytes([b[4], 0, b[6], b[7]]),
+            });
+        }
         let h = ChunkHeader {
             flags: b[4],
             format: Format::try_from(b[5]).map_err(|cause| RelayError::Codec { seq, cause })?,
