@@ -1,5 +1,6 @@
 //! The `liveup migrate` command line.
 
+use super::auth::{self, Key};
 use super::codec::CodecKind;
 use super::plan::{Converge, Mode, Prefs};
 use super::session::{self, MigrateError, ReceiveOptions, SendOptions, SendResult};
@@ -19,6 +20,9 @@ pub enum MigrateCmd {
         /// The destination agent, HOST:PORT.
         #[arg(long)]
         to: String,
+        /// The migration key both hosts hold (`liveup migrate keygen`).
+        #[arg(long, env = "LIVEUP_MIGRATE_KEY", default_value = auth::DEFAULT_KEY)]
+        key: PathBuf,
         /// Force native multifd or the relay.
         #[arg(long)]
         mode: Option<Mode>,
@@ -70,11 +74,21 @@ pub enum MigrateCmd {
         /// Control address to listen on, e.g. 0.0.0.0:4444.
         #[arg(long)]
         listen: String,
+        /// The migration key both hosts hold (`liveup migrate keygen`).
+        #[arg(long, env = "LIVEUP_MIGRATE_KEY", default_value = auth::DEFAULT_KEY)]
+        key: PathBuf,
         /// Seconds to wait for the source, or on a silent stream.
         #[arg(long, default_value_t = 120)]
         idle_timeout: u64,
         #[arg(long)]
         json: bool,
+    },
+    /// Make a new migration key file (32 random bytes, hex, mode 0600);
+    /// copy it to every host that may send or receive VMs.
+    Keygen {
+        /// Where to write it (an existing file is not replaced).
+        #[arg(default_value = auth::DEFAULT_KEY)]
+        path: PathBuf,
     },
     /// What this host offers for QAT: devices in sysfs, libqatzip, whether
     /// a session gets hardware.
@@ -104,11 +118,16 @@ impl CliError {
     }
 }
 
+fn load_key(path: &std::path::Path) -> Result<Key, CliError> {
+    Key::load(path).map_err(|e| MigrateError::Auth(e.to_string()).into())
+}
+
 pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
     match cmd {
         MigrateCmd::Send {
             qmp,
             to,
+            key,
             mode,
             codec,
             level,
@@ -143,6 +162,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 .transpose()
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             let opts = SendOptions {
+                key: load_key(&key)?,
                 qmp,
                 to,
                 prefs: Prefs {
@@ -177,10 +197,12 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
         MigrateCmd::Receive {
             qmp,
             listen,
+            key,
             idle_timeout,
             json,
         } => {
             let opts = ReceiveOptions {
+                key: load_key(&key)?,
                 qmp,
                 listen,
                 idle_timeout: Duration::from_secs(idle_timeout),
@@ -189,6 +211,14 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
             if json {
                 println!("{}", serde_json::json!({ "runstate": state }));
             }
+            Ok(())
+        }
+        MigrateCmd::Keygen { path } => {
+            Key::generate(&path).map_err(|e| MigrateError::Auth(e.to_string()))?;
+            println!(
+                "new migration key in {} (mode 0600): copy it to the other hosts",
+                path.display()
+            );
             Ok(())
         }
         MigrateCmd::Qat { json } => {
@@ -235,9 +265,13 @@ mod tests {
 
     #[test]
     fn missing_qmp_socket_is_a_clear_error_with_its_exit_code() {
+        let key = std::env::temp_dir().join(format!("liveup-cli-key-{}", std::process::id()));
+        let _ = std::fs::remove_file(&key);
+        Key::generate(&key).unwrap();
         let cmd = MigrateCmd::Send {
             qmp: "/nonexistent/qmp.sock".into(),
             to: "127.0.0.1:1".into(),
+            key: key.clone(),
             mode: None,
             codec: None,
             level: None,
@@ -254,6 +288,7 @@ mod tests {
             x_corrupt_chunk: None,
         };
         let e = run(cmd).unwrap_err();
+        std::fs::remove_file(&key).unwrap();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("/nonexistent/qmp.sock"), "{e}");
     }

@@ -4,6 +4,7 @@
 //! in parallel through [`codec`] (QAT via QATzip, or software).
 //! Documentation/migrate.rst has the design and the relay's wire format.
 
+pub mod auth;
 pub mod cli;
 pub mod codec;
 pub mod control;

@@ -59,6 +59,9 @@ pub enum MigrateError {
     /// Commit was sent and then something failed: the destination may be
     /// running the VM, so the source's copy is left paused (never resumed
     /// automatically: two running copies of one VM are worse than none).
+    /// No key, or the peer did not prove it holds it (auth.rs).
+    #[error("not authenticated: {0}")]
+    Auth(String),
     #[error(
         "commit in doubt: {reason}; the destination may be running the VM, so the source VM is left paused: check the destination, and resume the source (liveup qmp SOCKET cont) only if the VM runs nowhere"
     )]
@@ -68,7 +71,8 @@ pub enum MigrateError {
 impl MigrateError {
     /// Exit codes: 2 usage/QMP socket, 3 unsupported QEMU, 4 unreachable
     /// destination, 5 migration failed (source kept), 6 commit in doubt
-    /// (source left paused), 1 anything else.
+    /// (source left paused), 7 not authenticated (no key, or the peer did
+    /// not prove it holds it; nothing was migrated), 1 anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
             MigrateError::NoQmpSocket(_) => 2,
@@ -76,6 +80,7 @@ impl MigrateError {
             MigrateError::Unreachable { .. } => 4,
             MigrateError::Failed { .. } => 5,
             MigrateError::InDoubt { .. } => 6,
+            MigrateError::Auth(_) => 7,
             _ => 1,
         }
     }
@@ -105,6 +110,65 @@ fn check_version(side: &'static str, f: &plan::QemuFacts) -> Result<(), MigrateE
         });
     }
     Ok(())
+}
+
+/// QEMU's migration stream over TLS with a pre-shared key of this
+/// session (QEMU's `tls-creds-psk`, gnutls): QEMU refuses a peer without
+/// it, and every byte of guest memory is encrypted and authenticated. The
+/// key file lives, for the migration only, in a 0700 directory under the
+/// QEMU process's own /tmp (reached through /proc/PID/root, so a QEMU in a
+/// chroot or mount namespace finds it); dropped, it is removed.
+pub(super) struct QemuTls {
+    dir: PathBuf,
+}
+
+pub(super) const TLS_ID: &str = "liveup-tls";
+
+impl QemuTls {
+    pub(super) fn setup(
+        q: &mut Qmp,
+        qemu_pid: Option<i32>,
+        key: &super::auth::Key,
+        endpoint: &str,
+    ) -> Result<QemuTls, MigrateError> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let pid = qemu_pid.ok_or_else(|| MigrateError::UnsupportedQemu {
+            side: if endpoint == "client" {
+                "source"
+            } else {
+                "destination"
+            },
+            why: "its process is unknown (QMP peer credentials), so it cannot be given the TLS key"
+                .into(),
+        })?;
+        let inside = PathBuf::from(format!("/tmp/liveup-tls-{}-{endpoint}", std::process::id()));
+        let dir = PathBuf::from(format!("/proc/{pid}/root"))
+            .join(inside.strip_prefix("/").unwrap_or(&inside));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let tls = QemuTls { dir };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tls.dir.join("keys.psk"))?
+            .write_all(format!("liveup:{}\n", key.hex()).as_bytes())?;
+        let _ = q.execute("object-del", json!({ "id": TLS_ID }));
+        q.execute(
+            "object-add",
+            json!({"qom-type": "tls-creds-psk", "id": TLS_ID, "endpoint": endpoint,
+                   "dir": inside, "username": "liveup"}),
+        )?;
+        q.execute("migrate-set-parameters", json!({ "tls-creds": TLS_ID }))?;
+        Ok(tls)
+    }
+}
+
+impl Drop for QemuTls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Capabilities and parameters for one side.

@@ -2,7 +2,8 @@
 //! the VM only on the source's commit.
 
 use super::link::{accept_timeout, fmt_ip};
-use super::{apply_plan, open_qmp, sock_path, MigrateError};
+use super::{apply_plan, open_qmp, sock_path, MigrateError, QemuTls};
+use crate::migrate::auth::{Key, Role};
 use crate::migrate::control::{unexpected, Control, Ctl, PROTOCOL};
 use crate::migrate::facts;
 use crate::migrate::plan::{HostFacts, Mode};
@@ -21,6 +22,8 @@ use std::time::{Duration, Instant};
 pub struct ReceiveOptions {
     pub qmp: PathBuf,
     pub listen: String,
+    /// The key both hosts hold (auth.rs).
+    pub key: Key,
     /// How long to wait for the source, and for a silent stream.
     pub idle_timeout: Duration,
 }
@@ -52,10 +55,7 @@ pub fn receive(opts: &ReceiveOptions, mut say: impl FnMut(&str)) -> Result<Strin
     say(&format!("listening on {}", l.local_addr()?));
     let (qat_lib, qat_hw) = facts::qat_probe();
     let me = facts::host_facts(&mut q, qat_lib.is_some(), qat_hw)?;
-    let (stream, peer) = accept_timeout(&l, opts.idle_timeout)?;
-    say(&format!("source {peer} connected"));
-    let local_ip: IpAddr = stream.local_addr()?.ip();
-    let mut c = Control::new(stream)?;
+    let (mut c, local_ip) = accept_source(&l, opts, &mut say)?;
     let r = receive_inner(
         &mut c, &mut q, me, qemu_pid, qat_lib, local_ip, opts, &mut say,
     );
@@ -76,6 +76,40 @@ pub fn receive(opts: &ReceiveOptions, mut say: impl FnMut(&str)) -> Result<Strin
                 Err(_) => say(&format!("failed ({e}); destination QEMU already gone")),
             }
             Err(e)
+        }
+    }
+}
+
+/// How long a new connection has for the key handshake.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accept connections until one proves it holds the key (within the idle
+/// timeout in all): a stray or hostile connection is told no, logged and
+/// dropped, and neither becomes the source nor ends the wait.
+fn accept_source(
+    l: &TcpListener,
+    opts: &ReceiveOptions,
+    say: &mut dyn FnMut(&str),
+) -> Result<(Control, IpAddr), MigrateError> {
+    let deadline = Instant::now() + opts.idle_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (stream, peer) = accept_timeout(l, left)?;
+        let local_ip: IpAddr = stream.local_addr()?.ip();
+        stream.set_read_timeout(Some(AUTH_TIMEOUT.min(left.max(Duration::from_secs(1)))))?;
+        let mut c = Control::new(stream)?;
+        match c.authenticate(&opts.key, Role::Destination) {
+            Ok(()) => {
+                c.stream().set_read_timeout(None)?;
+                say(&format!("source {peer} connected and authenticated"));
+                return Ok((c, local_ip));
+            }
+            Err(e) => {
+                say(&format!("refused connection from {peer}: {e}"));
+                let _ = c.send(&Ctl::Error {
+                    message: "not authenticated".into(),
+                });
+            }
         }
     }
 }
@@ -118,12 +152,19 @@ fn receive_inner(
     let stats = Arc::new(RelayStats::default());
     let mut relay_thread = None;
     let mut in_path = None;
+    // Native: QEMU's stream under TLS with this session's key, until the
+    // agent is done.
+    let mut _tls = None;
     match plan.mode {
         Mode::Native => {
             let port = TcpListener::bind(SocketAddr::new(local_ip, 0))?
                 .local_addr()?
                 .port();
             let uri = format!("tcp:{}:{port}", fmt_ip(local_ip));
+            let key = c
+                .data_key("qemu-tls")
+                .ok_or_else(|| MigrateError::Auth("no session key for QEMU's TLS".into()))?;
+            _tls = Some(QemuTls::setup(q, qemu_pid, &key, "server")?);
             q.execute("migrate-incoming", json!({ "uri": uri }))?;
             c.send(&Ctl::Ready {
                 uri: Some(uri),

@@ -4,7 +4,8 @@
 use super::commit::{commit, CONFIRM_TIMEOUT};
 use super::link::{connect_dest, native_uri, probe_link};
 use super::report::{Progress, Report};
-use super::{apply_plan, check_version, open_qmp, sock_path, MigrateError};
+use super::{apply_plan, check_version, open_qmp, sock_path, MigrateError, QemuTls};
+use crate::migrate::auth::{Key, Role};
 use crate::migrate::codec::CodecKind;
 use crate::migrate::control::{unexpected, Control, Ctl, CtlError, PROTOCOL};
 use crate::migrate::facts;
@@ -20,11 +21,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long the source waits for each step of the destination's key
+/// handshake.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Source-side options.
 #[derive(Debug, Clone)]
 pub struct SendOptions {
     pub qmp: PathBuf,
     pub to: String,
+    /// The key both hosts hold (auth.rs).
+    pub key: Key,
     pub prefs: Prefs,
     /// Milliseconds of calc-dirty-rate sampling.
     pub dirty_ms: u64,
@@ -73,6 +80,10 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
     }
     let mut c = Control::new(connect_dest(&opts.to)?)?;
     let dest_ip = c.stream().peer_addr()?.ip();
+    c.stream().set_read_timeout(Some(AUTH_TIMEOUT))?;
+    c.authenticate(&opts.key, Role::Source)
+        .map_err(|e| MigrateError::Auth(format!("destination {}: {e}", opts.to)))?;
+    c.stream().set_read_timeout(None)?;
     c.send(&Ctl::Hello { protocol: PROTOCOL })?;
     let dst = match c.recv()? {
         Ctl::Info { facts } => facts,
@@ -131,6 +142,9 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
     );
     let mut relay_thread = None;
     let mut relay_path = None;
+    // Native: QEMU's stream under TLS with this session's key, until the
+    // end of the migration.
+    let mut _tls = None;
     let result = (|| -> Result<(u64, f64, Value), MigrateError> {
         c.send(&Ctl::Prepare { plan: p.clone() })?;
         let (uri, relay_port) = match c.recv()? {
@@ -139,7 +153,14 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         };
         apply_plan(&mut q, &p, &input.src.qemu, true)?;
         let qemu_uri = match p.mode {
-            Mode::Native => native_uri(dest_ip, uri.as_deref())?,
+            Mode::Native => {
+                let uri = native_uri(dest_ip, uri.as_deref())?;
+                let key = c
+                    .data_key("qemu-tls")
+                    .ok_or_else(|| MigrateError::Auth("no session key for QEMU's TLS".into()))?;
+                _tls = Some(QemuTls::setup(&mut q, qemu_pid, &key, "client")?);
+                uri
+            }
             Mode::Relay => {
                 let port = relay_port.ok_or_else(|| CtlError::Peer("no relay port".into()))?;
                 let path = sock_path("out");
