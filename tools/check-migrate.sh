@@ -125,6 +125,44 @@ check "destination QEMU not waiting for a migration: exit 3 and says so" \
     expect_rc 3 "incoming defer" "$LIVEUP" migrate receive --qmp "$KHM_WORK/v3.qmp" --listen 127.0.0.1:0
 check "the VM survived it all in B" khm_memcheck v3
 
+# Authentication: a destination with another key is refused before
+# anything moves (exit 7, the VM stays); stray connections (a port scan, a
+# peer that skips the key handshake) are refused and logged, and the agent
+# goes on waiting for the real source; the native stream runs under
+# QEMU's TLS-PSK.
+wrong_key() {
+    khm_vm "$KHM_NS_A" k1 incoming || return 1
+    "$LIVEUP" migrate keygen "$KHM_WORK/other.key" > /dev/null || return 1
+    LIVEUP_MIGRATE_KEY=$KHM_WORK/other.key khm_receive "$KHM_NS_A" k1 4470
+    local err rc
+    err=$(ip netns exec "$KHM_NS_B" "$LIVEUP" migrate send --qmp "$KHM_WORK/v3.qmp" \
+        --to "$KHM_IP_A:4470" --mode native 2>&1 >/dev/null); rc=$?
+    echo "# rc $rc: $err"
+    sleep 1; kill "$KHM_RECV_PID" 2>/dev/null; wait "$KHM_RECV_PID" 2>/dev/null
+    sed 's/^/# receive: /' "$KHM_WORK/k1.recv.log"
+    [ $rc = 7 ] && grep -q "did not prove it holds the migration key" <<< "$err" &&
+        grep -q "refused connection from" "$KHM_WORK/k1.recv.log" &&
+        [ "$(khm_state v3)" = running ] && [ ! -s "$KHM_WORK/k1.1.log" ]
+}
+check "destination with another key: refused before anything moves (exit 7), the VM stays" wrong_key
+stray_then_migrate() {
+    khm_vm "$KHM_NS_A" s1 incoming || return 1
+    khm_receive "$KHM_NS_A" s1 4471 || return 1
+    ip netns exec "$KHM_NS_B" bash -c "exec 3<>/dev/tcp/$KHM_IP_A/4471; exec 3>&-"
+    ip netns exec "$KHM_NS_B" bash -c "exec 3<>/dev/tcp/$KHM_IP_A/4471; echo '{\"msg\":\"hello\",\"protocol\":1}' >&3; sleep 1; exec 3>&-"
+    khm_send "$KHM_NS_B" v3 "$KHM_NS_A" 4471 "$KHM_WORK/s1.json" --mode native
+    local rc=$?
+    wait "$KHM_RECV_PID"; local rrc=$?
+    sed 's/^/# receive: /' "$KHM_WORK/s1.recv.log"
+    local tls; tls=$(khm_qmp s1 query-migrate-parameters | jq -r '."tls-creds"')
+    echo "# send rc $rc, receive rc $rrc, destination tls-creds: $tls"
+    [ $rc = 0 ] && [ $rrc = 0 ] && [ "$tls" = liveup-tls ] &&
+        [ "$(grep -c 'refused connection from' "$KHM_WORK/s1.recv.log")" = 2 ] &&
+        [ "$(khm_state s1)" = running ] && khm_memcheck s1
+}
+check "two stray connections refused and logged; then B->A native under TLS keeps guest memory intact" \
+    stray_then_migrate
+
 echo "$pass passed, $failn failed"
 # Logs stay for a failed run (or with KH_KEEP_WORK=1).
 [ $failn != 0 ] || [ -n "${KH_KEEP_WORK:-}" ] || { khm_cleanup; rm -rf "$KHM_WORK"; }

@@ -110,13 +110,24 @@ if ($mode eq "check") {
             my $ok = abs($g - $d) <= 0.1 * $d + 0.1;
             printf "%s|downtime %d: %s heartbeat gap %.2f s vs liveup %.2f s (%+.1f%%)%s\n",
                 $ok ? "ok" : "not ok", $k, $n, $g, $d, 100 * ($g - $d) / $d, $ok ? "" : " # more than 10% apart";
-            my ($b0, $b1, $b5) = (beat_at($n, $best->[0]), beat_at($n, $best->[1]), beat_at($n, $best->[1] + 5));
+            my ($b0, $b1) = (beat_at($n, $best->[0]), beat_at($n, $best->[1]));
+            # For the wall clock: of the beats stamped 5 to 35 s after the
+            # resume, the least delayed one. A delay on the serial path
+            # (lines queued while the rig is busy, then delivered in a
+            # burst) only makes a stamp later, so the largest wall clock
+            # minus stamp is the closest to the truth; a clock that is
+            # really off is off in every beat.
+            # (No beat in that window: the first one after it.)
+            my ($b5) = sort { $b->[2] / 1000 - $b->[0] <=> $a->[2] / 1000 - $a->[0] }
+                grep { $_->[0] >= $best->[1] + 5 && $_->[0] <= $best->[1] + 35 } @{$beats{$n}};
+            $b5 //= beat_at($n, $best->[1] + 5);
             next unless $b0 && $b1 && $b5;
             my $mono = ($b1->[1] - $b0->[1]) / 1000;
             $ok = $mono <= $g + 0.1;
             printf "%s|clock %d: %s monotonic clock moved %.2f s over the %.2f s pause%s\n",
                 $ok ? "ok" : "not ok", $k, $n, $mono, $g, $ok ? "" : " # jumped forward";
-            # The guest's wall clock 5 s after the resume. liveup sets it to
+            # The guest's wall clock 5 s after the resume (the least delayed
+            # beat from then to 35 s after). liveup sets it to
             # the rig's clock: when the rig printed that clock after this
             # restore (KH-HOST-CLOCK), against it, within 1 s; otherwise
             # (an older console) against the guest's own offset before the

@@ -24,6 +24,10 @@ khm_build() {
     command -v jq > /dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends jq > /dev/null; } >&2
     (cd "$KH_ROOT/userspace" && CARGO_INCREMENTAL=0 nice -n 10 cargo build --release -q -p liveup) >&2
+    # Both sides' key (Documentation/migrate.rst, Authentication).
+    KHM_KEY=$KHM_WORK/migrate.key
+    [ -f "$KHM_KEY" ] || "$LIVEUP" migrate keygen "$KHM_KEY" > /dev/null || return 1
+    export LIVEUP_MIGRATE_KEY=$KHM_KEY
     KHM_KERNEL=$(kh_kernel_dir release)/bzImage
     [ -f "$KHM_KERNEL" ] || KHM_KERNEL=$(ls "$KH_CACHE"/kernels/release-*/bzImage 2>/dev/null | head -n1)
     [ -f "$KHM_KERNEL" ] || { echo "no release kernel under $KH_CACHE/kernels (make kernel VARIANT=release)" >&2; return 1; }

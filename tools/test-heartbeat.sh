@@ -12,7 +12,8 @@ p=0 f=0 k=0
 # $VMS at 1032 s; with MARK=T, the rig's restore starting at T) must give
 # these lines; with HOSTCLK=V too, the rig's clock V printed at 1031.95 s;
 # "!LINE": must not; MODE=stops runs `heartbeat.pl stops` instead; a BEATS
-# snippet setting $q=$i-1 restarts the beat count (a new VM of that name)
+# snippet setting $q=$i-1 restarts the beat count (a new VM of that name),
+# one setting $hold stamps that beat at $hold instead (a delayed line)
 run() {
     local name=$1 out; shift
     echo 1000.000 > "$d/console.t0"
@@ -20,7 +21,7 @@ run() {
       printf "%s\r\n" "[  31.900] KH-LOG upgrade: host kernel upgrade: VMs ${VMS:-vm1}"
       [ -n "${HOSTCLK:-}" ] && printf "[  31.950] KH-HOST-CLOCK %s\r\n" "$HOSTCLK"
       printf "%s\r\n" "[  32.000] KH-LOG upgrade:   downtime (first stop to last resume)      10000.0 ms"; } > "$d/console.log"
-    perl -e 'my $s=1000; my ($m,$r,$q)=(5000,1.7e12,0); for my $i (1..2000) { $s+=0.02; $m+=20; $r+=20; '"$BEATS"'; printf "%.3f HB vm1 %d %.1f %.1f\n",$s,$i-$q,$m,$r }' > "$d/heartbeat1.log"
+    perl -e 'my $s=1000; my ($m,$r,$q,$hold)=(5000,1.7e12,0); for my $i (1..2000) { $s+=0.02; $m+=20; $r+=20; undef $hold; '"$BEATS"'; printf "%.3f HB vm1 %d %.1f %.1f\n",(defined $hold ? $hold : $s),$i-$q,$m,$r }' > "$d/heartbeat1.log"
     out=$(perl "$here/heartbeat.pl" "${MODE:-check}" "$d")
     k=$((k + 1))
     for e in "$@"; do
@@ -67,6 +68,13 @@ BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=15000}' MARK=25.000 \
     "not ok|clock 1: vm1 wall clock +5.00 s off the host's"
 BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=10000}' MARK=25.000 HOSTCLK=1700000036.950 \
     run "a guest left 5 s behind its host's clock fails" "not ok|clock 1: vm1 wall clock -5.00 s off its host's"
+# Beats queued on the serial path and delivered in a burst (stamped up to
+# 3.2 s late) right when the wall clock is read: the least delayed beat
+# after them shows the clock right; a clock really behind still fails.
+BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=10000} if ($i>=1240 && $i<1400) {$hold=$s+(1400-$i)*0.02}' \
+    run "beats delivered late after the resume do not make a right clock look wrong" "ok|clock 1: vm1 wall clock +0.00"
+BEATS='if ($i==1000) {$s+=10} if ($i>=1240 && $i<1400) {$hold=$s+(1400-$i)*0.02}' \
+    run "(control: the same delays with the clock left behind fail)" "not ok|clock 1: vm1 wall clock -10.00"
 # stops: a VM stopped with no upgrade under way is a figure; a new VM of
 # the same name starting after a gap (series.sh boots one per upgrade) is not
 BEATS='if ($i==1500) {$s+=20}' MODE=stops \
