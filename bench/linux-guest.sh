@@ -11,7 +11,7 @@
 # restore of every lane passed.
 #   KH_BENCH_LANES=2 KH_SERIES_UPGRADES=10 bench/linux-guest.sh
 # KH_BENCH_GUEST_ENV: more VAR=value words for the rig guest (for example
-# KH_UPGRADE_VIRTIO=legacy, selftests/upgrade/vms.sh).
+# KH_UPGRADE_VIRTIO=modern, selftests/upgrade/vms.sh).
 set -euo pipefail
 . "$(dirname "$0")/../tools/env.sh"
 cd "$KH_ROOT"
