@@ -155,11 +155,14 @@ impl QemuTls {
             .open(tls.dir.join("keys.psk"))?
             .write_all(format!("liveup:{}\n", key.hex()).as_bytes())?;
         let _ = q.execute("object-del", json!({ "id": TLS_ID }));
-        q.execute(
-            "object-add",
-            json!({"qom-type": "tls-creds-psk", "id": TLS_ID, "endpoint": endpoint,
-                   "dir": inside, "username": "liveup"}),
-        )?;
+        // The client names its key's user; the server looks it up in
+        // keys.psk (QEMU refuses a username on the server side).
+        let mut creds = json!({"qom-type": "tls-creds-psk", "id": TLS_ID,
+                               "endpoint": endpoint, "dir": inside});
+        if endpoint == "client" {
+            creds["username"] = json!("liveup");
+        }
+        q.execute("object-add", creds)?;
         q.execute("migrate-set-parameters", json!({ "tls-creds": TLS_ID }))?;
         Ok(tls)
     }
@@ -200,6 +203,10 @@ fn apply_plan(
         caps.retain(|c| c["capability"] != "multifd");
     }
     q.execute("migrate-set-capabilities", json!({ "capabilities": caps }))?;
+    // No TLS unless QemuTls sets it for this migration: a QEMU that was
+    // the TLS server of an earlier one keeps its credentials set, and as
+    // a relay source (a local socket) it would expect client ones.
+    q.execute("migrate-set-parameters", json!({ "tls-creds": "" }))?;
     let mut p = serde_json::Map::new();
     if native {
         p.insert("multifd-channels".into(), json!(plan.threads));
