@@ -48,8 +48,10 @@ root=$(mktemp -d /tmp/kh-setup-test.XXXX)
 trap 'rm -rf "$root"' EXIT
 tar -C "$root" -xf "$base"
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
-mkdir -p "$root/kh/tools" "$root/kh/bin"
+mkdir -p "$root/kh/tools" "$root/kh/bin" "$root/kh/selftests/lib"
 cp "$KH_ROOT/tools/setup-packages.sh" "$KH_ROOT/tools/env.sh" "$root/kh/tools/"
+# env.sh sources the polling helper from there
+cp "$KH_ROOT/selftests/lib/wait.sh" "$root/kh/selftests/lib/"
 cp "$KH_CACHE/cargo/bin/bindgen" "$root/kh/bin/"
 # in the chroot: mounts private to this run, the .deb cache shared
 inchroot() {
