@@ -5,6 +5,7 @@
 
 use crate::glue::*;
 use core::ptr::NonNull;
+use kernel::ffi::c_void;
 use kernel::prelude::*;
 
 /// `ssss:bb:dd.f` for the log.
@@ -17,7 +18,7 @@ impl kernel::fmt::Display for Bdf {
 }
 
 /// A referenced PCI device.
-pub(crate) struct Dev(pub(crate) NonNull<device>);
+pub(crate) struct Dev(pub(crate) NonNull<c_void>);
 
 /// Root table addresses of a device's IOMMU (see `Dev::roots`).
 pub(crate) struct Roots {

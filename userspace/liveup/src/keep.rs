@@ -1,25 +1,22 @@
 //! A passthrough device kept doing DMA through `liveup upgrade`: the
 //! device is bound to vfio-pci and kept (patches/0002: VFIO keep flag or
 //! sysfs `kept`); once the VMs are stopped its VT-d tables are frozen into
-//! KRAM through `/dev/iommu-preserve` (iommu_preserve.ko, FREEZE), and the
-//! next kernel is told with `pci_keep=` and `intel_iommu_adopt=`
-//! (Documentation/iommu-preserve.rst). If the upgrade gives up before its
-//! kexec, THAW puts the IOMMU back on the running kernel's own tables.
-//! `liveup iommu` runs each operation by hand.
+//! KRAM by iommu_preserve.ko (`freeze=`), and the next kernel is told with
+//! `pci_keep=` and `intel_iommu_adopt=` (Documentation/iommu-preserve.rst).
+//! If the upgrade gives up before its kexec, `thaw=1` puts the IOMMU back on
+//! the running kernel's own tables.
 
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context, Result};
-use kh_uapi::iommu_preserve as uapi;
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::kram::Kram;
 
 /// The KRAM area iommu_preserve keeps its record in (page 0).
 const RECORD_AREA: &str = "iommu-preserve";
 const MODULE_NAME: &str = "iommu_preserve";
-pub const DEVICE: &str = "/dev/iommu-preserve";
+
 /// A PCI address: segment, bus, devfn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bdf {
@@ -59,7 +56,7 @@ impl Bdf {
         }
     }
 
-    /// `(segment << 16) | (bus << 8) | devfn`.
+    /// iommu_preserve's `freeze=` value.
     pub fn code(&self) -> u64 {
         (u64::from(self.seg) << 16) | (u64::from(self.bus) << 8) | u64::from(self.devfn)
     }
@@ -75,184 +72,6 @@ impl std::fmt::Display for Bdf {
             self.devfn >> 3,
             self.devfn & 7
         )
-    }
-}
-
-/// One function per ioctl, numbered by kh-uapi (the one definition).
-mod ioc {
-    use kh_uapi::iommu_preserve as u;
-    nix::ioctl_read_bad!(status, u::IOC_STATUS, u::Status);
-    nix::ioctl_write_ptr_bad!(freeze, u::IOC_FREEZE, u::Dev);
-    nix::ioctl_none_bad!(thaw, u::IOC_THAW);
-    nix::ioctl_none_bad!(release, u::IOC_RELEASE);
-    nix::ioctl_none_bad!(discard, u::IOC_DISCARD);
-}
-
-/// Where a preserved record stands (STATUS).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    None,
-    Frozen,
-    Adopted,
-    Blocked,
-    Attached,
-    Refused,
-}
-
-impl State {
-    fn from_raw(v: u32) -> Result<State> {
-        Ok(match v {
-            uapi::STATE_NONE => State::None,
-            uapi::STATE_FROZEN => State::Frozen,
-            uapi::STATE_ADOPTED => State::Adopted,
-            uapi::STATE_BLOCKED => State::Blocked,
-            uapi::STATE_ATTACHED => State::Attached,
-            uapi::STATE_REFUSED => State::Refused,
-            v => anyhow::bail!("{DEVICE} answered an unknown state {v}"),
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            State::None => "none",
-            State::Frozen => "frozen",
-            State::Adopted => "adopted",
-            State::Blocked => "blocked",
-            State::Attached => "attached",
-            State::Refused => "refused",
-        }
-    }
-}
-
-/// STATUS's answer.
-#[derive(Debug, Clone, Copy)]
-pub struct Status {
-    pub state: State,
-    pub bdf: Bdf,
-    pub did: u16,
-    pub levels: u8,
-    pub npages: u32,
-    pub record: u64,
-    pub root: u64,
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "state={}", self.state.name())?;
-        if !matches!(self.state, State::None | State::Refused) {
-            write!(
-                f,
-                " device={} did={} levels={} pages={} root={:#x}",
-                self.bdf, self.did, self.levels, self.npages, self.root
-            )?;
-        }
-        if self.record != 0 {
-            write!(f, " record={:#x}", self.record)?;
-        }
-        Ok(())
-    }
-}
-
-/// `/dev/iommu-preserve`, opened; with the module loaded for this use
-/// only if it was not loaded (and unloaded again on drop).
-pub struct Iopr {
-    // Fields drop in declaration order: the device is closed before the
-    // module goes.
-    file: fs::File,
-    _module: Option<LoadedHere>,
-}
-
-/// iommu_preserve loaded by us: rmmod on drop (best effort: a module left
-/// loaded harms nothing).
-struct LoadedHere;
-
-impl Drop for LoadedHere {
-    fn drop(&mut self) {
-        if let Ok(name) = std::ffi::CString::new(MODULE_NAME) {
-            // SAFETY: NUL-terminated module name.
-            unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };
-        }
-    }
-}
-
-impl Iopr {
-    /// Open the device, loading `module` first if iommu_preserve is not
-    /// loaded (`None`: it must be).
-    pub fn open(module: Option<&Path>) -> Result<Iopr> {
-        let mut module_guard = None;
-        if !Path::new("/sys/module").join(MODULE_NAME).exists() {
-            let m = module.with_context(|| {
-                format!(
-                    "{MODULE_NAME} is not loaded (give its .ko with --iommu-preserve / --module)"
-                )
-            })?;
-            let f = fs::File::open(m).with_context(|| format!("open {}", m.display()))?;
-            crate::kram::finit_module(&f, "")
-                .with_context(|| format!("insmod {} (dmesg says why)", m.display()))?;
-            module_guard = Some(LoadedHere);
-        }
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(DEVICE)
-            .with_context(|| format!("open {DEVICE} (root needed)"))?;
-        Ok(Iopr {
-            file,
-            _module: module_guard,
-        })
-    }
-
-    fn check(op: &str, r: nix::Result<i32>) -> Result<()> {
-        r.map(|_| ())
-            .with_context(|| format!("{MODULE_NAME} {op} (dmesg says why)"))
-    }
-
-    pub fn status(&self) -> Result<Status> {
-        let mut s = uapi::Status::default();
-        // SAFETY: our open device; `s` is the struct STATUS writes.
-        Self::check("status", unsafe {
-            ioc::status(self.file.as_raw_fd(), &mut s)
-        })?;
-        Ok(Status {
-            state: State::from_raw(s.state)?,
-            bdf: Bdf {
-                seg: s.seg,
-                bus: s.bus,
-                devfn: s.devfn,
-            },
-            did: s.did,
-            levels: s.levels,
-            npages: s.npages,
-            record: s.record,
-            root: s.root,
-        })
-    }
-
-    pub fn freeze(&self, bdf: Bdf) -> Result<()> {
-        let d = uapi::Dev {
-            seg: bdf.seg,
-            bus: bdf.bus,
-            devfn: bdf.devfn,
-        };
-        // SAFETY: our open device; `d` is the struct FREEZE reads.
-        Self::check(&format!("freeze {bdf}"), unsafe {
-            ioc::freeze(self.file.as_raw_fd(), &d)
-        })
-    }
-
-    pub fn thaw(&self) -> Result<()> {
-        // SAFETY: our open device; no argument.
-        Self::check("thaw", unsafe { ioc::thaw(self.file.as_raw_fd()) })
-    }
-
-    pub fn release(&self) -> Result<()> {
-        // SAFETY: our open device; no argument.
-        Self::check("release", unsafe { ioc::release(self.file.as_raw_fd()) })
-    }
-
-    pub fn discard(&self) -> Result<()> {
-        // SAFETY: our open device; no argument.
-        Self::check("discard", unsafe { ioc::discard(self.file.as_raw_fd()) })
     }
 }
 
@@ -298,12 +117,17 @@ impl KeptDevice {
             "--iommu-preserve {}: no such file",
             module.display()
         );
+        ensure!(
+            !Path::new("/sys/module").join(MODULE_NAME).exists(),
+            "{MODULE_NAME} is loaded: unload it first (rmmod {MODULE_NAME})"
+        );
         let base = kram.status()?.base;
         let area = kram.ensure(RECORD_AREA, 1)?;
         let m = kram.map(&area)?;
         ensure!(
             m[..64].iter().all(|&b| b == 0),
-            "KRAM area {RECORD_AREA} holds a preserved record already: release it (liveup iommu release) or discard it (liveup iommu discard)"
+            "KRAM area {RECORD_AREA} holds a preserved record already: release it (insmod {} release=1) or discard it",
+            module.display()
         );
         Ok(KeptDevice {
             bdf,
@@ -319,13 +143,30 @@ impl KeptDevice {
 
     /// Snapshot the device's tables into KRAM and switch the IOMMU to them.
     pub fn freeze(&self) -> Result<()> {
-        Iopr::open(Some(&self.module))?.freeze(self.bdf)
+        run_module(&self.module, &format!("freeze={}", self.bdf.code()))
+            .with_context(|| format!("freeze of {} (see dmesg: iommu_preserve)", self.bdf))
     }
 
     /// Undo `freeze` (the upgrade stopped before its kexec).
     pub fn thaw(&self) -> Result<()> {
-        Iopr::open(Some(&self.module))?.thaw()
+        run_module(&self.module, "thaw=1")
+            .with_context(|| format!("thaw of {} (see dmesg: iommu_preserve)", self.bdf))
     }
+}
+
+/// Load iommu_preserve.ko with `params` (its init does the work) and unload
+/// it again.
+fn run_module(path: &Path, params: &str) -> Result<()> {
+    let f = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    crate::kram::finit_module(&f, params)
+        .with_context(|| format!("insmod {} {params}", path.display()))?;
+    let name = std::ffi::CString::new(MODULE_NAME)?;
+    // SAFETY: NUL-terminated module name.
+    let rc = unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };
+    if rc != 0 {
+        bail!("rmmod {MODULE_NAME}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The running kernel's command line without the one-shot parameters of an
@@ -366,40 +207,6 @@ mod tests {
         ] {
             assert!(Bdf::parse(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn status_states_and_line() {
-        for (v, name) in [
-            (uapi::STATE_NONE, "none"),
-            (uapi::STATE_FROZEN, "frozen"),
-            (uapi::STATE_ADOPTED, "adopted"),
-            (uapi::STATE_BLOCKED, "blocked"),
-            (uapi::STATE_ATTACHED, "attached"),
-            (uapi::STATE_REFUSED, "refused"),
-        ] {
-            assert_eq!(State::from_raw(v).unwrap().name(), name);
-        }
-        let e = State::from_raw(6).unwrap_err().to_string();
-        assert!(e.contains("unknown state 6"), "{e}");
-        let mut s = Status {
-            state: State::None,
-            bdf: Bdf::parse("01:00.0").unwrap(),
-            did: 1,
-            levels: 4,
-            npages: 7,
-            record: 0,
-            root: 0x1000,
-        };
-        assert_eq!(s.to_string(), "state=none");
-        s.state = State::Adopted;
-        s.record = 0x2000;
-        assert_eq!(
-            s.to_string(),
-            "state=adopted device=0000:01:00.0 did=1 levels=4 pages=7 root=0x1000 record=0x2000"
-        );
-        s.state = State::Refused;
-        assert_eq!(s.to_string(), "state=refused record=0x2000");
     }
 
     #[test]

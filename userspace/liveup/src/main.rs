@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use liveup::units::parse_size;
-use liveup::{host, keep, kram, prezero, qmp, upgrade};
+use liveup::{host, kram, prezero, qmp, upgrade};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -107,16 +107,6 @@ enum Cmd {
         #[command(subcommand)]
         cmd: liveup::migrate::cli::MigrateCmd,
     },
-    /// A kept device's preserved VT-d translation (iommu_preserve.ko,
-    /// /dev/iommu-preserve): status, and each operation by hand.
-    Iommu {
-        /// iommu_preserve.ko: loaded for this command if the module is not
-        /// loaded, and unloaded after it.
-        #[arg(long)]
-        module: Option<PathBuf>,
-        #[command(subcommand)]
-        cmd: IommuCmd,
-    },
     /// Manage the KRAM region (/dev/kram): status, areas, format.
     Kram {
         /// The KRAM device.
@@ -125,26 +115,6 @@ enum Cmd {
         #[command(subcommand)]
         cmd: KramCmd,
     },
-}
-
-#[derive(Subcommand)]
-enum IommuCmd {
-    /// Whether a record exists and where its device stands: none, frozen
-    /// (in this kernel), adopted, blocked, attached (anew) or refused.
-    Status,
-    /// Copy a kept device's tables into KRAM and switch its IOMMU to them
-    /// (its VMM stopped); the next kernel adopts them.
-    Freeze {
-        /// The device: ssss:bb:dd.f or bb:dd.f.
-        device: String,
-    },
-    /// In the kernel that froze: back to its own root table, tables freed.
-    Thaw,
-    /// Free the tables once the device is attached anew.
-    Release,
-    /// Drop a record (refused or not) with its tables; refused while an
-    /// IOMMU reads them.
-    Discard,
 }
 
 #[derive(Subcommand)]
@@ -320,17 +290,6 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Migrate { cmd } => Ok(liveup::migrate::cli::run(cmd)?),
-        Cmd::Iommu { module, cmd } => {
-            let d = keep::Iopr::open(module.as_deref())?;
-            match cmd {
-                IommuCmd::Status => println!("{}", d.status()?),
-                IommuCmd::Freeze { device } => d.freeze(keep::Bdf::parse(&device)?)?,
-                IommuCmd::Thaw => d.thaw()?,
-                IommuCmd::Release => d.release()?,
-                IommuCmd::Discard => d.discard()?,
-            }
-            Ok(())
-        }
         Cmd::Prezero { cmd } => prezero::run(cmd),
         Cmd::Vm { device, cmd } => match cmd {
             VmCmd::Start {
