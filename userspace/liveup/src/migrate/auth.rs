@@ -29,6 +29,9 @@ type HmacSha256 = Hmac<Sha256>;
 pub const KEY_LEN: usize = 32;
 /// Where `send` and `receive` look for the key unless told.
 pub const DEFAULT_KEY: &str = "/etc/liveup/migrate.key";
+/// How long either side waits for each step of the key handshake (a new
+/// connection that takes longer is dropped).
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// What the MACs are bound to: this protocol and its version.
 const DOMAIN: &[u8] = b"liveup-migrate-v1";
 

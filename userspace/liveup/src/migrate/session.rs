@@ -122,23 +122,24 @@ pub(super) struct QemuTls {
     dir: PathBuf,
 }
 
-pub(super) const TLS_ID: &str = "liveup-tls";
+const TLS_ID: &str = "liveup-tls";
 
 impl QemuTls {
     pub(super) fn setup(
         q: &mut Qmp,
         qemu_pid: Option<i32>,
         key: &super::auth::Key,
-        endpoint: &str,
+        role: super::auth::Role,
     ) -> Result<QemuTls, MigrateError> {
+        use super::auth::Role;
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let (endpoint, side) = match role {
+            Role::Source => ("client", "source"),
+            Role::Destination => ("server", "destination"),
+        };
         let pid = qemu_pid.ok_or_else(|| MigrateError::UnsupportedQemu {
-            side: if endpoint == "client" {
-                "source"
-            } else {
-                "destination"
-            },
+            side,
             why: "its process is unknown (QMP peer credentials), so it cannot be given the TLS key"
                 .into(),
         })?;
@@ -159,7 +160,7 @@ impl QemuTls {
         // keys.psk (QEMU refuses a username on the server side).
         let mut creds = json!({"qom-type": "tls-creds-psk", "id": TLS_ID,
                                "endpoint": endpoint, "dir": inside});
-        if endpoint == "client" {
+        if role == Role::Source {
             creds["username"] = json!("liveup");
         }
         q.execute("object-add", creds)?;

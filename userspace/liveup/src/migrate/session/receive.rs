@@ -3,7 +3,7 @@
 
 use super::link::{accept_timeout, fmt_ip};
 use super::{apply_plan, open_qmp, sock_path, MigrateError, QemuTls};
-use crate::migrate::auth::{Key, Role};
+use crate::migrate::auth::{Key, Role, HANDSHAKE_TIMEOUT};
 use crate::migrate::control::{unexpected, Control, Ctl, PROTOCOL};
 use crate::migrate::facts;
 use crate::migrate::plan::{HostFacts, Mode};
@@ -80,9 +80,6 @@ pub fn receive(opts: &ReceiveOptions, mut say: impl FnMut(&str)) -> Result<Strin
     }
 }
 
-/// How long a new connection has for the key handshake.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Accept connections until one proves it holds the key (within the idle
 /// timeout in all): a stray or hostile connection is told no, logged and
 /// dropped, and neither becomes the source nor ends the wait.
@@ -96,7 +93,9 @@ fn accept_source(
         let left = deadline.saturating_duration_since(Instant::now());
         let (stream, peer) = accept_timeout(l, left)?;
         let local_ip: IpAddr = stream.local_addr()?.ip();
-        stream.set_read_timeout(Some(AUTH_TIMEOUT.min(left.max(Duration::from_secs(1)))))?;
+        stream.set_read_timeout(Some(
+            HANDSHAKE_TIMEOUT.min(left.max(Duration::from_secs(1))),
+        ))?;
         let mut c = Control::new(stream)?;
         match c.authenticate(&opts.key, Role::Destination) {
             Ok(()) => {
@@ -164,7 +163,7 @@ fn receive_inner(
             let key = c
                 .data_key("qemu-tls")
                 .ok_or_else(|| MigrateError::Auth("no session key for QEMU's TLS".into()))?;
-            _tls = Some(QemuTls::setup(q, qemu_pid, &key, "server")?);
+            _tls = Some(QemuTls::setup(q, qemu_pid, &key, Role::Destination)?);
             q.execute("migrate-incoming", json!({ "uri": uri }))?;
             c.send(&Ctl::Ready {
                 uri: Some(uri),

@@ -5,7 +5,7 @@ use super::commit::{commit, CONFIRM_TIMEOUT};
 use super::link::{connect_dest, native_uri, probe_link};
 use super::report::{Progress, Report};
 use super::{apply_plan, check_version, open_qmp, sock_path, MigrateError, QemuTls};
-use crate::migrate::auth::{Key, Role};
+use crate::migrate::auth::{Key, Role, HANDSHAKE_TIMEOUT};
 use crate::migrate::codec::CodecKind;
 use crate::migrate::control::{unexpected, Control, Ctl, CtlError, PROTOCOL};
 use crate::migrate::facts;
@@ -20,10 +20,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long the source waits for each step of the destination's key
-/// handshake.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Source-side options.
 #[derive(Debug, Clone)]
@@ -80,7 +76,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
     }
     let mut c = Control::new(connect_dest(&opts.to)?)?;
     let dest_ip = c.stream().peer_addr()?.ip();
-    c.stream().set_read_timeout(Some(AUTH_TIMEOUT))?;
+    c.stream().set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     c.authenticate(&opts.key, Role::Source)
         .map_err(|e| MigrateError::Auth(format!("destination {}: {e}", opts.to)))?;
     c.stream().set_read_timeout(None)?;
@@ -158,7 +154,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
                 let key = c
                     .data_key("qemu-tls")
                     .ok_or_else(|| MigrateError::Auth("no session key for QEMU's TLS".into()))?;
-                _tls = Some(QemuTls::setup(&mut q, qemu_pid, &key, "client")?);
+                _tls = Some(QemuTls::setup(&mut q, qemu_pid, &key, Role::Source)?);
                 uri
             }
             Mode::Relay => {
