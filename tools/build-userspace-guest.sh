@@ -12,5 +12,11 @@ exec 3>&1 1>&2
 cd "$KH_ROOT/userspace"
 cargo build --release -q --workspace --bins
 mkdir -p "$KH_ROOT/out/bin"
-for b in liveup kram-selftest kh-netpeer e1000e-dma; do cp "target/release/$b" "$KH_ROOT/out/bin/"; done
+# Replaced only when changed, and by rename: a rig starting beside this
+# (tools/check.sh) copies out/bin and must never see half a binary.
+for b in liveup kram-selftest kh-netpeer e1000e-dma; do
+    cmp -s "target/release/$b" "$KH_ROOT/out/bin/$b" && continue
+    cp "target/release/$b" "$KH_ROOT/out/bin/.$b.new"
+    mv -f "$KH_ROOT/out/bin/.$b.new" "$KH_ROOT/out/bin/$b"
+done
 echo "$KH_ROOT/out/bin" >&3

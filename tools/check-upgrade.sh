@@ -19,12 +19,23 @@
 # lockdep host kernel). The VMs always boot the release kernel. Writes
 # out/check-upgrade/counts with the sum of both; ends with
 # "N passed, N failed, N skipped".
+# KH_MODULES: modules stashed by tools/stash-modules.sh for VARIANT (then
+# nothing is built here: tools/check.sh runs this while a debug rig boots).
+# KH_UPGRADE_SERIAL=1: the Linux VM's rig after the tinyvm one, not beside
+# it (tools/check.sh, where another rig takes the second core).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$KH_ROOT"
 export CARGO_INCREMENTAL=0
 variant=${VARIANT:-release}
-kdir=$("$KH_ROOT/tools/build-modules.sh" "$variant")
+if [ -n "${KH_MODULES:-}" ]; then
+    kdir=$(cat "$KH_MODULES/kdir")
+    [ "$kdir" = "$("$KH_ROOT/tools/build-kernel.sh" "$variant")" ] \
+        || { echo "check-upgrade: $KH_MODULES holds modules for $kdir, not the $variant kernel" >&2; exit 2; }
+    export KH_MODULES
+else
+    kdir=$("$KH_ROOT/tools/build-modules.sh" "$variant")
+fi
 vmk=$("$KH_ROOT/tools/build-kernel.sh" release)
 rootfs=$("$KH_ROOT/tools/mkrootfs.sh")
 "$KH_ROOT/tools/build-userspace-guest.sh" > /dev/null
@@ -33,15 +44,22 @@ lrun="$KH_ROOT/out/check-upgrade-linux"
 rm -rf "$lrun"
 mkdir -p "$KH_ROOT/out"
 # KH_UPGRADE_LINUX=0 leaves the Linux VM's boot out.
-if [ "${KH_UPGRADE_LINUX:-1}" = 1 ]; then
-    # (selftests/upgrade/passthrough.sh is not run here: after upgrade.sh's
-    # kexecs in the same boot its VM twice printed nothing; see
-    # Documentation/upgrade.rst, Passthrough devices)
+# (selftests/upgrade/passthrough.sh is not run here: after upgrade.sh's
+# kexecs in the same boot its VM twice printed nothing; see
+# Documentation/upgrade.rst, Passthrough devices)
+linux_rig() {
     env "${KH_LINUX_RIG_ENV[@]}" "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$lrun" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
-        > "$KH_ROOT/out/check-upgrade-linux.log" 2>&1 &
+        > "$KH_ROOT/out/check-upgrade-linux.log" 2>&1
+}
+if [ "${KH_UPGRADE_LINUX:-1}" = 1 ] && [ "${KH_UPGRADE_SERIAL:-0}" != 1 ]; then
+    linux_rig &
     lpid=$!
 fi
 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade upgrade/vmcount
+if [ "${KH_UPGRADE_LINUX:-1}" = 1 ] && [ "${KH_UPGRADE_SERIAL:-0}" = 1 ]; then
+    linux_rig &
+    lpid=$!
+fi
 echo "== tinyvm x2, then 1, 2 and 4 tinyvms, one TCG thread (out/check-upgrade)"
 "$KH_ROOT/tools/ktap-report.sh" "$run"
 read -r p f s < "$run/counts"

@@ -2,7 +2,8 @@
 # Everything `make check` runs: userspace (fmt, clippy, cargo test) and the
 # host-side script tests, the set-up in a fresh chroot, the kernel selftests
 # in two rig guests booted with the debug (KASAN + lockdep) kernel, the
-# hot-upgrade rigs (tools/check-upgrade.sh) and liveup migrate. Ends with
+# hot-upgrade flow on the debug host and the hot-upgrade rigs on the release
+# host (tools/check-upgrade.sh), and liveup migrate. Ends with
 # "N passed, N failed, N skipped".
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
@@ -110,43 +111,79 @@ for s in "build-kernel.sh release" "build-modules.sh debug" mkrootfs.sh mkqatroo
     else fail "tools/$s prints only a path (got: $(printf '%s' "$out" | head -c 200))"; fi
 done
 
-# --- kernel selftests in the rig guest ---------------------------------------
+# --- the rigs: kernel selftests and hot-upgrades -----------------------------
+# Five rig boots, each a TCG guest on one host core, in two chains side by
+# side (about 1500 + 880 s against 1240 + 720 + 320 s, as measured in
+# session 14's runs; before, pairs ran side by side with a core idle for
+# ~750 s and the debug-host upgrade not run at all):
+#   core 1: the hot-upgrade flow on the debug (KASAN + lockdep) host, then
+#           rig lane A (the passthrough-NIC tests);
+#   core 2: rig lane B (the other selftests), then the hot-upgrade rigs on
+#           the release host (tools/check-upgrade.sh: tinyvm, VM count,
+#           then the Linux VM).
+# Debug and release rigs start while the tree's modules are built for one
+# kernel only: each boot takes its modules from a stash
+# (tools/stash-modules.sh).
 plan=$(cd selftests && ls */*.sh | grep -v -e '^lib/' -e '^demo/' -e '^upgrade/' | sed 's/\.sh$//' | sort)
 run="$KH_ROOT/out/check"
-echo "== rig: $(echo $plan | wc -w) tests"
+drun="$KH_ROOT/out/check-upgrade-debug"
+echo "== rig: $(echo $plan | wc -w) tests, the hot-upgrade flow on the debug and the release host"
+if ! mods_debug=$("$KH_ROOT/tools/stash-modules.sh" debug); then
+    fail "modules stash (tools/stash-modules.sh debug)"; summary; exit 1
+fi
+if ! mods_release=$("$KH_ROOT/tools/stash-modules.sh" release); then
+    fail "modules stash (tools/stash-modules.sh release)"; summary; exit 1
+fi
 # The e1000e gets the numbered-frame source (the vfio-keep and
 # iommu-preserve tests count them).
 # 6 GiB: a free GiB-aligned range for selftests/prezero/hugetlb_1g.sh
 # beside the KASAN shadow.
-# Two rig boots side by side (each TCG rig runs on one host core): the
-# passthrough-NIC tests in out/check, the rest in out/check-b. One boot ran
-# 22 tests in ~1100 s on earlier machines and over 2400 s (its time limit)
-# on session 9's.
 # vfio-keep/dma hands a NIC that is not kept from one process to the next
 # with its reset methods off: on the root bus nothing resets it in between,
 # behind a root port vfio-pci resets the bus at close (which reset_method
 # does not switch off), and only the keep flag (vfio-keep/keep) avoids
-# that. So it runs on the root bus, in the second boot.
+# that. So it runs on the root bus, in lane B.
 plan_a=$(echo "$plan" | grep -E '^(iommu-preserve|vfio-keep)/' | grep -v '^vfio-keep/dma$')
 plan_b=$(echo "$plan" | grep -vE '^(iommu-preserve|vfio-keep)/'; echo "$plan" | grep '^vfio-keep/dma$')
-KH_RIG_MEM=6G KH_NIC_UDP=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run-b" -t 3000 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan_b \
-    > "$KH_ROOT/out/check-b.log" 2>&1 &
+rm -f "$drun/counts" "$KH_ROOT/out/check-upgrade/counts"
+(
+    # tinyvm x2 through three upgrades, failures injected, a kexec back:
+    # the whole flow under KASAN and lockdep (issue 15 item 5)
+    if [ -n "$rootfs" ]; then
+        KH_MODULES=$mods_debug "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$drun" -t 3000 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
+            > "$KH_ROOT/out/check-upgrade-debug.log" 2>&1
+    fi
+    # The passthrough-NIC tests run with the NIC behind a PCIe root port,
+    # where real NICs sit (the bridge's bus mastering across kexec is
+    # checked).
+    KH_MODULES=$mods_debug KH_RIG_MEM=6G KH_NIC_UDP=1 KH_NIC_ROOT_PORT=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 3000 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan_a \
+        > "$KH_ROOT/out/check-a.log" 2>&1
+) &
+apid=$!
+(
+    KH_MODULES=$mods_debug KH_RIG_MEM=6G KH_NIC_UDP=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run-b" -t 3000 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan_b \
+        > "$KH_ROOT/out/check-b.log" 2>&1
+    KH_MODULES=$mods_release KH_UPGRADE_SERIAL=1 "$KH_ROOT/tools/check-upgrade.sh" > "$KH_ROOT/out/check-upgrade.log" 2>&1
+) &
 bpid=$!
-# The passthrough-NIC tests run with the NIC behind a PCIe root port, where
-# real NICs sit (the bridge's bus mastering across kexec is checked).
-KH_RIG_MEM=6G KH_NIC_UDP=1 KH_NIC_ROOT_PORT=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 3000 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan_a
-wait "$bpid"
-echo "== rig (second boot, out/check-b): $(echo $plan_b)"
+wait "$apid" "$bpid"
+echo "== rig lane A (out/check): $(echo $plan_a)"
+grep -E '^\[ *[0-9.]+\] (KH-RESULT|Kernel panic|BUG:|WARNING:)' "$KH_ROOT/out/check-a.log"
+echo "== rig lane B (out/check-b): $(echo $plan_b)"
 grep -E '^\[ *[0-9.]+\] (KH-RESULT|Kernel panic|BUG:|WARNING:)' "$KH_ROOT/out/check-b.log"
 for r in "$run" "$run-b"; do
     "$KH_ROOT/tools/ktap-report.sh" "$r"
     add_counts "rig selftests" "$r"
 done
-
-# --- hot-upgrade under running VMs, in a second rig boot ----------------------
-echo "== rig: hot-upgrade (selftests/upgrade, release host kernel)"
-rm -f "$KH_ROOT/out/check-upgrade/counts"
-"$KH_ROOT/tools/check-upgrade.sh" | grep -v '^make'
+echo "== rig: hot-upgrade on the debug host (out/check-upgrade-debug)"
+if [ -n "$rootfs" ]; then
+    "$KH_ROOT/tools/ktap-report.sh" "$drun" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 debug host: /'
+    add_counts "hot-upgrade, debug host" "$drun"
+else
+    fail "hot-upgrade, debug host: no rootfs"
+fi
+echo "== rig: hot-upgrade on the release host (tools/check-upgrade.sh)"
+grep -v '^make' "$KH_ROOT/out/check-upgrade.log"
 add_counts "hot-upgrade rigs" "$KH_ROOT/out/check-upgrade"
 
 # --- liveup migrate end to end: network namespaces, shaped link, QEMU 11 ---

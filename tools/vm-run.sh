@@ -17,17 +17,26 @@ done
 shift $((OPTIND - 1))
 [ -n "$kdir" ] && [ -n "$run" ] && [ $# -gt 0 ] || { echo "usage: $0 -k KDIR -o RUN [-t S] [-r IMG] TEST..." >&2; exit 2; }
 
-# The modules in the tree must be built for this kernel (tools/build-modules.sh).
-if [ "$(cat "$KH_ROOT/.kdir" 2>/dev/null)" != "$kdir" ]; then
+# The modules must be built for this kernel: the tree's own
+# (tools/build-modules.sh) or, with KH_MODULES, a copy made by
+# tools/stash-modules.sh (rigs of both kernels side by side).
+if [ -n "${KH_MODULES:-}" ]; then
+    if [ "$(cat "$KH_MODULES/kdir" 2>/dev/null)" != "$kdir" ]; then
+        echo "rig: modules in $KH_MODULES are built for $(cat "$KH_MODULES/kdir" 2>/dev/null || echo nothing), not $kdir: run tools/stash-modules.sh" >&2
+        exit 2
+    fi
+    modsrc=("$KH_MODULES")
+elif [ "$(cat "$KH_ROOT/.kdir" 2>/dev/null)" != "$kdir" ]; then
     echo "rig: modules in the tree are built for $(cat "$KH_ROOT/.kdir" 2>/dev/null || echo nothing), not $kdir: run tools/build-modules.sh" >&2
     exit 2
+else
+    modsrc=("$KH_ROOT"/kram "$KH_ROOT"/iommu-preserve "$KH_ROOT"/prezero "$KH_ROOT"/vfio-keep)
 fi
 rm -rf "$run"; mkdir -p "$run/tests" "$run/modules" "$run/state"
 cp -r "$KH_ROOT"/selftests/. "$run/tests/"
 cp -r "$KH_ROOT/selftests/lib" "$run/lib"
 cp -r "$KH_ROOT/bench" "$run/tests/bench"
-find "$KH_ROOT"/kram "$KH_ROOT"/iommu-preserve "$KH_ROOT"/prezero "$KH_ROOT"/vfio-keep \
-    -name '*.ko' -exec cp {} "$run/modules/" \;
+find "${modsrc[@]}" -name '*.ko' -exec cp {} "$run/modules/" \;
 [ -d "$KH_ROOT/out/bin" ] && cp -r "$KH_ROOT/out/bin" "$run/bin"
 cp "$kdir/bzImage" "$run/bzImage"
 cp "$("$KH_ROOT/tools/mkinitramfs.sh" rig)" "$run/initrd.img"
