@@ -137,7 +137,8 @@ fn qat_and_software_codecs_interoperate_with_real_libqatzip() {
 /// receiver that decodes through QATzip.
 #[test]
 fn relay_streams_cross_between_qatzip_and_software() {
-    use liveup::migrate::relay::{receive, send, ReceiveConfig, RelayStats, SendConfig};
+    use liveup::migrate::auth::Key;
+    use liveup::migrate::relay::{receive, send, FrameMac, ReceiveConfig, RelayStats, SendConfig};
     use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::AtomicBool;
     use std::time::Duration;
@@ -161,6 +162,7 @@ fn relay_streams_cross_between_qatzip_and_software() {
             let cfg = ReceiveConfig {
                 qat: rlib,
                 idle_timeout: Duration::from_secs(20),
+                mac: FrameMac::new(Key::from_bytes([3; 32])),
             };
             let s = receive(&l, &mut out, &cfg, &RelayStats::default()).unwrap();
             (out, s)
@@ -175,6 +177,7 @@ fn relay_streams_cross_between_qatzip_and_software() {
             stall_timeout: Duration::from_secs(20),
             corrupt_chunk: None,
             sndbuf: None,
+            mac: FrameMac::new(Key::from_bytes([3; 32])),
         };
         let sent = send(
             &data[..],

@@ -7,17 +7,27 @@
 //! so the destination QEMU sees a truncated stream (and refuses to load it)
 //! rather than a wrong one.
 //!
+//! Every hello, frame and confirmation is followed by a 32-byte
+//! HMAC-SHA256 tag under a key derived from the migration's authenticated
+//! control session (wire.rs, `FrameMac`): a connection whose hello fails
+//! it is dropped and the receiver goes on waiting for the sender's (a port
+//! scanner or a stray connection no longer aborts a migration); a frame
+//! that fails it stops the stream before anything of it reaches QEMU (a
+//! forged END can no longer truncate a stream the receiver then reports
+//! complete).
+//!
 //! Wire format (little-endian; Documentation/migrate.rst has the picture):
 //!
 //! * per connection, sender to receiver, once: a 32-byte hello
 //!   `"LVRELAY1" session:u64 version:u16 conn:u16 conns:u16 flags:u16
-//!   chunk_size:u32 crc:u32` (crc over the first 28 bytes);
+//!   chunk_size:u32 crc:u32` (crc over the first 28 bytes), then its tag;
 //! * then frames: a 32-byte header `"LVCK" flags:u8 format:u8 rsvd:u16
-//!   seq:u64 raw_len:u32 wire_len:u32 raw_crc:u32 hdr_crc:u32` and
-//!   `wire_len` payload bytes. Flag 1 (END) closes a connection's stream;
-//!   its `seq` is the total number of chunks;
+//!   seq:u64 raw_len:u32 wire_len:u32 raw_crc:u32 hdr_crc:u32`,
+//!   `wire_len` payload bytes and the tag of (session, connection, header,
+//!   payload). Flag 1 (END) closes a connection's stream; its `seq` is the
+//!   total number of chunks;
 //! * receiver to sender, on connection 0, after the last byte went to QEMU:
-//!   `"LVRDONE1" chunks:u64 bytes:u64`.
+//!   `"LVRDONE1" chunks:u64 bytes:u64` and the tag of (session, those).
 //!
 //! In relay/: `wire.rs` the frames, `send.rs` the sender, `receive.rs` the
 //! receiver, `tests.rs` their tests; the errors and counters are here.
@@ -33,8 +43,8 @@ mod wire;
 pub use receive::{receive, ReceiveConfig, MAX_PENDING_BYTES};
 pub use send::{send, SendConfig};
 pub use wire::{
-    write_chunk, ChunkHeader, Hello, CHUNK_MAGIC, DONE_LEN, DONE_MAGIC, FLAG_END, HDR_LEN,
-    HELLO_LEN, HELLO_MAGIC, MAX_CHUNK, VERSION,
+    ChunkHeader, FrameMac, FrameTo, Hello, CHUNK_MAGIC, DONE_LEN, DONE_MAGIC, FLAG_END, HDR_LEN,
+    HELLO_LEN, HELLO_MAGIC, MAX_CHUNK, TAG_LEN, VERSION,
 };
 
 use super::codec::CodecError;
@@ -81,6 +91,10 @@ pub enum RelayError {
         got_chunks: u64,
         got_bytes: u64,
     },
+    #[error("relay: connection {conn}: frame {seq} fails its MAC (forged, altered, or from another session)")]
+    Forged { conn: u16, seq: u64 },
+    #[error("relay: the receiver's confirmation fails its MAC")]
+    ForgedConfirm,
     #[error("relay: codec: {0}")]
     Setup(#[from] CodecError),
     #[error("relay: cancelled")]
@@ -92,7 +106,7 @@ pub enum RelayError {
 pub struct RelayStats {
     /// Uncompressed stream bytes.
     pub raw_bytes: AtomicU64,
-    /// Bytes on the TCP connections (headers included).
+    /// Bytes on the TCP connections (headers and MACs included).
     pub wire_bytes: AtomicU64,
     pub chunks: AtomicU64,
 }

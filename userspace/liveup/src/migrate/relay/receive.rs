@@ -1,20 +1,27 @@
 //! The receiving end: decode and verify chunks on one thread per
 //! connection, write them to QEMU in order, confirm to the sender.
 
-use super::wire::{ChunkHeader, Hello, DONE_LEN, DONE_MAGIC, HDR_LEN, HELLO_LEN};
+use super::wire::{
+    ChunkHeader, FrameMac, Hello, DONE_LEN, DONE_MAGIC, HDR_LEN, HELLO_LEN, TAG_LEN,
+};
 use super::{RelayError, RelayStats, RelaySummary};
 use crate::migrate::codec::Decoder;
 use qatzip_sys::QatZip;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most bytes the receiver holds while waiting for an earlier chunk.
 pub const MAX_PENDING_BYTES: usize = 512 << 20;
+/// How long a new connection has to send its hello and tag before it is
+/// dropped (it does not hold up the others: each is read on its own thread).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections in their hello at once; more are closed unread.
+pub const MAX_HANDSHAKES: usize = 64;
 
 /// How the receiver behaves.
 #[derive(Clone)]
@@ -23,6 +30,8 @@ pub struct ReceiveConfig {
     pub qat: Option<Arc<QatZip>>,
     /// Give up when no sender connects, or a connection is silent, this long.
     pub idle_timeout: Duration,
+    /// The MAC key both ends derived from the control session.
+    pub mac: FrameMac,
 }
 
 enum Msg {
@@ -41,7 +50,7 @@ pub fn receive(
     cfg: &ReceiveConfig,
     stats: &RelayStats,
 ) -> Result<RelaySummary, RelayError> {
-    let conns = accept_all(listener, cfg.idle_timeout)?;
+    let (session, conns) = accept_all(listener, cfg)?;
     let n = conns.len();
     let mut shut = Vec::with_capacity(n);
     for c in &conns {
@@ -59,7 +68,7 @@ pub fn receive(
             let tx = tx.clone();
             let stop = &stop;
             s.spawn(move || {
-                if let Err(e) = receive_worker(conn, i as u16, cfg, stats, &tx, stop) {
+                if let Err(e) = receive_worker(conn, session, i as u16, cfg, stats, &tx, stop) {
                     let _ = tx.send(Msg::Fail(e));
                 }
             });
@@ -85,21 +94,73 @@ pub fn receive(
     done[..8].copy_from_slice(&DONE_MAGIC);
     done[8..16].copy_from_slice(&chunks.to_le_bytes());
     done[16..24].copy_from_slice(&bytes.to_le_bytes());
-    shut[0].write_all(&done)?;
+    let mut msg = done.to_vec();
+    msg.extend_from_slice(&cfg.mac.done(session, &done));
+    shut[0].write_all(&msg)?;
     Ok(stats.snapshot())
 }
 
-fn accept_all(listener: &TcpListener, timeout: Duration) -> Result<Vec<TcpStream>, RelayError> {
+/// Accept connections until one authenticated hello (its tag checked under
+/// `cfg.mac`) has come for every connection of one relay session. A
+/// connection that sends anything else, or nothing within HELLO_TIMEOUT,
+/// is dropped with a line on stderr and the wait goes on: only the
+/// overall `idle_timeout` ends it. Returns the session and its connections
+/// in order.
+fn accept_all(
+    listener: &TcpListener,
+    cfg: &ReceiveConfig,
+) -> Result<(u64, Vec<TcpStream>), RelayError> {
     listener.set_nonblocking(true)?;
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + cfg.idle_timeout;
     let mut slots: Vec<Option<TcpStream>> = Vec::new();
     let mut first: Option<Hello> = None;
+    let (tx, rx) = channel::<(TcpStream, SocketAddr, Result<Hello, RelayError>)>();
+    let busy = Arc::new(AtomicUsize::new(0));
     loop {
         if !slots.is_empty() && slots.iter().all(Option::is_some) {
             break;
         }
-        let (c, _) = match listener.accept() {
-            Ok(x) => x,
+        while let Ok((c, peer, hello)) = rx.try_recv() {
+            let placed = hello.and_then(|h| {
+                match first {
+                    Some(f) if f.session != h.session || f.conns != h.conns => {
+                        return Err(RelayError::Hello(format!("{h:?} does not belong to {f:?}")));
+                    }
+                    Some(_) => {}
+                    None => {
+                        first = Some(h);
+                        slots = (0..h.conns).map(|_| None).collect();
+                    }
+                }
+                let slot = &mut slots[h.conn as usize];
+                if slot.is_some() {
+                    return Err(RelayError::Hello(format!("connection {} twice", h.conn)));
+                }
+                *slot = Some(c);
+                Ok(())
+            });
+            if let Err(e) = placed {
+                eprintln!("liveup: relay: dropped a connection from {peer}: {e}");
+            }
+        }
+        if !slots.is_empty() && slots.iter().all(Option::is_some) {
+            break;
+        }
+        match listener.accept() {
+            Ok((c, peer)) => {
+                if busy.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
+                    eprintln!("liveup: relay: dropped a connection from {peer}: {MAX_HANDSHAKES} already in their hello");
+                    continue;
+                }
+                busy.fetch_add(1, Ordering::SeqCst);
+                let (tx, mac, busy) = (tx.clone(), cfg.mac.clone(), busy.clone());
+                let idle = cfg.idle_timeout;
+                std::thread::spawn(move || {
+                    let r = read_hello(&c, &mac, idle);
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    let _ = tx.send((c, peer, r));
+                });
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 if Instant::now() > deadline {
                     return Err(RelayError::Io(std::io::Error::new(
@@ -108,38 +169,39 @@ fn accept_all(listener: &TcpListener, timeout: Duration) -> Result<Vec<TcpStream
                     )));
                 }
                 std::thread::sleep(Duration::from_millis(5));
-                continue;
             }
             Err(e) => return Err(e.into()),
-        };
-        c.set_nonblocking(false)?;
-        c.set_read_timeout(Some(timeout))?;
-        c.set_nodelay(true)?;
-        let mut b = [0u8; HELLO_LEN];
-        (&c).read_exact(&mut b)?;
-        let h = Hello::decode(&b)?;
-        match first {
-            None => {
-                first = Some(h);
-                slots = (0..h.conns).map(|_| None).collect();
-            }
-            Some(f) if f.session != h.session || f.conns != h.conns => {
-                return Err(RelayError::Hello(format!("{h:?} does not belong to {f:?}")));
-            }
-            _ => {}
         }
-        let slot = &mut slots[h.conn as usize];
-        if slot.is_some() {
-            return Err(RelayError::Hello(format!("connection {} twice", h.conn)));
-        }
-        *slot = Some(c);
     }
     listener.set_nonblocking(false)?;
-    Ok(slots.into_iter().flatten().collect())
+    let session = first.map_or(0, |f| f.session);
+    Ok((session, slots.into_iter().flatten().collect()))
+}
+
+/// One connection's hello and tag, checked; the connection left ready for
+/// frames (blocking, `idle` read timeout).
+fn read_hello(c: &TcpStream, mac: &FrameMac, idle: Duration) -> Result<Hello, RelayError> {
+    c.set_nonblocking(false)?;
+    c.set_read_timeout(Some(HELLO_TIMEOUT.min(idle)))?;
+    c.set_nodelay(true)?;
+    let mut b = [0u8; HELLO_LEN];
+    let mut tag = [0u8; TAG_LEN];
+    let mut r = c;
+    r.read_exact(&mut b)?;
+    let h = Hello::decode(&b)?;
+    r.read_exact(&mut tag)?;
+    if !mac.hello_ok(&b, &tag) {
+        return Err(RelayError::Hello(
+            "its MAC does not match (no key, or another key)".into(),
+        ));
+    }
+    c.set_read_timeout(Some(idle))?;
+    Ok(h)
 }
 
 fn receive_worker(
     mut conn: TcpStream,
+    session: u64,
     idx: u16,
     cfg: &ReceiveConfig,
     stats: &RelayStats,
@@ -162,15 +224,26 @@ fn receive_worker(
         let mut hb = [0u8; HDR_LEN];
         conn.read_exact(&mut hb).map_err(io_err)?;
         let h = ChunkHeader::decode(&hb)?;
-        stats
-            .wire_bytes
-            .fetch_add((HDR_LEN + h.wire_len as usize) as u64, Ordering::Relaxed);
+        stats.wire_bytes.fetch_add(
+            (HDR_LEN + h.wire_len as usize + TAG_LEN) as u64,
+            Ordering::Relaxed,
+        );
+        // (an END frame has no payload: decode checked wire_len == 0)
+        wire.resize(h.wire_len as usize, 0);
+        conn.read_exact(&mut wire).map_err(io_err)?;
+        let mut tag = [0u8; TAG_LEN];
+        conn.read_exact(&mut tag).map_err(io_err)?;
+        // Nothing unauthenticated goes further, not even to the decoder.
+        if !cfg.mac.frame_ok(session, idx, &hb, &wire, &tag) {
+            return Err(RelayError::Forged {
+                conn: idx,
+                seq: h.seq,
+            });
+        }
         if h.is_end() {
             let _ = tx.send(Msg::End(h.seq));
             return Ok(());
         }
-        wire.resize(h.wire_len as usize, 0);
-        conn.read_exact(&mut wire).map_err(io_err)?;
         let mut raw = Vec::new();
         dec.decompress(h.format, &wire, h.raw_len as usize, &mut raw)
             .map_err(|cause| RelayError::Codec { seq: h.seq, cause })?;

@@ -1,8 +1,8 @@
 //! The sending end: cut QEMU's stream into chunks, compress them on one
 //! thread per connection, and wait for the receiver's confirmation.
 
-use super::wire::{le64, write_chunk, ChunkHeader, Hello};
-use super::wire::{DONE_LEN, DONE_MAGIC, HDR_LEN, MAX_CHUNK};
+use super::wire::{le64, ChunkHeader, FrameMac, FrameTo, Hello};
+use super::wire::{DONE_LEN, DONE_MAGIC, HDR_LEN, MAX_CHUNK, TAG_LEN};
 use super::{RelayError, RelayStats, RelaySummary};
 use crate::migrate::codec::{CodecKind, Encoder, Format};
 use qatzip_sys::QatZip;
@@ -31,6 +31,8 @@ pub struct SendConfig {
     /// SO_SNDBUF for each connection. What sits in socket buffers when QEMU
     /// stops the VM is downtime: keep it near what the link drains quickly.
     pub sndbuf: Option<usize>,
+    /// The MAC key both ends derived from the control session.
+    pub mac: FrameMac,
 }
 
 fn set_sndbuf(c: &TcpStream, bytes: usize) -> std::io::Result<()> {
@@ -73,12 +75,11 @@ impl FirstError {
     }
 }
 
-fn session_id() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ ((std::process::id() as u64) << 40) ^ 0x9e37_79b9_7f4a_7c15
+/// A fresh relay session: the MACs bind every frame to it.
+fn session_id() -> Result<u64, RelayError> {
+    let b = crate::migrate::auth::random::<8>()
+        .map_err(|e| RelayError::Io(std::io::Error::other(e.to_string())))?;
+    Ok(u64::from_le_bytes(b))
 }
 
 /// Read the stream from `source` in chunks of `cfg.chunk_size` (a partial
@@ -102,7 +103,7 @@ pub fn send(
             cfg.chunk_size
         )));
     }
-    let session = session_id();
+    let session = session_id()?;
     let mut shut = Vec::with_capacity(n);
     for (i, c) in conns.iter().enumerate() {
         let mut c2 = c.try_clone()?;
@@ -111,15 +112,15 @@ pub fn send(
         if let Some(b) = cfg.sndbuf {
             set_sndbuf(c, b)?;
         }
-        c2.write_all(
-            &Hello {
-                session,
-                conn: i as u16,
-                conns: n as u16,
-                chunk_size: cfg.chunk_size as u32,
-            }
-            .encode(),
-        )?;
+        let hello = Hello {
+            session,
+            conn: i as u16,
+            conns: n as u16,
+            chunk_size: cfg.chunk_size as u32,
+        }
+        .encode();
+        c2.write_all(&hello)?;
+        c2.write_all(&cfg.mac.hello(&hello))?;
         shut.push(c2);
     }
     let err = FirstError::default();
@@ -130,10 +131,15 @@ pub fn send(
     let mut confirm = shut[0].try_clone()?;
 
     let res = std::thread::scope(|s| {
-        for conn in conns {
+        for (i, conn) in conns.into_iter().enumerate() {
             let (rx, err, total) = (&rx, &err, &total);
+            let to = FrameTo {
+                mac: &cfg.mac,
+                session,
+                conn: i as u16,
+            };
             s.spawn(move || {
-                if let Err(e) = send_worker(conn, rx, cfg, stats, total, err) {
+                if let Err(e) = send_worker(conn, to, rx, cfg, stats, total, err) {
                     err.set(e);
                 }
             });
@@ -156,7 +162,11 @@ pub fn send(
     let sent = stats.snapshot();
     confirm.set_read_timeout(Some(cfg.confirm_timeout))?;
     let mut done = [0u8; DONE_LEN];
-    if let Err(e) = confirm.read_exact(&mut done) {
+    let mut tag = [0u8; TAG_LEN];
+    if let Err(e) = confirm
+        .read_exact(&mut done)
+        .and_then(|()| confirm.read_exact(&mut tag))
+    {
         for c in &shut {
             let _ = c.shutdown(Shutdown::Both);
         }
@@ -164,6 +174,9 @@ pub fn send(
     }
     if done[..8] != DONE_MAGIC {
         return Err(RelayError::BadMagic("done"));
+    }
+    if !cfg.mac.done_ok(session, &done, &tag) {
+        return Err(RelayError::ForgedConfirm);
     }
     let (got_chunks, got_bytes) = (le64(&done[8..16]), le64(&done[16..24]));
     if got_chunks != count || got_bytes != sent.raw_bytes {
@@ -240,6 +253,7 @@ fn read_source(
 
 fn send_worker(
     mut conn: TcpStream,
+    to: FrameTo<'_>,
     rx: &Mutex<Receiver<(u64, Vec<u8>)>>,
     cfg: &SendConfig,
     stats: &RelayStats,
@@ -273,19 +287,24 @@ fn send_worker(
             wire[mid] ^= 0x20;
         }
         let payload: &[u8] = &wire;
-        write_chunk(&mut conn, seq, fmt, &raw, payload)?;
-        stats
-            .wire_bytes
-            .fetch_add((HDR_LEN + payload.len()) as u64, Ordering::Relaxed);
+        to.chunk(&mut conn, seq, fmt, &raw, payload)?;
+        stats.wire_bytes.fetch_add(
+            (HDR_LEN + payload.len() + TAG_LEN) as u64,
+            Ordering::Relaxed,
+        );
         stats.chunks.fetch_add(1, Ordering::Relaxed);
     }
     if err.failed() {
         return Err(RelayError::Cancelled);
     }
-    conn.write_all(&ChunkHeader::end(total.load(Ordering::SeqCst)).encode())?;
+    to.write(
+        &mut conn,
+        &ChunkHeader::end(total.load(Ordering::SeqCst)),
+        &[],
+    )?;
     stats
         .wire_bytes
-        .fetch_add(HDR_LEN as u64, Ordering::Relaxed);
+        .fetch_add((HDR_LEN + TAG_LEN) as u64, Ordering::Relaxed);
     conn.flush()?;
     Ok(())
 }

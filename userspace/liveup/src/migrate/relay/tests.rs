@@ -4,6 +4,7 @@
 use super::super::codec::tests::sample;
 use super::wire::le64;
 use super::*;
+use crate::migrate::auth::Key;
 use crate::migrate::codec::{CodecKind, Encoder, Format};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,6 +17,15 @@ fn listener() -> (TcpListener, SocketAddr) {
     (l, a)
 }
 
+/// The test key both ends share (`other_mac`: a peer without it).
+fn mac() -> FrameMac {
+    FrameMac::new(Key::from_bytes([7; 32]))
+}
+
+fn other_mac() -> FrameMac {
+    FrameMac::new(Key::from_bytes([8; 32]))
+}
+
 fn cfg(codec: CodecKind, chunk: usize) -> SendConfig {
     SendConfig {
         codec,
@@ -26,6 +36,7 @@ fn cfg(codec: CodecKind, chunk: usize) -> SendConfig {
         stall_timeout: Duration::from_secs(10),
         corrupt_chunk: None,
         sndbuf: None,
+        mac: mac(),
     }
 }
 
@@ -33,6 +44,7 @@ fn rcfg() -> ReceiveConfig {
     ReceiveConfig {
         qat: None,
         idle_timeout: Duration::from_secs(10),
+        mac: mac(),
     }
 }
 
@@ -139,9 +151,12 @@ fn incompressible_chunks_go_raw() {
         .collect();
     let (out, sent, _) = relay(&data, CodecKind::Gzip, 2, 16384);
     assert!(out == data);
-    // Never more than the headers over the raw size.
+    // Never more than the headers and MACs over the raw size.
     let frames = sent.chunks + 2; // two END markers
-    assert_eq!(sent.wire_bytes, data.len() as u64 + frames * HDR_LEN as u64);
+    assert_eq!(
+        sent.wire_bytes,
+        data.len() as u64 + frames * (HDR_LEN + TAG_LEN) as u64
+    );
 }
 
 #[test]
@@ -188,35 +203,55 @@ fn headers_roundtrip_and_detect_damage() {
     assert!(ChunkHeader::decode(&e.encode()).unwrap().is_end());
 }
 
-/// A hand-driven sender: hellos, then frames the test chooses.
+/// A hand-driven sender: hellos, then frames the test chooses, all with
+/// good MACs unless it says otherwise.
 struct Fake {
     conns: Vec<TcpStream>,
+    mac: FrameMac,
 }
+
+const FAKE_SESSION: u64 = 9;
 
 impl Fake {
     fn connect(addr: SocketAddr, n: u16, chunk: u32) -> Fake {
+        let mac = mac();
         let conns = (0..n)
             .map(|i| {
                 let mut c = TcpStream::connect(addr).unwrap();
                 let h = Hello {
-                    session: 9,
+                    session: FAKE_SESSION,
                     conn: i,
                     conns: n,
                     chunk_size: chunk,
-                };
-                c.write_all(&h.encode()).unwrap();
+                }
+                .encode();
+                c.write_all(&h).unwrap();
+                c.write_all(&mac.hello(&h)).unwrap();
                 c
             })
             .collect();
-        Fake { conns }
+        Fake { conns, mac }
     }
     fn chunk(&mut self, conn: usize, seq: u64, data: &[u8]) {
-        write_chunk(&mut self.conns[conn], seq, Format::Raw, data, data).unwrap();
+        let to = FrameTo {
+            mac: &self.mac,
+            session: FAKE_SESSION,
+            conn: conn as u16,
+        };
+        to.chunk(&mut self.conns[conn], seq, Format::Raw, data, data)
+            .unwrap();
+    }
+    /// A frame with this header and payload, MAC'd.
+    fn frame(&mut self, conn: usize, hdr: &ChunkHeader, payload: &[u8]) {
+        let to = FrameTo {
+            mac: &self.mac,
+            session: FAKE_SESSION,
+            conn: conn as u16,
+        };
+        to.write(&mut self.conns[conn], hdr, payload).unwrap();
     }
     fn end(&mut self, conn: usize, total: u64) {
-        self.conns[conn]
-            .write_all(&ChunkHeader::end(total).encode())
-            .unwrap();
+        self.frame(conn, &ChunkHeader::end(total), &[]);
     }
 }
 
@@ -243,8 +278,13 @@ fn out_of_order_chunks_are_written_in_order() {
     f.end(0, 4);
     f.end(1, 4);
     let mut done = [0u8; DONE_LEN];
+    let mut tag = [0u8; TAG_LEN];
     f.conns[0].read_exact(&mut done).unwrap();
+    f.conns[0].read_exact(&mut tag).unwrap();
     assert_eq!(&done[..8], &DONE_MAGIC);
+    assert!(f.mac.done_ok(FAKE_SESSION, &done, &tag));
+    assert!(!other_mac().done_ok(FAKE_SESSION, &done, &tag));
+    assert!(!f.mac.done_ok(FAKE_SESSION + 1, &done, &tag));
     assert_eq!(le64(&done[8..16]), 4);
     assert_eq!(le64(&done[16..24]), 16);
     let (r, out) = h.join().unwrap();
@@ -266,8 +306,7 @@ fn corrupt_chunk_stops_the_stream_before_it() {
         wire_len: 4,
         raw_crc: crc32fast::hash(b"evil"),
     };
-    f.conns[0].write_all(&hdr.encode()).unwrap();
-    f.conns[0].write_all(b"evi1").unwrap();
+    f.frame(0, &hdr, b"evi1");
     f.chunk(0, 2, b"more");
     let (r, out) = h.join().unwrap();
     assert!(matches!(r, Err(RelayError::ChunkCrc { seq: 1 })), "{r:?}");
@@ -289,7 +328,13 @@ fn corrupt_compressed_payload_is_caught() {
         .unwrap();
     let mid = z.len() / 2;
     z[mid] ^= 0x01;
-    write_chunk(&mut f.conns[0], 0, fmt, &data, &z).unwrap();
+    let m = f.mac.clone();
+    let to = FrameTo {
+        mac: &m,
+        session: FAKE_SESSION,
+        conn: 0,
+    };
+    to.chunk(&mut f.conns[0], 0, fmt, &data, &z).unwrap();
     f.end(0, 1);
     let (r, out) = h.join().unwrap();
     assert!(
@@ -364,6 +409,7 @@ fn a_silent_connection_is_a_stall() {
         let cfg = ReceiveConfig {
             qat: None,
             idle_timeout: Duration::from_millis(300),
+            mac: mac(),
         };
         receive(&l, &mut out, &cfg, &RelayStats::default())
     });
@@ -418,4 +464,161 @@ fn sender_fails_without_confirmation() {
     );
     assert!(matches!(r, Err(RelayError::NoConfirm(_))), "{r:?}");
     h.join().unwrap();
+}
+
+#[test]
+fn forged_frames_stop_the_stream_before_them() {
+    let hdr = |seq: u64, data: &[u8]| ChunkHeader {
+        flags: 0,
+        format: Format::Raw,
+        seq,
+        raw_len: data.len() as u32,
+        wire_len: data.len() as u32,
+        raw_crc: crc32fast::hash(data),
+    };
+    // A frame MAC'd under another key (its CRC is right).
+    let (addr, h) = receiver();
+    let mut f = Fake::connect(addr, 1, 4);
+    f.chunk(0, 0, b"good");
+    let forged = FrameTo {
+        mac: &other_mac(),
+        session: FAKE_SESSION,
+        conn: 0,
+    };
+    forged
+        .write(&mut f.conns[0], &hdr(1, b"evil"), b"evil")
+        .unwrap();
+    f.end(0, 2);
+    let (r, out) = h.join().unwrap();
+    assert!(
+        matches!(r, Err(RelayError::Forged { conn: 0, seq: 1 })),
+        "{r:?}"
+    );
+    assert_eq!(out, b"good");
+
+    // A forged END on every connection: the stream is not reported complete.
+    let (addr, h) = receiver();
+    let mut f = Fake::connect(addr, 2, 4);
+    f.chunk(0, 0, b"aaaa");
+    f.chunk(1, 1, b"bbbb");
+    for c in 0..2 {
+        let forged = FrameTo {
+            mac: &other_mac(),
+            session: FAKE_SESSION,
+            conn: c as u16,
+        };
+        forged
+            .write(&mut f.conns[c], &ChunkHeader::end(2), &[])
+            .unwrap();
+    }
+    let (r, _) = h.join().unwrap();
+    assert!(matches!(r, Err(RelayError::Forged { seq: 2, .. })), "{r:?}");
+
+    // A good frame of connection 0 replayed on connection 1, and one of
+    // another session: neither verifies.
+    let (addr, h) = receiver();
+    let mut f = Fake::connect(addr, 2, 4);
+    let moved = FrameTo {
+        mac: &f.mac.clone(),
+        session: FAKE_SESSION,
+        conn: 0,
+    };
+    moved
+        .write(&mut f.conns[1], &hdr(0, b"aaaa"), b"aaaa")
+        .unwrap();
+    let (r, out) = h.join().unwrap();
+    assert!(
+        matches!(r, Err(RelayError::Forged { conn: 1, seq: 0 })),
+        "{r:?}"
+    );
+    assert!(out.is_empty());
+    let (addr, h) = receiver();
+    let mut f = Fake::connect(addr, 1, 4);
+    let other = FrameTo {
+        mac: &f.mac.clone(),
+        session: FAKE_SESSION + 1,
+        conn: 0,
+    };
+    other
+        .write(&mut f.conns[0], &hdr(0, b"aaaa"), b"aaaa")
+        .unwrap();
+    let (r, _) = h.join().unwrap();
+    assert!(
+        matches!(r, Err(RelayError::Forged { conn: 0, seq: 0 })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn stray_connections_are_dropped_and_the_relay_goes_on() {
+    let (l, addr) = listener();
+    // Before the sender: a port scanner (connects, sends nothing, stays),
+    // garbage, a hello without its tag, and a hello of the right session
+    // shape MAC'd under another key (it claims connection 0).
+    let silent = TcpStream::connect(addr).unwrap();
+    let mut garbage = TcpStream::connect(addr).unwrap();
+    garbage.write_all(&[0x55; 64]).unwrap();
+    let hello = Hello {
+        session: FAKE_SESSION,
+        conn: 0,
+        conns: 2,
+        chunk_size: 4,
+    }
+    .encode();
+    let mut untagged = TcpStream::connect(addr).unwrap();
+    untagged.write_all(&hello).unwrap();
+    drop(untagged);
+    let mut wrong_key = TcpStream::connect(addr).unwrap();
+    wrong_key.write_all(&hello).unwrap();
+    wrong_key.write_all(&other_mac().hello(&hello)).unwrap();
+    // Let the receiver take them all in before the sender shows up.
+    let h = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let r = receive(&l, &mut out, &rcfg(), &RelayStats::default());
+        (r, out)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let data = sample(1 << 20, 6);
+    let conns = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let sent = send(
+        &data[..],
+        conns,
+        &cfg(CodecKind::Zstd, 64 << 10),
+        &RelayStats::default(),
+        &AtomicBool::new(false),
+    );
+    let (r, out) = h.join().unwrap();
+    r.unwrap();
+    sent.unwrap();
+    assert!(out == data);
+    drop((silent, garbage, wrong_key));
+}
+
+#[test]
+fn a_sender_without_the_key_gets_nowhere() {
+    let (l, addr) = listener();
+    let h = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let cfg = ReceiveConfig {
+            idle_timeout: Duration::from_millis(800),
+            ..rcfg()
+        };
+        let r = receive(&l, &mut out, &cfg, &RelayStats::default());
+        (r, out)
+    });
+    let mut c = cfg(CodecKind::Zstd, 4096);
+    c.mac = other_mac();
+    c.confirm_timeout = Duration::from_millis(1500);
+    let conns = vec![TcpStream::connect(addr).unwrap()];
+    let s = send(
+        &sample(50_000, 3)[..],
+        conns,
+        &c,
+        &RelayStats::default(),
+        &AtomicBool::new(false),
+    );
+    let (r, out) = h.join().unwrap();
+    assert!(r.is_err(), "{r:?}");
+    assert!(out.is_empty());
+    assert!(s.is_err(), "{s:?}");
 }

@@ -7,7 +7,7 @@ use crate::migrate::auth::{Key, Role, HANDSHAKE_TIMEOUT};
 use crate::migrate::control::{unexpected, Control, Ctl, PROTOCOL};
 use crate::migrate::facts;
 use crate::migrate::plan::{HostFacts, Mode};
-use crate::migrate::relay::{self, ReceiveConfig, RelayStats, RelaySummary};
+use crate::migrate::relay::{self, FrameMac, ReceiveConfig, RelayStats, RelaySummary};
 use crate::qmp::{Monitor, Qmp, QmpError, RunState};
 use qatzip_sys::QatZip;
 use serde_json::json;
@@ -179,9 +179,13 @@ fn receive_inner(
             )?;
             let l = TcpListener::bind(SocketAddr::new(local_ip, 0))?;
             let port = l.local_addr()?.port();
+            let key = c
+                .data_key("relay")
+                .ok_or_else(|| MigrateError::Auth("no session key for the relay".into()))?;
             let cfg = ReceiveConfig {
                 qat: qat_lib.filter(|_| me.qat_hw),
                 idle_timeout: opts.idle_timeout,
+                mac: FrameMac::new(key),
             };
             let (stats2, p2) = (stats.clone(), path.clone());
             let ctl = c.stream().try_clone()?;

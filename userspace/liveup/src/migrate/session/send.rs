@@ -10,7 +10,7 @@ use crate::migrate::codec::CodecKind;
 use crate::migrate::control::{unexpected, Control, Ctl, CtlError, PROTOCOL};
 use crate::migrate::facts;
 use crate::migrate::plan::{self, Mode, Plan, PlanInput, Prefs};
-use crate::migrate::relay::{self, RelayError, RelayStats, RelaySummary, SendConfig};
+use crate::migrate::relay::{self, FrameMac, RelayError, RelayStats, RelaySummary, SendConfig};
 use crate::qmp::{MigrationStatus, Monitor, Qmp, QmpError, RunState};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -163,6 +163,9 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
                 let _ = std::fs::remove_file(&path);
                 let l = UnixListener::bind(&path)?;
                 relay_path = Some(path.clone());
+                let key = c
+                    .data_key("relay")
+                    .ok_or_else(|| MigrateError::Auth("no session key for the relay".into()))?;
                 let cfg = SendConfig {
                     codec: p.codec,
                     level: p.level,
@@ -172,6 +175,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
                     stall_timeout: opts.stall_timeout,
                     corrupt_chunk: opts.corrupt_chunk,
                     sndbuf: Some(p.chunk_size.max(64 << 10)),
+                    mac: FrameMac::new(key),
                 };
                 let (stats, cancel) = (stats.clone(), cancel.clone());
                 let n = p.threads;
