@@ -2,7 +2,8 @@
 
 //! The kernel API other modules call (prototypes in include/kram.h),
 //! exported by kram_glue.c. Callable from atomic context, never from
-//! hard-IRQ context (`STATE` is a spinlock).
+//! hard-IRQ context (`STATE` is a spinlock), except `kram_area_create`
+//! and `kram_area_delete`, which may sleep.
 
 use crate::format;
 use crate::region::{create_zeroed, errno, with_region, IommuTables, Region};
@@ -47,13 +48,14 @@ pub(crate) extern "C" fn kram_area_lookup(name: *const c_char) -> c_int {
     ret(r)
 }
 
-/// Create an area with a fixed run of `npages` pages. Returns its id.
+/// Create an area with a fixed run of `npages` pages, zeroed. Returns its
+/// id. Sleeps (process context only).
 #[no_mangle]
 pub(crate) extern "C" fn kram_area_create(name: *const c_char, npages: u64) -> c_int {
     let mut buf = [0u8; format::NAME_LEN];
     // SAFETY: API contract: `name` is a NUL-terminated string.
     let r = unsafe { name_from_c(name, &mut buf) }
-        .and_then(|n| Ok(create_zeroed(&buf[..n], npages, false)? as c_int));
+        .and_then(|n| Ok(create_zeroed(&buf[..n], npages)? as c_int));
     ret(r)
 }
 
@@ -85,6 +87,7 @@ pub(crate) extern "C" fn kram_get_fixed_page(area: c_int, index: u64, phys: *mut
     let id = u16::try_from(area).map_err(|_| EINVAL);
     ret(id.and_then(|id| {
         with_region(|r| {
+            crate::region::not_zeroing(r, id, "fixed page")?;
             let page = r.ready()?.fixed_page(id, index).map_err(errno)?;
             out_page(r, page, phys, virt);
             Ok(0)

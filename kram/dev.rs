@@ -200,6 +200,10 @@ fn format_region(user: UserSlice) -> Result {
             pr_warn!("{} areas are mapped: region not formatted (EBUSY)\n", mapped);
             return Err(EBUSY);
         }
+        if r.zeroing.iter().any(|&z| z) {
+            pr_warn!("an area is being zeroed: region not formatted (EBUSY)\n");
+            return Err(EBUSY);
+        }
         if tables.n != 0 {
             pr_warn!("the IOMMU translates through {} tables in the region: not formatted (EBUSY)\n", tables.n);
             return Err(EBUSY);
@@ -219,7 +223,7 @@ fn format_region(user: UserSlice) -> Result {
 fn create(user: UserSlice) -> Result {
     let (mut rd, mut wr) = user.reader_writer();
     let mut a: KramArea = rd.read()?;
-    let id = create_zeroed(area_name(&a)?, a.npages, true)?;
+    let id = create_zeroed(area_name(&a)?, a.npages)?;
     with_region(|r| {
         r.ready()?;
         fill_area(r, id, &mut a)
@@ -273,12 +277,25 @@ fn alloc(user: UserSlice) -> Result {
     wr.write(&p)
 }
 
-/// FREE: the page at `p.offset`, which area `p.id` must own.
+/// FREE: the page at `p.offset`, which area `p.id` must own; refused while
+/// the area holds a table an IOMMU translates through. (All of a kept
+/// device's table levels are pages of one area, iommu-preserve's
+/// `iommu-tables`: the set names its root, context and top-level tables,
+/// and their area's pages stay as long as any of them is in use. The
+/// kernel API's `kram_free_page` is not checked: its callers are modules,
+/// and it may be called where the IOMMU lookup, which sleeps, may not.)
 fn free(user: UserSlice) -> Result {
     let p: KramPage = user.reader().read()?;
     let id = u16::try_from(p.id).map_err(|_| EINVAL)?;
+    let tables = IommuTables::get()?;
     with_region(|r| {
         let page = r.geo.index_of(r.geo.base.wrapping_add(p.offset)).ok_or(EINVAL)?;
-        r.ready()?.free_page(id, page).map_err(errno)
+        let base = r.geo.base;
+        let k = r.ready()?;
+        if let Some(pa) = tables.owned_by(k, base, id) {
+            pr_warn!("area {} holds a table the IOMMU translates through ({:#x}): page not freed (EBUSY)\n", id, pa);
+            return Err(EBUSY);
+        }
+        k.free_page(id, page).map_err(errno)
     })
 }

@@ -11,6 +11,6 @@ extern "C" {
     pub(crate) fn kram_glue_pages_get(base: u64, size: u64) -> c_int;
     pub(crate) fn kram_glue_pages_exit();
     pub(crate) fn kram_glue_set_vm_ops(vma: *mut c_void, region_pfn: u64, area: u16, pages: bool);
-    pub(crate) fn kram_glue_zero(p: *mut c_void, len: usize, may_sleep: bool);
+    pub(crate) fn kram_glue_zero(p: *mut c_void, len: usize);
     pub(crate) fn kram_glue_iommu_tables(start: u64, end: u64, out: *mut u64, max: c_int) -> c_int;
 }

@@ -277,17 +277,16 @@ void kram_glue_set_vm_ops(struct vm_area_struct *vma, u64 region_pfn, u16 area,
 
 /*
  * Zero a new area's fixed run, 1 MiB at a time, yielding the CPU between
- * chunks when the caller may sleep (the ioctl; the kernel API may be
- * called from atomic context).
+ * chunks. May sleep (the ioctl and kram_area_create(), process context).
  */
-void kram_glue_zero(void *p, size_t len, bool may_sleep)
+void kram_glue_zero(void *p, size_t len)
 {
 	size_t off;
 
+	might_sleep();
 	for (off = 0; off < len; off += SZ_1M) {
 		memset(p + off, 0, min_t(size_t, SZ_1M, len - off));
-		if (may_sleep)
-			cond_resched();
+		cond_resched();
 	}
 }
 

@@ -12,6 +12,7 @@ use kernel::{error::to_result, mm::virt::VmaNew, prelude::*};
 /// the region's start (`KramArea::offset` plus a page multiple). `pages`:
 /// ordinary pages inserted at fault time (`/dev/kram-pages`), else a PFN
 /// range filled at fault time, 2 MiB at a time where aligned (`/dev/kram`).
+/// EBUSY while the area is still being zeroed after its create.
 /// The mapping is counted in
 /// `Region::maps` from here until the VMA's close (the glue's vm_ops count
 /// the copies made by fork, split and mremap).
@@ -30,6 +31,10 @@ pub(crate) fn map_area(vma: &VmaNew, pages: bool) -> Result {
         let a = k.area(owner).map_err(|_| EINVAL)?;
         if !fixed || last > a.first + a.npages {
             return Err(EINVAL);
+        }
+        // (no line in the log: another opener racing a create is expected)
+        if crate::region::is_zeroing(r, owner) {
+            return Err(EBUSY);
         }
         let n = r.maps.get_mut(usize::from(owner)).ok_or(EINVAL)?;
         *n = n.checked_add(1).ok_or(EBUSY)?;

@@ -28,6 +28,10 @@ pub(crate) struct Region {
     /// is neither deleted nor formatted away, since its pages would go to
     /// the next owner under the mapping (another VM's RAM).
     pub(crate) maps: [u32; format::MAX_AREAS + 1],
+    /// Areas whose fixed run is being zeroed after their create: until it
+    /// is done nobody maps them or gets their pages (they still hold the
+    /// previous owner's data), and they are neither deleted nor formatted.
+    pub(crate) zeroing: [bool; format::MAX_AREAS + 1],
 }
 
 /// VT-d tables in the region that an IOMMU translates through now (a
@@ -51,7 +55,9 @@ impl IommuTables {
     }
 
     /// The first table owned by area `id` (all of them if unknown).
-    fn owned_by(&self, k: &Kram<'static, Direct>, base: u64, id: u16) -> Option<u64> {
+    /// One of the tables area `id` holds (0 when the set could not be read
+    /// whole: then every area counts as holding one).
+    pub(crate) fn owned_by(&self, k: &Kram<'static, Direct>, base: u64, id: u16) -> Option<u64> {
         if self.n > self.pa.len() {
             return Some(0);
         }
@@ -64,22 +70,50 @@ impl IommuTables {
 
 /// Create an area and zero its fixed run: the pages of a deleted area keep
 /// their contents, which must not reach the next owner (another VM's RAM,
-/// another module's record). The zeroing runs after the create is
-/// committed and without `STATE` (a 1 GiB run takes a while); a caller
-/// that deletes and recreates the same area from another thread meanwhile
-/// races with itself.
-pub(crate) fn create_zeroed(name: &[u8], npages: u64, may_sleep: bool) -> Result<u16> {
+/// another module's record). The create is committed first (so no other
+/// create or page allocation can take the run), then the run is zeroed
+/// without `STATE`, sleeping between 1 MiB pieces (a 1 GiB run takes a
+/// while), with the area marked `zeroing`: mmap, the fixed-page API,
+/// delete and format refuse it with EBUSY until the zeroing is done. May
+/// sleep: process context only.
+///
+/// Not covered: a crash or kexec during the zeroing leaves the area
+/// committed with the rest of its run unzeroed (its creator never got an
+/// answer; the next kernel does not know which pages were done).
+pub(crate) fn create_zeroed(name: &[u8], npages: u64) -> Result<u16> {
     let (id, p, len) = with_region(|r| {
         let k = r.ready()?;
         let id = k.create_area(name, npages).map_err(errno)?;
         let first = k.area(id).map_err(errno)?.first;
+        *r.zeroing.get_mut(usize::from(id)).ok_or(EINVAL)? = true;
         Ok((id, r.page_virt(first), npages as usize * PAGE_SIZE))
     })?;
     // SAFETY: the run is inside the region's mapping, which lives until the
     // module is unloaded (not before this call returns), and belongs to the
-    // area just created.
-    unsafe { kram_glue_zero(p, len, may_sleep) };
+    // area just created, which nobody else can map, delete or get pages of
+    // while it is marked `zeroing`.
+    unsafe { kram_glue_zero(p, len) };
+    with_region(|r| {
+        if let Some(z) = r.zeroing.get_mut(usize::from(id)) {
+            *z = false;
+        }
+        Ok(())
+    })?;
     Ok(id)
+}
+
+/// Whether area `id` is being zeroed (`create_zeroed`).
+pub(crate) fn is_zeroing(r: &Region, id: u16) -> bool {
+    r.zeroing.get(usize::from(id)).copied().unwrap_or(false)
+}
+
+/// EBUSY (and one line) while area `id` is being zeroed.
+pub(crate) fn not_zeroing(r: &Region, id: u16, what: &str) -> Result {
+    if is_zeroing(r, id) {
+        pr_warn!("area {} is being zeroed: {} refused (EBUSY)\n", id, what);
+        return Err(EBUSY);
+    }
+    Ok(())
 }
 
 // SAFETY: `virt` points to a mapping owned by this value; it is only used
@@ -143,6 +177,7 @@ impl Region {
     /// Delete area `id`, unless a user mapping of it is left or an IOMMU
     /// translates through tables in it.
     pub(crate) fn delete_area(&mut self, id: u16, tables: &IommuTables) -> Result {
+        not_zeroing(self, id, "delete")?;
         let n = self.maps.get(usize::from(id)).copied().unwrap_or(0);
         if n != 0 {
             pr_warn!("area {} is mapped ({} mappings): not deleted (EBUSY)\n", id, n);
@@ -259,7 +294,15 @@ pub(crate) fn map_region(base: u64, size: u64, source: Source) -> Result<Region>
         pr_err!("cannot map region {:#x}+{:#x} (ENOMEM)\n", base, size);
         return Err(ENOMEM);
     };
-    Ok(Region { virt, geo, kram: None, refused: None, claimed, maps: [0; format::MAX_AREAS + 1] })
+    Ok(Region {
+        virt,
+        geo,
+        kram: None,
+        refused: None,
+        claimed,
+        maps: [0; format::MAX_AREAS + 1],
+        zeroing: [false; format::MAX_AREAS + 1],
+    })
 }
 
 pub(crate) fn adopt(r: &mut Region) {

@@ -9,10 +9,13 @@
  * refused), -ENOENT (no such area), -EEXIST, -ENOSPC, -EINVAL, -EPERM (page
  * not owned by that area), -EBUSY (kram_area_delete() of an area a process
  * maps through /dev/kram or /dev/kram-pages, or that holds a table an IOMMU
- * translates through). All but kram_area_delete() may be called from
- * process or atomic context (not hard-IRQ); they serialise on one spinlock.
+ * translates through, or of an area still being zeroed). All but
+ * kram_area_create() and kram_area_delete() may be called from process or
+ * atomic context (not hard-IRQ); they serialise on one spinlock.
+ * kram_area_create() sleeps (it zeroes the new run, yielding the CPU) and
  * kram_area_delete() may sleep (it asks the IOMMU driver which tables are
- * in use): process context only.
+ * in use): process context only. kram_get_fixed_page() of an area still
+ * being zeroed (a create in progress elsewhere) fails with -EBUSY.
  *
  * Pages are not in the kernel's direct map: use the returned virtual
  * address, valid while the kram module is loaded.

@@ -15,7 +15,7 @@ void kram_glue_set_vm_ops(struct vm_area_struct *vma, u64 region_pfn, u16 area,
 /* In kram_main.rs: count an area's user mappings (vm_ops open/close). */
 void kram_map_get(u16 area);
 void kram_map_put(u16 area);
-void kram_glue_zero(void *p, size_t len, bool may_sleep);
+void kram_glue_zero(void *p, size_t len);
 #define KRAM_IOMMU_TABLES_MAX 16
 int kram_glue_iommu_tables(u64 start, u64 end, u64 *out, int max);
 

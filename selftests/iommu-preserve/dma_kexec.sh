@@ -45,6 +45,15 @@ kram_refuses() {
         "! $L kram delete $1 2>/tmp/kr && grep -q 'EBUSY.*IOMMU translates through' /tmp/kr && dmesg | tail -n 3 | grep -q 'kram: area [0-9]* holds a table the IOMMU translates through (0x[0-9a-f]*): not deleted (EBUSY)'" ||
         cat /tmp/kr
 }
+# kram_refuses_free AREA PA WHY: freeing that page of the area through the
+# ioctl fails with EBUSY and one line (a table page freed would be handed
+# out again, rewritten, while the IOMMU still reads it).
+kram_refuses_free() {
+    off=$(printf %x $(( $2 - $($L kram status --json | sed -n 's/.*"base": \([0-9]*\).*/\1/p') )))
+    kh_check "KRAM refuses to free page $2 of area $1 $3" sh -c \
+        "! $K free $1 $off 2>/tmp/kr && dmesg | tail -n 3 | grep -q 'kram: area [0-9]* holds a table the IOMMU translates through (0x[0-9a-f]*): page not freed (EBUSY)'" ||
+        cat /tmp/kr
+}
 # The kernel parameter naming the record the last freeze wrote.
 next_adopt() {
     dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1
@@ -153,6 +162,7 @@ case $KH_STAGE in
     # KRAM never hands out a page the IOMMU reads: not the adopted root and
     # context table, not the page tables, and no format of the region.
     kram_refuses iommu-tables "while the IOMMU uses the adopted root table"
+    kram_refuses_free iommu-tables "$root" "(the adopted root table) while the IOMMU uses it"
     kram_refuses iommu-preserve "while the device translates through its page tables"
     kh_check "KRAM refuses to format the region the IOMMU translates through" sh -c \
         "! $L kram format --yes 2>/dev/null && dmesg | tail -n 3 | grep -q 'kram: the IOMMU translates through [0-9]* tables in the region: not formatted (EBUSY)'"

@@ -77,6 +77,12 @@ kh_check "a new area over the deleted one's pages" sh -c \
     "$L kram create pin-test2 --size 2M && $T show pin-test2 | grep -q ' $(cut -d' ' -f3 /tmp/pin.show) '"
 kh_check "  reads all zero (nothing of the deleted area's pattern)" $T --device /dev/kram-pages zero pin-test2
 $L kram delete pin-test2
+# Nobody maps a new area before it is zeroed: a second opener racing the
+# create of an area over a deleted one's pages is refused (EBUSY) until the
+# zeroing is done, and never reads the old bytes.
+kh_check "a new area is zeroed before another opener can map it" sh -c "$T zero-race race-test 64 > /tmp/zr 2>&1" || cat /tmp/zr
+kh_log "$(cat /tmp/zr)"
+$L kram delete race-test
 rmmod kram
 kh_check "unload: no page left referenced" sh -c "! dmesg | grep -q 'still referenced at unload'"
 kh_dmesg_clean "no warning in dmesg"

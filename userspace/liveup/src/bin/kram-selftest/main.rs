@@ -77,6 +77,12 @@ enum Cmd {
     /// Check that every byte of an area is zero (a new area must not show
     /// what a deleted one left in its pages).
     Zero { area: String },
+    /// Race a create: fill an area of SIZE MiB, delete it, create it again
+    /// (same run) while a second opener looks it up and maps its last page
+    /// as fast as it can. Every mapping the other opener gets must read
+    /// zero, and it must have been refused (EBUSY) at least once while the
+    /// new area was being zeroed (else the race did not happen).
+    ZeroRace { area: String, size_mib: u64 },
     /// XOR one byte of an area (offset and mask in hex): corrupts on purpose.
     Poke {
         area: String,
@@ -134,6 +140,7 @@ fn main() -> Result<()> {
         Cmd::Busy { area } => maps::busy(&cli.device, &area),
         Cmd::Faults { area, misalign } => maps::faults(&Kram::open(&cli.device)?, &area, misalign),
         Cmd::Zero { area } => edits::zero(&Kram::open(&cli.device)?, &area),
+        Cmd::ZeroRace { area, size_mib } => maps::zero_race(&cli.device, &area, size_mib),
         Cmd::RecordEdit { area, field, value } => {
             edits::record_edit(&Kram::open(&cli.device)?, &area, &field, &value)
         }

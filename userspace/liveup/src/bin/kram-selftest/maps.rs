@@ -4,6 +4,7 @@
 use crate::data::pattern;
 use anyhow::{bail, ensure, Context, Result};
 use liveup::kram::{self, Kram, PAGE_SIZE};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[repr(C)]
 struct CapHeader {
@@ -293,5 +294,88 @@ pub fn faults(k: &Kram, area: &str, misalign: bool) -> Result<()> {
     // SAFETY: unmapping the reservation (the area's mapping is inside it).
     unsafe { libc::munmap(res, len + ALIGN) };
     println!("faults={n} pages={} us={us}", a.npages);
+    Ok(())
+}
+
+/// `kram-selftest zero-race`: see its help in main.rs.
+pub fn zero_race(dev: &str, area: &str, size_mib: u64) -> Result<()> {
+    let npages = size_mib * (1 << 20) / PAGE_SIZE;
+    ensure!(npages > 0, "size 0");
+    let k = Kram::open(dev)?;
+    match k.delete(area) {
+        Err(e) if !e.is_not_found() => return Err(e.into()),
+        _ => {}
+    }
+    // The previous owner's data, left in the run by its delete.
+    let old = k.create(area, npages)?;
+    k.map(&old)?.fill(0xa5);
+    k.delete(area)?;
+    let stop = AtomicBool::new(false);
+    let (took, (busy, mapped, dirty)) = std::thread::scope(|s| -> Result<_> {
+        let racer = s.spawn(|| -> Result<(u64, u64, u64)> {
+            let k2 = Kram::open(dev)?;
+            let (mut busy, mut mapped, mut dirty) = (0u64, 0u64, 0u64);
+            while !stop.load(Ordering::SeqCst) {
+                let a = match k2.lookup(area) {
+                    Ok(a) => a,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let last = kram::Area {
+                    offset: a.offset + (a.npages - 1) * PAGE_SIZE,
+                    npages: 1,
+                    ..a
+                };
+                match k2.map(&last) {
+                    Ok(m) => {
+                        mapped += 1;
+                        if m.iter().any(|&b| b != 0) {
+                            dirty += 1;
+                        }
+                    }
+                    Err(kram::KramError::Map { source, .. })
+                        if source.raw_os_error() == Some(libc::EBUSY) =>
+                    {
+                        busy += 1
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok((busy, mapped, dirty))
+        });
+        // Let the racer reach its loop first.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let t = std::time::Instant::now();
+        let created = k.create(area, npages);
+        let took = t.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        let counts = racer
+            .join()
+            .map_err(|_| anyhow::anyhow!("racer panicked"))??;
+        let new = created?;
+        ensure!(
+            new.offset == old.offset,
+            "the new area went elsewhere ({:#x}, not {:#x}): no old data to race for",
+            new.offset,
+            old.offset
+        );
+        ensure!(
+            k.map(&new)?.iter().all(|&b| b == 0),
+            "area {area} is not all zero after its create"
+        );
+        Ok((took, counts))
+    })?;
+    println!(
+        "create of {size_mib} MiB took {:.1} ms; the other opener was refused {busy} times (EBUSY), mapped the last page {mapped} times, read old data {dirty} times",
+        took.as_secs_f64() * 1e3
+    );
+    ensure!(
+        dirty == 0,
+        "another opener read the previous owner's data {dirty} times"
+    );
+    ensure!(
+        busy > 0,
+        "the other opener was never refused while the area was zeroed: the race did not happen (or mmap is not refused during the zeroing)"
+    );
     Ok(())
 }
