@@ -163,6 +163,11 @@ case $KH_STAGE in
     # context table, not the page tables, and no format of the region.
     kram_refuses iommu-tables "while the IOMMU uses the adopted root table"
     kram_refuses_free iommu-tables "$root" "(the adopted root table) while the IOMMU uses it"
+    # The record this kernel adopted names the device's top-level page
+    # table, an allocated page of area iommu-preserve (a FREE of it was
+    # accepted before, and the page handed out again under the device).
+    rec=$(sed -n 's/.*intel_iommu_adopt=\(0x[0-9a-f]*\).*/\1/p' /proc/cmdline)
+    kram_refuses_free iommu-preserve "$($K peek-phys $(printf %x $((rec + 48))))" "(the kept device's top-level page table) while the device translates through it"
     kram_refuses iommu-preserve "while the device translates through its page tables"
     kh_check "KRAM refuses to format the region the IOMMU translates through" sh -c \
         "! $L kram format --yes 2>/dev/null && dmesg | tail -n 3 | grep -q 'kram: the IOMMU translates through [0-9]* tables in the region: not formatted (EBUSY)'"
