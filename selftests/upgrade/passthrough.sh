@@ -55,7 +55,7 @@ case $KH_STAGE in
     $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1; rc=$?
     kh_log "upgrade: rc=$rc $(head -c 400 $KH_DIR/out)"
     kh_check "upgrade refused in preflight: this QEMU cannot take $dev back without a reset" \
-        sh -c "test $rc = 1 && grep -q 'passes through $dev: its QEMU cannot take a device back' $KH_DIR/out"
+        sh -c "test $rc = 3 && grep -q 'passes through $dev: its QEMU cannot take a device back' $KH_DIR/out"
     kh_check "  pt1 still running" running pt1
     g2=$(rx pt1 got) m2=$(rx pt1 missing); sleep 5
     kh_check "  and still receiving, nothing missing" \

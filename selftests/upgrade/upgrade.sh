@@ -35,20 +35,25 @@ case $KH_STAGE in
     kh_check "memory checks pass before upgrading" all_memory_ok
 
     # Failures before kexec: nothing lost, VMs keep running where they were.
+    # Exit codes (Documentation/upgrade.rst): 3 refused before any VM was
+    # paused, 4 aborted after and everything undone.
     $L upgrade --kernel /nonexistent > $KH_DIR/out 2>&1; rc=$?
-    if [ $rc = 1 ] && grep -q "nonexistent" $KH_DIR/out && both_running; then
-        kh_ok "bad kernel path: refused in preflight, VMs untouched"
+    if [ $rc = 3 ] && grep -q "nonexistent" $KH_DIR/out && both_running; then
+        kh_ok "bad kernel path: refused in preflight (exit 3), VMs untouched"
     else
-        kh_fail "bad kernel path: refused in preflight, VMs untouched" "rc=$rc $(cat $KH_DIR/out)"
+        kh_fail "bad kernel path: refused in preflight (exit 3), VMs untouched" "rc=$rc $(cat $KH_DIR/out)"
     fi
-    for step in preflight after-save before-kexec; do
+    # kexec: reboot(2) returning (as when the image cannot be booted)
+    for step in preflight after-save before-kexec kexec; do
+        want=4; [ $step = preflight ] && want=3
         LIVEUP_FAIL=$step $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1; rc=$?
-        if [ $rc = 1 ] && grep -q "injected failure at step '$step'" $KH_DIR/out && both_running \
+        if [ $rc = $want ] && grep -q "injected failure at step '$step'" $KH_DIR/out && both_running \
            && all_memory_ok; then
-            kh_ok "failure injected at $step: error reported, both VMs running, memory intact"
+            kh_ok "failure injected at $step: error reported (exit $want), both VMs running, memory intact"
         else
-            kh_fail "failure injected at $step: error reported, both VMs running, memory intact" "rc=$rc $(cat $KH_DIR/out)"
+            kh_fail "failure injected at $step: error reported (exit $want), both VMs running, memory intact" "rc=$rc $(cat $KH_DIR/out)"
         fi
+        kh_check "failure injected at $step: no kexec image left loaded" test "$(cat /sys/kernel/kexec_loaded)" = 0
         # the VMs were paused (after-save, before-kexec): their wall clocks
         # set again through their agents
         if linux && [ $step != preflight ]; then
@@ -60,7 +65,7 @@ case $KH_STAGE in
         # The state the aborted upgrade stored is older than the VMs' RAM
         # now: no restore may load it (--retry skips the running VMs, so a
         # state left valid shows as a report here, and harms nothing).
-        if [ $step = before-kexec ]; then
+        if [ $step = before-kexec ] || [ $step = kexec ]; then
             $L restore --retry > $KH_DIR/out 2>&1
             kh_check "the state stored by the aborted upgrade is never restored" grep -q "nothing to restore" $KH_DIR/out \
                 || cat $KH_DIR/out

@@ -381,9 +381,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("liveup: {e:#}");
-            match e.downcast_ref::<liveup::migrate::cli::CliError>() {
-                Some(m) => ExitCode::from(m.exit_code()),
-                None => ExitCode::FAILURE,
+            if let Some(m) = e.downcast_ref::<liveup::migrate::cli::CliError>() {
+                ExitCode::from(m.exit_code())
+            } else if let Some(u) = e.downcast_ref::<upgrade::UpgradeError>() {
+                ExitCode::from(u.exit_code())
+            } else {
+                ExitCode::FAILURE
             }
         }
     }

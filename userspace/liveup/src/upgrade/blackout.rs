@@ -123,15 +123,20 @@ impl<'a, M: Monitor, H: Host> Blackout<'a, M, H> {
     /// kernel's tables, the stored state made unloadable (it is older than
     /// the VMs' RAM once they run), and every VM whose save started
     /// running again. Failures of the undo are reported, not fatal: each
-    /// part is tried.
-    pub(super) fn rollback(&mut self) {
+    /// part is tried. Returns what could not be undone (empty: all was).
+    pub(super) fn rollback(&mut self) -> Vec<String> {
+        let mut left = Vec::new();
         if std::mem::take(&mut self.frozen) {
             if let Err(t) = self.host.thaw() {
                 eprintln!("liveup: {t:#}");
+                left.push(format!("the kept device's IOMMU is still frozen ({t:#})"));
             }
         }
         if let Err(t) = self.host.invalidate() {
             eprintln!("liveup: cannot invalidate the saved state: {t:#}");
+            left.push(format!(
+                "the saved state is still valid ({t:#}): do not run `liveup restore`"
+            ));
         }
         // A save may still run (they run side by side): cancel it and let
         // it end before `cont`, which QEMU refuses mid-migration.
@@ -140,13 +145,20 @@ impl<'a, M: Monitor, H: Host> Blackout<'a, M, H> {
             let q = &mut self.qmps[i];
             let _ = q.execute("migrate_cancel", json!({}));
             let _ = q.wait_migration("migrate_cancel", Duration::from_secs(10));
-            let _ = q.execute("cont", json!({}));
+            if let Err(e) = q.execute("cont", json!({})) {
+                eprintln!("liveup: VM {}: cont: {e}", self.vms[i].name);
+                left.push(format!(
+                    "VM {} may still be paused (cont: {e})",
+                    self.vms[i].name
+                ));
+            }
         }
         // They were stopped, their kvmclock with them: their wall clocks
         // are behind by the pause, as after a restore.
         for &i in &stopped {
             self.host.set_clock(&self.vms[i]);
         }
+        left
     }
 }
 
@@ -161,11 +173,15 @@ mod tests {
     struct FakeQemu {
         log: Vec<String>,
         fail_save: bool,
+        fail_cont: bool,
     }
 
     impl Monitor for FakeQemu {
         fn execute(&mut self, cmd: &str, _args: Value) -> Result<Value, QmpError> {
             self.log.push(cmd.into());
+            if self.fail_cont && cmd == "cont" {
+                return Err(QmpError::Timeout("cont".into()));
+            }
             Ok(json!({}))
         }
         fn wait_migration(&mut self, what: &str, _t: Duration) -> Result<(), QmpError> {
@@ -182,6 +198,7 @@ mod tests {
         log: Vec<String>,
         kept: bool,
         fail_store: bool,
+        fail_thaw: bool,
     }
 
     impl Host for FakeHost {
@@ -200,6 +217,7 @@ mod tests {
         }
         fn thaw(&mut self) -> Result<()> {
             self.log.push("thaw".into());
+            anyhow::ensure!(!self.fail_thaw, "thaw refused");
             Ok(())
         }
         fn store(&mut self, _m: &Manifest, blobs: &[Vec<u8>]) -> Result<()> {
@@ -270,7 +288,7 @@ mod tests {
         let mut h = FakeHost::default();
         let mut b = Blackout::new(&v, &mut q, &mut h);
         assert!(b.save().is_err());
-        b.rollback();
+        assert!(b.rollback().is_empty());
         assert_eq!(
             h.log,
             [
@@ -302,9 +320,9 @@ mod tests {
         let (saved, blobs) = b.save().unwrap();
         b.freeze().unwrap();
         assert!(b.store(&mut manifest(saved), &blobs).is_err());
-        b.rollback();
+        assert!(b.rollback().is_empty());
         // a second rollback (a kexec that failed after one) undoes nothing twice
-        b.rollback();
+        assert!(b.rollback().is_empty());
         assert_eq!(
             h.log,
             [
@@ -328,7 +346,28 @@ mod tests {
         let mut b = Blackout::new(&v, &mut q, &mut h);
         b.save().unwrap();
         assert_eq!(b.freeze().unwrap(), 0);
-        b.rollback();
+        assert!(b.rollback().is_empty());
         assert!(!h.log.iter().any(|l| l == "thaw" || l == "freeze"));
+    }
+
+    #[test]
+    fn an_incomplete_rollback_says_what_is_left() {
+        let v = vms(2);
+        let mut q: Vec<FakeQemu> = (0..2).map(|_| FakeQemu::default()).collect();
+        q[1].fail_cont = true;
+        let mut h = FakeHost {
+            kept: true,
+            fail_thaw: true,
+            ..Default::default()
+        };
+        let mut b = Blackout::new(&v, &mut q, &mut h);
+        b.save().unwrap();
+        b.freeze().unwrap();
+        let left = b.rollback();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left[0].contains("still frozen"), "{left:?}");
+        assert!(left[1].contains("VM vm2 may still be paused"), "{left:?}");
+        // vm1 was resumed all the same
+        assert_eq!(q[0].log.last().map(String::as_str), Some("cont"));
     }
 }

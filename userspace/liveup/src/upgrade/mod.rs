@@ -13,12 +13,14 @@
 //! rate is calibrated against CLOCK_MONOTONIC on each side.
 
 mod blackout;
+mod error;
 mod kexec;
 mod report;
 mod state;
 mod tsc;
 mod vm;
 
+pub use error::{Outcome, UpgradeError};
 pub use report::{Phase, Report};
 pub use state::{Manifest, SavedVm, STATE_AREA};
 pub use tsc::{rdtsc, tsc_hz};
@@ -61,9 +63,25 @@ pub struct UpgradeArgs<'a> {
     pub keep: Option<(&'a str, &'a Path)>,
 }
 
-/// `liveup upgrade`. Returns only if it did not kexec.
+/// `liveup upgrade`. Returns only if it did not kexec; its error is then
+/// an [`UpgradeError`] saying what state the host was left in.
 pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
-    // ---- preflight: nothing is touched if any of this fails ----
+    let mut p = prepare(kram, a).map_err(|e| UpgradeError::new(Outcome::Refused, &e))?;
+    blackout(kram, a, &mut p)
+}
+
+/// What preflight found and set up; nothing paused yet.
+struct Prepared {
+    vms: Vec<VmConfig>,
+    qmps: Vec<Qmp>,
+    keep: Option<crate::keep::KeptDevice>,
+    preload: Vec<PathBuf>,
+    hz: f64,
+}
+
+/// Preflight: every check, the kexec image loaded; nothing is touched if
+/// any of this fails.
+fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
     let st = kram.status()?;
     ensure!(
         st.state == 0,
@@ -145,14 +163,25 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
         cmdline = format!("{cmdline} {}", k.cmdline());
     }
     kexec_load(a.kernel, a.initrd, &cmdline)?;
-    let hz = tsc_hz();
+    Ok(Prepared {
+        vms,
+        qmps,
+        keep,
+        preload,
+        hz: tsc_hz(),
+    })
+}
 
-    // ---- blackout: each step recorded in one guard, undone on failure ----
+/// The blackout: every step recorded in one guard and undone on failure,
+/// then the kexec.
+fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
+    let (vms, hz) = (&p.vms, p.hz);
+    let preload = &p.preload;
     let mut host = LiveHost {
         kram,
-        keep: keep.as_ref(),
+        keep: p.keep.as_ref(),
     };
-    let mut b = Blackout::new(&vms, &mut qmps, &mut host);
+    let mut b = Blackout::new(vms, &mut p.qmps, &mut host);
     let t_blackout = b.t0;
     let result = (|| -> Result<Manifest> {
         let (saved, blobs) = b.save()?;
@@ -171,13 +200,7 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
     })();
     let manifest = match result {
         Ok(m) => m,
-        Err(e) => {
-            b.rollback();
-            kexec_unload();
-            return Err(
-                e.context("upgrade aborted before kexec; the VMs were resumed where they were")
-            );
-        }
+        Err(e) => return Err(undone(&mut b, e)),
     };
     eprintln!(
         "liveup: {} VM(s) saved in {:.1} ms; kexec",
@@ -186,21 +209,53 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
     );
     if a.no_exec {
         // the rehearsal ends here: everything undone, as after a failure
-        b.rollback();
+        let left = b.rollback();
         kexec_unload();
+        if !left.is_empty() {
+            let e = anyhow::anyhow!(
+                "rehearsal (--no-exec) not fully undone: {}",
+                left.join("; ")
+            );
+            return Err(UpgradeError::new(Outcome::Incomplete, &e).into());
+        }
         return Ok(());
     }
-    // SAFETY: sync and reboot(2) with LINUX_REBOOT_CMD_KEXEC; a loaded image exists.
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::LINUX_REBOOT_CMD_KEXEC);
-    }
+    let e = if let Err(e) = fault("kexec") {
+        // as if reboot(2) had returned
+        e
+    } else {
+        // SAFETY: sync and reboot(2) with LINUX_REBOOT_CMD_KEXEC; a loaded image exists.
+        unsafe {
+            libc::sync();
+            libc::reboot(libc::LINUX_REBOOT_CMD_KEXEC);
+        }
+        anyhow::Error::from(std::io::Error::last_os_error())
+    };
     // reboot(2) returned: no kexec happened, and the VMs must not stay
-    // stopped (issue 19)
-    let e = std::io::Error::last_os_error();
-    b.rollback();
+    // stopped
+    Err(undone(&mut b, e.context("kexec failed")))
+}
+
+/// After a failed step of the blackout (or the kexec): undo everything,
+/// unload the kexec image, and say what state that left.
+fn undone<M: Monitor, H: Host>(b: &mut Blackout<'_, M, H>, e: anyhow::Error) -> anyhow::Error {
+    let left = b.rollback();
     kexec_unload();
-    bail!("kexec failed: {e}; the VMs were resumed where they were")
+    let (outcome, e) = if left.is_empty() {
+        (
+            Outcome::RolledBack,
+            e.context("upgrade aborted before kexec; the VMs were resumed where they were"),
+        )
+    } else {
+        (
+            Outcome::Incomplete,
+            e.context(format!(
+                "upgrade aborted before kexec, and not all was undone: {}",
+                left.join("; ")
+            )),
+        )
+    };
+    UpgradeError::new(outcome, &e).into()
 }
 
 /// The blackout's host side in a real upgrade: KRAM, the kept device,
