@@ -43,6 +43,23 @@ case $KH_STAGE in
     else
         kh_fail "bad kernel path: refused in preflight (exit 3), VMs untouched" "rc=$rc $(cat $KH_DIR/out)"
     fi
+    # A KVM user liveup does not manage (here a process holding /dev/kvm):
+    # the kexec would end it and its VM, so preflight refuses (exit 3) and
+    # names it; --allow-unmanaged-kvm lets preflight go on (to the
+    # injected failure).
+    sh -c 'exec sleep 600' 3< /dev/kvm &
+    kvmpid=$!
+    kh_wait 5 test -e /proc/$kvmpid/fd/3
+    $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1; rc=$?
+    kh_check "a process using /dev/kvm that liveup does not manage: upgrade refused (exit 3), the process named" \
+        sh -c "test $rc = 3 && grep -q 'not managed by liveup use /dev/kvm: $kvmpid (sleep)' $KH_DIR/out && both_running" ||
+        cat $KH_DIR/out
+    LIVEUP_FAIL=preflight $L upgrade --allow-unmanaged-kvm --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1; rc=$?
+    kh_check "  --allow-unmanaged-kvm: preflight goes on, with a warning naming it" \
+        sh -c "test $rc = 3 && grep -q \"injected failure at step 'preflight'\" $KH_DIR/out && grep -q 'will end KVM users liveup does not manage: $kvmpid (sleep)' $KH_DIR/out" ||
+        cat $KH_DIR/out
+    kill $kvmpid
+    wait $kvmpid 2>/dev/null
     # kexec: reboot(2) returning (as when the image cannot be booted)
     for step in preflight after-save before-kexec kexec; do
         want=4; [ $step = preflight ] && want=3

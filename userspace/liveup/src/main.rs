@@ -60,6 +60,10 @@ enum Cmd {
         /// Do everything except the kexec, then resume the VMs (a rehearsal).
         #[arg(long)]
         no_exec: bool,
+        /// Kexec even though processes liveup does not manage use /dev/kvm
+        /// (refused otherwise: their VMs would be lost).
+        #[arg(long)]
+        allow_unmanaged_kvm: bool,
         /// A passthrough device (bound to vfio-pci, kept) whose DMA stays
         /// translated through the kexec: its VT-d tables are frozen into
         /// KRAM once the VMs are stopped and the next kernel adopts them
@@ -335,6 +339,7 @@ fn run(cli: Cli) -> Result<()> {
             append,
             cmdline,
             no_exec,
+            allow_unmanaged_kvm,
             keep_device,
             iommu_preserve,
         } => {
@@ -347,6 +352,7 @@ fn run(cli: Cli) -> Result<()> {
                     append: append.as_deref(),
                     cmdline: cmdline.as_deref(),
                     no_exec,
+                    allow_unmanaged_kvm,
                     keep: keep_device.as_deref().zip(iommu_preserve.as_deref()),
                 },
             )

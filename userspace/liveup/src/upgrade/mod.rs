@@ -14,6 +14,7 @@
 
 mod blackout;
 mod error;
+mod foreign;
 mod kexec;
 mod report;
 mod state;
@@ -61,6 +62,9 @@ pub struct UpgradeArgs<'a> {
     /// A passthrough device to keep doing DMA through the kexec, and
     /// iommu_preserve.ko (crate::keep).
     pub keep: Option<(&'a str, &'a Path)>,
+    /// Kexec even if processes liveup does not manage use /dev/kvm (their
+    /// VMs are lost).
+    pub allow_unmanaged_kvm: bool,
 }
 
 /// `liveup upgrade`. Returns only if it did not kexec; its error is then
@@ -96,9 +100,11 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
     );
     let mut qmps = Vec::new();
     let mut tsc = Vec::new();
+    let mut managed = vec![std::process::id() as i32];
     for vm in &vms {
         let mut q = Qmp::connect(vm.qmp_host(), Duration::from_secs(5))
             .with_context(|| format!("VM {}", vm.name))?;
+        managed.extend(q.peer_pid());
         let s = q.run_state()?;
         ensure!(s == RunState::Running, "VM {} is {s}, not running", vm.name);
         tsc.push((
@@ -123,6 +129,11 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
             .with_context(|| format!("VM {}: QEMU without cpr-reboot", vm.name))?;
         qmps.push(q);
     }
+    // Every KVM user but our QEMUs would die with this kernel.
+    foreign::check(
+        &foreign::users_of(Path::new("/proc"), foreign::KVM_RDEV, &managed),
+        a.allow_unmanaged_kvm,
+    )?;
     state_area(kram)?;
     let mut preload: Vec<PathBuf> = Vec::new();
     for vm in &vms {
@@ -177,6 +188,11 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
 fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
     let (vms, hz) = (&p.vms, p.hz);
     let preload = &p.preload;
+    if a.no_exec {
+        eprintln!(
+            "liveup: --no-exec: the rehearsal pauses and saves the VMs for real, then resumes them without a kexec"
+        );
+    }
     let mut host = LiveHost {
         kram,
         keep: p.keep.as_ref(),
