@@ -3,6 +3,7 @@
 
 pub mod host;
 pub mod iomem;
+pub mod journal;
 pub mod keep;
 pub mod kram;
 pub mod migrate;

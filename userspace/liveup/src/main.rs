@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use liveup::units::parse_size;
-use liveup::{host, kram, prezero, qmp, upgrade};
+use liveup::{host, journal, kram, prezero, qmp, upgrade};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -344,7 +344,7 @@ fn run(cli: Cli) -> Result<()> {
             iommu_preserve,
         } => {
             let k = kram::Kram::open(&device)?;
-            upgrade::upgrade(
+            let r = upgrade::upgrade(
                 &k,
                 &upgrade::UpgradeArgs {
                     kernel: &kernel,
@@ -355,7 +355,12 @@ fn run(cli: Cli) -> Result<()> {
                     allow_unmanaged_kvm,
                     keep: keep_device.as_deref().zip(iommu_preserve.as_deref()),
                 },
-            )
+            );
+            // Returned: no kexec (a rehearsal, or a failure, and what it left).
+            if let Err(e) = &r {
+                journal::log(journal::ERR, &format!("upgrade failed: {e:#}"));
+            }
+            r
         }
         Cmd::Restore {
             device,
@@ -369,7 +374,27 @@ fn run(cli: Cli) -> Result<()> {
                 kram_params: kram_params.as_deref(),
                 retry,
             };
-            match upgrade::restore(&device, &args)? {
+            // The outcome, one line in the journal (or the kernel log).
+            let r = match upgrade::restore(&device, &args) {
+                Ok(r) => r,
+                Err(e) => {
+                    journal::log(journal::ERR, &format!("restore failed: {e:#}"));
+                    return Err(e);
+                }
+            };
+            match &r {
+                Some(r) => journal::log(
+                    journal::NOTICE,
+                    &format!(
+                        "restore: {} VM(s) running again ({}), downtime {:.1} ms",
+                        r.vms.len(),
+                        r.vms.join(", "),
+                        r.downtime_ms
+                    ),
+                ),
+                None => journal::log(journal::INFO, "restore: nothing to restore"),
+            };
+            match r {
                 Some(r) if json => println!("{}", serde_json::to_string_pretty(&r)?),
                 Some(r) => print!("{r}"),
                 None => println!("liveup: nothing to restore"),

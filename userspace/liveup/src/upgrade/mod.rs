@@ -218,6 +218,16 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
         Ok(m) => m,
         Err(e) => return Err(undone(&mut b, e)),
     };
+    if !a.no_exec {
+        crate::journal::log(
+            crate::journal::NOTICE,
+            &format!(
+                "upgrade: {} VM(s) saved; kexec into {}",
+                manifest.vms.len(),
+                a.kernel.display()
+            ),
+        );
+    }
     eprintln!(
         "liveup: {} VM(s) saved in {:.1} ms; kexec",
         manifest.vms.len(),
