@@ -108,7 +108,7 @@ case $KH_STAGE in
         rc=$?
         kh_check "restore failure is reported (exit 1)" sh -c "test $rc = 1 && grep -q restore-qemu $KH_DIR/out"
         kh_check "  and logged for the operator at priority err (kernel log here: no journal)" sh -c \
-            "dmesg -r | grep -q '^<3>.*liveup: restore failed: .*restore-qemu'"
+            "dmesg -r | grep -qE '^<(3|11)>.*liveup: restore failed: .*restore-qemu'"
         $L restore --retry > $KH_DIR/out 2>&1
         kh_check "restore --retry brings both VMs back" both_running
         kh_check "memory of every VM intact after the failed restore and retry" all_memory_ok || diag
@@ -137,7 +137,7 @@ case $KH_STAGE in
     both_running || diag
     kh_check "upgrade $KH_STAGE: both VMs running" both_running
     kh_check "upgrade $KH_STAGE: the restore logged for the operator (notice, its VMs and downtime)" sh -c \
-        "dmesg -r | grep -q '^<5>.*liveup: restore: $(echo $VMS | wc -w) VM(s) running again (.*), downtime [0-9.]* ms'"
+        "dmesg -r | grep -qE '^<(5|13)>.*liveup: restore: $(echo $VMS | wc -w) VM\\(s\\) running again \\(.*\\), downtime [0-9.]* ms'"
     kh_check "upgrade $KH_STAGE: the kernel runs the TSC at the VMs' frequency" tsc_kept
     for v in $VMS; do
         if after_resume $v; then kh_ok "upgrade $KH_STAGE: $v memory checksum intact"
