@@ -88,6 +88,22 @@ case $KH_STAGE in
                 || cat $KH_DIR/out
         fi
     done
+    # Ctrl-C during the blackout: liveup holds SIGINT, SIGTERM, SIGHUP and
+    # SIGQUIT from the first pause to the kexec; one that comes ends the
+    # upgrade rolled back (exit 4) and says so. Here it comes with the
+    # state stored, the VMs paused (LIVEUP_HOLD stops there).
+    rm -f /run/liveup/hold-before-kexec
+    LIVEUP_HOLD=before-kexec $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1 &
+    up=$!
+    kh_wait 300 test -e /run/liveup/hold-before-kexec
+    kill -INT $up
+    wait $up; rc=$?
+    if [ $rc = 4 ] && grep -q "interrupted by SIGINT" $KH_DIR/out && both_running && all_memory_ok; then
+        kh_ok "SIGINT in the blackout (state stored): rolled back (exit 4), said so, both VMs running, memory intact"
+    else
+        kh_fail "SIGINT in the blackout (state stored): rolled back (exit 4), said so, both VMs running, memory intact" "rc=$rc $(cat $KH_DIR/out)"
+    fi
+    kh_check "  no kexec image left loaded" test "$(cat /sys/kernel/kexec_loaded)" = 0
     if linux; then
         for v in $VMS; do
             net_mark $v

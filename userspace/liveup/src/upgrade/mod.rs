@@ -17,6 +17,7 @@ mod error;
 mod foreign;
 mod kexec;
 mod report;
+mod signals;
 mod state;
 mod tsc;
 mod vm;
@@ -43,6 +44,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tsc::{pick_tsc_khz, plausible_tsc_khz, vm_tsc_khz};
 use vm::{check_passthrough, qemu_files, read_ahead, spawn_qemu};
+
+/// Test hook: LIVEUP_HOLD=<step> stops the blackout at that step until
+/// /run/liveup/hold-<step> (written on arrival) is removed or a held
+/// signal comes, 120 s at most (a test sends the signal then).
+fn hold(step: &str, sig: &signals::Held) -> Result<()> {
+    if std::env::var("LIVEUP_HOLD").map_or(true, |s| s != step) {
+        return Ok(());
+    }
+    let f = run_dir().join(format!("hold-{step}"));
+    fs::write(&f, b"")?;
+    let t = std::time::Instant::now();
+    while f.exists() && !sig.pending() && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = fs::remove_file(&f);
+    Ok(())
+}
 
 /// Fault injection for tests: LIVEUP_FAIL=<step> makes that step fail.
 fn fault(step: &str) -> Result<()> {
@@ -193,6 +211,9 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
             "liveup: --no-exec: the rehearsal pauses and saves the VMs for real, then resumes them without a kexec"
         );
     }
+    // Held from here until the kexec or the rollback's end (declared
+    // before the guard, so dropped after it).
+    let sig = signals::Held::new().map_err(|e| UpgradeError::new(Outcome::Refused, &e))?;
     let mut host = LiveHost {
         kram,
         keep: p.keep.as_ref(),
@@ -201,7 +222,11 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
     let t_blackout = b.t0;
     let result = (|| -> Result<Manifest> {
         let (saved, blobs) = b.save()?;
+        sig.check()?;
+        hold("after-save", &sig)?;
+        sig.check()?;
         let freeze_ticks = b.freeze()?;
+        sig.check()?;
         let mut m = Manifest {
             tsc_hz: hz,
             t_blackout,
@@ -212,6 +237,8 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
             freeze_ticks,
         };
         b.store(&mut m, &blobs)?;
+        hold("before-kexec", &sig)?;
+        sig.check()?;
         Ok(m)
     })();
     let manifest = match result {
@@ -246,7 +273,7 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
         }
         return Ok(());
     }
-    let e = if let Err(e) = fault("kexec") {
+    let e = if let Err(e) = sig.check().and_then(|()| fault("kexec")) {
         // as if reboot(2) had returned
         e
     } else {
