@@ -87,6 +87,7 @@ impl<'a, M: Monitor, H: Host> Blackout<'a, M, H> {
                 state_crc: kram_format::crc32c(&blob),
                 // from the first stop to this VM's state being read back
                 save_ticks: rdtsc().wrapping_sub(self.t0),
+                restored: false,
             });
             blobs.push(blob);
         }

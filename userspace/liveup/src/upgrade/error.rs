@@ -1,6 +1,7 @@
-//! How a `liveup upgrade` that did not kexec left the host, as its exit
-//! code tells an operator or the automation driving it
-//! (Documentation/upgrade.rst, "Exit codes").
+//! How a `liveup upgrade` that did not kexec, or a `liveup restore` that
+//! did not bring every VM back, left the host, as its exit code tells an
+//! operator or the automation driving it (Documentation/upgrade.rst,
+//! "Exit codes").
 
 /// What a failed `liveup upgrade` left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +15,10 @@ pub enum Outcome {
     /// Aborted, and part of the undo failed: the message says which part;
     /// a VM may still be paused or a kept device frozen. Exit code 5.
     Incomplete,
+    /// `liveup restore`: some VMs run again, the others (named) do not;
+    /// their RAM and saved state stay in KRAM for `restore --retry`.
+    /// Exit code 6.
+    PartlyRestored,
 }
 
 /// A failed `liveup upgrade`: its outcome and why.
@@ -37,6 +42,7 @@ impl UpgradeError {
             Outcome::Refused => 3,
             Outcome::RolledBack => 4,
             Outcome::Incomplete => 5,
+            Outcome::PartlyRestored => 6,
         }
     }
 }
@@ -48,11 +54,16 @@ mod tests {
     #[test]
     fn each_outcome_has_its_own_exit_code() {
         let e = anyhow::anyhow!("root cause").context("what failed");
-        let codes: Vec<u8> = [Outcome::Refused, Outcome::RolledBack, Outcome::Incomplete]
-            .into_iter()
-            .map(|o| UpgradeError::new(o, &e).exit_code())
-            .collect();
-        assert_eq!(codes, [3, 4, 5]);
+        let codes: Vec<u8> = [
+            Outcome::Refused,
+            Outcome::RolledBack,
+            Outcome::Incomplete,
+            Outcome::PartlyRestored,
+        ]
+        .into_iter()
+        .map(|o| UpgradeError::new(o, &e).exit_code())
+        .collect();
+        assert_eq!(codes, [3, 4, 5, 6]);
         // the whole chain is kept in the message
         let m = UpgradeError::new(Outcome::Refused, &e).to_string();
         assert!(m.contains("what failed") && m.contains("root cause"), "{m}");

@@ -311,6 +311,21 @@ fn undone<M: Monitor, H: Host>(b: &mut Blackout<'_, M, H>, e: anyhow::Error) -> 
     UpgradeError::new(outcome, &e).into()
 }
 
+/// One restore step for every VM still in the race; those it fails for
+/// drop out into `failed`.
+fn each<'v>(
+    live: &mut Vec<(&'v VmConfig, Qmp)>,
+    failed: &mut Vec<(&'v VmConfig, anyhow::Error)>,
+    f: impl Fn(&VmConfig, &mut Qmp) -> Result<()>,
+) {
+    for (vm, mut q) in std::mem::take(live) {
+        match f(vm, &mut q) {
+            Ok(()) => live.push((vm, q)),
+            Err(e) => failed.push((vm, e)),
+        }
+    }
+}
+
 /// The blackout's host side in a real upgrade: KRAM, the kept device,
 /// the VMs' state files and guest agents.
 struct LiveHost<'a> {
@@ -400,7 +415,9 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     for v in &man.vms {
         let vm = &v.config;
         let blob = state::blob(&m, v)?;
-        if a.retry && vm_status(vm) == "running" {
+        // restored by an earlier, partial restore: it has run since, and
+        // this state is older than its RAM
+        if v.restored || (a.retry && vm_status(vm) == "running") {
             continue;
         }
         fs::create_dir_all(vm.host_path(Path::new("/run/liveup")))?;
@@ -421,17 +438,22 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
             ahead >> 20
         );
     }
-    std::thread::scope(|s| -> Result<()> {
-        let spawned: Vec<_> = todo
+    // Each VM goes through the steps on its own: one that fails drops out
+    // (its QEMU, if it started, is quit so that `restore --retry` can
+    // start it again) and the others go on.
+    let mut failed: Vec<(&VmConfig, anyhow::Error)> = Vec::new();
+    let started: Vec<Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = todo
             .iter()
             .map(|vm| s.spawn(move || spawn_qemu(vm, true)))
             .collect();
-        for h in spawned {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("QEMU start thread panicked"))??;
-        }
-        Ok(())
-    })?;
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("QEMU start thread panicked")))
+            })
+            .collect()
+    });
     // Managed again from here on, whatever happens next (a failed restore
     // leaves every VM visible to `vm list` and `restore --retry`).
     fs::create_dir_all(run_dir())?;
@@ -441,15 +463,20 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
             serde_json::to_vec_pretty(vm)?,
         )?;
     }
-    let mut qmps = Vec::new();
-    for vm in &todo {
-        qmps.push(
+    let mut live: Vec<(&VmConfig, Qmp)> = Vec::new();
+    for (&vm, r) in todo.iter().zip(started) {
+        let q = r.and_then(|()| {
             Qmp::connect(vm.qmp_host(), Duration::from_secs(30))
-                .with_context(|| format!("VM {}", vm.name))?,
-        );
+                .with_context(|| format!("VM {}", vm.name))
+        });
+        match q {
+            Ok(q) => live.push((vm, q)),
+            Err(e) => failed.push((vm, e)),
+        }
     }
     let t1 = rdtsc();
-    for (vm, q) in todo.iter().zip(qmps.iter_mut()) {
+    each(&mut live, &mut failed, |vm, q| {
+        fault(&format!("restore-load:{}", vm.name))?;
         q.execute(
             "migrate-set-capabilities",
             json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
@@ -459,26 +486,46 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
             "migrate-incoming",
             json!({"uri": format!("file:{}", vm.state_path().display())}),
         )?;
-    }
-    for q in qmps.iter_mut() {
-        q.wait_migration("migrate-incoming", Duration::from_secs(60))?;
-    }
+        Ok(())
+    });
+    each(&mut live, &mut failed, |vm, q| {
+        q.wait_migration("migrate-incoming", Duration::from_secs(60))
+            .with_context(|| format!("VM {}: loading its state", vm.name))
+    });
     let t2 = rdtsc();
-    for (vm, q) in todo.iter().zip(qmps.iter_mut()) {
+    each(&mut live, &mut failed, |vm, q| {
         let st = q.run_state()?;
         if st != RunState::Running {
             q.execute("cont", json!({}))
                 .with_context(|| format!("VM {} is {st} after loading its state", vm.name))?;
         }
-    }
+        Ok(())
+    });
     let t_end = rdtsc();
+    let restored: Vec<&VmConfig> = live.iter().map(|(vm, _)| *vm).collect();
+    drop(live);
+    // A VM that failed after its QEMU started: that QEMU waits for a
+    // state that will not come, with the VM's RAM mapped; quit it so that
+    // `restore --retry` can start the VM again.
+    for (vm, _) in &failed {
+        if let Err(e) = vm::quit_qemu(vm) {
+            eprintln!("liveup: VM {}: {e:#}", vm.name);
+        }
+    }
     let (qemu_start, load, resume) = (t1 - t0, t2 - t1, t_end - t2);
     // Split kexec-to-restore where the kernel started init (read back from
     // the kernel log now that the VMs run; without it the split is left
     // out and the row says so).
     let to_restore = ms(t_start.saturating_sub(man.t_kexec));
     let init_ms = marked.then(init_to_mark_ms).flatten();
-    state::set_restored(&mut m);
+    if failed.is_empty() {
+        state::set_restored(&mut m);
+    } else {
+        // Those that run now are never restored again; the others are
+        // left for --retry.
+        let names: Vec<String> = restored.iter().map(|v| v.name.clone()).collect();
+        state::mark_vms_restored(&mut m, &names)?;
+    }
     // The saves overlap (all VMs stop at once): the phase ends with the last.
     let save: u64 = man.vms.iter().map(|v| v.save_ticks).max().unwrap_or(0);
     let row = Phase::new;
@@ -503,11 +550,12 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     // outside the downtime, and each bounded by qga::TIMEOUT.
     // Side by side: each may wait up to qga::TIMEOUT for its agent.
     let guest_clocks = std::thread::scope(|s| {
-        let hs: Vec<_> = todo
+        let hs: Vec<_> = restored
             .iter()
             .map(|vm| s.spawn(move || crate::qga::fix_clock(&vm.root, &vm.argv)))
             .collect();
-        todo.iter()
+        restored
+            .iter()
             .zip(hs)
             .map(|(vm, h)| {
                 let c = h.join().unwrap_or_else(|_| crate::qga::GuestClock::Failed {
@@ -518,7 +566,7 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
             .collect()
     });
     let report = Report {
-        vms: man.vms.iter().map(|v| v.config.name.clone()).collect(),
+        vms: restored.iter().map(|v| v.name.clone()).collect(),
         phases,
         downtime_ms: ms(t_end.saturating_sub(man.t_blackout)),
         guest_clocks,
@@ -527,6 +575,26 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
         run_dir().join("last-upgrade.json"),
         serde_json::to_vec_pretty(&report)?,
     )?;
+    if !failed.is_empty() {
+        let why = failed
+            .iter()
+            .map(|(vm, e)| format!("VM {}: {e:#}", vm.name))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let e = anyhow::anyhow!(
+            "restored {} of {} VM(s) ({}); not restored: {why}. Their RAM and saved state stay in KRAM: fix the cause and run `liveup restore --retry`",
+            restored.len(),
+            todo.len(),
+            report.vms.join(", ")
+        );
+        // None back at all: an ordinary failure, as before QEMU started.
+        let outcome = if restored.is_empty() {
+            return Err(e);
+        } else {
+            Outcome::PartlyRestored
+        };
+        return Err(UpgradeError::new(outcome, &e).into());
+    }
     Ok(Some(report))
 }
 

@@ -47,6 +47,10 @@ pub struct SavedVm {
     /// TSC ticks from the first VM stopping to this VM's state read back
     /// (saves run side by side: the save phase is the largest of these).
     pub save_ticks: u64,
+    /// Restored by a restore that did not bring every VM back: it has run
+    /// since, so this state is never loaded again.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 pub(super) fn state_area(kram: &Kram) -> Result<crate::kram::Area> {
@@ -127,6 +131,36 @@ pub(super) fn set_restored(area: &mut [u8]) {
     }
 }
 
+/// Mark the VMs `names` of the manifest in `area` restored (a partial
+/// restore): the manifest is written again with its new length and CRC,
+/// header last. (A crash between the two writes leaves a manifest whose
+/// CRC fails: restore then refuses it, nothing of it lost but the
+/// restore itself.)
+pub(super) fn mark_vms_restored(area: &mut [u8], names: &[String]) -> Result<()> {
+    let Some(mut man) = load(area)? else {
+        return Ok(());
+    };
+    for v in man.vms.iter_mut() {
+        if names.contains(&v.config.name) {
+            v.restored = true;
+        }
+    }
+    let json = serde_json::to_vec(&man)?;
+    ensure!(
+        HEADER + json.len() <= BLOB_BASE && BLOB_BASE <= area.len(),
+        "manifest too large ({} bytes)",
+        json.len()
+    );
+    area[HEADER..HEADER + json.len()].copy_from_slice(&json);
+    let h = Header {
+        len: json.len() as u64,
+        crc: kram_format::crc32c(&json),
+        restored: false,
+    };
+    area[..HEADER].copy_from_slice(&h.encode());
+    Ok(())
+}
+
 /// The manifest stored in `area`, checked: `Ok(None)` when there is none
 /// or it was restored already; an error (and nothing to act on) when its
 /// length, checksum or JSON is bad. The area is untrusted input: every
@@ -203,6 +237,7 @@ mod tests {
                 state_len: 5,
                 state_crc: kram_format::crc32c(b"state"),
                 save_ticks: 1,
+                restored: false,
             }],
             preload: vec![],
             freeze_ticks: 0,
@@ -251,6 +286,26 @@ mod tests {
         assert_eq!(blob(&a, &m.vms[0]).unwrap(), b"state");
         set_restored(&mut a);
         assert!(load(&a).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_partial_restore_marks_only_the_vms_it_restored() {
+        let mut m = manifest();
+        let mut vm2 = m.vms[0].clone();
+        vm2.config.name = "vm2".into();
+        m.vms.push(vm2);
+        let mut a = area(&m);
+        mark_vms_restored(&mut a, &["vm1".to_string()]).unwrap();
+        let back = load(&a).unwrap().expect("still there for --retry");
+        assert!(back.vms[0].restored && !back.vms[1].restored);
+        // the states are untouched
+        assert_eq!(blob(&a, &back.vms[1]).unwrap(), b"state");
+        // an old manifest without the field reads as not restored
+        let old = serde_json::to_string(&m)
+            .unwrap()
+            .replace(",\"restored\":false", "");
+        let v: Manifest = serde_json::from_str(&old).unwrap();
+        assert!(!v.vms[0].restored);
     }
 
     #[test]

@@ -243,6 +243,28 @@ pub fn vm_stop(kram: Option<&Kram>, name: &str, delete_area: bool) -> Result<()>
         &fs::read(&rec).with_context(|| format!("no managed VM named {name}"))?,
     )
     .with_context(|| format!("bad VM record {}", rec.display()))?;
+    quit_qemu(&vm)?;
+    fs::remove_file(&rec)?;
+    if let (true, Some(k)) = (delete_area, kram) {
+        // The module refuses (EBUSY) while QEMU's mapping of the area is
+        // left: with the pid unknown, the socket may close before that.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match k.delete(&vm.area) {
+                Err(e) if e.is_busy() && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                r => break r?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Quit a VM's QEMU, if one answers, and wait until it has exited (so no
+/// mapping of its RAM is left), 30 s at most.
+pub(super) fn quit_qemu(vm: &VmConfig) -> Result<()> {
+    let name = &vm.name;
     let mut pid = None;
     if let Ok(mut q) = Qmp::connect(vm.qmp_host(), Duration::ZERO) {
         pid = q.peer_pid();
@@ -272,19 +294,6 @@ pub fn vm_stop(kram: Option<&Kram>, name: &str, delete_area: bool) -> Result<()>
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = fs::remove_file(vm.qmp_host());
-    fs::remove_file(&rec)?;
-    if let (true, Some(k)) = (delete_area, kram) {
-        // The module refuses (EBUSY) while QEMU's mapping of the area is
-        // left: with the pid unknown, the socket may close before that.
-        loop {
-            match k.delete(&vm.area) {
-                Err(e) if e.is_busy() && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                r => break r?,
-            }
-        }
-    }
     Ok(())
 }
 
