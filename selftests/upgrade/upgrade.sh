@@ -62,8 +62,8 @@ case $KH_STAGE in
     wait $kvmpid 2>/dev/null
     # kexec: reboot(2) returning (as when the image cannot be booted)
     for step in preflight after-save before-kexec kexec; do
-        want=4; [ $step = preflight ] && want=3
-        LIVEUP_FAIL=$step $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1; rc=$?
+        want=4 outc=rolled-back; [ $step = preflight ] && want=3 outc=refused
+        LIVEUP_FAIL=$step $L upgrade --json --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1; rc=$?
         if [ $rc = $want ] && grep -q "injected failure at step '$step'" $KH_DIR/out && both_running \
            && all_memory_ok; then
             kh_ok "failure injected at $step: error reported (exit $want), both VMs running, memory intact"
@@ -71,6 +71,14 @@ case $KH_STAGE in
             kh_fail "failure injected at $step: error reported (exit $want), both VMs running, memory intact" "rc=$rc $(cat $KH_DIR/out)"
         fi
         kh_check "failure injected at $step: no kexec image left loaded" test "$(cat /sys/kernel/kexec_loaded)" = 0
+        # --json: the plan before anything is paused, then the outcome
+        kh_check "failure injected at $step: --json gives the outcome ($outc, $want)" \
+            grep -q "\"exit_code\":$want,\"outcome\":\"$outc\"" $KH_DIR/out
+        if [ $step != preflight ]; then
+            kh_check "failure injected at $step: --json gave the plan first (VMs, kernel, command line)" sh -c \
+                "grep -q '\"vms\":\[\"$(echo $VMS | sed 's/ /\",\"/g')\"\]' $KH_DIR/out && grep -q '\"kernel\":\"/host/bzImage\"' $KH_DIR/out && grep -q '\"cmdline\":\".*memmap=' $KH_DIR/out" ||
+                cat $KH_DIR/out
+        fi
         # the VMs were paused (after-save, before-kexec): their wall clocks
         # set again through their agents
         if linux && [ $step != preflight ]; then

@@ -64,6 +64,11 @@ enum Cmd {
         /// (refused otherwise: their VMs would be lost).
         #[arg(long)]
         allow_unmanaged_kvm: bool,
+        /// Machine-readable: once preflight passed, the plan as one JSON
+        /// line on stdout (before anything is paused); on a failure, one
+        /// JSON line with the outcome, exit code and error.
+        #[arg(long)]
+        json: bool,
         /// A passthrough device (bound to vfio-pci, kept) whose DMA stays
         /// translated through the kexec: its VT-d tables are frozen into
         /// KRAM once the VMs are stopped and the next kernel adopts them
@@ -340,6 +345,7 @@ fn run(cli: Cli) -> Result<()> {
             cmdline,
             no_exec,
             allow_unmanaged_kvm,
+            json,
             keep_device,
             iommu_preserve,
         } => {
@@ -353,12 +359,16 @@ fn run(cli: Cli) -> Result<()> {
                     cmdline: cmdline.as_deref(),
                     no_exec,
                     allow_unmanaged_kvm,
+                    json,
                     keep: keep_device.as_deref().zip(iommu_preserve.as_deref()),
                 },
             );
             // Returned: no kexec (a rehearsal, or a failure, and what it left).
             if let Err(e) = &r {
                 journal::log(journal::ERR, &format!("upgrade failed: {e:#}"));
+                if json {
+                    println!("{}", upgrade::failure_json(e));
+                }
             }
             r
         }

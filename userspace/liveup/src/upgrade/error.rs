@@ -47,6 +47,24 @@ impl UpgradeError {
     }
 }
 
+/// `liveup upgrade --json`'s line for a failure: the outcome, the exit
+/// code and the error.
+pub fn failure_json(e: &anyhow::Error) -> serde_json::Value {
+    let (outcome, code) = match e.downcast_ref::<UpgradeError>() {
+        Some(u) => (
+            match u.outcome {
+                Outcome::Refused => "refused",
+                Outcome::RolledBack => "rolled-back",
+                Outcome::Incomplete => "rollback-incomplete",
+                Outcome::PartlyRestored => "partly-restored",
+            },
+            u.exit_code(),
+        ),
+        None => ("error", 1),
+    };
+    serde_json::json!({"outcome": outcome, "exit_code": code, "error": format!("{e:#}")})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +82,10 @@ mod tests {
         .map(|o| UpgradeError::new(o, &e).exit_code())
         .collect();
         assert_eq!(codes, [3, 4, 5, 6]);
+        let j = failure_json(&UpgradeError::new(Outcome::RolledBack, &e).into());
+        assert_eq!(j["outcome"], "rolled-back");
+        assert_eq!(j["exit_code"], 4);
+        assert_eq!(failure_json(&e)["exit_code"], 1);
         // the whole chain is kept in the message
         let m = UpgradeError::new(Outcome::Refused, &e).to_string();
         assert!(m.contains("what failed") && m.contains("root cause"), "{m}");

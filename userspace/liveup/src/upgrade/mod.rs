@@ -22,7 +22,7 @@ mod state;
 mod tsc;
 mod vm;
 
-pub use error::{Outcome, UpgradeError};
+pub use error::{failure_json, Outcome, UpgradeError};
 pub use report::{Phase, Report};
 pub use state::{Manifest, SavedVm, STATE_AREA};
 pub use tsc::{rdtsc, tsc_hz};
@@ -83,12 +83,42 @@ pub struct UpgradeArgs<'a> {
     /// Kexec even if processes liveup does not manage use /dev/kvm (their
     /// VMs are lost).
     pub allow_unmanaged_kvm: bool,
+    /// Print the plan as JSON on stdout once preflight passed, before
+    /// anything is paused.
+    pub json: bool,
+}
+
+/// What `liveup upgrade --json` prints once preflight passed: what will
+/// happen, before any VM is paused.
+#[derive(Debug, serde::Serialize)]
+pub struct Plan {
+    /// The VMs that will be paused, saved and restored.
+    pub vms: Vec<String>,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    /// The next kernel's whole command line, as loaded.
+    pub cmdline: String,
+    /// The TSC frequency the next kernel is told (tsc_known_khz), if any.
+    pub tsc_khz: Option<u64>,
+    /// The passthrough device kept doing DMA through the kexec.
+    pub keep_device: Option<String>,
+    /// KVM users liveup does not manage that the kexec will end (only
+    /// with --allow-unmanaged-kvm).
+    pub unmanaged_kvm_users: Vec<String>,
+    /// A rehearsal: the VMs are paused and resumed, no kexec.
+    pub no_exec: bool,
 }
 
 /// `liveup upgrade`. Returns only if it did not kexec; its error is then
 /// an [`UpgradeError`] saying what state the host was left in.
 pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
     let mut p = prepare(kram, a).map_err(|e| UpgradeError::new(Outcome::Refused, &e))?;
+    if a.json {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", serde_json::to_string(&p.plan)?)?;
+        out.flush()?;
+    }
     blackout(kram, a, &mut p)
 }
 
@@ -99,6 +129,7 @@ struct Prepared {
     keep: Option<crate::keep::KeptDevice>,
     preload: Vec<PathBuf>,
     hz: f64,
+    plan: Plan,
 }
 
 /// Preflight: every check, the kexec image loaded; nothing is touched if
@@ -148,10 +179,8 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
         qmps.push(q);
     }
     // Every KVM user but our QEMUs would die with this kernel.
-    foreign::check(
-        &foreign::users_of(Path::new("/proc"), foreign::KVM_RDEV, &managed),
-        a.allow_unmanaged_kvm,
-    )?;
+    let unmanaged = foreign::users_of(Path::new("/proc"), foreign::KVM_RDEV, &managed);
+    foreign::check(&unmanaged, a.allow_unmanaged_kvm)?;
     state_area(kram)?;
     let mut preload: Vec<PathBuf> = Vec::new();
     for vm in &vms {
@@ -183,8 +212,12 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
     }
     // QEMU's figure is a QEMU process's word: only one close to the rate
     // this kernel runs the TSC at goes on the next kernel's command line.
+    let mut tsc_khz = None;
     match khz.map(|k| plausible_tsc_khz(k, tsc_hz() / 1000.0)) {
-        Some(Ok(khz)) => cmdline = set_param(&cmdline, "tsc_known_khz", &khz.to_string()),
+        Some(Ok(khz)) => {
+            cmdline = set_param(&cmdline, "tsc_known_khz", &khz.to_string());
+            tsc_khz = Some(khz);
+        }
         Some(Err(why)) => eprintln!("liveup: {why}"),
         None => {}
     }
@@ -192,12 +225,26 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
         cmdline = format!("{cmdline} {}", k.cmdline());
     }
     kexec_load(a.kernel, a.initrd, &cmdline)?;
+    let plan = Plan {
+        vms: vms.iter().map(|v| v.name.clone()).collect(),
+        kernel: a.kernel.to_path_buf(),
+        initrd: a.initrd.map(Path::to_path_buf),
+        cmdline,
+        tsc_khz,
+        keep_device: keep.as_ref().map(|k| k.bdf.to_string()),
+        unmanaged_kvm_users: unmanaged
+            .iter()
+            .map(|u| format!("{} ({})", u.pid, u.comm))
+            .collect(),
+        no_exec: a.no_exec,
+    };
     Ok(Prepared {
         vms,
         qmps,
         keep,
         preload,
         hz: tsc_hz(),
+        plan,
     })
 }
 
