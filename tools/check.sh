@@ -147,9 +147,15 @@ plan_a=$(echo "$plan" | grep -E '^(iommu-preserve|vfio-keep)/' | grep -v '^vfio-
 plan_b=$(echo "$plan" | grep -vE '^(iommu-preserve|vfio-keep)/'; echo "$plan" | grep '^vfio-keep/dma$')
 rm -f "$drun/counts" "$KH_ROOT/out/check-upgrade/counts"
 (
-    # tinyvm x2 through three upgrades, failures injected, a kexec back:
-    # the whole flow under KASAN and lockdep (issue 15 item 5)
+    # tinyvm x2 through two upgrades, a failure injected before the kexec,
+    # a partial restore and --retry, a failed restore and a kexec back:
+    # the flow under KASAN and lockdep (issue 15 item 5). The release rig
+    # runs all of selftests/upgrade/upgrade.sh; here the other injected
+    # failures and the signal checks (userspace paths) are left out: each
+    # paused cycle takes about 150 s on this rig, and the whole of it took
+    # 2520 s (session 15), which put make check over an hour.
     if [ -n "$rootfs" ]; then
+        KH_GUEST_ENV="KH_UPGRADES=2 KH_UPGRADE_FAULTS=before-kexec KH_UPGRADE_SIGNALS=0" \
         KH_MODULES=$mods_debug "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$drun" -t 3000 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
             > "$KH_ROOT/out/check-upgrade-debug.log" 2>&1
     fi
