@@ -190,10 +190,11 @@ else
     fail "hot-upgrade, debug host: no rootfs"
 fi
 echo "== rig: hot-upgrade on the release host (tools/check-upgrade.sh)"
-grep -v '^make' "$KH_ROOT/out/check-upgrade.log" "$KH_ROOT/out/check-upgrade-linux-part.log"
+cat "$KH_ROOT/out/check-upgrade.log" "$KH_ROOT/out/check-upgrade-linux-part.log" | grep -v '^make'
 add_counts "hot-upgrade rig, tinyvm" "$KH_ROOT/out/check-upgrade"
 # (add_counts reads RUN/counts)
 mkdir -p "$KH_ROOT/out/check-upgrade-linux-sum"
+rm -f "$KH_ROOT/out/check-upgrade-linux-sum/counts"
 cp "$KH_ROOT/out/check-upgrade-linux.counts" "$KH_ROOT/out/check-upgrade-linux-sum/counts" 2>/dev/null
 add_counts "hot-upgrade rig, Linux VM" "$KH_ROOT/out/check-upgrade-linux-sum"
 
