@@ -144,7 +144,7 @@ fi
 # that. So it runs on the root bus, in lane B.
 plan_a=$(echo "$plan" | grep -E '^(iommu-preserve|vfio-keep)/' | grep -v '^vfio-keep/dma$')
 plan_b=$(echo "$plan" | grep -vE '^(iommu-preserve|vfio-keep)/'; echo "$plan" | grep '^vfio-keep/dma$')
-rm -f "$drun/counts" "$KH_ROOT/out/check-upgrade/counts" "$KH_ROOT/out/check-upgrade-linux.counts"
+rm -f "$drun/counts" "$KH_ROOT/out/check-upgrade/counts" "$KH_ROOT/out/check-upgrade-linux-sum/counts"
 (
     # tinyvm x2 through two upgrades, a failure injected before the kexec,
     # a partial restore and --retry, a failed restore and a kexec back:
@@ -163,7 +163,7 @@ rm -f "$drun/counts" "$KH_ROOT/out/check-upgrade/counts" "$KH_ROOT/out/check-upg
     # checked).
     KH_MODULES=$mods_debug KH_RIG_MEM=6G KH_NIC_UDP=1 KH_NIC_ROOT_PORT=1 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 3000 -v "$vmk/bzImage" ${rootfs:+-r "$rootfs"} $plan_a \
         > "$KH_ROOT/out/check-a.log" 2>&1
-    KH_MODULES=$mods_release KH_UPGRADE_TINY=0 KH_UPGRADE_COUNTS="$KH_ROOT/out/check-upgrade-linux.counts" \
+    KH_MODULES=$mods_release KH_UPGRADE_TINY=0 KH_UPGRADE_COUNTS="$KH_ROOT/out/check-upgrade-linux-sum/counts" \
         "$KH_ROOT/tools/check-upgrade.sh" > "$KH_ROOT/out/check-upgrade-linux-part.log" 2>&1
 ) &
 apid=$!
@@ -194,10 +194,6 @@ fi
 echo "== rig: hot-upgrade on the release host (tools/check-upgrade.sh)"
 cat "$KH_ROOT/out/check-upgrade.log" "$KH_ROOT/out/check-upgrade-linux-part.log" | grep -v '^make'
 add_counts "hot-upgrade rig, tinyvm" "$KH_ROOT/out/check-upgrade"
-# (add_counts reads RUN/counts)
-mkdir -p "$KH_ROOT/out/check-upgrade-linux-sum"
-rm -f "$KH_ROOT/out/check-upgrade-linux-sum/counts"
-cp "$KH_ROOT/out/check-upgrade-linux.counts" "$KH_ROOT/out/check-upgrade-linux-sum/counts" 2>/dev/null
 add_counts "hot-upgrade rig, Linux VM" "$KH_ROOT/out/check-upgrade-linux-sum"
 
 # --- liveup migrate end to end: network namespaces, shaped link, QEMU 11 ---

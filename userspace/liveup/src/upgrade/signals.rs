@@ -46,41 +46,36 @@ impl Held {
 
     /// Whether a held signal came (not taken).
     pub(super) fn pending(&self) -> bool {
+        Held::first_pending().is_some()
+    }
+
+    /// The first held signal that came, if any (not taken).
+    fn first_pending() -> Option<libc::c_int> {
         // SAFETY: `pending` is written by sigpending before it is read.
         let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
         // SAFETY: a valid set pointer; sigismember reads the filled set.
         unsafe {
-            libc::sigpending(&mut pending) == 0
-                && HELD
-                    .iter()
-                    .any(|&sig| libc::sigismember(&pending, sig) == 1)
+            if libc::sigpending(&mut pending) != 0 {
+                return None;
+            }
+            HELD.into_iter()
+                .find(|&sig| libc::sigismember(&pending, sig) == 1)
         }
     }
 
     /// A held signal that came since, taken; None if none.
     fn take() -> Option<libc::c_int> {
-        // SAFETY: `pending` is written by sigpending before it is read.
-        let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid set pointer.
-        if unsafe { libc::sigpending(&mut pending) } != 0 {
-            return None;
+        let sig = Held::first_pending()?;
+        // SAFETY: a valid set holding only `sig`, which is pending, so
+        // sigwait returns at once with it.
+        unsafe {
+            let mut one: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut one);
+            libc::sigaddset(&mut one, sig);
+            let mut got = 0;
+            libc::sigwait(&one, &mut got);
         }
-        for sig in HELD {
-            // SAFETY: a set sigpending filled.
-            if unsafe { libc::sigismember(&pending, sig) } == 1 {
-                // SAFETY: a valid set holding only `sig`, which is
-                // pending, so sigwait returns at once with it.
-                unsafe {
-                    let mut one: libc::sigset_t = std::mem::zeroed();
-                    libc::sigemptyset(&mut one);
-                    libc::sigaddset(&mut one, sig);
-                    let mut got = 0;
-                    libc::sigwait(&one, &mut got);
-                }
-                return Some(sig);
-            }
-        }
-        None
+        Some(sig)
     }
 
     /// Err if a held signal came: the caller rolls back.

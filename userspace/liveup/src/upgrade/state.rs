@@ -61,12 +61,7 @@ pub(super) fn state_area(kram: &Kram) -> Result<crate::kram::Area> {
 pub(super) fn store(kram: &Kram, manifest: &Manifest, blobs: &[Vec<u8>]) -> Result<()> {
     let area = state_area(kram)?;
     let mut m = kram.map(&area)?;
-    let json = serde_json::to_vec(manifest)?;
-    ensure!(
-        HEADER + json.len() <= BLOB_BASE,
-        "manifest too large ({} bytes)",
-        json.len()
-    );
+    let json = manifest_json(manifest)?;
     let total = BLOB_BASE + blobs.iter().map(Vec::len).sum::<usize>();
     ensure!(
         total <= m.len(),
@@ -78,14 +73,30 @@ pub(super) fn store(kram: &Kram, manifest: &Manifest, blobs: &[Vec<u8>]) -> Resu
         let off = v.state_offset as usize;
         m[off..off + b.len()].copy_from_slice(b);
     }
-    // Header last: until it is written the area holds no valid manifest.
+    seal(&mut m, &json);
+    Ok(())
+}
+
+/// The manifest as stored: JSON that fits between the header and the blobs.
+fn manifest_json(manifest: &Manifest) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(manifest)?;
+    ensure!(
+        HEADER + json.len() <= BLOB_BASE,
+        "manifest too large ({} bytes)",
+        json.len()
+    );
+    Ok(json)
+}
+
+/// Write the header for the manifest `json` already in `area`: last, so
+/// that until then the area holds no valid manifest.
+fn seal(area: &mut [u8], json: &[u8]) {
     let h = Header {
         len: json.len() as u64,
-        crc: kram_format::crc32c(&json),
+        crc: kram_format::crc32c(json),
         restored: false,
     };
-    m[..HEADER].copy_from_slice(&h.encode());
-    Ok(())
+    area[..HEADER].copy_from_slice(&h.encode());
 }
 
 /// The state area's header: `MAGIC`, the manifest's length (u64) and
@@ -145,19 +156,10 @@ pub(super) fn mark_vms_restored(area: &mut [u8], names: &[String]) -> Result<()>
             v.restored = true;
         }
     }
-    let json = serde_json::to_vec(&man)?;
-    ensure!(
-        HEADER + json.len() <= BLOB_BASE && BLOB_BASE <= area.len(),
-        "manifest too large ({} bytes)",
-        json.len()
-    );
+    let json = manifest_json(&man)?;
+    ensure!(BLOB_BASE <= area.len(), "state area too small");
     area[HEADER..HEADER + json.len()].copy_from_slice(&json);
-    let h = Header {
-        len: json.len() as u64,
-        crc: kram_format::crc32c(&json),
-        restored: false,
-    };
-    area[..HEADER].copy_from_slice(&h.encode());
+    seal(area, &json);
     Ok(())
 }
 
