@@ -17,6 +17,7 @@ mod error;
 mod foreign;
 mod kexec;
 mod report;
+mod restore;
 mod signals;
 mod state;
 mod tsc;
@@ -24,6 +25,7 @@ mod vm;
 
 pub use error::{failure_json, Outcome, UpgradeError};
 pub use report::{Phase, Report};
+pub use restore::{restore, RestoreArgs};
 pub use state::{Manifest, SavedVm, STATE_AREA};
 pub use tsc::{rdtsc, tsc_hz};
 pub use vm::{
@@ -36,14 +38,13 @@ use crate::qmp::{Monitor, Qmp, RunState};
 use anyhow::{bail, ensure, Context, Result};
 use blackout::{Blackout, Host};
 use kexec::{check_reservation, kexec_load, kexec_unload, next_cmdline, set_param};
-use report::{init_to_mark_ms, kexec_rows, mark_kmsg};
 use serde_json::json;
 use state::{invalidate_state, state_area, store};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tsc::{pick_tsc_khz, plausible_tsc_khz, vm_tsc_khz};
-use vm::{check_passthrough, qemu_files, read_ahead, spawn_qemu};
+use vm::{check_passthrough, qemu_files};
 
 /// Test hook: LIVEUP_HOLD=<step> stops the blackout at that step until
 /// /run/liveup/hold-<step> (written on arrival) is removed or a held
@@ -207,13 +208,14 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
     // calibrating it anew (a restored VM's QEMU asks KVM for the frequency
     // it started with; without TSC scaling KVM can give it only if equal).
     let (khz, note) = pick_tsc_khz(&tsc);
+    let hz = tsc_hz();
     if let Some(n) = note {
         eprintln!("liveup: {n}");
     }
     // QEMU's figure is a QEMU process's word: only one close to the rate
     // this kernel runs the TSC at goes on the next kernel's command line.
     let mut tsc_khz = None;
-    match khz.map(|k| plausible_tsc_khz(k, tsc_hz() / 1000.0)) {
+    match khz.map(|k| plausible_tsc_khz(k, hz / 1000.0)) {
         Some(Ok(khz)) => {
             cmdline = set_param(&cmdline, "tsc_known_khz", &khz.to_string());
             tsc_khz = Some(khz);
@@ -243,7 +245,7 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
         qmps,
         keep,
         preload,
-        hz: tsc_hz(),
+        hz,
         plan,
     })
 }
@@ -358,21 +360,6 @@ fn undone<M: Monitor, H: Host>(b: &mut Blackout<'_, M, H>, e: anyhow::Error) -> 
     UpgradeError::new(outcome, &e).into()
 }
 
-/// One restore step for every VM still in the race; those it fails for
-/// drop out into `failed`.
-fn each<'v>(
-    live: &mut Vec<(&'v VmConfig, Qmp)>,
-    failed: &mut Vec<(&'v VmConfig, anyhow::Error)>,
-    f: impl Fn(&VmConfig, &mut Qmp) -> Result<()>,
-) {
-    for (vm, mut q) in std::mem::take(live) {
-        match f(vm, &mut q) {
-            Ok(()) => live.push((vm, q)),
-            Err(e) => failed.push((vm, e)),
-        }
-    }
-}
-
 /// The blackout's host side in a real upgrade: KRAM, the kept device,
 /// the VMs' state files and guest agents.
 struct LiveHost<'a> {
@@ -415,234 +402,6 @@ fn set_clocks<'a>(vms: impl Iterator<Item = &'a VmConfig>) {
         let c = crate::qga::fix_clock(&vm.root, &vm.argv);
         eprintln!("liveup: guest clock {}: {c}", vm.name);
     }
-}
-
-/// What `liveup restore` is told: the kram module to load first (and its
-/// parameters), and whether this finishes a restore that failed.
-pub struct RestoreArgs<'a> {
-    pub kram_module: Option<&'a Path>,
-    /// Parameters for kram.ko; `None`: the region on /proc/cmdline.
-    pub kram_params: Option<&'a str>,
-    pub retry: bool,
-}
-
-/// `liveup restore`: relaunch the VMs `upgrade` saved.
-pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
-    let t_start = rdtsc();
-    let marked = mark_kmsg();
-    if let Some(m) = a.kram_module {
-        crate::kram::load_module(m, a.kram_params)?;
-    }
-    let t_kram = rdtsc();
-    let kram = Kram::open(device)?;
-    let st = kram.status()?;
-    ensure!(
-        st.state == 0,
-        "KRAM metadata refused (errno {}): the saved VMs are still in the region; fix it and run `liveup restore --retry`",
-        st.error
-    );
-    let area = match kram.lookup(STATE_AREA) {
-        Ok(a) => a,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let mut m = kram.map(&area)?;
-    // None: no state, or restored once, completely: every VM has run
-    // since, so that state is older than its RAM and must never be loaded
-    // again (not even by --retry, which only finishes a restore that
-    // failed).
-    let Some(man) = state::load(&m)? else {
-        return Ok(None);
-    };
-    let hz = man.tsc_hz;
-    let ms = |ticks: u64| ticks as f64 * 1e3 / hz;
-    // Check every saved state, then start all QEMUs at once (QEMU start-up
-    // dominates restore), then load and resume each VM.
-    let mut todo = Vec::new();
-    for v in &man.vms {
-        let vm = &v.config;
-        let blob = state::blob(&m, v)?;
-        // restored by an earlier, partial restore: it has run since, and
-        // this state is older than its RAM
-        if v.restored || (a.retry && vm_status(vm) == "running") {
-            continue;
-        }
-        fs::create_dir_all(vm.host_path(Path::new("/run/liveup")))?;
-        fs::write(vm.host_path(&vm.state_path()), blob)?;
-        todo.push(vm);
-    }
-    fault("restore-qemu")?;
-    let t0 = rdtsc();
-    // Queue the reads of what QEMU maps just before starting it. Measured
-    // in the rig (make check-upgrade, 3 runs each): queued right after the
-    // manifest, the queueing alone took 180-240 ms before any QEMU started
-    // and downtime did not improve (6.99-7.88 s vs 6.70-7.09 s).
-    let ahead = read_ahead(&man.preload);
-    if ahead > 0 {
-        eprintln!(
-            "liveup: reading ahead {} files QEMU maps ({} MiB)",
-            man.preload.len(),
-            ahead >> 20
-        );
-    }
-    // Each VM goes through the steps on its own: one that fails drops out
-    // (its QEMU, if it started, is quit so that `restore --retry` can
-    // start it again) and the others go on.
-    let mut failed: Vec<(&VmConfig, anyhow::Error)> = Vec::new();
-    let started: Vec<Result<()>> = std::thread::scope(|s| {
-        let hs: Vec<_> = todo
-            .iter()
-            .map(|vm| s.spawn(move || spawn_qemu(vm, true)))
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("QEMU start thread panicked")))
-            })
-            .collect()
-    });
-    // Managed again from here on, whatever happens next (a failed restore
-    // leaves every VM visible to `vm list` and `restore --retry`).
-    fs::create_dir_all(run_dir())?;
-    for vm in &todo {
-        fs::write(
-            run_dir().join(format!("{}.json", vm.name)),
-            serde_json::to_vec_pretty(vm)?,
-        )?;
-    }
-    let mut live: Vec<(&VmConfig, Qmp)> = Vec::new();
-    for (&vm, r) in todo.iter().zip(started) {
-        let q = r.and_then(|()| {
-            Qmp::connect(vm.qmp_host(), Duration::from_secs(30))
-                .with_context(|| format!("VM {}", vm.name))
-        });
-        match q {
-            Ok(q) => live.push((vm, q)),
-            Err(e) => failed.push((vm, e)),
-        }
-    }
-    let t1 = rdtsc();
-    each(&mut live, &mut failed, |vm, q| {
-        fault(&format!("restore-load:{}", vm.name))?;
-        q.execute(
-            "migrate-set-capabilities",
-            json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
-        )?;
-        q.execute("migrate-set-parameters", json!({"mode": "cpr-reboot"}))?;
-        q.execute(
-            "migrate-incoming",
-            json!({"uri": format!("file:{}", vm.state_path().display())}),
-        )?;
-        Ok(())
-    });
-    each(&mut live, &mut failed, |vm, q| {
-        q.wait_migration("migrate-incoming", Duration::from_secs(60))
-            .with_context(|| format!("VM {}: loading its state", vm.name))
-    });
-    let t2 = rdtsc();
-    each(&mut live, &mut failed, |vm, q| {
-        let st = q.run_state()?;
-        if st != RunState::Running {
-            q.execute("cont", json!({}))
-                .with_context(|| format!("VM {} is {st} after loading its state", vm.name))?;
-        }
-        Ok(())
-    });
-    let t_end = rdtsc();
-    let restored: Vec<&VmConfig> = live.iter().map(|(vm, _)| *vm).collect();
-    drop(live);
-    // A VM that failed after its QEMU started: that QEMU waits for a
-    // state that will not come, with the VM's RAM mapped; quit it so that
-    // `restore --retry` can start the VM again.
-    for (vm, _) in &failed {
-        if let Err(e) = vm::quit_qemu(vm) {
-            eprintln!("liveup: VM {}: {e:#}", vm.name);
-        }
-    }
-    let (qemu_start, load, resume) = (t1 - t0, t2 - t1, t_end - t2);
-    // Split kexec-to-restore where the kernel started init (read back from
-    // the kernel log now that the VMs run; without it the split is left
-    // out and the row says so).
-    let to_restore = ms(t_start.saturating_sub(man.t_kexec));
-    let init_ms = marked.then(init_to_mark_ms).flatten();
-    if failed.is_empty() {
-        state::set_restored(&mut m);
-    } else {
-        // Those that run now are never restored again; the others are
-        // left for --retry.
-        let names: Vec<String> = restored.iter().map(|v| v.name.clone()).collect();
-        state::mark_vms_restored(&mut m, &names)?;
-    }
-    // The saves overlap (all VMs stop at once): the phase ends with the last.
-    let save: u64 = man.vms.iter().map(|v| v.save_ticks).max().unwrap_or(0);
-    let row = Phase::new;
-    let mut phases = vec![row("stop + save device state", ms(save))];
-    if man.freeze_ticks != 0 {
-        phases.push(row("freeze kept device's IOMMU", ms(man.freeze_ticks)));
-    }
-    phases.push(row(
-        "store state in KRAM",
-        ms(man.t_saved - man.t_blackout - save - man.freeze_ticks),
-    ));
-    phases.extend(kexec_rows(to_restore, init_ms));
-    phases.extend([
-        row("module load + KRAM adoption", ms(t_kram - t_start)),
-        row("state checks", ms(t0 - t_kram)),
-        row("QEMU start", ms(qemu_start)),
-        row("state load", ms(load)),
-        row("resume", ms(resume)),
-    ]);
-    // The guests run again: set their wall clocks, which are behind by the
-    // pause (kvmclock went on from where it stopped), through their agents;
-    // outside the downtime, and each bounded by qga::TIMEOUT.
-    // Side by side: each may wait up to qga::TIMEOUT for its agent.
-    let guest_clocks = std::thread::scope(|s| {
-        let hs: Vec<_> = restored
-            .iter()
-            .map(|vm| s.spawn(move || crate::qga::fix_clock(&vm.root, &vm.argv)))
-            .collect();
-        restored
-            .iter()
-            .zip(hs)
-            .map(|(vm, h)| {
-                let c = h.join().unwrap_or_else(|_| crate::qga::GuestClock::Failed {
-                    why: "the thread setting it panicked".into(),
-                });
-                (vm.name.clone(), c)
-            })
-            .collect()
-    });
-    let report = Report {
-        vms: restored.iter().map(|v| v.name.clone()).collect(),
-        phases,
-        downtime_ms: ms(t_end.saturating_sub(man.t_blackout)),
-        guest_clocks,
-    };
-    fs::write(
-        run_dir().join("last-upgrade.json"),
-        serde_json::to_vec_pretty(&report)?,
-    )?;
-    if !failed.is_empty() {
-        let why = failed
-            .iter()
-            .map(|(vm, e)| format!("VM {}: {e:#}", vm.name))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let e = anyhow::anyhow!(
-            "restored {} of {} VM(s) ({}); not restored: {why}. Their RAM and saved state stay in KRAM: fix the cause and run `liveup restore --retry`",
-            restored.len(),
-            todo.len(),
-            report.vms.join(", ")
-        );
-        // None back at all: an ordinary failure, as before QEMU started.
-        let outcome = if restored.is_empty() {
-            return Err(e);
-        } else {
-            Outcome::PartlyRestored
-        };
-        return Err(UpgradeError::new(outcome, &e).into());
-    }
-    Ok(Some(report))
 }
 
 #[cfg(test)]

@@ -78,6 +78,11 @@ impl Held {
         Some(sig)
     }
 
+    /// The name of a held signal that came, taken; None if none.
+    pub(super) fn taken(&self) -> Option<&'static str> {
+        Held::take().map(name)
+    }
+
     /// Err if a held signal came: the caller rolls back.
     pub(super) fn check(&self) -> Result<()> {
         match Held::take() {
@@ -127,6 +132,11 @@ mod tests {
             let e = h.check().unwrap_err().to_string();
             assert_eq!(e, "interrupted by SIGTERM");
             assert!(h.check().is_ok(), "taken once");
+            // restore's way: the name, once, after the work is done
+            // SAFETY: as above.
+            unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGINT) };
+            assert_eq!(h.taken(), Some("SIGINT"));
+            assert_eq!(h.taken(), None);
             drop(h);
         })
         .join()

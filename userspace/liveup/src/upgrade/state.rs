@@ -38,6 +38,13 @@ pub struct Manifest {
     pub freeze_ticks: u64,
 }
 
+impl Manifest {
+    /// TSC ticks as milliseconds, at the rate `upgrade` measured.
+    pub(super) fn ms(&self, ticks: u64) -> f64 {
+        ticks as f64 * 1e3 / self.tsc_hz
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedVm {
     pub config: VmConfig,
