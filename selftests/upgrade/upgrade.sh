@@ -174,7 +174,21 @@ case $KH_STAGE in
         kh_kexec_next
     fi
     if [ "$KH_STAGE" = $((UPGRADES + 3)) ]; then
+        if [ "$SIGNALS" = 1 ]; then
+        # SIGTERM during the restore (as from a service manager), with
+        # every QEMU started and waiting for its state (LIVEUP_HOLD stops
+        # there): held until every VM ran again, then said.
+        rm -f /run/liveup/hold-restore-load
+        LIVEUP_HOLD=restore-load $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" > $KH_DIR/out 2>&1 &
+        rp=$!
+        kh_wait 300 test -e /run/liveup/hold-restore-load
+        kill -TERM $rp
+        wait $rp; rc=$?
+        kh_check "SIGTERM during the restore: held until every VM ran again (exit 0), then said" \
+            sh -c "test $rc = 0 && grep -q 'SIGTERM came during the restore' $KH_DIR/out" || cat $KH_DIR/out
+        else
         $L restore --kram-module /host/modules/kram.ko --kram-params "$KRAM_PARAMS" > $KH_DIR/out 2>&1
+        fi
         kh_check "restore after a kexec back brings both VMs back" both_running || { cat $KH_DIR/out; diag; }
         kh_check "memory of every VM intact after the failed restore and the kexec back" all_memory_ok || diag
         kh_dmesg_clean "no warning in dmesg after the kexec back"

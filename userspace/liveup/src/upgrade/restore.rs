@@ -18,7 +18,7 @@ use super::report::{init_to_mark_ms, kexec_rows, mark_kmsg, Phase, Report};
 use super::state::{self, Manifest, STATE_AREA};
 use super::tsc::rdtsc;
 use super::vm::{self, read_ahead, run_dir, spawn_qemu, vm_status, VmConfig};
-use super::{fault, signals, Outcome, UpgradeError};
+use super::{fault, hold, signals, Outcome, UpgradeError};
 use crate::kram::Kram;
 use crate::qmp::{Monitor, Qmp, RunState};
 use anyhow::{ensure, Context, Result};
@@ -58,6 +58,7 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     t.checked = rdtsc();
     let mut race = start_qemus(&todo, &man)?;
     t.started = rdtsc();
+    hold("restore-load", &sig)?;
     race.load();
     t.loaded = rdtsc();
     race.resume();

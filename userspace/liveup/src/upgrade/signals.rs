@@ -3,7 +3,8 @@
 //! pause to the kexec SIGINT, SIGTERM, SIGHUP and SIGQUIT are held
 //! (blocked for this thread and the threads it starts), and the blackout
 //! looks for one between its steps: one that came ends the upgrade like a
-//! failed step, rolled back, exit 4, saying which signal.
+//! failed step, rolled back, exit 4, saying which signal. `restore` holds
+//! them from its start to its end and says afterwards which came.
 
 use anyhow::{bail, Result};
 
@@ -96,7 +97,7 @@ impl Drop for Held {
     fn drop(&mut self) {
         if let Some(sig) = Held::take() {
             eprintln!(
-                "liveup: {} came while undoing the upgrade; it was finished first",
+                "liveup: {} came; it was held until what liveup had begun was finished or undone",
                 name(sig)
             );
         }
