@@ -75,7 +75,9 @@ def main():
         if multifd else transferred
     qdown = m.get("downtime", 0)
     stopped = (m.get("total-time", 0) - qdown) / 1000.0
-    print(json.dumps({"Done": {
+    # the result event of `liveup migrate send --json`'s stream
+    print(json.dumps({
+        "event": "result",
         "total_secs": resumed,
         "qemu_downtime_ms": qdown,
         "downtime_ms": int(max(resumed - stopped, 0) * 1000),
@@ -86,7 +88,7 @@ def main():
         "dst_liveup_cpu_secs": 0.0,
         "dirty_bps": 0,
         "plan": {"level": 1 if multifd else 0, "chunk_size": 0},
-    }}))
+    }))
 
 
 main()

@@ -100,7 +100,7 @@ for rate in $RATES; do
             src_q=$(awk "BEGIN { print ($s1 - $s0) - ($sv1 - $sv0) }")
             dst_q=$(awk "BEGIN { print ($d1 - $d0) - ($dv1 - $dv0) }")
             jq -r --arg c "$c" --arg r "$rate" --argjson sq "$src_q" --argjson dq "$dst_q" --argjson tx $((tx1 - tx0)) \
-                '.Done | [$r, $c, .total_secs, .qemu_downtime_ms, .downtime_ms, .wire_bytes, $tx, .ratio,
+                'select(.event == "result") | [$r, $c, .total_secs, .qemu_downtime_ms, .downtime_ms, .wire_bytes, $tx, .ratio,
                 $sq + .src_liveup_cpu_secs, .src_liveup_cpu_secs, $dq + .dst_liveup_cpu_secs,
                 .plan.level, (.plan.chunk_size / 1024), (.dirty_bps // 0)] | @tsv' \
                 "$KHM_WORK/$next.json" >> "$results"

@@ -16,7 +16,7 @@ pass=0 failn=0 n=0
 ok() { n=$((n + 1)); pass=$((pass + 1)); echo "ok $n - $*"; }
 notok() { n=$((n + 1)); failn=$((failn + 1)); echo "not ok $n - $*"; }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else notok "$what"; fi; }
-fig() { jq -r '.Done | "\(.total_secs|.*100|round/100) s, downtime \(.downtime_ms) ms, wire \(.wire_bytes/1048576|.*10|round/10) MiB, ratio \(.ratio|.*100|round/100)x, \(.plan.mode) \(.plan.codec) x\(.plan.threads)"' "$1" 2>/dev/null; }
+fig() { jq -r 'select(.event == "result") | "\(.total_secs|.*100|round/100) s, downtime \(.downtime_ms) ms, wire \(.wire_bytes/1048576|.*10|round/10) MiB, ratio \(.ratio|.*100|round/100)x, \(.plan.mode) \(.plan.codec) x\(.plan.threads)"' "$1" 2>/dev/null; }
 
 khm_build || { echo "not ok 1 - build"; echo "0 passed, 1 failed"; exit 1; }
 khm_net || { echo "not ok 1 - network namespaces"; echo "0 passed, 1 failed"; exit 1; }
@@ -44,11 +44,23 @@ check "guest v0 boots in A and checks its memory" khm_memcheck v0
 
 check "native multifd A->B keeps guest memory intact" \
     migrate_ok "$KHM_NS_A" v0 "$KHM_NS_B" v1 4441 --mode native
+# --json is a stream: one JSON object a line, the plan first, QEMU's
+# phases and a progress event a second, the result last.
+json_stream() {
+    local f=$KHM_WORK/v1.json
+    echo "# $(jq -r .event "$f" | sort | uniq -c | tr -s ' \n' ' ')"
+    jq -se 'length >= 3 and first.event == "plan" and (first.plan.mode | type) == "string"
+        and last.event == "result" and last.downtime_ms >= 0
+        and (map(select(.event == "phase")) | length) >= 1
+        and (map(select(.event == "progress")) | length) >= 1' "$f" > /dev/null
+}
+check "--json: one event a line, the plan first, phase and progress events, the result last" json_stream
 check "relay (zstd) B->A keeps guest memory intact" \
     migrate_ok "$KHM_NS_B" v1 "$KHM_NS_A" v2 4442 --mode relay --codec zstd --threads 2
 KHM_IN_QATROOT=1 check "relay (qat codec via libqatzip) A->B, decoded in software, keeps guest memory intact" \
     migrate_ok "$KHM_NS_A" v2 "$KHM_NS_B" v3 4443 --mode relay --codec qat --threads 2
-grep -q '"codec": "qat"' "$KHM_WORK/v3.json" || notok "qat relay report names the codec"
+jq -se 'map(select(.event == "result"))[0].plan.codec == "qat"' "$KHM_WORK/v3.json" > /dev/null ||
+    notok "qat relay report names the codec"
 
 # Failures: the VM (now v3 in B) must keep running in B; the destination
 # must never run.
@@ -66,6 +78,8 @@ fail_case() {
     ip -n "$KHM_NS_A" link set "$(khm_dev "$KHM_NS_A")" up
     echo "# send rc $rc ($(tail -n1 "$KHM_WORK/$dst.json.err")), receive rc $rrc"
     [ $rc = 5 ] || { echo "# expected exit code 5"; return 1; }
+    [ "$(tail -n1 "$KHM_WORK/$dst.json" | jq -r '"\(.event) \(.exit_code)"')" = "error 5" ] ||
+        { echo "# the --json stream does not end with an error event, exit code 5"; return 1; }
     [ $rrc != 0 ] || { echo "# the destination agent claimed success"; return 1; }
     local st; st=$(khm_state v3)
     [ "$st" = running ] || { echo "# source is $st"; return 1; }

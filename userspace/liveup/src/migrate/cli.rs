@@ -3,7 +3,7 @@
 use super::auth::{self, Key};
 use super::codec::CodecKind;
 use super::plan::{Converge, Mode, Prefs};
-use super::session::{self, MigrateError, ReceiveOptions, SendOptions, SendResult};
+use super::session::{self, Event, MigrateError, Output, ReceiveOptions, SendOptions, SendResult};
 use crate::units::parse_size;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -178,7 +178,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 dirty_ms,
                 timeout: Duration::from_secs(timeout),
                 plan_only,
-                progress: !json,
+                output: Output::pick(json),
                 stall_timeout: Duration::from_secs(stall_timeout),
                 corrupt_chunk: x_corrupt_chunk,
             };
@@ -186,11 +186,24 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 if !json {
                     println!("{line}");
                 }
-            })?;
-            match (&r, json) {
-                (_, true) => println!("{}", serde_json::to_string_pretty(&r)?),
-                (SendResult::Done(rep), false) => println!("{rep}"),
-                (SendResult::Plan(..), false) => {}
+            });
+            // --json: the stream ends with the result or the error (a
+            // --plan-only stream with its plan event).
+            match (r, json) {
+                (Ok(SendResult::Done(rep)), true) => Event::Result(&rep).emit(),
+                (Ok(SendResult::Done(rep)), false) => println!("{rep}"),
+                (Ok(SendResult::Plan(..)), _) => {}
+                (Err(e), json) => {
+                    let e = CliError::from(e);
+                    if json {
+                        Event::Error {
+                            exit_code: e.exit_code(),
+                            message: &e.to_string(),
+                        }
+                        .emit();
+                    }
+                    return Err(e);
+                }
             }
             Ok(())
         }

@@ -15,16 +15,18 @@
 //!
 //! In session/: `send.rs` the source, `receive.rs` the destination agent,
 //! `link.rs` connecting, probing the link and accepting, `report.rs` the
-//! progress line and the final report. What both sides share is here.
+//! progress and the final report, `events.rs` the forms progress takes
+//! (`--json`: a stream of events). What both sides share is here.
 
 mod commit;
+mod events;
 mod link;
 mod receive;
 mod report;
 mod send;
 
 pub use receive::{receive, ReceiveOptions};
-pub use report::Report;
+pub use report::{Event, Output, Report, Sample};
 pub use send::{send, SendOptions, SendResult};
 
 use super::control::CtlError;

@@ -1,11 +1,14 @@
-//! What the source shows: the progress line while QEMU migrates, and the
-//! final report.
+//! What the source shows: progress while QEMU migrates (in the form
+//! events.rs describes), and the final report.
 
 use crate::migrate::plan::{HostFacts, Plan};
 use crate::migrate::relay::RelaySummary;
 use crate::qmp::MigrationStatus;
 use serde::Serialize;
 use serde_json::Value;
+use std::cell::{Cell, RefCell};
+
+pub use super::events::{Event, Output, Sample};
 
 /// The final report of a migration.
 #[derive(Debug, Clone, Serialize)]
@@ -58,18 +61,25 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// Progress while QEMU migrates, shown as [`Output`] says: the bar, a
+/// line a second, or `progress` events a second and a `phase` event at
+/// each change of QEMU's status.
 pub(super) struct Progress {
+    out: Output,
     bar: Option<indicatif::ProgressBar>,
     /// The dirty rate measured before starting, shown until QEMU has its own.
     dirty_bps: f64,
     /// (seconds, remaining bytes) of the last update, and the smoothed rate
     /// at which `remaining` falls, for the ETA.
-    last: std::cell::Cell<(f64, u64, f64)>,
+    last: Cell<(f64, u64, f64)>,
+    /// When the last line or event went out, and QEMU's status then.
+    shown: Cell<f64>,
+    status: RefCell<String>,
 }
 
 impl Progress {
-    pub(super) fn new(show: bool, dirty_bps: f64) -> Self {
-        let bar = show.then(|| {
+    pub(super) fn new(out: Output, dirty_bps: f64) -> Self {
+        let bar = (out == Output::Bar).then(|| {
             let b = indicatif::ProgressBar::new(1);
             b.set_style(
                 indicatif::ProgressStyle::with_template("{bar:24.cyan/blue} {percent:>3}% {msg}")
@@ -78,14 +88,46 @@ impl Progress {
             b
         });
         Progress {
+            out,
             bar,
             dirty_bps,
-            last: std::cell::Cell::new((0.0, 0, 0.0)),
+            last: Cell::new((0.0, 0, 0.0)),
+            shown: Cell::new(f64::NEG_INFINITY),
+            status: RefCell::new(String::new()),
         }
     }
 
     pub(super) fn update(&self, r: &Value, relay: Option<RelaySummary>, elapsed: f64) {
-        let Some(b) = &self.bar else { return };
+        let s = self.sample(r, relay, elapsed);
+        if let Some(b) = &self.bar {
+            b.set_length(s.total_bytes.max(1));
+            b.set_position(s.total_bytes.saturating_sub(s.remaining_bytes));
+            b.set_message(s.to_string());
+            return;
+        }
+        if *self.status.borrow() != s.status {
+            match self.out {
+                Output::Json => Event::Phase {
+                    t_s: s.t_s,
+                    phase: &s.status,
+                }
+                .emit(),
+                _ => println!("liveup: migration {} at {:.1} s", s.status, s.t_s),
+            }
+            self.status.replace(s.status.clone());
+        }
+        if s.t_s - self.shown.get() >= 1.0 {
+            self.shown.set(s.t_s);
+            match self.out {
+                Output::Json => Event::Progress(&s).emit(),
+                _ => println!("liveup: {s}"),
+            }
+        }
+    }
+
+    /// A sample from QEMU's query-migrate answer `r` (and the relay's
+    /// counters), `elapsed` seconds in.
+    fn sample(&self, r: &Value, relay: Option<RelaySummary>, elapsed: f64) -> Sample {
         let ram = &r["ram"];
         let g = |k: &str| ram[k].as_u64().unwrap_or(0);
         let (total, remaining, transferred) = (g("total"), g("remaining"), g("transferred"));
@@ -112,7 +154,6 @@ impl Progress {
                 )
             }
         };
-        let thr = wire as f64 / elapsed.max(0.001);
         // ETA from how fast `remaining` actually falls (zero pages are
         // cheap, dirtied pages come back), smoothed.
         let (t0, rem0, rate0) = self.last.get();
@@ -127,22 +168,20 @@ impl Progress {
             rate0
         };
         self.last.set((elapsed, remaining, rate));
-        let eta = if rate > 0.0 {
-            format!("{:.0}s", remaining as f64 / rate)
-        } else {
-            "?".into()
-        };
-        b.set_length(total.max(1));
-        b.set_position(total.saturating_sub(remaining));
-        b.set_message(format!(
-            "{} sent {:.1} MiB, left {:.1} MiB, {:.1} MB/s wire, ratio {:.2}x, dirty {:.1} MB/s, ETA {eta}",
-            MigrationStatus::of(r).as_ref().map_or("?", MigrationStatus::as_str),
-            wire as f64 / 1048576.0,
-            remaining as f64 / 1048576.0,
-            thr / 1e6,
+        Sample {
+            t_s: elapsed,
+            status: MigrationStatus::of(r)
+                .as_ref()
+                .map_or("?", MigrationStatus::as_str)
+                .to_string(),
+            total_bytes: total,
+            remaining_bytes: remaining,
+            wire_bytes: wire,
+            wire_bps: wire as f64 / elapsed.max(0.001),
             ratio,
-            dirty / 1e6,
-        ));
+            dirty_bps: dirty,
+            eta_s: (rate > 0.0).then(|| remaining as f64 / rate),
+        }
     }
 
     pub(super) fn finish(&self) {

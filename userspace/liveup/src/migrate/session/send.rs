@@ -3,7 +3,7 @@
 
 use super::commit::{commit, CONFIRM_TIMEOUT};
 use super::link::{connect_dest, native_uri, probe_link};
-use super::report::{Progress, Report};
+use super::report::{Event, Output, Progress, Report};
 use super::{apply_plan, check_version, open_qmp, sock_path, MigrateError, QemuTls};
 use crate::migrate::auth::{Key, Role, HANDSHAKE_TIMEOUT};
 use crate::migrate::codec::CodecKind;
@@ -34,7 +34,8 @@ pub struct SendOptions {
     pub timeout: Duration,
     /// Print the plan and stop.
     pub plan_only: bool,
-    pub progress: bool,
+    /// How progress shows (and, for Output::Json, the plan event).
+    pub output: Output,
     /// Relay: a connection stalled this long counts as cut.
     pub stall_timeout: Duration,
     /// Test hook (hidden option): corrupt this relay chunk in flight.
@@ -115,6 +116,13 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         input.dst.idle_cpus
     ));
     say(&p.to_string());
+    if opts.output == Output::Json {
+        Event::Plan {
+            measured: &input,
+            plan: &p,
+        }
+        .emit();
+    }
     if opts.plan_only {
         let _ = c.send(&Ctl::Abort {
             reason: "plan only".into(),
@@ -187,7 +195,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         };
         let started_at = t0.elapsed().as_secs_f64();
         q.execute("migrate", json!({ "uri": qemu_uri }))?;
-        let progress = Progress::new(opts.progress, dirty_bps);
+        let progress = Progress::new(opts.output, dirty_bps);
         let last = loop {
             q.wait_migration_end(Duration::from_millis(100))?;
             let r = q.execute("query-migrate", json!({}))?;
