@@ -108,6 +108,31 @@ check "corrupted relay chunk: refused, source keeps running, destination never r
     corrupt_case f2 4452 nothing --mode relay --codec lz4 --x-corrupt-chunk 20
 check "destination QEMU killed during a native migration: source keeps running" \
     fail_case f3 4453 kill_dest --mode native
+# The operator's view of a running migration: `liveup migrate status`
+# gives its last progress event, `cancel` stops it (the VM stays, send
+# exits 5), and afterwards both say no send runs (exit 8).
+status_then_cancel() {
+    local q=$KHM_WORK/v3.qmp out
+    _progress() { out=$("$LIVEUP" migrate status --qmp "$q" 2>/dev/null) && [ "$(jq -r .event <<< "$out")" = progress ]; }
+    kh_wait 60 _progress || { echo "# status gave no progress event: $out"; return 1; }
+    echo "# status: $out"
+    out=$("$LIVEUP" migrate cancel --qmp "$q") || { echo "# cancel: $out"; return 1; }
+    [ "$out" = '{"event":"cancel","accepted":true}' ] || { echo "# cancel answered $out"; return 1; }
+}
+cancel_case() {
+    # a 10 Mbit/s link: the migration is still under way when cancelled
+    local rate=$KHM_RATE r
+    khm_shape 10mbit
+    fail_case "$@"; r=$?
+    khm_shape "$rate"
+    [ $r = 0 ] || return 1
+    grep -q "cancelled by the operator" "$KHM_WORK/f4.json.err" || { echo "# send did not say it was cancelled"; return 1; }
+    "$LIVEUP" migrate status --qmp "$KHM_WORK/v3.qmp" > /dev/null 2>&1
+    local rc=$?
+    [ $rc = 8 ] || { echo "# status after the send ended: exit $rc, not 8"; return 1; }
+}
+check "migrate status shows the progress, migrate cancel stops it: source keeps running, destination never runs" \
+    cancel_case f4 4454 status_then_cancel --mode native
 
 # --plan-only: measures, prints the plan and its reasons, migrates nothing;
 # the agent then refuses to let its QEMU run.

@@ -90,6 +90,22 @@ pub enum MigrateCmd {
         #[arg(default_value = auth::DEFAULT_KEY)]
         path: PathBuf,
     },
+    /// The running `send` of the VM behind --qmp: its last progress event
+    /// (one JSON line). Exit 8 when none runs.
+    Status {
+        /// The source QEMU's QMP socket, as given to `send`.
+        #[arg(long)]
+        qmp: PathBuf,
+    },
+    /// Stop the running `send` of the VM behind --qmp: the VM keeps running
+    /// here and `send` exits 5. Exit 1 when it is too late (the source
+    /// completed: the VM is about to run on the destination); 8 when no
+    /// send runs.
+    Cancel {
+        /// The source QEMU's QMP socket, as given to `send`.
+        #[arg(long)]
+        qmp: PathBuf,
+    },
     /// What this host offers for QAT: devices in sysfs, libqatzip, whether
     /// a session gets hardware.
     Qat {
@@ -106,6 +122,8 @@ pub enum CliError {
     Migrate(#[from] MigrateError),
     #[error("{0}")]
     Json(#[from] serde_json::Error),
+    #[error("too late to cancel: the source completed, the VM is about to run on the destination")]
+    TooLate,
 }
 
 impl CliError {
@@ -113,7 +131,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Migrate(m) => m.exit_code(),
-            CliError::Json(_) => 1,
+            CliError::Json(_) | CliError::TooLate => 1,
         }
     }
 }
@@ -225,6 +243,19 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 println!("{}", serde_json::json!({ "runstate": state }));
             }
             Ok(())
+        }
+        MigrateCmd::Status { qmp } => {
+            println!("{}", session::request(&qmp, "status")?);
+            Ok(())
+        }
+        MigrateCmd::Cancel { qmp } => {
+            let a = session::request(&qmp, "cancel")?;
+            println!("{a}");
+            if a.contains("\"accepted\":true") {
+                Ok(())
+            } else {
+                Err(CliError::TooLate)
+            }
         }
         MigrateCmd::Keygen { path } => {
             Key::generate(&path).map_err(|e| MigrateError::Auth(e.to_string()))?;

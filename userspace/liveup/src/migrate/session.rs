@@ -24,10 +24,12 @@ mod link;
 mod receive;
 mod report;
 mod send;
+mod watch;
 
 pub use receive::{receive, ReceiveOptions};
 pub use report::{Event, Output, Report, Sample};
 pub use send::{send, SendOptions, SendResult};
+pub use watch::{request, socket_for};
 
 use super::control::CtlError;
 use super::plan::{self, Converge, Mode, Plan};
@@ -39,6 +41,8 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    #[error("no `liveup migrate send` of the VM behind {0} is running")]
+    NotRunning(String),
     #[error("QMP socket {0} does not exist (is QEMU running with -qmp unix:{0},server=on?)")]
     NoQmpSocket(String),
     #[error("unsupported QEMU on the {side}: {why}")]
@@ -83,6 +87,7 @@ impl MigrateError {
             MigrateError::Failed { .. } => 5,
             MigrateError::InDoubt { .. } => 6,
             MigrateError::Auth(_) => 7,
+            MigrateError::NotRunning(_) => 8,
             _ => 1,
         }
     }

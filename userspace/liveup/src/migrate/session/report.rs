@@ -97,13 +97,15 @@ impl Progress {
         }
     }
 
-    pub(super) fn update(&self, r: &Value, relay: Option<RelaySummary>, elapsed: f64) {
+    /// Show a sample from QEMU's query-migrate answer `r`; it is
+    /// returned for `liveup migrate status`.
+    pub(super) fn update(&self, r: &Value, relay: Option<RelaySummary>, elapsed: f64) -> Sample {
         let s = self.sample(r, relay, elapsed);
         if let Some(b) = &self.bar {
             b.set_length(s.total_bytes.max(1));
             b.set_position(s.total_bytes.saturating_sub(s.remaining_bytes));
             b.set_message(s.to_string());
-            return;
+            return s;
         }
         if *self.status.borrow() != s.status {
             match self.out {
@@ -123,6 +125,7 @@ impl Progress {
                 _ => println!("liveup: {s}"),
             }
         }
+        s
     }
 
     /// A sample from QEMU's query-migrate answer `r` (and the relay's

@@ -4,6 +4,7 @@
 use super::commit::{commit, CONFIRM_TIMEOUT};
 use super::link::{connect_dest, native_uri, probe_link};
 use super::report::{Event, Output, Progress, Report};
+use super::watch::Watch;
 use super::{apply_plan, check_version, open_qmp, sock_path, MigrateError, QemuTls};
 use crate::migrate::auth::{Key, Role, HANDSHAKE_TIMEOUT};
 use crate::migrate::codec::CodecKind;
@@ -59,6 +60,8 @@ pub fn send(opts: &SendOptions, mut say: impl FnMut(&str)) -> Result<SendResult,
 
 fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResult, MigrateError> {
     let mut q = open_qmp(&opts.qmp)?;
+    // `liveup migrate status|cancel` reach this send from here on.
+    let watch = Watch::start(&opts.qmp)?;
     let qemu_pid = q.peer_pid();
     let (qat_lib, qat_hw) = facts::qat_probe();
     let qemu = facts::qemu_facts(&mut q)?;
@@ -200,7 +203,12 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
             q.wait_migration_end(Duration::from_millis(100))?;
             let r = q.execute("query-migrate", json!({}))?;
             let relay_snap = (p.mode == Mode::Relay).then(|| stats.snapshot());
-            progress.update(&r, relay_snap, t0.elapsed().as_secs_f64());
+            let sample = progress.update(&r, relay_snap, t0.elapsed().as_secs_f64());
+            watch.publish(Event::Progress(&sample).line());
+            if watch.cancelled() {
+                progress.finish();
+                return Err(cancelled());
+            }
             match MigrationStatus::of(&r) {
                 Some(MigrationStatus::Completed) => break r,
                 Some(st) if st.is_failure() => {
@@ -224,6 +232,12 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
             }
         };
         progress.finish();
+        // QEMU completed: the destination is next to run the VM, unless
+        // a cancel came first (the source then runs on, as on any failure
+        // before Commit).
+        if !watch.commit() {
+            return Err(cancelled());
+        }
         let qemu_downtime = last["downtime"].as_u64().unwrap_or(0);
         // QEMU's clock: the VM stopped total-time - downtime after start.
         let total_ms = last["total-time"].as_u64().unwrap_or(0);
@@ -390,6 +404,13 @@ fn relay_source(
 
 /// Cancel an active migration and make sure a VM that was running runs.
 /// Returns its state afterwards.
+fn cancelled() -> MigrateError {
+    MigrateError::Failed {
+        reason: "cancelled by the operator (liveup migrate cancel)".into(),
+        source_state: String::new(),
+    }
+}
+
 fn recover_source(q: &mut Qmp, was_running: bool) -> String {
     if let Ok(r) = q.execute("query-migrate", json!({})) {
         // No status (or an empty one): nothing to cancel.

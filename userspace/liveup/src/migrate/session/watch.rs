@@ -1,0 +1,226 @@
+//! `liveup migrate status` and `liveup migrate cancel`: a running `send`
+//! answers on a Unix socket beside the VM's QMP socket (`QMP.migrate`,
+//! mode 0600, removed when `send` ends). A client writes one line and
+//! reads one:
+//!
+//! * `status`: the last progress event (events.rs; `{"event":"setup"}`
+//!   before the first);
+//! * `cancel`: the migration is stopped at the next progress poll (at most
+//!   100 ms later), the VM kept running here and `send` exits 5; answered
+//!   `{"event":"cancel","accepted":true}`, or `false` once the source has
+//!   completed (then the destination is about to run the VM: too late).
+//!
+//! Anything else, or nothing within 2 s, gets the connection closed.
+
+use super::MigrateError;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What the server thread and `send` share.
+#[derive(Default)]
+struct Shared {
+    last: Mutex<String>,
+    /// RUNNING, CANCEL (asked for) or COMMITTING (past the point of no
+    /// cancel): one atomic, so a cancel answered "accepted" is never
+    /// overtaken by the commit.
+    phase: AtomicU8,
+    stop: AtomicBool,
+}
+
+const RUNNING: u8 = 0;
+const CANCEL: u8 = 1;
+const COMMITTING: u8 = 2;
+
+/// The socket of one running `send`; removed on drop.
+pub(super) struct Watch {
+    path: PathBuf,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The socket for the VM behind QMP socket `qmp`.
+pub fn socket_for(qmp: &Path) -> PathBuf {
+    let mut p = qmp.as_os_str().to_owned();
+    p.push(".migrate");
+    PathBuf::from(p)
+}
+
+impl Watch {
+    /// Listen beside `qmp`. Refused when a live `send` of the same VM
+    /// answers there; a stale socket (a `send` that was killed) is
+    /// replaced.
+    pub(super) fn start(qmp: &Path) -> Result<Watch, MigrateError> {
+        let path = socket_for(qmp);
+        if UnixStream::connect(&path).is_ok() {
+            return Err(MigrateError::Failed {
+                reason: format!(
+                    "another `liveup migrate send` of this VM is running ({} answers)",
+                    path.display()
+                ),
+                source_state: "untouched".into(),
+            });
+        }
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        l.set_nonblocking(true)?;
+        let shared = Arc::new(Shared::default());
+        *shared.last.lock().unwrap_or_else(|e| e.into_inner()) = r#"{"event":"setup"}"#.into();
+        let s = shared.clone();
+        let thread = std::thread::spawn(move || serve(l, &s));
+        Ok(Watch {
+            path,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The latest progress event, for `status`.
+    pub(super) fn publish(&self, line: String) {
+        *self.shared.last.lock().unwrap_or_else(|e| e.into_inner()) = line;
+    }
+
+    /// Whether an operator asked to cancel.
+    pub(super) fn cancelled(&self) -> bool {
+        self.shared.phase.load(Ordering::SeqCst) == CANCEL
+    }
+
+    /// From here on, `cancel` is refused; false if one came first (the
+    /// caller then cancels).
+    pub(super) fn commit(&self) -> bool {
+        self.shared
+            .phase
+            .compare_exchange(RUNNING, COMMITTING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve(l: UnixListener, s: &Shared) {
+    while !s.stop.load(Ordering::SeqCst) {
+        match l.accept() {
+            Ok((c, _)) => {
+                let _ = answer(c, s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn answer(c: UnixStream, s: &Shared) -> std::io::Result<()> {
+    c.set_nonblocking(false)?;
+    c.set_read_timeout(Some(Duration::from_secs(2)))?;
+    c.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    BufReader::new((&c).take(64)).read_line(&mut line)?;
+    let reply = match line.trim() {
+        "status" => s.last.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        "cancel" => {
+            let ok =
+                match s
+                    .phase
+                    .compare_exchange(RUNNING, CANCEL, Ordering::SeqCst, Ordering::SeqCst)
+                {
+                    Ok(_) => true,
+                    Err(p) => p == CANCEL,
+                };
+            format!(r#"{{"event":"cancel","accepted":{ok}}}"#)
+        }
+        _ => return Ok(()),
+    };
+    (&c).write_all(format!("{reply}\n").as_bytes())
+}
+
+/// Ask the `send` of the VM behind `qmp` (`status` or `cancel`); its
+/// one-line answer.
+pub fn request(qmp: &Path, what: &str) -> Result<String, MigrateError> {
+    let path = socket_for(qmp);
+    let mut c = UnixStream::connect(&path)
+        .map_err(|_| MigrateError::NotRunning(qmp.display().to_string()))?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.write_all(format!("{what}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&c).read_line(&mut line)?;
+    if line.trim().is_empty() {
+        return Err(MigrateError::NotRunning(qmp.display().to_string()));
+    }
+    Ok(line.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_cancel_reach_the_running_send() {
+        let dir = std::env::temp_dir().join(format!("liveup-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let qmp = dir.join("vm.qmp");
+        assert!(matches!(
+            request(&qmp, "status"),
+            Err(MigrateError::NotRunning(_))
+        ));
+        let w = Watch::start(&qmp).unwrap();
+        assert_eq!(request(&qmp, "status").unwrap(), r#"{"event":"setup"}"#);
+        // a second send of the same VM is refused
+        assert!(Watch::start(&qmp).is_err());
+        w.publish(r#"{"event":"progress","t_s":1.0}"#.into());
+        assert_eq!(
+            request(&qmp, "status").unwrap(),
+            r#"{"event":"progress","t_s":1.0}"#
+        );
+        assert!(!w.cancelled());
+        assert_eq!(
+            request(&qmp, "cancel").unwrap(),
+            r#"{"event":"cancel","accepted":true}"#
+        );
+        assert!(w.cancelled());
+        assert!(!w.commit(), "the cancel came first");
+        drop(w);
+        // past the commit, a cancel is refused
+        let w = Watch::start(&qmp).unwrap();
+        assert!(w.commit());
+        assert_eq!(
+            request(&qmp, "cancel").unwrap(),
+            r#"{"event":"cancel","accepted":false}"#
+        );
+        assert!(!w.cancelled());
+        drop(w);
+        assert!(!socket_for(&qmp).exists(), "removed when send ends");
+        assert!(matches!(
+            request(&qmp, "status"),
+            Err(MigrateError::NotRunning(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("liveup-watch-stale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let qmp = dir.join("vm.qmp");
+        drop(UnixListener::bind(socket_for(&qmp)).unwrap());
+        let w = Watch::start(&qmp).unwrap();
+        assert!(request(&qmp, "status").is_ok());
+        drop(w);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
