@@ -55,7 +55,8 @@ pub enum MigrateCmd {
         /// Measure and print the plan, do not migrate.
         #[arg(long)]
         plan_only: bool,
-        /// Print one JSON document (plan and report) instead of text.
+        /// Print events instead of text, one JSON object a line: plan,
+        /// phase, progress (each second), then result or error.
         #[arg(long)]
         json: bool,
         /// Relay: seconds a stalled connection may block before the
