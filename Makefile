@@ -5,7 +5,7 @@
 export KH_CACHE ?= /var/cache/kvmhost
 VARIANT ?= debug
 
-.PHONY: all setup kernel modules userspace check check-upgrade check-userspace check-migrate demo bench bench-upgrade bench-migrate bench-linux clean
+.PHONY: all setup kernel modules userspace install check check-upgrade check-userspace check-migrate demo bench bench-upgrade bench-migrate bench-linux clean
 all: modules userspace
 
 setup:
@@ -20,6 +20,15 @@ modules: setup
 
 userspace:
 	cd userspace && cargo build --release
+
+# liveup and its systemd units (liveup-restore.service relaunches saved VMs
+# after a kexec; liveup-prezero.timer/.service zero memory ahead of time).
+# Each VM's QEMU then runs in a scope of its own (liveup-vm-NAME.scope).
+DESTDIR ?=
+install: userspace
+	install -D -m 0755 userspace/target/release/liveup $(DESTDIR)/usr/bin/liveup
+	install -d $(DESTDIR)/lib/systemd/system
+	install -m 0644 userspace/liveup/systemd/*.service userspace/liveup/systemd/*.timer $(DESTDIR)/lib/systemd/system/
 
 check:
 	tools/check.sh

@@ -35,19 +35,71 @@ impl VmConfig {
         PathBuf::from(format!("/run/liveup/{}.state", self.name))
     }
     pub(super) fn command(&self, incoming: bool) -> Command {
-        let mut c = if self.root == Path::new("/") {
-            Command::new(&self.argv[0])
-        } else {
-            let mut c = Command::new("chroot");
-            c.arg(&self.root).arg(&self.argv[0]);
-            c
-        };
-        c.args(&self.argv[1..]);
-        if incoming {
-            c.args(["-incoming", "defer"]);
-        }
+        let argv = self.launch(incoming, under_systemd());
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
         c
     }
+
+    /// The command line that launches this VM's QEMU: chrooted when it
+    /// has a root, and under systemd in a scope of its own
+    /// (`liveup-vm-NAME.scope` in machine.slice, where libvirt puts its
+    /// VMs too). Without the scope, QEMU would stay in the cgroup of what
+    /// started it: a stop or restart of liveup-restore.service (the
+    /// oneshot that relaunches the VMs after a kexec) or the end of an
+    /// operator's login session would kill the VMs with it.
+    pub(super) fn launch(&self, incoming: bool, systemd: bool) -> Vec<String> {
+        let mut a = Vec::new();
+        if systemd {
+            a.extend(
+                [
+                    "systemd-run",
+                    "--scope",
+                    "--quiet",
+                    "--collect",
+                    "--slice=machine.slice",
+                ]
+                .map(String::from),
+            );
+            a.push(format!("--unit={}", scope_unit(&self.name)));
+            a.push("--".into());
+        }
+        if self.root != Path::new("/") {
+            a.push("chroot".into());
+            a.push(self.root.display().to_string());
+        }
+        a.extend(self.argv.iter().cloned());
+        if incoming {
+            a.extend(["-incoming", "defer"].map(String::from));
+        }
+        a
+    }
+}
+
+/// Whether systemd runs this host (and can give each QEMU a scope);
+/// LIVEUP_NO_SCOPE=1 says no.
+fn under_systemd() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+        && std::env::var_os("LIVEUP_NO_SCOPE").is_none()
+        && ["/usr/bin/systemd-run", "/bin/systemd-run"]
+            .iter()
+            .any(|p| Path::new(p).exists())
+}
+
+/// The scope unit of VM `name`: characters a unit name cannot hold
+/// become `_`.
+fn scope_unit(name: &str) -> String {
+    let n: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("liveup-vm-{n}.scope")
 }
 
 /// Directory (outside any chroot) where VM configs live while they run.

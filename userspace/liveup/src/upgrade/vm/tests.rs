@@ -116,3 +116,27 @@ fn ram_that_devices_pin_is_mapped_from_kram_pages() {
     // a word that only contains one of them is not one
     assert_eq!(ram_device(&a(&["-name", "cache=nonesuch"])), "/dev/kram");
 }
+
+#[test]
+fn qemu_is_launched_chrooted_and_under_systemd_in_a_scope_of_its_own() {
+    let v = vm();
+    assert_eq!(
+        v.launch(true, false).join(" "),
+        "chroot /mnt qemu-system-x86_64 -m 256M -incoming defer"
+    );
+    assert_eq!(
+        v.launch(false, true).join(" "),
+        "systemd-run --scope --quiet --collect --slice=machine.slice --unit=liveup-vm-vm1.scope -- \
+         chroot /mnt qemu-system-x86_64 -m 256M"
+    );
+    let host = VmConfig {
+        root: "/".into(),
+        name: "a b/c".into(),
+        ..vm()
+    };
+    assert_eq!(
+        host.launch(false, true)[5..7].join(" "),
+        "--unit=liveup-vm-a_b_c.scope --"
+    );
+    assert_eq!(host.launch(false, false)[0], "qemu-system-x86_64");
+}
