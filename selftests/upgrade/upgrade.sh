@@ -73,7 +73,8 @@ case $KH_STAGE in
     # kexec: reboot(2) returning (as when the image cannot be booted)
     for step in $FAULTS; do
         want=4 outc=rolled-back; [ $step = preflight ] && want=3 outc=refused
-        LIVEUP_FAIL=$step $L upgrade --json --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1; rc=$?
+        v=; [ $step = preflight ] && v=-v
+        LIVEUP_FAIL=$step $L $v upgrade --json --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1; rc=$?
         if [ $rc = $want ] && grep -q "injected failure at step '$step'" $KH_DIR/out && both_running \
            && all_memory_ok; then
             kh_ok "failure injected at $step: error reported (exit $want), both VMs running, memory intact"
@@ -81,6 +82,10 @@ case $KH_STAGE in
             kh_fail "failure injected at $step: error reported (exit $want), both VMs running, memory intact" "rc=$rc $(cat $KH_DIR/out)"
         fi
         kh_check "failure injected at $step: no kexec image left loaded" test "$(cat /sys/kernel/kexec_loaded)" = 0
+        if [ $step = preflight ]; then
+            # -v: each step named as it is reached (liveup -q: warnings only)
+            kh_check "liveup -v names each step as it is reached" grep -q "^liveup: step preflight$" $KH_DIR/out || cat $KH_DIR/out
+        fi
         # (a guest clock jump at an aborted upgrade is suspected to follow
         # a clocksource change in this kernel: upgrade.rst, Known problems)
         kh_log "after $step: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); $(dmesg | grep -i -E 'tsc.*unstable|clocksource.*switch' | tail -n2 | tr '\n' '|')"

@@ -6,6 +6,7 @@ pub mod iomem;
 pub mod journal;
 pub mod keep;
 pub mod kram;
+pub mod logging;
 pub mod migrate;
 pub mod prezero;
 pub mod qga;

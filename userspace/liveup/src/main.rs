@@ -12,6 +12,12 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "liveup", version, about)]
 struct Cli {
+    /// More detail on stderr (-v: each step and its time; -vv: all).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Warnings and errors only on stderr (results still on stdout).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -418,7 +424,9 @@ fn main() -> ExitCode {
     // Die quietly on a closed pipe (`liveup vm list | grep -q`), like other CLIs.
     // SAFETY: setting a signal disposition before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    liveup::logging::init(cli.verbose, cli.quiet);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("liveup: {e:#}");
@@ -459,5 +467,16 @@ mod tests {
                 .unwrap_or_else(|| panic!("--dirty-ms {bad:?} accepted"));
             assert_eq!(e.exit_code(), 2, "--dirty-ms {bad:?}");
         }
+    }
+
+    #[test]
+    fn verbose_and_quiet_go_anywhere_but_not_together() {
+        let p = |a: &[&str]| Cli::try_parse_from(a.iter().copied());
+        let c = p(&["liveup", "-vv", "vm", "list"]).unwrap();
+        assert_eq!((c.verbose, c.quiet), (2, false));
+        let c = p(&["liveup", "vm", "list", "-q"]).unwrap();
+        assert_eq!((c.verbose, c.quiet), (0, true));
+        let e = p(&["liveup", "-q", "-v", "vm", "list"]).err().unwrap();
+        assert_eq!(e.exit_code(), 2);
     }
 }

@@ -239,7 +239,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 listen,
                 idle_timeout: Duration::from_secs(idle_timeout),
             };
-            let state = session::receive(&opts, |line| eprintln!("liveup receive: {line}"))?;
+            let state = session::receive(&opts, |line| log::info!("receive: {line}"))?;
             if json {
                 println!("{}", serde_json::json!({ "runstate": state }));
             }

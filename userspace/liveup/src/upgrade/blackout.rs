@@ -129,12 +129,12 @@ impl<'a, M: Monitor, H: Host> Blackout<'a, M, H> {
         let mut left = Vec::new();
         if std::mem::take(&mut self.frozen) {
             if let Err(t) = self.host.thaw() {
-                eprintln!("liveup: {t:#}");
+                log::warn!("{t:#}");
                 left.push(format!("the kept device's IOMMU is still frozen ({t:#})"));
             }
         }
         if let Err(t) = self.host.invalidate() {
-            eprintln!("liveup: cannot invalidate the saved state: {t:#}");
+            log::warn!("cannot invalidate the saved state: {t:#}");
             left.push(format!(
                 "the saved state is still valid ({t:#}): do not run `liveup restore`"
             ));
@@ -147,7 +147,7 @@ impl<'a, M: Monitor, H: Host> Blackout<'a, M, H> {
             let _ = q.execute("migrate_cancel", json!({}));
             let _ = q.wait_migration("migrate_cancel", Duration::from_secs(10));
             if let Err(e) = q.execute("cont", json!({})) {
-                eprintln!("liveup: VM {}: cont: {e}", self.vms[i].name);
+                log::warn!("VM {}: cont: {e}", self.vms[i].name);
                 left.push(format!(
                     "VM {} may still be paused (cont: {e})",
                     self.vms[i].name

@@ -66,7 +66,9 @@ pub fn check(users: &[KvmUser], allow: bool) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(", ");
     if allow {
-        eprintln!("liveup: --allow-unmanaged-kvm: the kexec will end KVM users liveup does not manage: {list}");
+        log::warn!(
+            "--allow-unmanaged-kvm: the kexec will end KVM users liveup does not manage: {list}"
+        );
         return Ok(());
     }
     anyhow::bail!(

@@ -65,6 +65,7 @@ fn hold(step: &str, sig: &signals::Held) -> Result<()> {
 
 /// Fault injection for tests: LIVEUP_FAIL=<step> makes that step fail.
 fn fault(step: &str) -> Result<()> {
+    log::debug!("step {step}");
     if std::env::var("LIVEUP_FAIL").is_ok_and(|s| s == step) {
         bail!("injected failure at step '{step}' (LIVEUP_FAIL)");
     }
@@ -210,7 +211,7 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
     let (khz, note) = pick_tsc_khz(&tsc);
     let hz = tsc_hz();
     if let Some(n) = note {
-        eprintln!("liveup: {n}");
+        log::warn!("{n}");
     }
     // QEMU's figure is a QEMU process's word: only one close to the rate
     // this kernel runs the TSC at goes on the next kernel's command line.
@@ -220,7 +221,7 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
             cmdline = set_param(&cmdline, "tsc_known_khz", &khz.to_string());
             tsc_khz = Some(khz);
         }
-        Some(Err(why)) => eprintln!("liveup: {why}"),
+        Some(Err(why)) => log::warn!("{why}"),
         None => {}
     }
     if let Some(k) = &keep {
@@ -256,8 +257,8 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
     let (vms, hz) = (&p.vms, p.hz);
     let preload = &p.preload;
     if a.no_exec {
-        eprintln!(
-            "liveup: --no-exec: the rehearsal pauses and saves the VMs for real, then resumes them without a kexec"
+        log::warn!(
+            "--no-exec: the rehearsal pauses and saves the VMs for real, then resumes them without a kexec"
         );
     }
     // Held from here until the kexec or the rollback's end (declared
@@ -304,8 +305,8 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
             ),
         );
     }
-    eprintln!(
-        "liveup: {} VM(s) saved in {:.1} ms; kexec",
+    log::info!(
+        "{} VM(s) saved in {:.1} ms; kexec",
         manifest.vms.len(),
         manifest.t_saved.wrapping_sub(manifest.t_blackout) as f64 * 1e3 / hz
     );
@@ -400,7 +401,7 @@ impl Host for LiveHost<'_> {
 fn set_clocks<'a>(vms: impl Iterator<Item = &'a VmConfig>) {
     for vm in vms {
         let c = crate::qga::fix_clock(&vm.root, &vm.argv);
-        eprintln!("liveup: guest clock {}: {c}", vm.name);
+        log::info!("guest clock {}: {c}", vm.name);
     }
 }
 

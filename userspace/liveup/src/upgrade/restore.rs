@@ -63,6 +63,14 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
     t.loaded = rdtsc();
     race.resume();
     t.resumed = rdtsc();
+    log::debug!(
+        "restore steps (ms): module load + adoption {:.1}, state checks {:.1}, QEMU start {:.1}, state load {:.1}, resume {:.1}",
+        man.ms(t.kram - t.start),
+        man.ms(t.checked - t.kram),
+        man.ms(t.started - t.checked),
+        man.ms(t.loaded - t.started),
+        man.ms(t.resumed - t.loaded)
+    );
     let (restored, failed) = race.finish();
     mark(&mut area, &restored, failed.is_empty())?;
     let report = Report {
@@ -76,8 +84,8 @@ pub fn restore(device: &str, a: &RestoreArgs) -> Result<Option<Report>> {
         serde_json::to_vec_pretty(&report)?,
     )?;
     if let Some(s) = sig.taken() {
-        eprintln!(
-            "liveup: {s} came during the restore; it was held until every VM had run again or failed"
+        log::warn!(
+            "{s} came during the restore; it was held until every VM had run again or failed"
         );
     }
     outcome(report, &failed, todo.len())
@@ -148,8 +156,8 @@ fn start_qemus<'v>(todo: &[&'v VmConfig], man: &Manifest) -> Result<Race<'v>> {
     // did not improve (6.99-7.88 s vs 6.70-7.09 s).
     let ahead = read_ahead(&man.preload);
     if ahead > 0 {
-        eprintln!(
-            "liveup: reading ahead {} files QEMU maps ({} MiB)",
+        log::debug!(
+            "reading ahead {} files QEMU maps ({} MiB)",
             man.preload.len(),
             ahead >> 20
         );
@@ -246,7 +254,7 @@ impl<'v> Race<'v> {
         drop(self.live);
         for (vm, _) in &self.failed {
             if let Err(e) = vm::quit_qemu(vm) {
-                eprintln!("liveup: VM {}: {e:#}", vm.name);
+                log::warn!("VM {}: {e:#}", vm.name);
             }
         }
         (restored, self.failed)

@@ -96,8 +96,8 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         if let Some(sig) = Held::take() {
-            eprintln!(
-                "liveup: {} came; it was held until what liveup had begun was finished or undone",
+            log::warn!(
+                "{} came; it was held until what liveup had begun was finished or undone",
                 name(sig)
             );
         }

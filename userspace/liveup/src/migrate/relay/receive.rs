@@ -140,7 +140,7 @@ fn accept_all(
                 Ok(())
             });
             if let Err(e) = placed {
-                eprintln!("liveup: relay: dropped a connection from {peer}: {e}");
+                log::warn!("relay: dropped a connection from {peer}: {e}");
             }
         }
         if !slots.is_empty() && slots.iter().all(Option::is_some) {
@@ -149,7 +149,7 @@ fn accept_all(
         match listener.accept() {
             Ok((c, peer)) => {
                 if busy.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
-                    eprintln!("liveup: relay: dropped a connection from {peer}: {MAX_HANDSHAKES} already in their hello");
+                    log::warn!("relay: dropped a connection from {peer}: {MAX_HANDSHAKES} already in their hello");
                     continue;
                 }
                 busy.fetch_add(1, Ordering::SeqCst);
