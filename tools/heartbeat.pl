@@ -14,6 +14,8 @@
 #                            it through the guest agent)
 #   heartbeat.pl stops RUN   "# figure:" lines for gaps with no upgrade start,
 #                            test stage or kexec in the console during them
+#                            (those of an upgrade the rig aborts on purpose,
+#                            KH-UPGRADE-PAUSE, named as such)
 use strict;
 use warnings;
 
@@ -32,6 +34,7 @@ my $t0 = <$f> + 0;
 close $f;
 open($f, "<", "$run/console.log") or exit 0;
 my (@rep, @ev);    # [time, downtime s, {VMs}, mark] of each liveup report; upgrade/kexec events
+my @pause;         # [time, what] of each upgrade the rig aborts on purpose (KH-UPGRADE-PAUSE)
 my @hclk;          # [time, offset s] of each KH-HOST-CLOCK: how far the rig's clock is ahead of this host's
 my $mark;          # the last moment every VM was certainly stopped: a new kernel's test start or a restore start
 my %in;            # the VMs of the report being read ("host kernel upgrade: VMs a, b")
@@ -40,6 +43,7 @@ while (<$f>) {
     my ($t, $l) = ($t0 + $1, $2);
     $l =~ s/\s+$//;    # the serial console ends lines with \r\n
     push @ev, $t if $l =~ /^KH-(UPGRADE-START|TEST-START|KEXEC-E)/;
+    push @pause, [$t, $1] if $l =~ /^KH-UPGRADE-PAUSE (\S+)/;
     push @hclk, [$t, $1 - $t] if $l =~ /^KH-HOST-CLOCK ([0-9.]+)$/;
     $mark = $t if $l =~ /^KH-(?:UPGRADE-RESTORE|TEST-START \S+ stage=[1-9])/;
     %in = map { $_ => 1 } split /, /, $1
@@ -158,6 +162,11 @@ if ($mode eq "check") {
         for my $gap (@{$gaps{$n}}) {
             my ($s, $e, $fresh) = @$gap;
             next if $fresh || grep { $_ > $s - 5 && $_ < $e } @ev;
+            my ($p) = grep { $_->[0] > $s - 5 && $_->[0] < $e } @pause;
+            if ($p) {
+                printf "# figure: %s: paused %.2f s by an aborted upgrade (%s)\n", $n, $e - $s, $p->[1];
+                next;
+            }
             my ($r) = sort { $b <=> $a } grep { $_ < $s } map { $_->[0] } @rep;
             printf "# figure: %s: stopped %.2f s with no upgrade under way%s\n", $n, $e - $s,
                 defined $r ? sprintf(", %.1f s after a resume was reported", $s - $r) : "";

@@ -11,7 +11,8 @@ p=0 f=0 k=0
 # 10 s at beat 1000, i.e. 1020-1030 s; liveup reporting 10 s for the VMs in
 # $VMS at 1032 s; with MARK=T, the rig's restore starting at T) must give
 # these lines; with HOSTCLK=V too, the rig's clock V printed at 1031.95 s;
-# "!LINE": must not; MODE=stops runs `heartbeat.pl stops` instead; a BEATS
+# "!LINE": must not; with PAUSE="T LABEL", an aborted upgrade (the
+# rig's KH-UPGRADE-PAUSE) starting at T; MODE=stops runs `heartbeat.pl stops` instead; a BEATS
 # snippet setting $q=$i-1 restarts the beat count (a new VM of that name),
 # one setting $hold stamps that beat at $hold instead (a delayed line)
 run() {
@@ -20,6 +21,7 @@ run() {
     { [ -n "${MARK:-}" ] && printf "[  %s] KH-UPGRADE-RESTORE 1\r\n" "$MARK"
       printf "%s\r\n" "[  31.900] KH-LOG upgrade: host kernel upgrade: VMs ${VMS:-vm1}"
       [ -n "${HOSTCLK:-}" ] && printf "[  31.950] KH-HOST-CLOCK %s\r\n" "$HOSTCLK"
+      [ -n "${PAUSE:-}" ] && printf "[  %s] KH-UPGRADE-PAUSE %s\r\n" ${PAUSE}
       printf "%s\r\n" "[  32.000] KH-LOG upgrade:   downtime (first stop to last resume)      10000.0 ms"; } > "$d/console.log"
     perl -e 'my $s=1000; my ($m,$r,$q,$hold)=(5000,1.7e12,0); for my $i (1..2000) { $s+=0.02; $m+=20; $r+=20; undef $hold; '"$BEATS"'; printf "%.3f HB vm1 %d %.1f %.1f\n",(defined $hold ? $hold : $s),$i-$q,$m,$r }' > "$d/heartbeat1.log"
     out=$(perl "$here/heartbeat.pl" "${MODE:-check}" "$d")
@@ -87,5 +89,7 @@ BEATS='if ($i==1500) {$s+=20}' MODE=stops \
     run "a VM that stops for 20 s with nothing under way is shown" "# figure: vm1: stopped 20.02 s with no upgrade under way"
 BEATS='if ($i==1500) {$s+=20; $q=1499}' MODE=stops \
     run "a new VM starting 20 s after the last one is not a stop" "!# figure: vm1: stopped 20.02"
+BEATS='if ($i==1500) {$s+=20}' MODE=stops PAUSE="28.000 after-save" \
+    run "a pause by an aborted upgrade is named as such" "# figure: vm1: paused 20.02 s by an aborted upgrade (after-save)" "!# figure: vm1: stopped"
 echo "$p passed, $f failed"
 [ "$f" = 0 ]

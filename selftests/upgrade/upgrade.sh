@@ -74,6 +74,8 @@ case $KH_STAGE in
     for step in $FAULTS; do
         want=4 outc=rolled-back; [ $step = preflight ] && want=3 outc=refused
         v=; [ $step = preflight ] && v=-v
+        # (the VMs' pause, if any, is this aborted upgrade's: heartbeat.pl)
+        echo "KH-UPGRADE-PAUSE $step"
         LIVEUP_FAIL=$step $L $v upgrade --json --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1; rc=$?
         if [ $rc = $want ] && grep -q "injected failure at step '$step'" $KH_DIR/out && both_running \
            && all_memory_ok; then
@@ -120,6 +122,7 @@ case $KH_STAGE in
     # upgrade rolled back (exit 4) and says so. Here it comes with the
     # state stored, the VMs paused (LIVEUP_HOLD stops there).
     rm -f /run/liveup/hold-before-kexec
+    echo "KH-UPGRADE-PAUSE sigint"
     LIVEUP_HOLD=before-kexec $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1 &
     up=$!
     kh_wait 300 test -e /run/liveup/hold-before-kexec
