@@ -10,7 +10,8 @@ p=0 f=0 k=0
 # run NAME EXPECT... : beats from the perl snippet in $BEATS (a pause of
 # 10 s at beat 1000, i.e. 1020-1030 s; liveup reporting 10 s for the VMs in
 # $VMS at 1032 s; with MARK=T, the rig's restore starting at T) must give
-# these lines; with HOSTCLK=V too, the rig's clock V printed at 1031.95 s;
+# these lines; with HOSTCLK=V too, the rig's clock V printed at 1031.95 s
+# (HOSTCLK2=V: another reading printed at 1033.95 s);
 # "!LINE": must not; with PAUSE="T LABEL", an aborted upgrade (the
 # rig's KH-UPGRADE-PAUSE) starting at T; MODE=stops runs `heartbeat.pl stops` instead; a BEATS
 # snippet setting $q=$i-1 restarts the beat count (a new VM of that name),
@@ -21,6 +22,7 @@ run() {
     { [ -n "${MARK:-}" ] && printf "[  %s] KH-UPGRADE-RESTORE 1\r\n" "$MARK"
       printf "%s\r\n" "[  31.900] KH-LOG upgrade: host kernel upgrade: VMs ${VMS:-vm1}"
       [ -n "${HOSTCLK:-}" ] && printf "[  31.950] KH-HOST-CLOCK %s\r\n" "$HOSTCLK"
+      [ -n "${HOSTCLK2:-}" ] && printf "[  33.950] KH-HOST-CLOCK %s\r\n" "$HOSTCLK2"
       [ -n "${PAUSE:-}" ] && printf "[  %s] KH-UPGRADE-PAUSE %s\r\n" ${PAUSE}
       printf "%s\r\n" "[  32.000] KH-LOG upgrade:   downtime (first stop to last resume)      10000.0 ms"; } > "$d/console.log"
     perl -e 'my $s=1000; my ($m,$r,$q,$hold)=(5000,1.7e12,0); for my $i (1..2000) { $s+=0.02; $m+=20; $r+=20; undef $hold; '"$BEATS"'; printf "%.3f HB vm1 %d %.1f %.1f\n",(defined $hold ? $hold : $s),$i-$q,$m,$r }' > "$d/heartbeat1.log"
@@ -91,5 +93,9 @@ BEATS='if ($i==1500) {$s+=20; $q=1499}' MODE=stops \
     run "a new VM starting 20 s after the last one is not a stop" "!# figure: vm1: stopped 20.02"
 BEATS='if ($i==1500) {$s+=20}' MODE=stops PAUSE="28.000 after-save" \
     run "a pause by an aborted upgrade is named as such" "# figure: vm1: paused 20.02 s by an aborted upgrade (after-save)" "!# figure: vm1: stopped"
+# the rig's clock read twice, the second line 1.5 s late on the serial
+# path: the least delayed reading is the reference
+BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=15000}' MARK=25.000 HOSTCLK=1700000036.950 HOSTCLK2=1700000037.450 \
+    run "of the rig's clock readings, the least delayed is the reference" "ok|clock 1: vm1 wall clock +0.00 s off its host's"
 echo "$p passed, $f failed"
 [ "$f" = 0 ]

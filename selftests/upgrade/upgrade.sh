@@ -75,7 +75,7 @@ case $KH_STAGE in
         want=4 outc=rolled-back; [ $step = preflight ] && want=3 outc=refused
         v=; [ $step = preflight ] && v=-v
         # (the VMs' pause, if any, is this aborted upgrade's: heartbeat.pl)
-        echo "KH-UPGRADE-PAUSE $step"
+        [ $step = preflight ] || echo "KH-UPGRADE-PAUSE $step"
         LIVEUP_FAIL=$step $L $v upgrade --json --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1; rc=$?
         if [ $rc = $want ] && grep -q "injected failure at step '$step'" $KH_DIR/out && both_running \
            && all_memory_ok; then
