@@ -284,11 +284,24 @@ pub fn fix_clock(root: &Path, argv: &[String]) -> GuestClock {
         return GuestClock::NoAgent;
     };
     let p = root.join(p.strip_prefix("/").unwrap_or(&p));
-    match Agent::connect(&p, TIMEOUT).and_then(|mut a| set_guest_clock(&mut a)) {
-        Ok(behind_s) => GuestClock::Set { behind_s },
-        Err(e) => GuestClock::Failed { why: e.to_string() },
+    // A guest that stands still for a while after its resume (issue 15's
+    // freeze, Documentation/upgrade.rst) cannot answer: try again until
+    // PATIENCE is spent (once, a Linux guest in the rig did not answer
+    // within 10 s and was left 232 s behind by the next upgrade).
+    let t = std::time::Instant::now();
+    loop {
+        match Agent::connect(&p, TIMEOUT).and_then(|mut a| set_guest_clock(&mut a)) {
+            Ok(behind_s) => return GuestClock::Set { behind_s },
+            Err(e) if t.elapsed() + TIMEOUT > PATIENCE => {
+                return GuestClock::Failed { why: e.to_string() }
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
     }
 }
+
+/// How long `fix_clock` keeps trying a guest agent that does not answer.
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 impl std::fmt::Display for GuestClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
