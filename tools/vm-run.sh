@@ -91,6 +91,39 @@ fi
 # pauses were 12-17% longer than liveup's (none without it).
 tsc_opt=""
 [ "${KH_RIG_TSC:-watchdog}" = reliable ] && tsc_opt="tsc=reliable"
+# tsc_known_khz= (patches/0005) with the outer host's TSC frequency, which
+# TCG's TSC runs at: the rig's CPU has no constant_tsc (TCG cannot offer
+# invtsc), so KVM gives every vCPU the tsc_khz it saw when it initialised
+# (max_tsc_khz: the early calibration, before tsc_refine_calibration_work
+# replaces it). When the two calibrations of a boot differed by over 250
+# ppm (0.1-0.3% under TCG, from boot to boot), KVM ran the VMs in its TSC
+# catch-up mode, and in that mode every stop and cont of a VM (an aborted
+# upgrade, a plain QMP stop) moved the guest's monotonic clock forward by
+# about the time since its previous cont, 38-60 s each (the restore after
+# the kexec then set kvmclock back to the true value and the guest stood
+# still for the sum: 200 s in session 16's make check). Shown with
+# tsc_early_khz= 300 ppm off (selftests/upgrade/clockprobe.sh,
+# Documentation/upgrade.rst). A known frequency is not calibrated at all,
+# so KVM's and the kernel's are the same. KH_RIG_TSC_KHZ overrides it; an
+# empty one (no frequency found) leaves the calibration as it was.
+rig_tsc_khz() {
+    local mhz
+    if [ -n "${KH_RIG_TSC_KHZ+set}" ]; then echo "$KH_RIG_TSC_KHZ"; return; fi
+    # the host kernel's own value (the refined one when there is one)
+    mhz=$(dmesg 2>/dev/null | sed -n 's/.*tsc: \(Refined TSC clocksource calibration: \|Detected \)\([0-9]*\.[0-9]\{3\}\) MHz.*/\2/p' | tail -n1)
+    # else cpuinfo's "cpu MHz", which is tsc_khz on a host whose TSC is
+    # constant and whose CPU frequency no cpufreq driver changes
+    if [ -z "$mhz" ] && grep -q -w constant_tsc /proc/cpuinfo && [ ! -d /sys/devices/system/cpu/cpufreq/policy0 ]; then
+        mhz=$(sed -n 's/^cpu MHz[[:space:]]*: \([0-9]*\.[0-9]\{3\}\).*/\1/p' /proc/cpuinfo | head -n1)
+    fi
+    [ -n "$mhz" ] && echo "${mhz%.*}${mhz#*.}" | sed 's/^0*//'
+    return 0
+}
+if [ "$accel" != kvm ]; then
+    khz=$(rig_tsc_khz)
+    if [ -n "$khz" ]; then tsc_opt="$tsc_opt tsc_known_khz=$khz"
+    else echo "rig: the host's TSC frequency is unknown (no dmesg line, no constant cpu MHz): the rig calibrates its own" >&2; fi
+fi
 cmdline="console=ttyS0 loglevel=4 panic=-1 oops=panic intel_iommu=on no5lvl no_timer_check $tsc_opt memmap=$KH_MEMMAP_SIZE\$$KH_MEMMAP_ADDR reserve_mem=$KH_RESERVE_MEM $KH_EXTRA_CMDLINE"
 # The guest's ttyS1 and ttyS2 carry its VMs' heartbeats out; each line is
 # stamped here, on the outermost host, whose clock no kexec disturbs.

@@ -20,7 +20,7 @@ SIGNALS=${KH_UPGRADE_SIGNALS:-1}
 # KVM keeps a VM's kvmclock in step with the guest's TSC (the "master clock")
 # only while this kernel's clocksource is the TSC; a TSC marked unstable is
 # one suspect for a guest that stands still after a resume (upgrade.rst).
-kh_log "stage $KH_STAGE: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); $(dmesg | grep -i -m2 -E 'tsc.*unstable|clocksource.*(switch|watchdog)' | tr '\n' '|')"
+kh_log "stage $KH_STAGE: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); $(dmesg | grep -i -E 'tsc.*unstable|clocksource.*(switch|watchdog)|tsc: (Detected|Refined)|kHz from tsc_known_khz' | head -n5 | tr '\n' '|')"
 
 case $KH_STAGE in
 0)
@@ -40,6 +40,7 @@ case $KH_STAGE in
         port=$((port + 1))
     done
     kh_check "memory checks pass before upgrading" all_memory_ok
+    kh_check "the VMs' TSC runs at this kernel's frequency (no KVM TSC catch-up)" tsc_no_catchup
 
     # Failures before kexec: nothing lost, VMs keep running where they were.
     # Exit codes (Documentation/upgrade.rst): 3 refused before any VM was

@@ -154,6 +154,28 @@ tsc_kept() {
         [ "$(vm_tsc $v)" = "$k" ] || { echo "$v runs at $(vm_tsc $v) kHz, the kernel at $k kHz"; return 1; }
     done
 }
+# kernel_tsc_khz: this kernel's tsc_khz as it printed it (a known frequency,
+# else the refined calibration, else the first one)
+kernel_tsc_khz() {
+    dmesg | sed -n -e 's/.*TSC frequency \([0-9]*\) kHz from tsc_known_khz=.*/a \1/p' \
+        -e 's/.*tsc: Refined TSC clocksource calibration: \([0-9]*\)\.\([0-9]\{3\}\) MHz.*/b \1\2/p' \
+        -e 's/.*tsc: Detected \([0-9]*\)\.\([0-9]\{3\}\) MHz.*/c \1\2/p' | sort | head -n1 | cut -d' ' -f2
+}
+# tsc_no_catchup: every VM's TSC runs within 250 ppm of this kernel's
+# tsc_khz, KVM's tolerance: outside it, on a CPU without TSC scaling, KVM
+# runs the vCPU in its catch-up mode, in which each stop and cont moved a
+# Linux guest's monotonic clock forward by about the time since its previous
+# cont (Documentation/upgrade.rst, "A guest clock that jumped at a resume")
+tsc_no_catchup() {
+    local k v t
+    k=$(kernel_tsc_khz)
+    [ -n "$k" ] || { echo "no TSC frequency in dmesg"; return 1; }
+    for v in $VMS; do
+        t=$(vm_tsc $v)
+        [ -n "$t" ] && [ $(( (t - k) * 1000000 / k )) -le 250 ] && [ $(( (k - t) * 1000000 / k )) -le 250 ] ||
+            { echo "$v runs its TSC at ${t:-?} kHz, this kernel at $k kHz (over 250 ppm apart)"; return 1; }
+    done
+}
 # disk_ok NAME: a fresh read-back of every record the VM flushed to its disk
 # passes after the VM came back, and none ever failed
 diskchecks() { local c; c=$(grep -c "VM-DISKCHECK $1 .* ok" "$(vm_log $1)" 2>/dev/null); echo "${c:-0}"; }
