@@ -32,8 +32,10 @@ pub(super) trait Host {
     fn store(&mut self, m: &Manifest, blobs: &[Vec<u8>]) -> Result<()>;
     /// Leave no manifest in the state area.
     fn invalidate(&mut self) -> Result<()>;
-    /// Set a VM's wall clock after it ran again (its guest agent).
-    fn set_clock(&mut self, vm: &VmConfig);
+    /// Set the wall clocks of VMs that ran again (their guest agents),
+    /// side by side: an agent that does not answer is waited for, and the
+    /// others must not wait behind it.
+    fn set_clocks(&mut self, vms: &[&VmConfig]);
 }
 
 /// What the blackout's steps have done so far, for [`Blackout::rollback`].
@@ -156,8 +158,9 @@ impl<'a, M: Monitor, H: Host> Blackout<'a, M, H> {
         }
         // They were stopped, their kvmclock with them: their wall clocks
         // are behind by the pause, as after a restore.
-        for &i in &stopped {
-            self.host.set_clock(&self.vms[i]);
+        let resumed: Vec<&VmConfig> = stopped.iter().map(|&i| &self.vms[i]).collect();
+        if !resumed.is_empty() {
+            self.host.set_clocks(&resumed);
         }
         left
     }
@@ -230,8 +233,10 @@ mod tests {
             self.log.push("invalidate".into());
             Ok(())
         }
-        fn set_clock(&mut self, vm: &VmConfig) {
-            self.log.push(format!("clock {}", vm.name));
+        fn set_clocks(&mut self, vms: &[&VmConfig]) {
+            for vm in vms {
+                self.log.push(format!("clock {}", vm.name));
+            }
         }
     }
 

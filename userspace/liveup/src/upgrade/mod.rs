@@ -391,17 +391,18 @@ impl Host for LiveHost<'_> {
     fn invalidate(&mut self) -> Result<()> {
         invalidate_state(self.kram)
     }
-    fn set_clock(&mut self, vm: &VmConfig) {
-        set_clocks(std::iter::once(vm));
+    fn set_clocks(&mut self, vms: &[&VmConfig]) {
+        set_clocks(vms);
     }
 }
 
 /// After VMs ran again in this kernel (an aborted upgrade, --no-exec): set
-/// their wall clocks through their guest agents, saying so on stderr.
-fn set_clocks<'a>(vms: impl Iterator<Item = &'a VmConfig>) {
-    for vm in vms {
-        let c = crate::qga::fix_clock(&vm.root, &vm.argv);
-        log::info!("guest clock {}: {c}", vm.name);
+/// their wall clocks through their guest agents, all side by side (an agent
+/// that does not answer is tried for up to `qga::PATIENCE`), saying so on
+/// stderr in the VMs' order.
+fn set_clocks(vms: &[&VmConfig]) {
+    for (name, c) in restore::guest_clocks(vms) {
+        log::info!("guest clock {name}: {c}");
     }
 }
 

@@ -308,8 +308,10 @@ fn breakdown(man: &Manifest, t: &Ticks, init_ms: Option<f64>) -> Vec<Phase> {
 
 /// The guests run again: their wall clocks, behind by the pause (kvmclock
 /// went on from where it stopped), set through their agents, side by
-/// side; outside the downtime, each bounded by qga::TIMEOUT.
-fn guest_clocks(restored: &[&VmConfig]) -> Vec<(String, crate::qga::GuestClock)> {
+/// side; outside the downtime, each bounded by qga::PATIENCE (an agent
+/// that does not answer is tried again until then). Also for the VMs an
+/// aborted upgrade resumed.
+pub(super) fn guest_clocks(restored: &[&VmConfig]) -> Vec<(String, crate::qga::GuestClock)> {
     std::thread::scope(|s| {
         let hs: Vec<_> = restored
             .iter()
