@@ -204,7 +204,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
             let r = q.execute("query-migrate", json!({}))?;
             let relay_snap = (p.mode == Mode::Relay).then(|| stats.snapshot());
             let sample = progress.update(&r, relay_snap, t0.elapsed().as_secs_f64());
-            watch.publish(Event::Progress(&sample).line());
+            watch.publish(&sample);
             if watch.cancelled() {
                 progress.finish();
                 return Err(cancelled());

@@ -12,6 +12,7 @@
 //!
 //! Anything else, or nothing within 2 s, gets the connection closed.
 
+use super::events::{Event, Sample};
 use super::MigrateError;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -25,7 +26,9 @@ use std::time::Duration;
 /// What the server thread and `send` share.
 #[derive(Default)]
 struct Shared {
-    last: Mutex<String>,
+    /// The latest progress sample (none before the first), turned into
+    /// its event line only when a client asks.
+    last: Mutex<Option<Sample>>,
     /// RUNNING, CANCEL (asked for) or COMMITTING (past the point of no
     /// cancel): one atomic, so a cancel answered "accepted" is never
     /// overtaken by the commit.
@@ -71,7 +74,6 @@ impl Watch {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         l.set_nonblocking(true)?;
         let shared = Arc::new(Shared::default());
-        *shared.last.lock().unwrap_or_else(|e| e.into_inner()) = r#"{"event":"setup"}"#.into();
         let s = shared.clone();
         let thread = std::thread::spawn(move || serve(l, &s));
         Ok(Watch {
@@ -81,9 +83,10 @@ impl Watch {
         })
     }
 
-    /// The latest progress event, for `status`.
-    pub(super) fn publish(&self, line: String) {
-        *self.shared.last.lock().unwrap_or_else(|e| e.into_inner()) = line;
+    /// The latest progress sample, for `status` (kept as is; serialized
+    /// only when asked, not at every 100 ms poll).
+    pub(super) fn publish(&self, sample: &Sample) {
+        *self.shared.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample.clone());
     }
 
     /// Whether an operator asked to cancel.
@@ -132,7 +135,10 @@ fn answer(c: UnixStream, s: &Shared) -> std::io::Result<()> {
     let mut line = String::new();
     BufReader::new((&c).take(64)).read_line(&mut line)?;
     let reply = match line.trim() {
-        "status" => s.last.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        "status" => match &*s.last.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(sample) => Event::Progress(sample).line(),
+            None => r#"{"event":"setup"}"#.to_string(),
+        },
         "cancel" => {
             let ok =
                 match s
@@ -182,10 +188,23 @@ mod tests {
         assert_eq!(request(&qmp, "status").unwrap(), r#"{"event":"setup"}"#);
         // a second send of the same VM is refused
         assert!(Watch::start(&qmp).is_err());
-        w.publish(r#"{"event":"progress","t_s":1.0}"#.into());
-        assert_eq!(
-            request(&qmp, "status").unwrap(),
-            r#"{"event":"progress","t_s":1.0}"#
+        let sample = Sample {
+            t_s: 1.0,
+            status: "active".into(),
+            total_bytes: 100,
+            remaining_bytes: 40,
+            wire_bytes: 60,
+            wire_bps: 60.0,
+            ratio: 1.0,
+            dirty_bps: 0.0,
+            eta_s: None,
+        };
+        w.publish(&sample);
+        let st = request(&qmp, "status").unwrap();
+        assert_eq!(st, Event::Progress(&sample).line());
+        assert!(
+            st.contains(r#""event":"progress""#) && st.contains(r#""remaining_bytes":40"#),
+            "{st}"
         );
         assert!(!w.cancelled());
         assert_eq!(
@@ -220,6 +239,41 @@ mod tests {
         drop(UnixListener::bind(socket_for(&qmp)).unwrap());
         let w = Watch::start(&qmp).unwrap();
         assert!(request(&qmp, "status").is_ok());
+        drop(w);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A client that connects and says nothing, or says something else, or
+    /// too much, gets no answer and does not keep `status` from others for
+    /// longer than its 2 s.
+    #[test]
+    fn silent_and_garbage_clients_get_nothing_and_block_no_one() {
+        let dir = std::env::temp_dir().join(format!("liveup-watch-hostile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let qmp = dir.join("vm.qmp");
+        let w = Watch::start(&qmp).unwrap();
+        let sock = socket_for(&qmp);
+        let reply = |line: &[u8]| {
+            let mut c = UnixStream::connect(&sock).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = c.write_all(line);
+            let mut got = String::new();
+            let _ = c.read_to_string(&mut got);
+            got
+        };
+        assert_eq!(reply(b"shutdown\n"), "");
+        assert_eq!(reply(&[0xff; 4096]), "");
+        assert_eq!(
+            reply(b"status status status status status status status status status\n"),
+            ""
+        );
+        // a silent client holds the server for at most its 2 s
+        let silent = UnixStream::connect(&sock).unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(request(&qmp, "status").unwrap(), r#"{"event":"setup"}"#);
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        drop(silent);
+        assert!(!w.cancelled(), "no garbage line counts as a cancel");
         drop(w);
         std::fs::remove_dir_all(&dir).unwrap();
     }
