@@ -13,7 +13,6 @@ use crate::migrate::facts;
 use crate::migrate::plan::{self, Mode, Plan, PlanInput, Prefs};
 use crate::migrate::relay::{self, FrameMac, RelayError, RelayStats, RelaySummary, SendConfig};
 use crate::qmp::{MigrationStatus, Monitor, Qmp, QmpError, RunState};
-use serde::Serialize;
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixListener;
@@ -43,8 +42,10 @@ pub struct SendOptions {
     pub corrupt_chunk: Option<u64>,
 }
 
-/// What the source side ends with.
-#[derive(Debug, Serialize)]
+/// What the source side ends with. Not serialized itself (that would
+/// wrap it in a language-specific enum tag): the JSON output is the
+/// `result` event of its report (events.rs).
+#[derive(Debug)]
 pub enum SendResult {
     /// `plan_only`: what was measured and planned.
     Plan(Box<PlanInput>, Plan),
