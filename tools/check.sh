@@ -118,8 +118,9 @@ done
 #   core 1: the hot-upgrade flow on the debug (KASAN + lockdep) host,
 #           then the Linux VM's hot-upgrade rig on the release host;
 #   core 2: rig lane B (the other selftests), the tinyvm hot-upgrade rig
-#           on the release host (tinyvm x2, then the VM count), then rig
-#           lane A (the passthrough-NIC tests).
+#           on the release host (tinyvm x2; then the VM count in a rig of
+#           two vCPUs on two TCG threads, which borrows core 1 for a few
+#           minutes), then rig lane A (the passthrough-NIC tests).
 # Session 16's machine took 50 / 41 / 12 / 12 min for the debug flow, lane
 # B, tinyvm and lane A: with lane A after the debug flow, core 1 ran 20
 # min longer than core 2.
