@@ -157,8 +157,7 @@ impl KeptDevice {
 /// Load iommu_preserve.ko with `params` (its init does the work) and unload
 /// it again.
 fn run_module(path: &Path, params: &str) -> Result<()> {
-    let f = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    crate::kram::finit_module(&f, params)
+    crate::kmod::load(path, params)
         .with_context(|| format!("insmod {} {params}", path.display()))?;
     let name = std::ffi::CString::new(MODULE_NAME)?;
     // SAFETY: NUL-terminated module name.

@@ -58,12 +58,8 @@ pub enum KramError {
     Size { name: String, have: u64, want: u64 },
     #[error("no KRAM region: {0}")]
     NoRegion(&'static str),
-    #[error("cannot load {path} ({params}): {source} (dmesg says why)")]
-    Load {
-        path: String,
-        params: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Module(#[from] crate::kmod::KmodError),
     #[error("mmap of area {name}: {source}")]
     Map {
         name: String,
@@ -324,8 +320,8 @@ pub fn region_params(cmdline: &str) -> Result<String, KramError> {
 }
 
 /// Load kram.ko with `params`, or with the region found on /proc/cmdline
-/// when `params` is `None`. Already loaded is not an error. Returns the
-/// parameters used.
+/// when `params` is `None`. Already loaded is not an error; a module built
+/// for another kernel is refused (kmod.rs). Returns the parameters used.
 pub fn load_module(path: &Path, params: Option<&str>) -> Result<String, KramError> {
     let params = match params {
         Some(p) => p.to_string(),
@@ -337,33 +333,13 @@ pub fn load_module(path: &Path, params: Option<&str>) -> Result<String, KramErro
             region_params(&c)?
         }
     };
-    let f = File::open(path).map_err(|source| KramError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
     if params.contains('\0') {
         return Err(KramError::NoRegion("module parameters contain a NUL byte"));
     }
-    match finit_module(&f, &params) {
-        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(KramError::Load {
-            path: path.display().to_string(),
-            params,
-            source: e,
-        }),
+    match crate::kmod::load(path, &params) {
+        Err(e) if !e.is_loaded_already() => Err(e.into()),
         _ => Ok(params),
     }
-}
-
-/// finit_module(2): load the module in `f` with `params` (no NUL inside).
-pub fn finit_module(f: &File, params: &str) -> std::io::Result<()> {
-    let p = std::ffi::CString::new(params)
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: valid fd and NUL-terminated parameter string.
-    let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), p.as_ptr(), 0) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

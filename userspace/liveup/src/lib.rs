@@ -5,6 +5,7 @@ pub mod host;
 pub mod iomem;
 pub mod journal;
 pub mod keep;
+pub mod kmod;
 pub mod kram;
 pub mod logging;
 pub mod migrate;

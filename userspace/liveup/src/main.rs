@@ -137,8 +137,10 @@ enum KramCmd {
     /// Load kram.ko for the region reserved on the kernel command line
     /// (memmap=SIZE$ADDR or reserve_mem=SIZE:ALIGN:kram).
     Load {
-        /// Path of kram.ko.
-        module: PathBuf,
+        /// Path of kram.ko; by default the running kernel's, found under
+        /// /lib/modules/$(uname -r). A module built for another kernel is
+        /// refused.
+        module: Option<PathBuf>,
         /// Module parameters instead of the ones found on /proc/cmdline.
         #[arg(long)]
         params: Option<String>,
@@ -255,6 +257,14 @@ fn kram_cmd(device: &str, cmd: KramCmd) -> Result<()> {
             println!("deleted area {name}");
         }
         KramCmd::Load { module, params } => {
+            let module = match module {
+                Some(m) => m,
+                None => liveup::kmod::find(
+                    std::path::Path::new("/"),
+                    &liveup::kmod::running_release(),
+                    "kram",
+                )?,
+            };
             let p = kram::load_module(&module, params.as_deref())?;
             let how = if p.is_empty() {
                 "reserve_mem=...:kram"

@@ -16,8 +16,11 @@ pub(super) const HEADER: usize = 64;
 /// Saved device states start here; the manifest JSON sits between the header and this.
 pub(super) const BLOB_BASE: usize = 1 << 20;
 
-/// What `upgrade` leaves in KRAM for `restore`.
+/// What `upgrade` leaves in KRAM for `restore`. A field this liveup does
+/// not know is refused, not skipped: a writer that adds one changes
+/// `MAGIC`'s version.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub tsc_hz: f64,
     /// TSC when the first VM was stopped.
@@ -175,6 +178,17 @@ pub(super) fn mark_vms_restored(area: &mut [u8], names: &[String]) -> Result<()>
 /// length, checksum or JSON is bad. The area is untrusted input: every
 /// length and offset is checked before it is used.
 pub(super) fn load(area: &[u8]) -> Result<Option<Manifest>> {
+    // Another liveup's format (the magic's version differs): refused by
+    // name rather than taken for no state or read as this one's.
+    if let Some(m) = area.get(..MAGIC.len()) {
+        if m[..MAGIC.len() - 1] == MAGIC[..MAGIC.len() - 1] && m != MAGIC {
+            anyhow::bail!(
+                "liveup state: format {} (this liveup reads {}); nothing restored, the state stays in KRAM: restore with the liveup that wrote it",
+                String::from_utf8_lossy(m).escape_debug(),
+                String::from_utf8_lossy(MAGIC)
+            );
+        }
+    }
     let Some(h) = Header::decode(area) else {
         return Ok(None);
     };
@@ -295,6 +309,35 @@ mod tests {
         assert_eq!(blob(&a, &m.vms[0]).unwrap(), b"state");
         set_restored(&mut a);
         assert!(load(&a).unwrap().is_none());
+    }
+
+    #[test]
+    fn another_format_version_or_an_unknown_field_is_refused_and_kept() {
+        let mut a = area(&manifest());
+        a[7] = b'2';
+        let before = a.clone();
+        let e = load(&a).unwrap_err().to_string();
+        assert!(
+            e.contains("format LIVEUPv2") && e.contains("reads LIVEUPv1"),
+            "{e}"
+        );
+        assert_eq!(a, before, "nothing of it changed");
+        // a manifest with a field this liveup does not know
+        let mut j = serde_json::to_value(manifest()).unwrap();
+        j["new_field"] = serde_json::json!(1);
+        let json = serde_json::to_vec(&j).unwrap();
+        let mut a = area(&manifest());
+        a[HEADER..HEADER + json.len()].copy_from_slice(&json);
+        let h = Header {
+            len: json.len() as u64,
+            crc: kram_format::crc32c(&json),
+            restored: false,
+        };
+        a[..HEADER].copy_from_slice(&h.encode());
+        let e = format!("{:#}", load(&a).unwrap_err());
+        assert!(e.contains("new_field"), "{e}");
+        // no magic at all is still "no state"
+        assert!(load(&[0u8; HEADER]).unwrap().is_none());
     }
 
     #[test]
