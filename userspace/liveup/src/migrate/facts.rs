@@ -86,14 +86,34 @@ pub fn qemu_facts(q: &mut Qmp) -> Result<QemuFacts, QmpError> {
         .execute("query-kvm", json!({}))
         .map(|r| r["enabled"].as_bool().unwrap_or(false))
         .unwrap_or(false);
+    let dirty_limit = caps.iter().any(|c| c == "dirty-limit");
+    // QEMU refuses the dirty-limit capability unless KVM's dirty ring is
+    // on, and says so nowhere else: set it and clear it again (no
+    // migration runs yet; apply_plan sets every capability anyway).
+    let set_dl = |q: &mut Qmp, on: bool| {
+        q.execute(
+            "migrate-set-capabilities",
+            json!({"capabilities": [{"capability": "dirty-limit", "state": on}]}),
+        )
+    };
+    let dirty_ring = kvm && dirty_limit && set_dl(q, true).is_ok();
+    if dirty_ring {
+        let _ = set_dl(q, false);
+    }
+    let vcpus = q
+        .execute("query-cpus-fast", json!({}))
+        .map(|r| r.as_array().map_or(0, |a| a.len() as u32))
+        .unwrap_or(0);
     Ok(QemuFacts {
         version,
         multifd: caps.iter().any(|c| c == "multifd"),
         compressions,
-        dirty_limit: caps.iter().any(|c| c == "dirty-limit"),
+        dirty_limit,
         xbzrle: caps.iter().any(|c| c == "xbzrle"),
         kvm,
         dirty_ms,
+        dirty_ring,
+        vcpus,
     })
 }
 

@@ -35,6 +35,13 @@ pub struct QemuFacts {
     /// calc-dirty-rate takes `calc-time-unit` (milliseconds; QEMU >= 8.2).
     #[serde(default)]
     pub dirty_ms: bool,
+    /// KVM's dirty ring is on (`-accel kvm,dirty-ring-size=N`): QEMU
+    /// refuses the `dirty-limit` capability without it.
+    #[serde(default)]
+    pub dirty_ring: bool,
+    /// The VM's vCPUs (0: not known). `vcpu-dirty-limit` is per vCPU.
+    #[serde(default)]
+    pub vcpus: u32,
 }
 
 /// What one host offers.
@@ -305,13 +312,16 @@ pub fn plan(input: &PlanInput) -> Plan {
     let mut converge = p.converge.unwrap_or(Converge::Off);
     let mut dirty_limit_mbps = 0;
     if p.converge.is_none() && input.dirty_bps > 0.5 * est {
-        let kvm_ring = input.src.qemu.kvm && input.src.qemu.dirty_limit;
+        let q = &input.src.qemu;
+        let kvm_ring = q.kvm && q.dirty_limit && q.dirty_ring;
         converge = if kvm_ring {
             Converge::DirtyLimit
         } else {
             Converge::AutoConverge
         };
-        dirty_limit_mbps = ((est * 0.25) / 1e6).max(1.0) as u64;
+        // a quarter of what the link carries, shared by the vCPUs (QEMU
+        // applies vcpu-dirty-limit to each)
+        dirty_limit_mbps = ((est * 0.25) / 1e6 / f64::from(q.vcpus.max(1))).max(1.0) as u64;
         why.push(format!(
             "{}: dirty rate {} is over half the estimated {}{}",
             match converge {
@@ -323,7 +333,11 @@ pub fn plan(input: &PlanInput) -> Plan {
             if kvm_ring {
                 ""
             } else {
-                " (dirty-limit needs KVM's dirty ring: not available, so CPU throttling)"
+                if q.kvm && q.dirty_limit {
+                    " (dirty-limit needs KVM's dirty ring, -accel kvm,dirty-ring-size=N: off, so CPU throttling)"
+                } else {
+                    " (dirty-limit needs KVM's dirty ring: not available, so CPU throttling)"
+                }
             }
         ));
     }

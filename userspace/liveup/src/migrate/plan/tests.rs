@@ -9,6 +9,8 @@ fn qemu(compressions: &[&str]) -> QemuFacts {
         xbzrle: true,
         kvm: false,
         dirty_ms: true,
+        dirty_ring: false,
+        vcpus: 1,
     }
 }
 
@@ -118,11 +120,37 @@ fn high_dirty_rate_turns_on_convergence_and_xbzrle_in_relay() {
     assert!(p.xbzrle_cache.is_some_and(|c| c >= 16 << 20), "{p}");
     let mut i = input(12.5, 200.0, 4.0, &["none", "zstd"]);
     i.src.qemu.kvm = true;
+    i.src.qemu.dirty_ring = true;
     let p = plan(&i);
     assert_eq!(p.mode, Mode::Native);
     assert_eq!(p.converge, Converge::DirtyLimit);
     assert!(p.dirty_limit_mbps >= 1);
     assert_eq!(p.xbzrle_cache, None, "no xbzrle with multifd");
+}
+
+#[test]
+fn dirty_limit_needs_the_ring_and_is_shared_by_the_vcpus() {
+    // KVM without the dirty ring: QEMU would refuse dirty-limit
+    let mut i = input(12.5, 200.0, 4.0, &["none", "zstd"]);
+    i.src.qemu.kvm = true;
+    let p = plan(&i);
+    assert_eq!(p.converge, Converge::AutoConverge, "{p}");
+    assert!(
+        p.reasons.iter().any(|w| w.contains("dirty-ring-size")),
+        "{:?}",
+        p.reasons
+    );
+    // with it: the limit QEMU applies to each vCPU is the whole budget
+    // divided among them
+    i.src.qemu.dirty_ring = true;
+    let one = plan(&i).dirty_limit_mbps;
+    i.src.qemu.vcpus = 4;
+    let four = plan(&i).dirty_limit_mbps;
+    assert!(one >= 4, "{one}");
+    assert!(
+        four * 4 <= one && four * 4 + 4 > one,
+        "{one} for 1 vCPU, {four} each for 4"
+    );
 }
 
 #[test]
