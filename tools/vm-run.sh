@@ -111,9 +111,11 @@ rig_tsc_khz() {
     if [ -n "${KH_RIG_TSC_KHZ+set}" ]; then echo "$KH_RIG_TSC_KHZ"; return; fi
     # the host kernel's own value (the refined one when there is one)
     mhz=$(dmesg 2>/dev/null | sed -n 's/.*tsc: \(Refined TSC clocksource calibration: \|Detected \)\([0-9]*\.[0-9]\{3\}\) MHz.*/\2/p' | tail -n1)
-    # else cpuinfo's "cpu MHz", which is tsc_khz on a host whose TSC is
-    # constant and whose CPU frequency no cpufreq driver changes
-    if [ -z "$mhz" ] && grep -q -w constant_tsc /proc/cpuinfo && [ ! -d /sys/devices/system/cpu/cpufreq/policy0 ]; then
+    # else cpuinfo's "cpu MHz", which is tsc_khz on a virtual machine whose
+    # TSC is constant and whose CPU frequency no cpufreq driver changes (on
+    # hardware it can be a measured effective frequency: not used there)
+    if [ -z "$mhz" ] && grep -q -w constant_tsc /proc/cpuinfo && grep -q -w hypervisor /proc/cpuinfo \
+       && [ ! -d /sys/devices/system/cpu/cpufreq/policy0 ]; then
         mhz=$(sed -n 's/^cpu MHz[[:space:]]*: \([0-9]*\.[0-9]\{3\}\).*/\1/p' /proc/cpuinfo | head -n1)
     fi
     [ -n "$mhz" ] && echo "${mhz%.*}${mhz#*.}" | sed 's/^0*//'

@@ -7,10 +7,19 @@
 //! line in dmesg only, or, for a kernel built without module versioning,
 //! could load code built against other structure layouts.
 //!
-//! The module's image is read once, checked, and handed to init_module(2)
-//! as those same bytes (no window in which the file could be swapped).
+//! The module is opened once: the image checked is read from that file
+//! descriptor (a regular file, at most `MAX_IMAGE` bytes), and the same
+//! descriptor goes to finit_module(2), so LoadPin and IMA judge it as they
+//! would `insmod`. The check reads the ELF section headers and looks for
+//! exactly one `vermagic=` in `.modinfo`, nowhere else.
 
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+/// The largest module image read (ours are under 2 MiB; a debug build with
+/// KASAN under 16).
+pub const MAX_IMAGE: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KmodError {
@@ -19,8 +28,8 @@ pub enum KmodError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is not a kernel module liveup can check (no vermagic= in it; compressed modules are not supported)")]
-    NotAModule { path: String },
+    #[error("{path} is not a kernel module liveup can check ({why}; compressed modules are not supported)")]
+    NotAModule { path: String, why: &'static str },
     #[error("{path} is built for kernel {built_for}, this kernel is {running}: give the module built for {running} (under /lib/modules/{running}/)")]
     OtherKernel {
         path: String,
@@ -46,26 +55,66 @@ impl KmodError {
     }
 }
 
-/// The `vermagic=` string of a module image (its `.modinfo` section holds
-/// NUL-separated `key=value` strings), if it has one.
-pub fn vermagic(image: &[u8]) -> Option<&str> {
-    const KEY: &[u8] = b"vermagic=";
-    let mut from = 0;
-    while let Some(i) = image
-        .get(from..)?
-        .windows(KEY.len())
-        .position(|w| w == KEY)
-        .map(|i| i + from)
-    {
-        // a key starts the image or follows the NUL ending the previous one
-        if i == 0 || image[i - 1] == 0 {
-            let v = &image[i + KEY.len()..];
-            let end = v.iter().position(|&b| b == 0)?;
-            return std::str::from_utf8(&v[..end]).ok();
-        }
-        from = i + 1;
+/// A little-endian integer of `N` bytes at `off`, if the image has it.
+fn le(image: &[u8], off: u64, n: usize) -> Option<u64> {
+    let off = usize::try_from(off).ok()?;
+    let b = image.get(off..off.checked_add(n)?)?;
+    Some(b.iter().rev().fold(0u64, |v, &x| (v << 8) | u64::from(x)))
+}
+
+/// The bytes of the section named `name` of a 64-bit little-endian ELF
+/// image; every offset and size is checked against the image.
+fn elf_section<'a>(image: &'a [u8], name: &[u8]) -> Result<&'a [u8], &'static str> {
+    if image.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return Err("not a 64-bit little-endian ELF file");
     }
-    None
+    let shoff = le(image, 0x28, 8).ok_or("truncated ELF header")?;
+    let shentsize = le(image, 0x3a, 2).ok_or("truncated ELF header")?;
+    let shnum = le(image, 0x3c, 2).ok_or("truncated ELF header")?;
+    let shstrndx = le(image, 0x3e, 2).ok_or("truncated ELF header")?;
+    if shentsize < 0x40 {
+        return Err("bad section header size");
+    }
+    let sh = |i: u64| -> Option<(u64, u64, u64)> {
+        let h = shoff.checked_add(i.checked_mul(shentsize)?)?;
+        Some((
+            le(image, h, 4)?,
+            le(image, h.checked_add(0x18)?, 8)?,
+            le(image, h.checked_add(0x20)?, 8)?,
+        ))
+    };
+    let bytes = |off: u64, size: u64| -> Option<&'a [u8]> {
+        let off = usize::try_from(off).ok()?;
+        image.get(off..off.checked_add(usize::try_from(size).ok()?)?)
+    };
+    let (_, stroff, strsize) = sh(shstrndx).ok_or("section names out of the file")?;
+    let names = bytes(stroff, strsize).ok_or("section names out of the file")?;
+    for i in 0..shnum {
+        let (n, off, size) = sh(i).ok_or("section header out of the file")?;
+        let nm = usize::try_from(n)
+            .ok()
+            .and_then(|n| names.get(n..))
+            .unwrap_or(&[]);
+        let nm = &nm[..nm.iter().position(|&b| b == 0).unwrap_or(nm.len())];
+        if nm == name {
+            return bytes(off, size).ok_or("section out of the file");
+        }
+    }
+    Err("no .modinfo section")
+}
+
+/// The `vermagic=` string of a module image: the one such entry of its
+/// `.modinfo` section (NUL-separated `key=value` strings).
+pub fn vermagic(image: &[u8]) -> Result<&str, &'static str> {
+    let info = elf_section(image, b".modinfo")?;
+    let mut found = info
+        .split(|&b| b == 0)
+        .filter_map(|e| e.strip_prefix(b"vermagic="));
+    let v = found.next().ok_or("no vermagic= in .modinfo")?;
+    if found.next().is_some() {
+        return Err("several vermagic= in .modinfo");
+    }
+    std::str::from_utf8(v).map_err(|_| "vermagic= is not text")
 }
 
 /// The kernel release a vermagic string names (its first word).
@@ -82,8 +131,9 @@ pub fn running_release() -> String {
 
 /// Refuse `image` (read from `path`) unless it was built for `running`.
 pub fn check(path: &Path, image: &[u8], running: &str) -> Result<(), KmodError> {
-    let v = vermagic(image).ok_or_else(|| KmodError::NotAModule {
+    let v = vermagic(image).map_err(|why| KmodError::NotAModule {
         path: path.display().to_string(),
+        why,
     })?;
     let built_for = release_of(v);
     if built_for != running {
@@ -128,10 +178,21 @@ pub fn find(root: &Path, release: &str, name: &str) -> Result<PathBuf, KmodError
 /// Load the module at `path` with `params` into the running kernel,
 /// refusing one built for another kernel.
 pub fn load(path: &Path, params: &str) -> Result<(), KmodError> {
-    let image = std::fs::read(path).map_err(|source| KmodError::Read {
+    let read_err = |source| KmodError::Read {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let f = std::fs::File::open(path).map_err(read_err)?;
+    let md = f.metadata().map_err(read_err)?;
+    if !md.is_file() || md.len() > MAX_IMAGE {
+        return Err(read_err(std::io::Error::other(format!(
+            "not a regular file of at most {MAX_IMAGE} bytes"
+        ))));
+    }
+    let mut image = Vec::new();
+    (&f).take(MAX_IMAGE)
+        .read_to_end(&mut image)
+        .map_err(read_err)?;
     check(path, &image, &running_release())?;
     let err = |source| KmodError::Load {
         path: path.display().to_string(),
@@ -140,16 +201,9 @@ pub fn load(path: &Path, params: &str) -> Result<(), KmodError> {
     };
     let p = std::ffi::CString::new(params)
         .map_err(|_| err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
-    // SAFETY: `image` is a live buffer of `image.len()` bytes and `p` a
-    // NUL-terminated string; the kernel copies both before returning.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_init_module,
-            image.as_ptr(),
-            image.len() as libc::c_ulong,
-            p.as_ptr(),
-        )
-    };
+    // SAFETY: `f` is an open file descriptor and `p` a NUL-terminated
+    // string, both alive across the call; no flags.
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), p.as_ptr(), 0) };
     if rc != 0 {
         return Err(err(std::io::Error::last_os_error()));
     }
@@ -160,32 +214,89 @@ pub fn load(path: &Path, params: &str) -> Result<(), KmodError> {
 mod tests {
     use super::*;
 
-    fn image(modinfo: &[&str]) -> Vec<u8> {
-        let mut v = b"\x7fELF\0\0junk __UNIQUE_ID_vermagic123\0".to_vec();
-        for s in modinfo {
-            v.extend_from_slice(s.as_bytes());
-            v.push(0);
+    /// A 64-bit little-endian ELF image with these sections (after the
+    /// null one; the section names' table last).
+    fn elf(sections: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut img = vec![0u8; 64];
+        img[..6].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1]);
+        let mut names = vec![0u8];
+        let mut hdrs = vec![(0u32, 0u64, 0u64)];
+        for (n, data) in sections {
+            hdrs.push((names.len() as u32, img.len() as u64, data.len() as u64));
+            names.extend_from_slice(n.as_bytes());
+            names.push(0);
+            img.extend_from_slice(data);
         }
-        v.extend_from_slice(b"\0\0trailer");
-        v
+        let shstr = (names.len() as u32, img.len() as u64);
+        names.extend_from_slice(b".shstrtab\0");
+        hdrs.push((shstr.0, shstr.1, names.len() as u64));
+        img.extend_from_slice(&names);
+        let shoff = img.len() as u64;
+        for (n, off, size) in &hdrs {
+            let mut h = [0u8; 64];
+            h[..4].copy_from_slice(&n.to_le_bytes());
+            h[0x18..0x20].copy_from_slice(&off.to_le_bytes());
+            h[0x20..0x28].copy_from_slice(&size.to_le_bytes());
+            img.extend_from_slice(&h);
+        }
+        img[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+        img[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        img[0x3c..0x3e].copy_from_slice(&(hdrs.len() as u16).to_le_bytes());
+        img[0x3e..0x40].copy_from_slice(&((hdrs.len() - 1) as u16).to_le_bytes());
+        img
+    }
+
+    fn image(modinfo: &[&str]) -> Vec<u8> {
+        let mut info = Vec::new();
+        for s in modinfo {
+            info.extend_from_slice(s.as_bytes());
+            info.push(0);
+        }
+        elf(&[
+            (".text", b"\x90\x90vermagic=9.9.9-decoy\0"),
+            (".modinfo", &info),
+        ])
     }
 
     #[test]
-    fn vermagic_is_read_from_modinfo() {
+    fn vermagic_is_read_from_modinfo_only() {
         let i = image(&[
             "name=kram",
             "vermagic=7.3.4-kvmhost SMP preempt mod_unload ",
             "license=GPL",
         ]);
-        assert_eq!(vermagic(&i), Some("7.3.4-kvmhost SMP preempt mod_unload "));
+        assert_eq!(vermagic(&i), Ok("7.3.4-kvmhost SMP preempt mod_unload "));
         assert_eq!(release_of(vermagic(&i).unwrap()), "7.3.4-kvmhost");
-        // a key must start a string: "xvermagic=" is not it
-        assert_eq!(vermagic(b"\0xvermagic=1.0\0"), None);
-        assert_eq!(vermagic(b"vermagic=2.0 SMP\0"), Some("2.0 SMP"));
-        // unterminated, or no key at all
-        assert_eq!(vermagic(b"\0vermagic=3.0"), None);
-        assert_eq!(vermagic(b"\x7fELF nothing here"), None);
-        assert_eq!(vermagic(b""), None);
+        // a vermagic= elsewhere (the .text decoy) does not count
+        assert_eq!(
+            vermagic(&image(&["name=kram"])),
+            Err("no vermagic= in .modinfo")
+        );
+        assert_eq!(
+            vermagic(&image(&["xvermagic=1.0"])),
+            Err("no vermagic= in .modinfo")
+        );
+        assert_eq!(
+            vermagic(&image(&["vermagic=1.0", "vermagic=2.0"])),
+            Err("several vermagic= in .modinfo")
+        );
+        assert_eq!(
+            vermagic(&elf(&[(".text", b"vermagic=1.0\0")])),
+            Err("no .modinfo section")
+        );
+        assert!(vermagic(b"\x7fELF nothing here").is_err());
+        assert!(vermagic(b"").is_err());
+        // every truncation of a good image is refused or read, never a panic
+        for n in 0..i.len() {
+            let _ = vermagic(&i[..n]);
+        }
+        // section headers pointing anywhere: refused, no panic
+        let mut bad = i.clone();
+        bad[0x28..0x30].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(vermagic(&bad).is_err());
+        let mut bad = i.clone();
+        bad[0x3e..0x40].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert!(vermagic(&bad).is_err());
     }
 
     #[test]
@@ -201,7 +312,7 @@ mod tests {
                 && m.contains("this kernel is 7.3.5-kvmhost-b"),
             "{m}"
         );
-        let e = check(p, b"\x7fELF no modinfo", "7.3.4-kvmhost").unwrap_err();
+        let e = check(p, b"\x7fELF no section headers", "7.3.4-kvmhost").unwrap_err();
         assert!(matches!(e, KmodError::NotAModule { .. }), "{e}");
     }
 
@@ -232,6 +343,9 @@ mod tests {
     fn loading_a_missing_or_foreign_file_fails_before_the_kernel() {
         let e = load(Path::new("/nonexistent/kram.ko"), "").unwrap_err();
         assert!(matches!(e, KmodError::Read { .. }), "{e}");
+        // not a regular file: refused before anything is read from it
+        let e = load(Path::new("/dev/zero"), "").unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
         let f = std::env::temp_dir().join(format!("liveup-kmod-foreign-{}.ko", std::process::id()));
         std::fs::write(&f, image(&["vermagic=0.0.0-not-this-one SMP "])).unwrap();
         let e = load(&f, "").unwrap_err();

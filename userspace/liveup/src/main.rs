@@ -89,7 +89,9 @@ enum Cmd {
     Restore {
         #[arg(long, default_value = kram::DEFAULT_DEVICE)]
         device: String,
-        /// Load this kram.ko first, timing it.
+        /// Load this kram.ko first, timing it; `auto`: the running
+        /// kernel's, under /lib/modules/$(uname -r) (after an upgrade into
+        /// another kernel release, the old one's is refused).
         #[arg(long)]
         kram_module: Option<PathBuf>,
         /// Its parameters (default: the region reserved on /proc/cmdline).
@@ -395,6 +397,14 @@ fn run(cli: Cli) -> Result<()> {
             retry,
             json,
         } => {
+            let kram_module = match kram_module {
+                Some(m) if m.as_os_str() == "auto" => Some(liveup::kmod::find(
+                    std::path::Path::new("/"),
+                    &liveup::kmod::running_release(),
+                    "kram",
+                )?),
+                m => m,
+            };
             let args = upgrade::RestoreArgs {
                 kram_module: kram_module.as_deref(),
                 kram_params: kram_params.as_deref(),

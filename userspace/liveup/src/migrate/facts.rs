@@ -3,7 +3,7 @@
 //! and CPU time spent.
 
 use super::plan::{HostFacts, QemuFacts};
-use crate::qmp::{Qmp, QmpError};
+use crate::qmp::{Monitor, Qmp, QmpError};
 use qatzip_sys::{QatZip, Session, SessionConfig};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -70,15 +70,17 @@ pub fn qemu_facts(q: &mut Qmp) -> Result<QemuFacts, QmpError> {
     let v = q.execute("query-version", json!({}))?;
     let part = |k: &str| v["qemu"][k].as_u64().unwrap_or(0);
     let version = format!("{}.{}.{}", part("major"), part("minor"), part("micro"));
-    let caps: Vec<String> = q
-        .execute("query-migrate-capabilities", json!({}))?
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c["capability"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let cap_states = q.execute("query-migrate-capabilities", json!({}))?;
+    let cap_list = cap_states.as_array().cloned().unwrap_or_default();
+    let caps: Vec<String> = cap_list
+        .iter()
+        .filter_map(|c| c["capability"].as_str().map(str::to_string))
+        .collect();
+    let cap_on = |name: &str| {
+        cap_list
+            .iter()
+            .any(|c| c["capability"] == name && c["state"] == true)
+    };
     let schema = q.execute("query-qmp-schema", json!({}))?;
     let compressions = schema_enum(&schema, "migrate-set-parameters", "multifd-compression");
     let dirty_ms = schema_has_arg(&schema, "calc-dirty-rate", "calc-time-unit");
@@ -87,19 +89,10 @@ pub fn qemu_facts(q: &mut Qmp) -> Result<QemuFacts, QmpError> {
         .map(|r| r["enabled"].as_bool().unwrap_or(false))
         .unwrap_or(false);
     let dirty_limit = caps.iter().any(|c| c == "dirty-limit");
-    // QEMU refuses the dirty-limit capability unless KVM's dirty ring is
-    // on, and says so nowhere else: set it and clear it again (no
-    // migration runs yet; apply_plan sets every capability anyway).
-    let set_dl = |q: &mut Qmp, on: bool| {
-        q.execute(
-            "migrate-set-capabilities",
-            json!({"capabilities": [{"capability": "dirty-limit", "state": on}]}),
-        )
+    let dirty_ring = kvm && dirty_limit && {
+        let before = (cap_on("auto-converge"), cap_on("dirty-limit"));
+        probe_dirty_ring(q, before)?
     };
-    let dirty_ring = kvm && dirty_limit && set_dl(q, true).is_ok();
-    if dirty_ring {
-        let _ = set_dl(q, false);
-    }
     let vcpus = q
         .execute("query-cpus-fast", json!({}))
         .map(|r| r.as_array().map_or(0, |a| a.len() as u32))
@@ -115,6 +108,26 @@ pub fn qemu_facts(q: &mut Qmp) -> Result<QemuFacts, QmpError> {
         dirty_ring,
         vcpus,
     })
+}
+
+/// Whether KVM's dirty ring is on, which QEMU says only by refusing the
+/// `dirty-limit` capability without it: set it (with auto-converge off,
+/// which it conflicts with) and put both back as they were (`before`:
+/// auto-converge, dirty-limit). No migration runs yet. An error when they
+/// cannot be put back: the VM's migration settings are not left changed
+/// behind the operator's back.
+fn probe_dirty_ring<M: Monitor>(q: &mut M, before: (bool, bool)) -> Result<bool, QmpError> {
+    let set = |q: &mut M, ac: bool, dl: bool| {
+        q.execute(
+            "migrate-set-capabilities",
+            json!({"capabilities": [
+                {"capability": "auto-converge", "state": ac},
+                {"capability": "dirty-limit", "state": dl}]}),
+        )
+    };
+    let ring = set(q, false, true).is_ok();
+    set(q, before.0, before.1)?;
+    Ok(ring)
 }
 
 /// Member `member` of command `cmd`'s argument type, and the schema by
@@ -252,6 +265,82 @@ pub fn self_cpu_secs() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A QEMU whose dirty ring is on or off; it refuses dirty-limit with
+    /// auto-converge on, as QEMU does, and can refuse every set.
+    struct Caps {
+        ring: bool,
+        broken: bool,
+        ac: bool,
+        dl: bool,
+    }
+
+    impl Monitor for Caps {
+        fn execute(&mut self, cmd: &str, args: Value) -> Result<Value, QmpError> {
+            assert_eq!(cmd, "migrate-set-capabilities");
+            let (mut ac, mut dl) = (self.ac, self.dl);
+            for c in args["capabilities"].as_array().unwrap() {
+                let on = c["state"] == true;
+                match c["capability"].as_str().unwrap() {
+                    "auto-converge" => ac = on,
+                    "dirty-limit" => dl = on,
+                    other => panic!("{other}"),
+                }
+            }
+            let refuse = |desc: &str| QmpError::Command {
+                cmd: cmd.into(),
+                class: "GenericError".into(),
+                desc: desc.into(),
+            };
+            if self.broken {
+                return Err(refuse("no"));
+            }
+            if dl && !self.ring {
+                return Err(refuse(
+                    "dirty-limit requires KVM with accelerator property 'dirty-ring-size' set",
+                ));
+            }
+            if dl && ac {
+                return Err(refuse("dirty-limit conflicts with auto-converge"));
+            }
+            (self.ac, self.dl) = (ac, dl);
+            Ok(json!({}))
+        }
+        fn wait_migration(&mut self, _: &str, _: Duration) -> Result<(), QmpError> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn the_dirty_ring_probe_answers_and_leaves_the_capabilities_as_they_were() {
+        for ring in [false, true] {
+            for before in [(false, false), (true, false), (false, true)] {
+                if before.1 && !ring {
+                    continue; // QEMU would not have let dirty-limit be on
+                }
+                let mut q = Caps {
+                    ring,
+                    broken: false,
+                    ac: before.0,
+                    dl: before.1,
+                };
+                assert_eq!(
+                    probe_dirty_ring(&mut q, before).unwrap(),
+                    ring,
+                    "ring {ring}, {before:?}"
+                );
+                assert_eq!((q.ac, q.dl), before, "put back");
+            }
+        }
+        // capabilities that cannot be put back are an error, not a guess
+        let mut q = Caps {
+            ring: true,
+            broken: true,
+            ac: true,
+            dl: false,
+        };
+        assert!(probe_dirty_ring(&mut q, (true, false)).is_err());
+    }
 
     #[test]
     fn schema_enum_follows_numbered_types() {

@@ -144,21 +144,26 @@ impl<'a, M: Monitor, H: Host> Blackout<'a, M, H> {
         // A save may still run (they run side by side): cancel it and let
         // it end before `cont`, which QEMU refuses mid-migration.
         let stopped = std::mem::take(&mut self.stopped);
+        let mut resumed: Vec<&VmConfig> = Vec::new();
         for &i in &stopped {
             let q = &mut self.qmps[i];
             let _ = q.execute("migrate_cancel", json!({}));
             let _ = q.wait_migration("migrate_cancel", Duration::from_secs(10));
-            if let Err(e) = q.execute("cont", json!({})) {
-                log::warn!("VM {}: cont: {e}", self.vms[i].name);
-                left.push(format!(
-                    "VM {} may still be paused (cont: {e})",
-                    self.vms[i].name
-                ));
+            match q.execute("cont", json!({})) {
+                Ok(_) => resumed.push(&self.vms[i]),
+                Err(e) => {
+                    log::warn!("VM {}: cont: {e}", self.vms[i].name);
+                    left.push(format!(
+                        "VM {} may still be paused (cont: {e})",
+                        self.vms[i].name
+                    ));
+                }
             }
         }
         // They were stopped, their kvmclock with them: their wall clocks
-        // are behind by the pause, as after a restore.
-        let resumed: Vec<&VmConfig> = stopped.iter().map(|&i| &self.vms[i]).collect();
+        // are behind by the pause, as after a restore. (Not those still
+        // paused: their agents cannot answer, and a set-time queued for one
+        // would apply whenever it runs again.)
         if !resumed.is_empty() {
             self.host.set_clocks(&resumed);
         }
@@ -373,7 +378,10 @@ mod tests {
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(left[0].contains("still frozen"), "{left:?}");
         assert!(left[1].contains("VM vm2 may still be paused"), "{left:?}");
-        // vm1 was resumed all the same
+        // vm1 was resumed all the same, and only its clock set (vm2's
+        // agent cannot answer while it is paused)
         assert_eq!(q[0].log.last().map(String::as_str), Some("cont"));
+        assert!(h.log.iter().any(|l| l == "clock vm1"), "{:?}", h.log);
+        assert!(!h.log.iter().any(|l| l == "clock vm2"), "{:?}", h.log);
     }
 }

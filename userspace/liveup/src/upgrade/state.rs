@@ -49,6 +49,7 @@ impl Manifest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SavedVm {
     pub config: VmConfig,
     pub state_offset: u64,
@@ -336,6 +337,29 @@ mod tests {
         a[..HEADER].copy_from_slice(&h.encode());
         let e = format!("{:#}", load(&a).unwrap_err());
         assert!(e.contains("new_field"), "{e}");
+        // and one inside a VM's entry, or inside its configuration
+        for path in [&["vms", "0"][..], &["vms", "0", "config"][..]] {
+            let mut j = serde_json::to_value(manifest()).unwrap();
+            let mut v = &mut j;
+            for k in path {
+                v = match k.parse::<usize>() {
+                    Ok(n) => &mut v[n],
+                    Err(_) => &mut v[*k],
+                };
+            }
+            v["nested_new"] = serde_json::json!(true);
+            let json = serde_json::to_vec(&j).unwrap();
+            let mut a = area(&manifest());
+            a[HEADER..HEADER + json.len()].copy_from_slice(&json);
+            let h = Header {
+                len: json.len() as u64,
+                crc: kram_format::crc32c(&json),
+                restored: false,
+            };
+            a[..HEADER].copy_from_slice(&h.encode());
+            let e = format!("{:#}", load(&a).unwrap_err());
+            assert!(e.contains("nested_new"), "{path:?}: {e}");
+        }
         // no magic at all is still "no state"
         assert!(load(&[0u8; HEADER]).unwrap().is_none());
     }

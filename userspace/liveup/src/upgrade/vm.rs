@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 /// How to (re)launch one VM. Paths are as QEMU sees them (inside `root`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct VmConfig {
     pub name: String,
     /// Directory QEMU runs chrooted in ("/" for none).

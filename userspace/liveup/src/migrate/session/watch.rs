@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the server thread and `send` share.
 #[derive(Default)]
@@ -128,12 +128,43 @@ fn serve(l: UnixListener, s: &Shared) {
     }
 }
 
+/// One request line of at most 64 bytes within 2 s in all (not per read:
+/// a client dripping a byte a second must not hold the one server thread
+/// for a minute), or nothing.
+fn request_line(c: &UnixStream) -> std::io::Result<Option<String>> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut line = Vec::new();
+    let mut b = [0u8; 64];
+    while !line.contains(&b'\n') && line.len() < 64 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        c.set_read_timeout(Some(left))?;
+        match (&*c).read(&mut b[..64 - line.len()]) {
+            Ok(0) => break,
+            Ok(n) => line.extend_from_slice(&b[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let end = line.iter().position(|&x| x == b'\n').unwrap_or(line.len());
+    Ok(String::from_utf8(line[..end].to_vec()).ok())
+}
+
 fn answer(c: UnixStream, s: &Shared) -> std::io::Result<()> {
     c.set_nonblocking(false)?;
-    c.set_read_timeout(Some(Duration::from_secs(2)))?;
     c.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut line = String::new();
-    BufReader::new((&c).take(64)).read_line(&mut line)?;
+    let Some(line) = request_line(&c)? else {
+        return Ok(());
+    };
     let reply = match line.trim() {
         "status" => match &*s.last.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(sample) => Event::Progress(sample).line(),
@@ -273,6 +304,27 @@ mod tests {
         assert_eq!(request(&qmp, "status").unwrap(), r#"{"event":"setup"}"#);
         assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
         drop(silent);
+        // nor does one dripping a byte every 0.5 s (2 s in all, not per read)
+        let drip = std::thread::spawn({
+            let sock = sock.clone();
+            move || {
+                let mut c = UnixStream::connect(&sock).unwrap();
+                for b in b"status\n" {
+                    if c.write_all(&[*b]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                let mut got = String::new();
+                let _ = c.read_to_string(&mut got);
+                got
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let t = std::time::Instant::now();
+        assert_eq!(request(&qmp, "status").unwrap(), r#"{"event":"setup"}"#);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert_eq!(drip.join().unwrap(), "", "the dripping client got nothing");
         assert!(!w.cancelled(), "no garbage line counts as a cancel");
         drop(w);
         std::fs::remove_dir_all(&dir).unwrap();
