@@ -40,14 +40,17 @@ echo
 echo "rig: $p passed, $f failed (bench/upgrade: VMs' memory checked after every upgrade)"
 
 # The Linux guest (disk, NIC, guest agent: selftests/upgrade/upgrade.sh on
-# the Linux rig configuration) and the VM-count series
-# (selftests/upgrade/vmcount.sh), two more rig boots side by side.
+# the Linux rig configuration), then the VM-count series
+# (selftests/upgrade/vmcount.sh) alone, in a rig of two vCPUs on two TCG
+# threads: the QEMUs a restore starts side by side need the host's cores
+# to themselves for the 1.2x target to be judged (beside another rig, in
+# make check, 4 VMs took 1.62x one; alone, 0.88x: Documentation/upgrade.rst).
 lrun="$KH_ROOT/out/bench-upgrade-linux" crun="$KH_ROOT/out/bench-upgrade-vmcount"
 vmk=$("$KH_ROOT/tools/build-kernel.sh" release)
 env "${KH_LINUX_RIG_ENV[@]}" "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$lrun" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
-    > "$lrun.log" 2>&1 &
-"$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$crun" -t 2400 -r "$rootfs" upgrade/vmcount > "$crun.log" 2>&1
-wait
+    > "$lrun.log" 2>&1
+env KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$crun" -t 1200 -r "$rootfs" upgrade/vmcount \
+    > "$crun.log" 2>&1
 "$KH_ROOT/tools/ktap-report.sh" "$lrun" > "$lrun/ktap"
 "$KH_ROOT/tools/ktap-report.sh" "$crun" > "$crun/ktap"
 echo
