@@ -270,13 +270,17 @@ mod tests {
 
     /// An area as `store` writes it.
     fn area(m: &Manifest) -> Vec<u8> {
+        area_json(&serde_json::to_vec(m).unwrap())
+    }
+
+    /// An area holding manifest text `json` (sealed as `store` seals it).
+    fn area_json(json: &[u8]) -> Vec<u8> {
         let mut a = vec![0u8; 2 << 20];
-        let json = serde_json::to_vec(m).unwrap();
-        a[HEADER..HEADER + json.len()].copy_from_slice(&json);
+        a[HEADER..HEADER + json.len()].copy_from_slice(json);
         a[BLOB_BASE..BLOB_BASE + 5].copy_from_slice(b"state");
         let h = Header {
             len: json.len() as u64,
-            crc: kram_format::crc32c(&json),
+            crc: kram_format::crc32c(json),
             restored: false,
         };
         a[..HEADER].copy_from_slice(&h.encode());
@@ -326,15 +330,7 @@ mod tests {
         // a manifest with a field this liveup does not know
         let mut j = serde_json::to_value(manifest()).unwrap();
         j["new_field"] = serde_json::json!(1);
-        let json = serde_json::to_vec(&j).unwrap();
-        let mut a = area(&manifest());
-        a[HEADER..HEADER + json.len()].copy_from_slice(&json);
-        let h = Header {
-            len: json.len() as u64,
-            crc: kram_format::crc32c(&json),
-            restored: false,
-        };
-        a[..HEADER].copy_from_slice(&h.encode());
+        let a = area_json(&serde_json::to_vec(&j).unwrap());
         let e = format!("{:#}", load(&a).unwrap_err());
         assert!(e.contains("new_field"), "{e}");
         // and one inside a VM's entry, or inside its configuration
@@ -348,15 +344,7 @@ mod tests {
                 };
             }
             v["nested_new"] = serde_json::json!(true);
-            let json = serde_json::to_vec(&j).unwrap();
-            let mut a = area(&manifest());
-            a[HEADER..HEADER + json.len()].copy_from_slice(&json);
-            let h = Header {
-                len: json.len() as u64,
-                crc: kram_format::crc32c(&json),
-                restored: false,
-            };
-            a[..HEADER].copy_from_slice(&h.encode());
+            let a = area_json(&serde_json::to_vec(&j).unwrap());
             let e = format!("{:#}", load(&a).unwrap_err());
             assert!(e.contains("nested_new"), "{path:?}: {e}");
         }
