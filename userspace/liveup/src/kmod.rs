@@ -175,6 +175,11 @@ pub fn find(root: &Path, release: &str, name: &str) -> Result<PathBuf, KmodError
     })
 }
 
+/// `NAME.ko` of the running kernel, under `/lib/modules/$(uname -r)`.
+pub fn find_running(name: &str) -> Result<PathBuf, KmodError> {
+    find(Path::new("/"), &running_release(), name)
+}
+
 /// Load the module at `path` with `params` into the running kernel,
 /// refusing one built for another kernel.
 pub fn load(path: &Path, params: &str) -> Result<(), KmodError> {
