@@ -167,6 +167,12 @@ case $KH_STAGE in
             kh_check "  $v runs" running $v && kh_check "  $v memory checksum intact" after_resume $v
         done
         kh_check "  $fv does not run, and its QEMU is gone" sh -c "! $L vm list | grep -q '^$fv running' && ! test -S /run/liveup/$fv.qmp"
+        # its saved state is the only one: a new upgrade would overwrite it
+        $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > $KH_DIR/out 2>&1
+        rc=$?
+        kh_check "an upgrade while $fv waits for its restore: refused (exit 3), naming it and --retry" \
+            sh -c "test $rc = 3 && grep -q 'saved state of VM(s) $fv that no restore' $KH_DIR/out && grep -q 'restore --retry' $KH_DIR/out" || cat $KH_DIR/out
+        kh_check "  no kexec image left loaded" test "$(cat /sys/kernel/kexec_loaded)" = 0
         $L restore --retry > $KH_DIR/out 2>&1
         kh_check "restore --retry brings $fv back alone" grep -q "^host kernel upgrade: VMs $fv\$" $KH_DIR/out || cat $KH_DIR/out
         kh_check "restore --retry: every VM running" both_running

@@ -143,6 +143,9 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
         "KRAM is not ready (errno {}): see `liveup kram status`",
         st.error
     );
+    // before anything else: the VMs a restore has not brought back are
+    // not running, and would otherwise be refused as such
+    state::check_no_pending(kram)?;
     let vms = managed_vms()?;
     ensure!(
         !vms.is_empty(),

@@ -209,6 +209,52 @@ pub(super) fn load(area: &[u8]) -> Result<Option<Manifest>> {
     ))
 }
 
+/// Why a new upgrade must not overwrite the state in `area`: VMs it saved
+/// that no restore has brought back (their device state exists only
+/// there), or a state this liveup cannot read (another version's, or
+/// corrupt: it may still be someone's only copy). `None`: nothing to lose
+/// (no state, invalidated by an aborted upgrade, or restored). A VM that
+/// `runs` now is not waiting for it: its saved state is older than its RAM
+/// (as `restore --retry` skips it).
+pub(super) fn pending(area: &[u8], runs: impl Fn(&VmConfig) -> bool) -> Option<String> {
+    match load(area) {
+        Err(e) => Some(format!(
+            "KRAM holds a liveup state this liveup cannot read ({e:#}); a new upgrade would overwrite it. \
+             Restore it with the liveup that wrote it, or discard it with `liveup kram delete {STATE_AREA}`"
+        )),
+        Ok(None) => None,
+        Ok(Some(m)) => {
+            let names: Vec<&str> = m
+                .vms
+                .iter()
+                .filter(|v| !v.restored && !runs(&v.config))
+                .map(|v| v.config.name.as_str())
+                .collect();
+            (!names.is_empty()).then(|| {
+                format!(
+                    "KRAM holds the saved state of VM(s) {} that no restore has brought back; a new upgrade would overwrite it. \
+                     Run `liveup restore --retry`, or discard them with `liveup kram delete {STATE_AREA}` (their RAM areas stay until deleted)",
+                    names.join(", ")
+                )
+            })
+        }
+    }
+}
+
+/// [`pending`] for the state area in `kram`, if there is one.
+pub(super) fn check_no_pending(kram: &Kram) -> Result<()> {
+    let area = match kram.lookup(STATE_AREA) {
+        Ok(a) => a,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let m = kram.map(&area)?;
+    match pending(&m, |vm| super::vm::vm_status(vm) == "running") {
+        Some(why) => anyhow::bail!(why),
+        None => Ok(()),
+    }
+}
+
 /// A saved VM's device state in `area`, checked against its length and
 /// CRC.
 pub(super) fn blob<'a>(area: &'a [u8], v: &SavedVm) -> Result<&'a [u8]> {
@@ -370,6 +416,42 @@ mod tests {
             .replace(",\"restored\":false", "");
         let v: Manifest = serde_json::from_str(&old).unwrap();
         assert!(!v.vms[0].restored);
+    }
+
+    #[test]
+    fn a_new_upgrade_may_not_overwrite_what_no_restore_brought_back() {
+        let none = |_: &VmConfig| false;
+        // nothing there, invalidated (aborted upgrade): free
+        assert_eq!(pending(&[0u8; HEADER], none), None);
+        let mut m = manifest();
+        let mut vm2 = m.vms[0].clone();
+        vm2.config.name = "vm2".into();
+        m.vms.push(vm2);
+        let mut a = area(&m);
+        // saved, never restored: both named
+        let why = pending(&a, none).expect("refused");
+        assert!(why.contains("vm1, vm2") && why.contains("restore --retry"), "{why}");
+        // partly restored: only the one still in KRAM
+        mark_vms_restored(&mut a, &["vm1".to_string()]).unwrap();
+        let why = pending(&a, none).expect("refused");
+        assert!(why.contains("VM(s) vm2 ") && why.contains("kram delete liveup-state"), "{why}");
+        // vm2 runs (its state is stale; as --retry skips it): free
+        assert_eq!(pending(&a, |v: &VmConfig| v.name == "vm2"), None);
+        // restored: free
+        set_restored(&mut a);
+        assert_eq!(pending(&a, none), None);
+        // every VM marked one by one: free
+        let mut a = area(&m);
+        mark_vms_restored(&mut a, &["vm1".to_string(), "vm2".to_string()]).unwrap();
+        assert_eq!(pending(&a, none), None);
+        // unreadable (another version, or corrupt): kept, not overwritten
+        let mut a = area(&m);
+        a[7] = b'9';
+        let why = pending(&a, none).expect("refused");
+        assert!(why.contains("cannot read") && why.contains("LIVEUPv9"), "{why}");
+        let mut a = area(&m);
+        a[HEADER] ^= 1;
+        assert!(pending(&a, none).expect("refused").contains("checksum"));
     }
 
     #[test]
