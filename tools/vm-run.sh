@@ -109,8 +109,12 @@ tsc_opt=""
 rig_tsc_khz() {
     local mhz
     if [ -n "${KH_RIG_TSC_KHZ+set}" ]; then echo "$KH_RIG_TSC_KHZ"; return; fi
-    # the host kernel's own value (the refined one when there is one)
-    mhz=$(dmesg 2>/dev/null | sed -n 's/.*tsc: \(Refined TSC clocksource calibration: \|Detected \)\([0-9]*\.[0-9]\{3\}\) MHz.*/\2/p' | tail -n1)
+    # the host kernel's own value (the refined one when there is one), from
+    # its ring buffer, else (wrapped on a long-running host) from the
+    # journal's copy of this boot's kernel log
+    local pat='s/.*tsc: \(Refined TSC clocksource calibration: \|Detected \)\([0-9]*\.[0-9]\{3\}\) MHz.*/\2/p'
+    mhz=$(dmesg 2>/dev/null | sed -n "$pat" | tail -n1)
+    [ -n "$mhz" ] || mhz=$(journalctl -k -b -q --no-pager 2>/dev/null | grep 'tsc: ' | sed -n "$pat" | tail -n1)
     # else cpuinfo's "cpu MHz", which is tsc_khz on a virtual machine whose
     # TSC is constant and whose CPU frequency no cpufreq driver changes (on
     # hardware it can be a measured effective frequency: not used there)

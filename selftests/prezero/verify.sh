@@ -20,11 +20,13 @@ pz_expect "one log line for it" "$(dmesg | grep -c 'prezero: verify: page marked
 rmmod prezero && pz_load && echo 1 > $PZ/verify
 
 # Hammer: zeroing (ioctl) races with populate/write/free of hugetlb and
-# buddy memory; 2 vCPUs.
+# buddy memory; 2 vCPUs. (Half the rounds of session 17, whose 40 took
+# 265 s under KASAN with 122 hits: each round still races, and the hit
+# counts below prove clearing was skipped.)
 fail=0
-(for i in $(seq 40); do $L prezero zero --size 2M --node 0 --count 8 > /dev/null || exit 1; done) &
+(for i in $(seq 20); do $L prezero zero --size 2M --node 0 --count 8 > /dev/null || exit 1; done) &
 zp=$!
-for i in $(seq 40); do
+for i in $(seq 20); do
     $L prezero populate --kind huge2m --size 24M --check --dirty > /tmp/pz-h.log 2>&1 || { fail=1; cat /tmp/pz-h.log; }
     $L prezero populate --kind anon --size 8M --check --dirty > /dev/null 2>&1 || fail=1
 done
@@ -35,7 +37,7 @@ pz_expect "hammer: 0 verify violations" "$(pz_stat 0 2M violations)" 0
 kh_log "after hammer: $(sed -n 2p $PZ/stats)"
 # The idle worker racing with the same traffic.
 echo 4096 > $PZ/idle_rate_mb; echo 1 > $PZ/idle
-for i in $(seq 20); do
+for i in $(seq 10); do
     $L prezero populate --kind huge2m --size 40M --check --dirty > /dev/null 2>&1 || fail=3
 done
 echo 0 > $PZ/idle
@@ -44,14 +46,14 @@ pz_expect "hammer with idle worker: 0 violations" "$(pz_stat 0 2M violations)" 0
 # Pools (4K, THP): filling races with faults taking pooled pages, writing
 # and freeing them, and with the shrinker (drop_caches); verify checks
 # every page a fault takes from a pool.
-(for i in $(seq 30); do
+(for i in $(seq 15); do
     $L prezero zero --pool --size 4K --node 0 --count 512 > /dev/null || exit 1
     $L prezero zero --pool --size 2M --node 0 --count 4 > /dev/null || exit 1
 done) &
 zp=$!
-(for i in $(seq 10); do echo 2 > /proc/sys/vm/drop_caches; sleep 1; done) &
+(for i in $(seq 5); do echo 2 > /proc/sys/vm/drop_caches; sleep 1; done) &
 dp=$!
-for i in $(seq 30); do
+for i in $(seq 15); do
     $L prezero populate --kind thp --size 8M --check --dirty > /dev/null 2>&1 || fail=4
     $L prezero populate --kind anon --size 2M --check --dirty > /dev/null 2>&1 || fail=4
 done

@@ -39,6 +39,7 @@ case $KH_STAGE in
     VM_EXTRA="-device vfio-pci,host=$dev"
     kh_check "start pt1 with the NIC passed through, RAM in KRAM" start_vm pt1 1
     kh_check "pt1 booted" boot_vm pt1 1 || diag pt1
+    tsc_check "" pt1
     got_5s() { [ "$(rx pt1 got)" -ge $((RATE * 5)) ]; }
     kh_wait 120 got_5s
     g0=$(rx pt1 got) m0=$(rx pt1 missing)

@@ -42,6 +42,7 @@ kh_check "boot $b: start vm1 with its RAM in KRAM" start_vm vm1 1 || exit 0
 if ! kh_check "boot $b: vm1 booted" boot_vm vm1 1; then diag; exit 0; fi
 kh_log "boot $b: vm1 booted in $(($(date +%s) - t0)) s"
 kh_check "boot $b: vm1 memory checks pass" all_memory_ok || exit 0
+tsc_check "boot $b" vm1
 # KH_SERIES_SETTLE=S (60): the VM runs S s before the upgrade, as in
 # upgrade.sh, where the first upgrade comes minutes after the boot.
 # Upgraded about 20 s after its first memory check, the restored VM stopped

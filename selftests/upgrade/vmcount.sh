@@ -15,6 +15,7 @@ grow() {
     local i
     for i in $(seq $1 $2); do kh_check "start c$i with its RAM in KRAM" start_vm c$i $i || return 1; done
     for i in $(seq $1 $2); do kh_check "c$i booted" boot_vm c$i $i || { diag c$i; return 1; }; done
+    tsc_check "c$1 to c$2" "$(for i in $(seq $1 $2); do echo c$i; done)"
 }
 . ./vms.sh
 # VMs during this stage's upgrade (none after the last)

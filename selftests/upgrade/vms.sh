@@ -161,16 +161,20 @@ kernel_tsc_khz() {
         -e 's/.*tsc: Refined TSC clocksource calibration: \([0-9]*\)\.\([0-9]\{3\}\) MHz.*/b \1\2/p' \
         -e 's/.*tsc: Detected \([0-9]*\)\.\([0-9]\{3\}\) MHz.*/c \1\2/p' | sort | head -n1 | cut -d' ' -f2
 }
+# The check each script makes once its VMs booted (the precondition of
+# every guest-time figure here):
+tsc_check() { kh_check "${1:+$1: }the VMs' TSC runs at this kernel's frequency (no KVM TSC catch-up)" tsc_no_catchup $2; }
 # tsc_no_catchup: every VM's TSC runs within 250 ppm of this kernel's
 # tsc_khz, KVM's tolerance: outside it, on a CPU without TSC scaling, KVM
 # runs the vCPU in its catch-up mode, in which each stop and cont moved a
 # Linux guest's monotonic clock forward by about the time since its previous
 # cont (Documentation/upgrade.rst, "A guest clock that jumped at a resume")
-tsc_no_catchup() {
-    local k v t
+tsc_no_catchup() { # [NAME...] (default: VMS)
+    local k v t vs="$*"
+    [ -n "$vs" ] || vs=$VMS
     k=$(kernel_tsc_khz)
     [ -n "$k" ] || { echo "no TSC frequency in dmesg"; return 1; }
-    for v in $VMS; do
+    for v in $vs; do
         t=$(vm_tsc $v)
         [ -n "$t" ] && [ $(( (t - k) * 1000000 / k )) -le 250 ] && [ $(( (k - t) * 1000000 / k )) -le 250 ] ||
             { echo "$v runs its TSC at ${t:-?} kHz, this kernel at $k kHz (over 250 ppm apart)"; return 1; }

@@ -430,11 +430,17 @@ mod tests {
         let mut a = area(&m);
         // saved, never restored: both named
         let why = pending(&a, none).expect("refused");
-        assert!(why.contains("vm1, vm2") && why.contains("restore --retry"), "{why}");
+        assert!(
+            why.contains("vm1, vm2") && why.contains("restore --retry"),
+            "{why}"
+        );
         // partly restored: only the one still in KRAM
         mark_vms_restored(&mut a, &["vm1".to_string()]).unwrap();
         let why = pending(&a, none).expect("refused");
-        assert!(why.contains("VM(s) vm2 ") && why.contains("kram delete liveup-state"), "{why}");
+        assert!(
+            why.contains("VM(s) vm2 ") && why.contains("kram delete liveup-state"),
+            "{why}"
+        );
         // vm2 runs (its state is stale; as --retry skips it): free
         assert_eq!(pending(&a, |v: &VmConfig| v.name == "vm2"), None);
         // restored: free
@@ -448,7 +454,10 @@ mod tests {
         let mut a = area(&m);
         a[7] = b'9';
         let why = pending(&a, none).expect("refused");
-        assert!(why.contains("cannot read") && why.contains("LIVEUPv9"), "{why}");
+        assert!(
+            why.contains("cannot read") && why.contains("LIVEUPv9"),
+            "{why}"
+        );
         let mut a = area(&m);
         a[HEADER] ^= 1;
         assert!(pending(&a, none).expect("refused").contains("checksum"));
