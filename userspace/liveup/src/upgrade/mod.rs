@@ -44,7 +44,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tsc::{pick_tsc_khz, plausible_tsc_khz, vm_tsc_khz};
-use vm::{check_passthrough, qemu_files};
+use vm::{check_passthrough, check_qemu_version, qemu_files};
 
 /// Test hook: LIVEUP_HOLD=<step> stops the blackout at that step until
 /// /run/liveup/hold-<step> (written on arrival) is removed or a held
@@ -161,6 +161,9 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
         managed.extend(q.peer_pid());
         let s = q.run_state()?;
         ensure!(s == RunState::Running, "VM {} is {s}, not running", vm.name);
+        let version = q.execute("query-version", json!({}))?;
+        let version = check_qemu_version(&vm.name, &version)?;
+        log::debug!("VM {}: QEMU {version}", vm.name);
         tsc.push((
             vm.name.clone(),
             vm_tsc_khz(&mut q).with_context(|| format!("VM {}: TSC frequency", vm.name))?,

@@ -150,6 +150,28 @@ pub fn passthrough_devices(args: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The oldest QEMU a hot-upgrade can use: migration mode `cpr-reboot`
+/// came with 8.2 (the rig and the docs' figures use 11.1).
+pub(super) const MIN_QEMU: (u64, u64) = (8, 2);
+
+/// VM `name`'s QEMU version from its `query-version` answer `v`, refused
+/// when it is older than [`MIN_QEMU`] or not reported.
+pub(super) fn check_qemu_version(name: &str, v: &serde_json::Value) -> Result<String> {
+    let part = |k: &str| v["qemu"][k].as_u64();
+    let (Some(major), Some(minor), Some(micro)) = (part("major"), part("minor"), part("micro"))
+    else {
+        anyhow::bail!("VM {name}: its QEMU did not report a version (query-version: {v})");
+    };
+    let have = format!("{major}.{minor}.{micro}");
+    ensure!(
+        (major, minor) >= MIN_QEMU,
+        "VM {name} runs QEMU {have}: a hot-upgrade needs QEMU {}.{} or later (migration mode cpr-reboot); restart it with a newer QEMU first",
+        MIN_QEMU.0,
+        MIN_QEMU.1
+    );
+    Ok(have)
+}
+
 /// Preflight for a VM with passed-through devices: its QEMU must take them
 /// back after the kexec without a reset ([`KEEP_PROPERTY`]).
 pub(super) fn check_passthrough(vm: &VmConfig, q: &mut Qmp) -> Result<()> {

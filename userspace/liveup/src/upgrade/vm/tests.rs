@@ -140,3 +140,22 @@ fn qemu_is_launched_chrooted_and_under_systemd_in_a_scope_of_its_own() {
     );
     assert_eq!(host.launch(false, false)[0], "qemu-system-x86_64");
 }
+
+#[test]
+fn a_qemu_older_than_cpr_reboot_is_refused_by_its_version() {
+    let v = |a, b, c| json!({"qemu": {"major": a, "minor": b, "micro": c}, "package": ""});
+    assert_eq!(check_qemu_version("a", &v(11, 1, 3)).unwrap(), "11.1.3");
+    assert_eq!(check_qemu_version("a", &v(8, 2, 0)).unwrap(), "8.2.0");
+    let e = check_qemu_version("a", &v(7, 2, 19))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("VM a runs QEMU 7.2.19") && e.contains("8.2 or later"),
+        "{e}"
+    );
+    assert!(check_qemu_version("a", &v(8, 1, 9)).is_err());
+    let e = check_qemu_version("a", &json!({"qemu": {"major": "x"}}))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("did not report a version"), "{e}");
+}
