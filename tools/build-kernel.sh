@@ -32,6 +32,10 @@ cp -a "$(readlink -f "$KH_CACHE/linux-src")" "$dir/src"
     echo "kernel $variant: applying patches/$p"
     patch -d "$dir/src" -p1 --forward --batch -s < "$KH_ROOT/patches/$p"
 done
+# kvmhost's contracts the patched kernel reads (one definition each, in the
+# tree beside the code that writes them): <linux/kvmhost/NAME.h>
+mkdir -p "$dir/src/include/linux/kvmhost"
+for h in "${KH_KERNEL_ABI_HEADERS[@]}"; do cp "$KH_ROOT/$h" "$dir/src/include/linux/kvmhost/"; done
 
 km() { make -C "$dir/src" O="$dir/build" "${KH_KMAKE_VARS[@]}" "$@"; }
 km -s x86_64_defconfig
@@ -44,6 +48,8 @@ for f in base "$variant"; do
     while IFS= read -r line; do
         case "$line" in ''|'#'*) continue;; esac
         opt=${line%%=*}; val=${line#*=}
+        # (a base option the variant sets otherwise: the variant's counts)
+        [ "$f" = base ] && grep -q "^$opt=" "$KH_ROOT/tools/kconfig/$variant.config" && continue
         if [ "$val" = n ]; then
             grep -q "^$opt=" "$dir/build/.config" && { echo "config: $opt should be off"; bad=1; }
         else
@@ -58,18 +64,28 @@ km rustavailable
 # file either patch series touched as changed, so kbuild recompiles only
 # those and what depends on them. KH_KERNEL_SEED=0 builds from scratch. A
 # cold cache (CI) has no seed and builds everything.
-seed=""
+# A variant whose config says "# kh-seed: OTHER" (next: release with
+# another version string) seeds from OTHER's builds, whose .config may
+# differ from its own in CONFIG_LOCALVERSION only; kbuild then rebuilds
+# what depends on the version string.
+seed="" seedvar=$(sed -n 's/^# kh-seed: *//p' "$KH_ROOT/tools/kconfig/$variant.config")
+same_config() { cmp -s <(grep -v '^CONFIG_LOCALVERSION=' "$1") <(grep -v '^CONFIG_LOCALVERSION=' "$2"); }
 if [ "${KH_KERNEL_SEED:-1}" = 1 ]; then
-    for d in $(ls -dt "$KH_CACHE/kernels/$variant"-* 2>/dev/null); do
-        [ "$d" != "$dir" ] && [ -f "$d/ready" ] && cmp -s "$d/build/.config" "$dir/build/.config" && { seed=$d; break; }
+    for d in $(ls -dt "$KH_CACHE/kernels/${seedvar:-$variant}"-* 2>/dev/null); do
+        [ "$d" != "$dir" ] && [ -f "$d/ready" ] && same_config "$d/build/.config" "$dir/build/.config" && { seed=$d; break; }
     done
 fi
 if [ -n "$seed" ]; then
     echo "kernel $variant: seeding the build from $seed"
+    cp -p "$dir/build/.config" "$dir/.config.own"
     # files a patch series changed: newer than the pristine copy they came from
     patched() { (cd "$1/src" && find . -type f -newermt "@$(( $(stat -c %Y "$1/build/.config") - 7200 ))" ! -newer "$1/build/.config"); }
     changed=$( { patched "$seed"; patched "$dir"; } | sort -u)
     cp -a "$seed/build/." "$dir/build/"
+    # this variant's own configuration (newer than the seed's auto.conf:
+    # kbuild syncs it, and what uses a changed option is rebuilt)
+    cmp -s "$dir/.config.own" "$dir/build/.config" || cp "$dir/.config.own" "$dir/build/.config"
+    rm -f "$dir/.config.own"
     ln -sfn "$dir/src" "$dir/build/source"
     { find "$dir/build" \( -name '*.cmd' -o -name '*.d' \) -type f -print0; printf '%s\0' "$dir/build/Makefile"; } \
         | xargs -0 -r sed -i "s|$seed/|$dir/|g"

@@ -39,6 +39,9 @@ export KH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # kh_wait SECONDS COMMAND...: the one polling helper, shared with the rig.
 . "$KH_ROOT/selftests/lib/wait.sh"
 
+# Contracts of ours the kernel's patches include (tools/build-kernel.sh
+# installs them as <linux/kvmhost/NAME.h>).
+KH_KERNEL_ABI_HEADERS=(iommu-preserve/include/abi/vtd_record.h)
 # kh_kernel_key VARIANT: hash of everything the built kernel depends on.
 kh_kernel_key() {
     local variant=$1
@@ -49,6 +52,7 @@ kh_kernel_key() {
         { grep -v '^\s*#' "$KH_ROOT/patches/series" || true; } | while read -r p; do
             [ -n "$p" ] && cat "$KH_ROOT/patches/$p"
         done
+        for h in "${KH_KERNEL_ABI_HEADERS[@]}"; do cat "$KH_ROOT/$h"; done
         /usr/bin/rustc --version; clang-19 --version | head -n1
         echo "$KH_BINDGEN_VERSION"
         echo "build-rev $KH_KERNEL_BUILD_REV"

@@ -106,6 +106,64 @@ fn prezero_checks() -> String {
     c
 }
 
+/// The VT-d preservation record's contract header against kram-format's
+/// offsets (the encoder and decoder use those): each field's offset and
+/// size, the header's size, magic and version.
+fn vtd_record_checks() -> String {
+    use kram_format::vtd::{off, MAGIC, VERSION};
+    let mut c = String::from(
+        "#include <stddef.h>\n#include <string.h>\n#include \"iommu-preserve/include/abi/vtd_record.h\"\n",
+    );
+    for (field, at, size) in [
+        ("magic", off::MAGIC, 8),
+        ("version", off::VERSION, 4),
+        ("crc", off::CRC, 4),
+        ("seg", off::SEG, 2),
+        ("bus", off::BUS, 1),
+        ("devfn", off::DEVFN, 1),
+        ("did", off::DID, 2),
+        ("levels", off::LEVELS, 1),
+        ("reserved0", off::RESERVED0, 1),
+        ("old_root", off::OLD_ROOT, 8),
+        ("root", off::ROOT, 8),
+        ("ctx", off::CTX, 8),
+        ("top", off::TOP, 8),
+        ("npages", off::NPAGES, 4),
+        ("reserved1", off::RESERVED1, 4),
+        ("pages", off::PAGES, 0),
+    ] {
+        check(
+            &mut c,
+            &format!("offsetof(struct kh_vtd_record, {field})"),
+            at as u64,
+        );
+        if size > 0 {
+            check(
+                &mut c,
+                &format!("sizeof(((struct kh_vtd_record *)0)->{field})"),
+                size,
+            );
+        }
+    }
+    check(&mut c, "sizeof(struct kh_vtd_record)", off::PAGES as u64);
+    check(&mut c, "sizeof(((struct kh_vtd_record *)0)->pages[0])", 8);
+    check(&mut c, "KH_VTD_RECORD_VERSION", VERSION.into());
+    check(
+        &mut c,
+        "sizeof(KH_VTD_RECORD_MAGIC) - 1",
+        MAGIC.len() as u64,
+    );
+    // (a string's bytes are no constant expression in C: its text here)
+    let header =
+        std::fs::read_to_string(repo().join("iommu-preserve/include/abi/vtd_record.h")).unwrap();
+    let want = format!(
+        "#define KH_VTD_RECORD_MAGIC \"{}\"",
+        std::str::from_utf8(&MAGIC).unwrap()
+    );
+    assert!(header.contains(&want), "vtd_record.h lacks {want}");
+    c
+}
+
 /// Compiles `src` (syntax and static assertions only); the compiler's
 /// messages on failure.
 fn compile(name: &str, src: &str) -> Result<(), String> {
@@ -132,6 +190,12 @@ fn kram_header_matches() {
 }
 
 #[test]
+fn vtd_record_header_matches() {
+    compile("vtd_record", &vtd_record_checks())
+        .unwrap_or_else(|e| panic!("vtd_record.h differs:\n{e}"));
+}
+
+#[test]
 fn prezero_header_matches() {
     compile("prezero_uapi", &prezero_checks())
         .unwrap_or_else(|e| panic!("prezero.h differs:\n{e}"));
@@ -154,6 +218,28 @@ fn a_drifted_header_is_refused() {
     let wrong = kram_checks().replace(&format!("{}ULL", kram::IOC_FREE), "1ULL");
     let err = compile("kram_uapi_wrong_nr", &wrong).expect_err("a wrong number passed");
     assert!(err.contains("KRAM_IOC_FREE"), "{err}");
+}
+
+/// And the VT-d contract: two fields swapped are refused, named.
+#[test]
+fn a_drifted_vtd_record_is_refused() {
+    let header =
+        std::fs::read_to_string(repo().join("iommu-preserve/include/abi/vtd_record.h")).unwrap();
+    let drifted = header.replacen(
+        "\t__u8 bus;\n\t__u8 devfn;",
+        "\t__u8 devfn;\n\t__u8 bus;",
+        1,
+    );
+    assert_ne!(
+        header, drifted,
+        "the header no longer has the lines this test swaps"
+    );
+    let src = vtd_record_checks().replace(
+        "#include \"iommu-preserve/include/abi/vtd_record.h\"\n",
+        &drifted,
+    );
+    let err = compile("vtd_record_drifted", &src).expect_err("a drifted header passed");
+    assert!(err.contains("offsetof(struct kh_vtd_record, bus)"), "{err}");
 }
 
 /// The encoder against numbers written out by hand from the kernel's rules.

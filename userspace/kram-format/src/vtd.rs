@@ -179,7 +179,32 @@ pub fn translate<T: Tables>(t: &mut T, top: u64, levels: u8, iova: u64) -> Optio
 
 pub const MAGIC: [u8; 8] = *b"KHIOPRV1";
 pub const VERSION: u32 = 1;
-const HEADER: usize = 64;
+
+/// Byte offsets of the record's fields (the table below), the one
+/// definition the encoder and decoder use; the C side's
+/// `struct kh_vtd_record` (iommu-preserve/include/vtd_record.h, the
+/// contract the next kernel's intel-iommu reads) is checked against these
+/// on the host (userspace/kh-uapi/tests/c_headers.rs).
+pub mod off {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 8;
+    pub const CRC: usize = 12;
+    pub const SEG: usize = 16;
+    pub const BUS: usize = 18;
+    pub const DEVFN: usize = 19;
+    pub const DID: usize = 20;
+    pub const LEVELS: usize = 22;
+    pub const RESERVED0: usize = 23;
+    pub const OLD_ROOT: usize = 24;
+    pub const ROOT: usize = 32;
+    pub const CTX: usize = 40;
+    pub const TOP: usize = 48;
+    pub const NPAGES: usize = 56;
+    pub const RESERVED1: usize = 60;
+    pub const PAGES: usize = 64;
+}
+
+const HEADER: usize = off::PAGES;
 /// Table pages one record page can list.
 pub const MAX_PAGES: usize = (PAGE as usize - HEADER) / 8;
 
@@ -235,23 +260,23 @@ impl Record {
             return Err(Error::BadLength);
         }
         out[..end].fill(0);
-        out[0..8].copy_from_slice(&MAGIC);
-        out[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        out[16..18].copy_from_slice(&self.seg.to_le_bytes());
-        out[18] = self.bus;
-        out[19] = self.devfn;
-        out[20..22].copy_from_slice(&self.did.to_le_bytes());
-        out[22] = self.levels;
-        out[24..32].copy_from_slice(&self.old_root.to_le_bytes());
-        out[32..40].copy_from_slice(&self.root.to_le_bytes());
-        out[40..48].copy_from_slice(&self.ctx.to_le_bytes());
-        out[48..56].copy_from_slice(&self.top.to_le_bytes());
-        out[56..60].copy_from_slice(&(n as u32).to_le_bytes());
+        out[off::MAGIC..off::MAGIC + 8].copy_from_slice(&MAGIC);
+        out[off::VERSION..off::VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
+        out[off::SEG..off::SEG + 2].copy_from_slice(&self.seg.to_le_bytes());
+        out[off::BUS] = self.bus;
+        out[off::DEVFN] = self.devfn;
+        out[off::DID..off::DID + 2].copy_from_slice(&self.did.to_le_bytes());
+        out[off::LEVELS] = self.levels;
+        out[off::OLD_ROOT..off::OLD_ROOT + 8].copy_from_slice(&self.old_root.to_le_bytes());
+        out[off::ROOT..off::ROOT + 8].copy_from_slice(&self.root.to_le_bytes());
+        out[off::CTX..off::CTX + 8].copy_from_slice(&self.ctx.to_le_bytes());
+        out[off::TOP..off::TOP + 8].copy_from_slice(&self.top.to_le_bytes());
+        out[off::NPAGES..off::NPAGES + 4].copy_from_slice(&(n as u32).to_le_bytes());
         for (i, p) in self.pages().iter().enumerate() {
-            out[HEADER + 8 * i..HEADER + 8 * i + 8].copy_from_slice(&p.to_le_bytes());
+            out[off::PAGES + 8 * i..off::PAGES + 8 * i + 8].copy_from_slice(&p.to_le_bytes());
         }
-        let crc = crc32c(&out[16..end]);
-        out[12..16].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32c(&out[off::SEG..end]);
+        out[off::CRC..off::CRC + 4].copy_from_slice(&crc.to_le_bytes());
         Ok(())
     }
 
@@ -264,7 +289,7 @@ impl Record {
         if b[..HEADER].iter().all(|&x| x == 0) {
             return Ok(None);
         }
-        if b[0..8] != MAGIC {
+        if b[off::MAGIC..off::MAGIC + 8] != MAGIC {
             return Err(Error::BadMagic);
         }
         let u32at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
@@ -273,35 +298,35 @@ impl Record {
             w.copy_from_slice(&b[o..o + 8]);
             u64::from_le_bytes(w)
         };
-        let v = u32at(8);
+        let v = u32at(off::VERSION);
         if v != VERSION {
             return Err(Error::BadVersion(v));
         }
-        let n = u32at(56) as usize;
+        let n = u32at(off::NPAGES) as usize;
         if n > MAX_PAGES || HEADER + 8 * n > b.len() {
             return Err(Error::BadLength);
         }
-        if crc32c(&b[16..HEADER + 8 * n]) != u32at(12) {
+        if crc32c(&b[off::SEG..HEADER + 8 * n]) != u32at(off::CRC) {
             return Err(Error::BadChecksum);
         }
-        if b[23] != 0 || u32at(60) != 0 {
+        if b[off::RESERVED0] != 0 || u32at(off::RESERVED1) != 0 {
             return Err(Error::Reserved);
         }
         let mut r = Record {
-            seg: u16::from_le_bytes([b[16], b[17]]),
-            bus: b[18],
-            devfn: b[19],
-            did: u16::from_le_bytes([b[20], b[21]]),
-            levels: b[22],
-            old_root: u64at(24),
-            root: u64at(32),
-            ctx: u64at(40),
-            top: u64at(48),
+            seg: u16::from_le_bytes([b[off::SEG], b[off::SEG + 1]]),
+            bus: b[off::BUS],
+            devfn: b[off::DEVFN],
+            did: u16::from_le_bytes([b[off::DID], b[off::DID + 1]]),
+            levels: b[off::LEVELS],
+            old_root: u64at(off::OLD_ROOT),
+            root: u64at(off::ROOT),
+            ctx: u64at(off::CTX),
+            top: u64at(off::TOP),
             pages: [0; MAX_PAGES],
             npages: n,
         };
         for i in 0..n {
-            r.pages[i] = u64at(HEADER + 8 * i);
+            r.pages[i] = u64at(off::PAGES + 8 * i);
         }
         Ok(Some(r))
     }
