@@ -30,6 +30,14 @@ set -euo pipefail
 cd "$KH_ROOT"
 export CARGO_INCREMENTAL=0
 variant=${VARIANT:-release}
+# The second kernel (another version string) for upgrade/otherkernel in the
+# VM-count rig: KH_OTHER_MODULES, a stash of tools/stash-modules.sh next
+# (made here when unset, before the tree's modules are built for $variant;
+# KH_OTHER_MODULES= leaves the test out).
+if [ -z "${KH_OTHER_MODULES+set}" ] && [ "${KH_UPGRADE_TINY:-1}" = 1 ]; then
+    KH_OTHER_MODULES=$("$KH_ROOT/tools/stash-modules.sh" next)
+fi
+export KH_OTHER_MODULES=${KH_OTHER_MODULES:-}
 if [ -n "${KH_MODULES:-}" ]; then
     kdir=$(cat "$KH_MODULES/kdir")
     [ "$kdir" = "$("$KH_ROOT/tools/build-kernel.sh" "$variant")" ] \
@@ -67,9 +75,11 @@ if [ "${KH_UPGRADE_TINY:-1}" = 1 ]; then
     # side by side. On the one TCG thread above, 4 VMs took 1.32x one
     # (session 16); on two, 0.88x (session 17, out/vmc2).
     crun="$KH_ROOT/out/check-upgrade-vmcount"
-    env KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$crun" -t 1200 -v "$vmk/bzImage" -r "$rootfs" upgrade/vmcount \
+    # then upgrade/otherkernel: one tinyvm into the second kernel and back
+    env KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$crun" -t 1800 -v "$vmk/bzImage" -r "$rootfs" \
+        upgrade/vmcount ${KH_OTHER_MODULES:+upgrade/otherkernel} \
         > "$KH_ROOT/out/check-upgrade-vmcount.log" 2>&1 || true
-    echo "== 1, 2 and 4 tinyvms, two vCPUs on two TCG threads (out/check-upgrade-vmcount)"
+    echo "== 1, 2 and 4 tinyvms, then one into another kernel and back; two vCPUs on two TCG threads (out/check-upgrade-vmcount)"
     "$KH_ROOT/tools/ktap-report.sh" "$crun" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 vmcount: /' || true
     if read -r cp cf cs < "$crun/counts"; then p=$((p + cp)); f=$((f + cf)); s=$((s + cs))
     else echo "not ok - vmcount rig: no counts (out/check-upgrade-vmcount/console.log)"; f=$((f + 1)); fi

@@ -127,6 +127,12 @@ fi
 if ! mods_release=$("$KH_ROOT/tools/stash-modules.sh" release); then
     fail "modules stash (tools/stash-modules.sh release)"; summary; exit 1
 fi
+# A second release kernel with another version string and its modules
+# (tools/kconfig/next.config: seeded from the release build, minutes), for
+# the hot-upgrade into another kernel and back (upgrade/otherkernel, in the
+# VM-count rig).
+if mods_next=$("$KH_ROOT/tools/stash-modules.sh" next); then pass "second kernel (next) and its modules"
+else fail "second kernel (tools/stash-modules.sh next)"; mods_next=""; fi
 # The e1000e gets the numbered-frame source (the vfio-keep and
 # iommu-preserve tests count them).
 # 6 GiB: a free GiB-aligned range for selftests/prezero/hugetlb_1g.sh
@@ -173,7 +179,7 @@ rig_tiny() {
     # tinyvm x2 on the release host; then the VM count in a rig of two
     # vCPUs on two TCG threads (which borrows the other core for a few
     # minutes)
-    KH_MODULES=$mods_release KH_UPGRADE_LINUX=0 "$KH_ROOT/tools/check-upgrade.sh" > "$KH_ROOT/out/check-upgrade.log" 2>&1
+    KH_MODULES=$mods_release KH_OTHER_MODULES=$mods_next KH_UPGRADE_LINUX=0 "$KH_ROOT/tools/check-upgrade.sh" > "$KH_ROOT/out/check-upgrade.log" 2>&1
 }
 rig_linux() {
     KH_MODULES=$mods_release KH_UPGRADE_TINY=0 KH_UPGRADE_COUNTS="$KH_ROOT/out/check-upgrade-linux-sum/counts" \

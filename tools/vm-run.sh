@@ -39,6 +39,18 @@ cp -r "$KH_ROOT/bench" "$run/tests/bench"
 find "${modsrc[@]}" -name '*.ko' -exec cp {} "$run/modules/" \;
 [ -d "$KH_ROOT/out/bin" ] && cp -r "$KH_ROOT/out/bin" "$run/bin"
 cp "$kdir/bzImage" "$run/bzImage"
+cat "$kdir/build/include/config/kernel.release" > "$run/release"
+# KH_OTHER_MODULES: a second kernel and its modules (a stash of
+# tools/stash-modules.sh, e.g. for the `next` variant) as /host/other/
+# {bzImage,modules,release}, for a hot-upgrade into another kernel
+# (selftests/upgrade/otherkernel.sh)
+if [ -n "${KH_OTHER_MODULES:-}" ]; then
+    okdir=$(cat "$KH_OTHER_MODULES/kdir")
+    mkdir -p "$run/other/modules"
+    cp "$okdir/bzImage" "$run/other/bzImage"
+    cat "$okdir/build/include/config/kernel.release" > "$run/other/release"
+    cp "$KH_OTHER_MODULES"/*.ko "$run/other/modules/"
+fi
 cp "$("$KH_ROOT/tools/mkinitramfs.sh" rig)" "$run/initrd.img"
 cp "$("$KH_ROOT/tools/mkinitramfs.sh" l2)" "$run/l2-initrd.img"
 cp "$("$KH_ROOT/tools/mkinitramfs.sh" vm)" "$run/vm-initrd.img"

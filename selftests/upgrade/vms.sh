@@ -213,11 +213,11 @@ EOF2
 }
 all_memory_ok() { for v in $VMS; do after_resume $v || return 1; done; }
 both_running() { for v in $VMS; do running $v || return 1; done; }
-upgrade_now() { # inject-step (or empty)
+upgrade_now() { # inject-step (or empty); UPGRADE_KERNEL: the next kernel
     echo $((KH_STAGE + 1)) > "$KH_STAGEFILE"
     sync
     echo "KH-UPGRADE-START $KH_STAGE"
-    $L upgrade --kernel /host/bzImage --initrd /host/initrd.img
+    $L upgrade --kernel ${UPGRADE_KERNEL:-/host/bzImage} --initrd /host/initrd.img
     echo "$KH_STAGE" > "$KH_STAGEFILE"
     kh_fail "upgrade $((KH_STAGE + 1)) kexecs" "liveup upgrade returned"
 }
