@@ -49,13 +49,22 @@ pub fn record_edit(k: &Kram, area: &str, field: &str, value: &str) -> Result<()>
         .map_err(|e| anyhow::anyhow!("record in {area} refused: {e:?}"))?
         .with_context(|| format!("no record in {area}"))?;
     let v = hex(value)?;
+    let mut reserved0 = None;
     match field {
         "root" => r.root = v,
         "devfn" => r.devfn = u8::try_from(v).context("devfn is one byte")?,
-        _ => bail!("field {field}: root or devfn"),
+        // (no field of a decoded record: set in the bytes, then sealed)
+        "reserved0" => reserved0 = Some(u8::try_from(v).context("reserved0 is one byte")?),
+        _ => bail!("field {field}: root, devfn or reserved0"),
     }
     r.encode(page)
         .map_err(|e| anyhow::anyhow!("record not encoded: {e:?}"))?;
+    if let Some(b) = reserved0 {
+        use kram_format::vtd::off;
+        page[off::RESERVED0] = b;
+        let crc = kram_format::crc32c(&page[off::SEG..off::PAGES + 8 * r.pages().len()]);
+        page[off::CRC..off::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    }
     Ok(())
 }
 

@@ -91,7 +91,8 @@ enum Cmd {
     },
     /// Change one field of the iommu-preserve record in page 0 of an area
     /// and write it back with a valid checksum: a record that is sound in
-    /// itself but does not match the machine (`root` or `devfn`, hex).
+    /// itself but does not match the machine (`root` or `devfn`), or one
+    /// whose reserved byte 23 is set (`reserved0`); values hex.
     RecordEdit {
         area: String,
         field: String,
