@@ -158,9 +158,10 @@ rig_debug() {
     # here the other injected failures, the signal checks (userspace
     # paths) and a second plain upgrade are left out, and the VMs have
     # 32 MiB: each memory check of a 96 MiB tinyvm took 60-120 s on this
-    # host, and the flow 2520 s (session 17).
+    # host, and the flow 2520 s (session 17). The rig's CPU is sampled
+    # so that each VM stall shows what the CPU did meanwhile.
     [ -n "$rootfs" ] || return 0
-    KH_GUEST_ENV="KH_UPGRADES=1 KH_UPGRADE_FAULTS=before-kexec KH_UPGRADE_SIGNALS=0 VM_MEM=32M" \
+    KH_GUEST_ENV="KH_UPGRADES=1 KH_UPGRADE_FAULTS=before-kexec KH_UPGRADE_SIGNALS=0 VM_MEM=32M KH_UPGRADE_CPU_SAMPLE=1" \
     KH_MODULES=$mods_debug "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$drun" -t 3000 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
         > "$KH_ROOT/out/check-upgrade-debug.log" 2>&1
 }

@@ -38,6 +38,7 @@ my @pause;         # [time, what] of each upgrade the rig aborts on purpose (KH-
 my @hclk;          # [time, offset s] of each KH-HOST-CLOCK: how far the rig's clock is ahead of this host's
 my $mark;          # the last moment every VM was certainly stopped: a new kernel's test start or a restore start
 my %in;            # the VMs of the report being read ("host kernel upgrade: VMs a, b")
+my @cpu;           # [time, user+nice, system+irq+softirq, idle+iowait, guest, runnable] of each KH-CPU sample (/proc/stat, ticks)
 while (<$f>) {
     next unless /^\[ *([0-9.]+)\] (.*)/;
     my ($t, $l) = ($t0 + $1, $2);
@@ -45,6 +46,10 @@ while (<$f>) {
     push @ev, $t if $l =~ /^KH-(UPGRADE-START|TEST-START|KEXEC-E)/;
     push @pause, [$t, $1] if $l =~ /^KH-UPGRADE-PAUSE (\S+)/;
     push @hclk, [$t, $1 - $t] if $l =~ /^KH-HOST-CLOCK ([0-9.]+)$/;
+    if ($l =~ /^KH-CPU cpu +((?:\d+ +){9}\d+) r=(\d+)/) {
+        my @c = split / +/, $1;    # user nice system idle iowait irq softirq steal guest guest_nice
+        push @cpu, [$t, $c[0] + $c[1], $c[2] + $c[5] + $c[6], $c[3] + $c[4], $c[8] + $c[9], $2];
+    }
     $mark = $t if $l =~ /^KH-(?:UPGRADE-RESTORE|TEST-START \S+ stage=[1-9])/;
     %in = map { $_ => 1 } split /, /, $1
         if $l =~ /^KH-(?:LOG (?:\S+ )?(?:upgrade|restore):|DEMO) +host kernel upgrade: VMs (.*)/;
@@ -79,6 +84,22 @@ sub beat_at {
         if ($b->[$mid][0] < $t) { $lo = $mid + 1 } else { $hi = $mid }
     }
     return $lo < @$b ? $b->[$lo] : undef;
+}
+# What the rig's CPUs did over [s, e] (KH-CPU samples, taken when a test
+# asks for them: KH_UPGRADE_CPU_SAMPLE=1): the share of their time in user
+# space, the kernel, idle and the L2 guests, and the most runnable tasks
+# seen; "" without samples on both sides.
+sub cpu_during {
+    my ($s, $e) = @_;
+    my ($from) = grep { $_->[0] <= $s } reverse @cpu;
+    my ($to) = grep { $_->[0] >= $e } @cpu;
+    return "" unless $from && $to;
+    # (guest time is counted in user time too: taken out of it here)
+    my @d = map { $to->[$_] - $from->[$_] } 1 .. 4;
+    my $all = $d[0] + $d[1] + $d[2] or return "";
+    my ($r) = sort { $b <=> $a } map { $_->[5] } grep { $_->[0] >= $from->[0] && $_->[0] <= $to->[0] } @cpu;
+    return sprintf("; the rig's CPU over %.1f s: L2 guests %d%%, other user %d%%, kernel %d%%, idle %d%%, up to %d runnable",
+        $to->[0] - $from->[0], 100 * $d[3] / $all, 100 * ($d[0] - $d[3]) / $all, 100 * $d[1] / $all, 100 * $d[2] / $all, $r);
 }
 if ($mode eq "check") {
     # The guest's monotonic clock never runs ahead of real time. Each beat's
@@ -170,8 +191,8 @@ if ($mode eq "check") {
                 next;
             }
             my ($r) = sort { $b <=> $a } grep { $_ < $s } map { $_->[0] } @rep;
-            printf "# figure: %s: stopped %.2f s with no upgrade under way%s\n", $n, $e - $s,
-                defined $r ? sprintf(", %.1f s after a resume was reported", $s - $r) : "";
+            printf "# figure: %s: stopped %.2f s with no upgrade under way%s%s\n", $n, $e - $s,
+                defined $r ? sprintf(", %.1f s after a resume was reported", $s - $r) : "", cpu_during($s, $e);
         }
     }
 }

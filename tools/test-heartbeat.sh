@@ -24,6 +24,7 @@ run() {
       [ -n "${HOSTCLK:-}" ] && printf "[  31.950] KH-HOST-CLOCK %s\r\n" "$HOSTCLK"
       [ -n "${HOSTCLK2:-}" ] && printf "[  33.950] KH-HOST-CLOCK %s\r\n" "$HOSTCLK2"
       [ -n "${PAUSE:-}" ] && printf "[  %s] KH-UPGRADE-PAUSE %s\r\n" ${PAUSE}
+      [ -n "${CONSOLE:-}" ] && while IFS= read -r c; do printf "%s\r\n" "$c"; done <<< "$CONSOLE"
       printf "%s\r\n" "[  32.000] KH-LOG upgrade:   downtime (first stop to last resume)      10000.0 ms"; } > "$d/console.log"
     perl -e 'my $s=1000; my ($m,$r,$q,$hold)=(5000,1.7e12,0); for my $i (1..2000) { $s+=0.02; $m+=20; $r+=20; undef $hold; '"$BEATS"'; printf "%.3f HB vm1 %d %.1f %.1f\n",(defined $hold ? $hold : $s),$i-$q,$m,$r }' > "$d/heartbeat1.log"
     out=$(perl "$here/heartbeat.pl" "${MODE:-check}" "$d")
@@ -93,6 +94,14 @@ BEATS='if ($i==1500) {$s+=20; $q=1499}' MODE=stops \
     run "a new VM starting 20 s after the last one is not a stop" "!# figure: vm1: stopped 20.02"
 BEATS='if ($i==1500) {$s+=20}' MODE=stops PAUSE="28.000 after-save" \
     run "a pause by an aborted upgrade is named as such" "# figure: vm1: paused 20.02 s by an aborted upgrade (after-save)" "!# figure: vm1: stopped"
+# with the rig's CPU sampled (KH-CPU, /proc/stat) on both sides of a stop:
+# what it did meanwhile, in shares of its time (guest time out of user)
+CONSOLE=$'[  29.000] KH-CPU cpu  100 0 50 1000 0 0 0 0 80 0 r=1\n[  40.000] KH-CPU cpu  200 0 900 1000 0 0 0 0 90 0 r=5\n[  51.000] KH-CPU cpu  300 0 1850 1000 0 0 0 0 100 0 r=3' \
+BEATS='if ($i==1500) {$s+=20}' MODE=stops \
+    run "a stop shows what the rig's CPU did during it" \
+    "# figure: vm1: stopped 20.02 s with no upgrade under way; the rig's CPU over 22.0 s: L2 guests 1%, other user 9%, kernel 90%, idle 0%, up to 5 runnable"
+BEATS='if ($i==1500) {$s+=20}' MODE=stops \
+    run "(control: no samples, no CPU figure)" "# figure: vm1: stopped 20.02 s with no upgrade under way\$"
 # the rig's clock read twice, the second line 1.5 s late on the serial
 # path: the least delayed reading is the reference
 BEATS='if ($i==1000) {$s+=10} if ($i==1100) {$r+=15000}' MARK=25.000 HOSTCLK=1700000036.950 HOSTCLK2=1700000037.450 \

@@ -17,6 +17,15 @@ UPGRADES=${KH_UPGRADES:-3}
 FAULTS=${KH_UPGRADE_FAULTS:-preflight after-save before-kexec kexec}
 SIGNALS=${KH_UPGRADE_SIGNALS:-1}
 . ./vms.sh
+# KH_UPGRADE_CPU_SAMPLE=1 (the debug-host flow in make check): the rig's
+# CPU times (/proc/stat) every 2 s on the console, which tools/heartbeat.pl
+# puts next to each stall of a VM: how much of the CPU the L2 guests got
+# meanwhile, and what took the rest (issue 15 item 5)
+if [ "${KH_UPGRADE_CPU_SAMPLE:-0}" = 1 ]; then
+    (while :; do echo "KH-CPU $(head -n1 /proc/stat) r=$(sed -n 's/^procs_running //p' /proc/stat)"; sleep 2; done) &
+    sampler=$!
+    trap 'kill $sampler 2>/dev/null' EXIT
+fi
 # KVM keeps a VM's kvmclock in step with the guest's TSC (the "master clock")
 # only while this kernel's clocksource is the TSC; a TSC marked unstable is
 # one suspect for a guest that stands still after a resume (upgrade.rst).
