@@ -199,7 +199,7 @@ rm -f "$KH_ROOT/out/check-migrate.rc"
 worker() {
     local job
     while :; do
-        job=$(flock "$queue" sh -c 'head -n1 "$1"; sed -i 1d "$1"' sh "$queue")
+        job=$(flock "$queue.lock" sh -c 'head -n1 "$1"; sed -i 1d "$1"' sh "$queue")
         [ -n "$job" ] || return 0
         echo "[$(date +%T)] worker $1: $job" >> "$KH_ROOT/out/rig-jobs.log"
         "$job"
