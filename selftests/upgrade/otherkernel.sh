@@ -9,8 +9,9 @@
 # kernel is refused by name before the kernel sees it, nothing changed.
 . /host/lib/ktap.sh
 VM_MEM=32M
-VMS=vm1
 . ./vms.sh
+# (after vms.sh, which sets the default pair)
+VMS=vm1
 A=$(cat /host/release)
 [ -d /host/other ] || { kh_fail "a second kernel in the rig" "no /host/other: run with KH_OTHER_MODULES"; exit 0; }
 B=$(cat /host/other/release)
