@@ -19,8 +19,13 @@ for k in "$A /host/modules" "$B /host/other/modules"; do
     set -- $k
     mkdir -p /lib/modules/$1/extra && cp $2/*.ko /lib/modules/$1/extra/
 done
-case $KH_STAGE in 1) want=$B other=$A;; *) want=$A other=$B;; esac
+case $KH_STAGE in 1) want=$B;; *) want=$A;; esac
 kh_check "stage $KH_STAGE: the kernel is $want" test "$(uname -r)" = "$want"
+# refused RC OUT: the command that exited RC with output OUT refused B's
+# module on A (stages 0 and 2), naming both kernels, and nothing is loaded
+refused() {
+    test "$1" != 0 && grep -q "is built for kernel $B, this kernel is $A:" "$2" && ! grep -q '^kram ' /proc/modules
+}
 restore_with() { # module-argument report-file
     $L restore --kram-module "$1" --kram-params "$KRAM_PARAMS" > "$2" 2>&1
 }
@@ -36,7 +41,7 @@ case $KH_STAGE in
     $L kram load /lib/modules/$B/extra/kram.ko > $KH_DIR/out 2>&1
     rc=$?
     kh_check "kram load of $B's module on $A: refused (exit $rc), naming both, nothing loaded" \
-        sh -c "test $rc != 0 && grep -q 'is built for kernel $B, this kernel is $A:' $KH_DIR/out && ! grep -q '^kram ' /proc/modules" || cat $KH_DIR/out
+        refused $rc $KH_DIR/out || cat $KH_DIR/out
     $L kram load > $KH_DIR/out 2>&1
     kh_check "kram load takes the running kernel's module (/lib/modules/$A)" \
         grep -q "kram module of the running kernel: /lib/modules/$A/extra/kram.ko" $KH_DIR/out || cat $KH_DIR/out
@@ -59,7 +64,7 @@ if [ "$KH_STAGE" = 2 ]; then
     restore_with /lib/modules/$B/extra/kram.ko $KH_DIR/out
     rc=$?
     kh_check "restore with $B's module on $A: refused (exit $rc), naming both, nothing loaded" \
-        sh -c "test $rc != 0 && grep -q 'is built for kernel $B, this kernel is $A:' $KH_DIR/out && ! grep -q '^kram ' /proc/modules" || cat $KH_DIR/out
+        refused $rc $KH_DIR/out || cat $KH_DIR/out
 fi
 restore_with auto $KH_DIR/report.$KH_STAGE
 rc=$?

@@ -275,7 +275,18 @@ impl Record {
         for (i, p) in self.pages().iter().enumerate() {
             out[off::PAGES + 8 * i..off::PAGES + 8 * i + 8].copy_from_slice(&p.to_le_bytes());
         }
-        let crc = crc32c(&out[off::SEG..end]);
+        Self::seal(out, n)
+    }
+
+    /// Write the CRC32C of a record of `npages` pages already in `out`
+    /// (the encoder's last step; a test that edits bytes of a record seals
+    /// it again with this).
+    pub fn seal(out: &mut [u8], npages: usize) -> Result<(), Error> {
+        let end = off::PAGES + 8 * npages.min(MAX_PAGES);
+        let Some(covered) = out.get(off::SEG..end) else {
+            return Err(Error::BadLength);
+        };
+        let crc = crc32c(covered);
         out[off::CRC..off::CRC + 4].copy_from_slice(&crc.to_le_bytes());
         Ok(())
     }

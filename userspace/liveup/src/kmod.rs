@@ -175,9 +175,12 @@ pub fn find(root: &Path, release: &str, name: &str) -> Result<PathBuf, KmodError
     })
 }
 
-/// `NAME.ko` of the running kernel, under `/lib/modules/$(uname -r)`.
+/// `NAME.ko` of the running kernel, under `/lib/modules/$(uname -r)`
+/// (logged: the operator sees which file was taken).
 pub fn find_running(name: &str) -> Result<PathBuf, KmodError> {
-    find(Path::new("/"), &running_release(), name)
+    let m = find(Path::new("/"), &running_release(), name)?;
+    log::info!("{name} module of the running kernel: {}", m.display());
+    Ok(m)
 }
 
 /// Load the module at `path` with `params` into the running kernel,

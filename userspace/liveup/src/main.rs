@@ -261,11 +261,7 @@ fn kram_cmd(device: &str, cmd: KramCmd) -> Result<()> {
         KramCmd::Load { module, params } => {
             let module = match module {
                 Some(m) => m,
-                None => {
-                    let m = liveup::kmod::find_running("kram")?;
-                    log::info!("kram module of the running kernel: {}", m.display());
-                    m
-                }
+                None => liveup::kmod::find_running("kram")?,
             };
             let p = kram::load_module(&module, params.as_deref())?;
             let how = if p.is_empty() {
@@ -398,11 +394,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let kram_module = match kram_module {
-                Some(m) if m.as_os_str() == "auto" => {
-                    let m = liveup::kmod::find_running("kram")?;
-                    log::info!("kram module of the running kernel: {}", m.display());
-                    Some(m)
-                }
+                Some(m) if m.as_os_str() == "auto" => Some(liveup::kmod::find_running("kram")?),
                 m => m,
             };
             let args = upgrade::RestoreArgs {

@@ -8,6 +8,13 @@
 //! more than serde_json.
 
 use serde_json::{json, Value};
+
+/// QEMU's version (major, minor, micro) from its `query-version` answer;
+/// `None` when a part is missing or not a number.
+pub fn qemu_version(v: &Value) -> Option<(u64, u64, u64)> {
+    let part = |k: &str| v["qemu"][k].as_u64();
+    Some((part("major")?, part("minor")?, part("micro")?))
+}
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;

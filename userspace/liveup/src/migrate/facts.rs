@@ -68,8 +68,8 @@ pub fn qat_probe() -> (Option<Arc<QatZip>>, bool) {
 /// and the QMP schema (`multifd-compression`'s enum values).
 pub fn qemu_facts(q: &mut Qmp) -> Result<QemuFacts, QmpError> {
     let v = q.execute("query-version", json!({}))?;
-    let part = |k: &str| v["qemu"][k].as_u64().unwrap_or(0);
-    let version = format!("{}.{}.{}", part("major"), part("minor"), part("micro"));
+    let (a, b, c) = crate::qmp::qemu_version(&v).unwrap_or_default();
+    let version = format!("{a}.{b}.{c}");
     let cap_states = q.execute("query-migrate-capabilities", json!({}))?;
     let cap_list = cap_states.as_array().cloned().unwrap_or_default();
     let caps: Vec<String> = cap_list

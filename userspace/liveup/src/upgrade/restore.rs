@@ -15,7 +15,7 @@
 //! again or failed.
 
 use super::report::{init_to_mark_ms, kexec_rows, mark_kmsg, Phase, Report};
-use super::state::{self, Manifest, STATE_AREA};
+use super::state::{self, Manifest};
 use super::tsc::rdtsc;
 use super::vm::{self, read_ahead, run_dir, spawn_qemu, vm_status, VmConfig};
 use super::{fault, hold, signals, Outcome, UpgradeError};
@@ -113,12 +113,9 @@ fn open_state(kram: &Kram) -> Result<Option<(MmapMut, Manifest)>> {
         "KRAM metadata refused (errno {}): the saved VMs are still in the region; fix it and run `liveup restore --retry`",
         st.error
     );
-    let area = match kram.lookup(STATE_AREA) {
-        Ok(a) => a,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let Some(m) = state::map_state_area(kram)? else {
+        return Ok(None);
     };
-    let m = kram.map(&area)?;
     Ok(state::load(&m)?.map(|man| (m, man)))
 }
 

@@ -241,14 +241,20 @@ pub(super) fn pending(area: &[u8], runs: impl Fn(&VmConfig) -> bool) -> Option<S
     }
 }
 
+/// The state area mapped; `None` when KRAM has none.
+pub(super) fn map_state_area(kram: &Kram) -> Result<Option<memmap2::MmapMut>> {
+    match kram.lookup(STATE_AREA) {
+        Ok(a) => Ok(Some(kram.map(&a)?)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// [`pending`] for the state area in `kram`, if there is one.
 pub(super) fn check_no_pending(kram: &Kram) -> Result<()> {
-    let area = match kram.lookup(STATE_AREA) {
-        Ok(a) => a,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e.into()),
+    let Some(m) = map_state_area(kram)? else {
+        return Ok(());
     };
-    let m = kram.map(&area)?;
     match pending(&m, |vm| super::vm::vm_status(vm) == "running") {
         Some(why) => anyhow::bail!(why),
         None => Ok(()),
@@ -275,13 +281,9 @@ pub(super) fn blob<'a>(area: &'a [u8], v: &SavedVm) -> Result<&'a [u8]> {
 /// upgrade aborted before kexec the VMs run on, and their saved device state
 /// is older than their RAM from then on; a later `restore` must not load it.
 pub(super) fn invalidate_state(kram: &Kram) -> Result<()> {
-    let area = match kram.lookup(STATE_AREA) {
-        Ok(a) => a,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut m = kram.map(&area)?;
-    m[..HEADER].fill(0);
+    if let Some(mut m) = map_state_area(kram)? {
+        m[..HEADER].fill(0);
+    }
     Ok(())
 }
 

@@ -157,9 +157,7 @@ pub(super) const MIN_QEMU: (u64, u64) = (8, 2);
 /// VM `name`'s QEMU version from its `query-version` answer `v`, refused
 /// when it is older than [`MIN_QEMU`] or not reported.
 pub(super) fn check_qemu_version(name: &str, v: &serde_json::Value) -> Result<String> {
-    let part = |k: &str| v["qemu"][k].as_u64();
-    let (Some(major), Some(minor), Some(micro)) = (part("major"), part("minor"), part("micro"))
-    else {
+    let Some((major, minor, micro)) = crate::qmp::qemu_version(v) else {
         anyhow::bail!("VM {name}: its QEMU did not report a version (query-version: {v})");
     };
     let have = format!("{major}.{minor}.{micro}");

@@ -60,10 +60,9 @@ pub fn record_edit(k: &Kram, area: &str, field: &str, value: &str) -> Result<()>
     r.encode(page)
         .map_err(|e| anyhow::anyhow!("record not encoded: {e:?}"))?;
     if let Some(b) = reserved0 {
-        use kram_format::vtd::off;
-        page[off::RESERVED0] = b;
-        let crc = kram_format::crc32c(&page[off::SEG..off::PAGES + 8 * r.pages().len()]);
-        page[off::CRC..off::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        page[kram_format::vtd::off::RESERVED0] = b;
+        Record::seal(page, r.pages().len())
+            .map_err(|e| anyhow::anyhow!("record not sealed: {e:?}"))?;
     }
     Ok(())
 }
