@@ -64,7 +64,8 @@ start_vm() { # name serial-port
         # KH_UPGRADE_RIGFAULT=NAME: that VM's first boot ends on a KVM
         # internal error (tinyvm's rigfault), to test boot_vm's retry.
         f=; [ "${KH_UPGRADE_RIGFAULT:-}" = "$1" ] && [ ! -e /tmp/rigfault.$1 ] && f=,rigfault && touch /tmp/rigfault.$1
-        set -- "$1" "$2" -kernel /host/tinyvm.elf -append "vmname=$1$f"
+        # VM_BEAT=N: a heartbeat every N ticks of 20 ms (tinyvm's beat=)
+        set -- "$1" "$2" -kernel /host/tinyvm.elf -append "vmname=$1$f${VM_BEAT:+,beat=$VM_BEAT}"
     fi
     n=$1 p=$2; shift 2
     # a Linux VM's init answers the guest agent (tools/guest/hb.c), through

@@ -8,9 +8,12 @@
  * the Linux test VM (tools/guest/vm-init), with a far smaller footprint in
  * the nested TCG rig: no paging, one interrupt source, a few port writes
  * per beat; beats go on during a check, so only a pause of the VM makes a
- * gap. Command line: vmname=NAME, memcheck=BEATS (default 100), rigfault
- * (stop on a KVM internal error before booting), separated by spaces or
- * commas.
+ * gap. Command line: vmname=NAME, memcheck=BEATS (default 100), beat=TICKS
+ * (a heartbeat every TICKS PIT ticks, default 1: 20 ms), rigfault (stop on
+ * a KVM internal error before booting), separated by spaces or commas.
+ * Each beat costs about 25 port accesses, each an exit to QEMU: on a
+ * nested, emulated host that is most of the VM's cost, so a slow host
+ * (the debug rig) asks for fewer beats.
  *
  * Build: gcc -m32 -ffreestanding -fno-pic -fno-pie -no-pie -nostdlib -static
  *        -O2 -fno-toplevel-reorder -Wl,-Ttext=0x100000 (tools/vm-run.sh)
@@ -88,7 +91,7 @@ static u32 xorshift(u32 *s) { u32 x = *s; x ^= x << 13; x ^= x >> 17; x ^= x << 
 static u32 fill_end;
 static u32 seed0;
 static char name[32] = "tinyvm";
-static u32 beat, next_tick;
+static u32 beat, next_tick, beat_ticks = 1;
 
 /* Print a heartbeat if a tick passed since the last one; called from the
  * memory checks too, so a long check never shows up as a gap. */
@@ -96,7 +99,7 @@ static void maybe_beat(void)
 {
 	if ((int)(ticks - next_tick) < 0)
 		return;
-	next_tick = ticks + 1;
+	next_tick = ticks + beat_ticks;
 	beat++;
 	puts(COM1, "HB "); puts(COM1, name); puts(COM1, " "); putu(COM1, beat, 10); puts(COM1, "\n");
 }
@@ -154,6 +157,12 @@ void tiny_main(u32 *mbi)
 				name[i] = v[i];
 			name[i] = 0;
 		}
+		if ((v = param(c, "beat="))) {
+			for (beat_ticks = 0; *v >= '0' && *v <= '9' && beat_ticks < 1000; v++)
+				beat_ticks = beat_ticks * 10 + *v - '0';
+			if (!beat_ticks)
+				beat_ticks = 1;
+		}
 		if ((v = param(c, "memcheck="))) {
 			for (every = 0; *v >= '0' && *v <= '9'; v++)
 				every = every * 10 + *v - '0';
@@ -185,7 +194,7 @@ void tiny_main(u32 *mbi)
 	puts(COM2, "\n");
 
 	__asm__ volatile("sti");
-	next_tick = ticks + 1;
+	next_tick = ticks + beat_ticks;
 	for (;;) {
 		while ((int)(ticks - next_tick) < 0)
 			__asm__ volatile("hlt");
