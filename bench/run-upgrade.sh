@@ -49,7 +49,7 @@ lrun="$KH_ROOT/out/bench-upgrade-linux" crun="$KH_ROOT/out/bench-upgrade-vmcount
 vmk=$("$KH_ROOT/tools/build-kernel.sh" release)
 env "${KH_LINUX_RIG_ENV[@]}" "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$lrun" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
     > "$lrun.log" 2>&1
-env KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$crun" -t 1200 -r "$rootfs" upgrade/vmcount \
+env KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 KH_GUEST_ENV=KH_VMCOUNT_TARGET=1.2 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$crun" -t 1200 -r "$rootfs" upgrade/vmcount \
     > "$crun.log" 2>&1
 "$KH_ROOT/tools/ktap-report.sh" "$lrun" > "$lrun/ktap"
 "$KH_ROOT/tools/ktap-report.sh" "$crun" > "$crun/ktap"
