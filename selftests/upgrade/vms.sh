@@ -5,6 +5,9 @@
 # adds QEMU arguments (a passed-through device).
 L=/host/bin/liveup
 R=/mnt
+# KH_HALT_POLL_NS (from KH_GUEST_ENV): KVM's halt polling for the VMs (the
+# most a vCPU that halts spins in the kernel before it sleeps).
+[ -n "${KH_HALT_POLL_NS:-}" ] && echo "$KH_HALT_POLL_NS" > /sys/module/kvm/parameters/halt_poll_ns
 # KH_UPGRADE_VMS (from KH_GUEST_ENV): which VMs; two by default.
 VMS=$(echo "${KH_UPGRADE_VMS:-vm1,vm2}" | tr , ' ')
 
