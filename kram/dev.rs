@@ -131,7 +131,7 @@ impl MiscDevice for KramDev {
 
     /// Map pages of one area's fixed run as a PFN range.
     fn mmap(_me: &KramDev, _file: &File, vma: &VmaNew) -> Result {
-        map_area(vma, false)
+        map_area(vma, false, None)
     }
 }
 
@@ -154,7 +154,7 @@ impl MiscDevice for KramPagesDev {
     }
 
     fn mmap(_me: &KramPagesDev, _file: &File, vma: &VmaNew) -> Result {
-        map_area(vma, true)
+        map_area(vma, true, None)
     }
 }
 
@@ -184,8 +184,8 @@ fn status(user: UserSlice) -> Result {
     user.writer().write(&s)
 }
 
-/// FORMAT: new, empty metadata; refused while an area is mapped or an IOMMU
-/// translates through tables in the region.
+/// FORMAT: new, empty metadata; refused while an area is mapped or open
+/// through its node, or an IOMMU translates through tables in the region.
 fn format_region(user: UserSlice) -> Result {
     let f: KramFormat = user.reader().read()?;
     if f.confirm != KRAM_FORMAT_CONFIRM {
@@ -198,6 +198,11 @@ fn format_region(user: UserSlice) -> Result {
         let mapped = r.maps.iter().filter(|&&n| n != 0).count();
         if mapped != 0 {
             pr_warn!("{} areas are mapped: region not formatted (EBUSY)\n", mapped);
+            return Err(EBUSY);
+        }
+        let open = r.opens.iter().filter(|&&n| n != 0).count();
+        if open != 0 {
+            pr_warn!("{} areas are open through their nodes: region not formatted (EBUSY)\n", open);
             return Err(EBUSY);
         }
         if r.zeroing.iter().any(|&z| z) {

@@ -12,7 +12,8 @@
 //!
 //! Files: `region.rs` (the region, its adoption, `STATE`), `api.rs` (the
 //! exported kernel API), `dev.rs` (the device nodes and their ioctls, one
-//! function per command), `mmap.rs` (mappings and their count), `glue.rs`
+//! function per command), `area_node.rs` (a node per area, whose files
+//! reach that area only), `mmap.rs` (mappings and their count), `glue.rs`
 //! (the C glue's declarations); the ABI is `kh-uapi`'s `kram.rs`.
 //!
 //! Locking: one spinlock, `STATE`, protects the region mapping and all
@@ -40,11 +41,13 @@ mod ioc;
 mod uapi;
 
 mod api;
+mod area_node;
 mod dev;
 mod glue;
 mod mmap;
 mod region;
 
+use area_node::{AreaNode, NAMES, NODES};
 use dev::{KramDev, KramPagesDev};
 use region::{adopt, debugfs_status, discover, map_region, RegionGuard, Source, STATE};
 
@@ -77,6 +80,8 @@ struct KramModule {
     _dev: MiscDeviceRegistration<KramDev>,
     #[pin]
     _pages_dev: MiscDeviceRegistration<KramPagesDev>,
+    #[pin]
+    _area_nodes: [MiscDeviceRegistration<AreaNode>; NODES],
     _region: RegionGuard,
 }
 
@@ -104,6 +109,9 @@ impl kernel::InPlaceModule for KramModule {
             _region: setup()?,
             _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c_str!("kram") }),
             _pages_dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c_str!("kram-pages") }),
+            _area_nodes <- pin_init::pin_init_array_from_fn(|i| {
+                MiscDeviceRegistration::register(MiscDeviceOptions { name: NAMES[i] })
+            }),
             _status <- dir.read_callback_file(c_str!("status"), (), &debugfs_status),
             _debugfs: dir,
         })

@@ -8,28 +8,41 @@ use crate::glue::{kram_glue_pages_get, kram_glue_set_vm_ops};
 use crate::region::with_region;
 use kernel::{error::to_result, mm::virt::VmaNew, prelude::*};
 
-/// Map pages of one area's fixed run: the mmap offset is the offset from
-/// the region's start (`KramArea::offset` plus a page multiple). `pages`:
+/// Map pages of one area's fixed run. Through `/dev/kram` and
+/// `/dev/kram-pages` (`bound` None) the mmap offset is the offset from the
+/// region's start (`KramArea::offset` plus a page multiple); through an
+/// area's own node (`bound` its id) it is the offset in that area, and the
+/// VMA's `vm_pgoff` is rewritten to the region-relative page the faults
+/// use. `pages`:
 /// ordinary pages inserted at fault time (`/dev/kram-pages`), else a PFN
 /// range filled at fault time, 2 MiB at a time where aligned (`/dev/kram`).
 /// EBUSY while the area is still being zeroed after its create.
 /// The mapping is counted in
 /// `Region::maps` from here until the VMA's close (the glue's vm_ops count
 /// the copies made by fork, split and mremap).
-pub(crate) fn map_area(vma: &VmaNew, pages: bool) -> Result {
+pub(crate) fn map_area(vma: &VmaNew, pages: bool, bound: Option<u16>) -> Result {
     if vma.flags() & kernel::mm::virt::flags::SHARED == 0 {
         return Err(EINVAL);
     }
     let len = (vma.end() - vma.start()) as u64;
     // SAFETY: reading a field of the VMA being set up, which we may access.
     let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as u64;
-    let (base, size, id) = with_region(|r| {
+    let (base, size, id, first) = with_region(|r| {
         let k = r.ready()?;
-        let first = pgoff;
+        let first = match bound {
+            None => pgoff,
+            Some(id) => k
+                .area(id)
+                .map_err(|_| ENOENT)?
+                .first
+                .checked_add(pgoff)
+                .ok_or(EINVAL)?,
+        };
         let last = first.checked_add(len / PAGE_SIZE as u64).ok_or(EINVAL)?;
         let (owner, fixed) = k.page_owner(first).map_err(|_| EINVAL)?;
         let a = k.area(owner).map_err(|_| EINVAL)?;
-        if !fixed || last > a.first + a.npages {
+        let end = a.first.checked_add(a.npages).ok_or(EINVAL)?;
+        if !fixed || last > end || bound.is_some_and(|b| b != owner) {
             return Err(EINVAL);
         }
         // (no line in the log: another opener racing a create is expected)
@@ -38,8 +51,14 @@ pub(crate) fn map_area(vma: &VmaNew, pages: bool) -> Result {
         }
         let n = r.maps.get_mut(usize::from(owner)).ok_or(EINVAL)?;
         *n = n.checked_add(1).ok_or(EBUSY)?;
-        Ok((r.geo.base, r.geo.pages * PAGE_SIZE as u64, owner))
+        Ok((r.geo.base, r.geo.pages * PAGE_SIZE as u64, owner, first))
     })?;
+    if bound.is_some() {
+        // SAFETY: the VMA is being set up by this mmap call, with the mmap
+        // lock held for writing; nothing has read its offset for mapping
+        // yet (the fault handlers, set below, read it region-relative).
+        unsafe { (*vma.as_ptr()).vm_pgoff = first as _ };
+    }
     let res = map_counted(vma, pages, base, size, id);
     if res.is_err() {
         // The VMA got no vm_ops of ours: nothing else will uncount it.

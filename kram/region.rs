@@ -28,6 +28,11 @@ pub(crate) struct Region {
     /// is neither deleted nor formatted away, since its pages would go to
     /// the next owner under the mapping (another VM's RAM).
     pub(crate) maps: [u32; format::MAX_AREAS + 1],
+    /// Open files of each area's own node (`/dev/kram-area/ID`), by area
+    /// id: such a file reaches that area only, so the area is neither
+    /// deleted nor formatted while one is open (a new area under the same
+    /// id would be another owner's memory).
+    pub(crate) opens: [u32; format::MAX_AREAS + 1],
     /// Areas whose fixed run is being zeroed after their create: until it
     /// is done nobody maps them or gets their pages (they still hold the
     /// previous owner's data), and they are neither deleted nor formatted.
@@ -174,13 +179,18 @@ impl Region {
         }
     }
 
-    /// Delete area `id`, unless a user mapping of it is left or an IOMMU
-    /// translates through tables in it.
+    /// Delete area `id`, unless a user mapping of it or an open file of its
+    /// node is left, or an IOMMU translates through tables in it.
     pub(crate) fn delete_area(&mut self, id: u16, tables: &IommuTables) -> Result {
         not_zeroing(self, id, "delete")?;
         let n = self.maps.get(usize::from(id)).copied().unwrap_or(0);
         if n != 0 {
             pr_warn!("area {} is mapped ({} mappings): not deleted (EBUSY)\n", id, n);
+            return Err(EBUSY);
+        }
+        let n = self.opens.get(usize::from(id)).copied().unwrap_or(0);
+        if n != 0 {
+            pr_warn!("area {} is open through its node ({} files): not deleted (EBUSY)\n", id, n);
             return Err(EBUSY);
         }
         let base = self.geo.base;
@@ -301,6 +311,7 @@ pub(crate) fn map_region(base: u64, size: u64, source: Source) -> Result<Region>
         refused: None,
         claimed,
         maps: [0; format::MAX_AREAS + 1],
+        opens: [0; format::MAX_AREAS + 1],
         zeroing: [false; format::MAX_AREAS + 1],
     })
 }

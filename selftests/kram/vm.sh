@@ -43,6 +43,13 @@ case $KH_STAGE in
     kh_log "$line"
     sum=$(echo "$line" | cut -d' ' -f3) range=$(echo "$line" | sed -n 's/.*range=//p')
     kh_check "VM filled its RAM and checked it" sh -c "grep -q 'VM-MEMCHECK kvm .* ok' /host/kvm.console"
+    # The descriptor QEMU keeps for its RAM is its area's node
+    # (/dev/kram-area/ID, kram/area_node.rs), which reaches nothing else in
+    # KRAM; never /dev/kram or /dev/kram-pages, which reach every area.
+    qpid=$(cat $R/run/liveup/kvm.pid) id=$($T show vm-kvm | cut -d' ' -f1)
+    kh_log "QEMU's KRAM descriptors: $(ls -l /proc/$qpid/fd | grep -o '/dev/kram.*' | tr '\n' ' ')"
+    kh_check "QEMU holds its area's node (area $id) and no descriptor of /dev/kram or /dev/kram-pages" sh -c \
+        "ls -l /proc/$qpid/fd | grep -q 'dev/kram-area/$id\$' && ! ls -l /proc/$qpid/fd | grep -qE 'dev/kram(-pages)?\$'"
     # /dev/kram maps the area with 2 MiB entries (QEMU maps guest RAM
     # 2 MiB-aligned, the area starts so), and KVM follows the host's
     # mapping size: the RAM the VM filled is in 2 MiB pages of the guest.

@@ -14,6 +14,13 @@ pub const DEFAULT_DEVICE: &str = "/dev/kram";
 /// (for memory a device DMAs to through VFIO or iommufd).
 pub const PAGES_DEVICE: &str = "/dev/kram-pages";
 
+/// The node of area `id` beside `device` (/dev/kram or /dev/kram-pages,
+/// mapped the same way): its files reach that area only, at offsets from
+/// the area's first page (kram/area_node.rs).
+pub fn area_node(device: &str, id: u32) -> String {
+    format!("{device}-area/{id}")
+}
+
 /// An area as userspace sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Area {

@@ -232,14 +232,15 @@ pub fn vm_start(
     let mut argv: Vec<String> = vec![qemu.into(), "-name".into(), name.into()];
     // align=2M: QEMU maps a file 4K-aligned unless told, and /dev/kram maps
     // 2 MiB pages (and KVM 2 MiB guest pages) only where the address and
-    // the area (2 MiB-aligned when 2 MiB or more) agree.
+    // the area (2 MiB-aligned when 2 MiB or more) agree. mem-path is the
+    // area's own node, so the descriptor QEMU keeps reaches this VM's RAM
+    // and nothing else in KRAM (offset 0: the area's first page).
     argv.extend([
         "-object".into(),
         format!(
-            "memory-backend-file,id=ram0,size={},mem-path={},offset={},share=on,align=2M",
+            "memory-backend-file,id=ram0,size={},mem-path={},offset=0,share=on,align=2M",
             pages * crate::kram::PAGE_SIZE,
-            ram_device(extra),
-            area.offset
+            crate::kram::area_node(ram_device(extra), area.id),
         ),
         "-machine".into(),
         "memory-backend=ram0".into(),

@@ -98,6 +98,10 @@ enum Cmd {
         field: String,
         value: String,
     },
+    /// The area's own nodes, after `fill` with SEED: offset 0 is its first
+    /// page, nothing past it maps, no ioctl, delete and format EBUSY while
+    /// a node is open; a node of an id without an area is ENOENT.
+    Node { area: String, seed: u64 },
     /// Print the 64-bit word at a physical address outside System RAM (hex,
     /// 8-byte aligned), read through /dev/mem: a VT-d table entry in KRAM.
     PeekPhys { addr: String },
@@ -108,6 +112,7 @@ enum Cmd {
 mod data;
 mod edits;
 mod maps;
+mod node;
 mod stress;
 
 fn main() -> Result<()> {
@@ -145,6 +150,7 @@ fn main() -> Result<()> {
         Cmd::RecordEdit { area, field, value } => {
             edits::record_edit(&Kram::open(&cli.device)?, &area, &field, &value)
         }
+        Cmd::Node { area, seed } => node::node(&cli.device, &area, seed),
         Cmd::PeekPhys { addr } => edits::peek_phys(&addr),
         Cmd::PokePhys { addr, value } => edits::poke_phys(&addr, &value),
         Cmd::Poke { area, offset, xor } => {

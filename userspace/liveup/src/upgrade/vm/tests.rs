@@ -159,3 +159,14 @@ fn a_qemu_older_than_cpr_reboot_is_refused_by_its_version() {
         .to_string();
     assert!(e.contains("did not report a version"), "{e}");
 }
+
+#[test]
+fn a_vm_maps_its_area_through_the_area_node() {
+    use crate::kram::{area_node, DEFAULT_DEVICE, PAGES_DEVICE};
+    assert_eq!(area_node(DEFAULT_DEVICE, 3), "/dev/kram-area/3");
+    assert_eq!(area_node(PAGES_DEVICE, 32), "/dev/kram-pages-area/32");
+    let pinned: Vec<String> = ["-device", "vfio-pci,host=0000:00:02.0"]
+        .map(String::from)
+        .into();
+    assert_eq!(area_node(ram_device(&pinned), 7), "/dev/kram-pages-area/7");
+}
