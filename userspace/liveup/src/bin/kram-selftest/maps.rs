@@ -115,7 +115,6 @@ pub fn pin(k: &Kram, area: &str, seed: u64) -> Result<()> {
 }
 
 pub fn bad_maps(dev: &str, area: &str) -> Result<()> {
-    use std::os::fd::AsRawFd;
     let k = Kram::open(dev)?;
     let a = k.lookup(area)?;
     let f = std::fs::OpenOptions::new()
@@ -141,27 +140,14 @@ pub fn bad_maps(dev: &str, area: &str) -> Result<()> {
         ),
     ];
     for (what, flags, l, off) in cases {
-        // SAFETY: a fresh mapping request; unmapped again if it succeeds.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                l,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                f.as_raw_fd(),
-                off as libc::off_t,
-            )
-        };
-        if p != libc::MAP_FAILED {
-            // SAFETY: the mapping just made.
-            unsafe { libc::munmap(p, l) };
-            bail!("mmap of {what} succeeded on {dev}");
+        match crate::node::try_map(&f, l, off, flags) {
+            Some(libc::EINVAL) => {}
+            None => bail!("mmap of {what} succeeded on {dev}"),
+            Some(e) => bail!(
+                "mmap of {what} on {dev}: {}, not EINVAL",
+                std::io::Error::from_raw_os_error(e)
+            ),
         }
-        let e = std::io::Error::last_os_error();
-        ensure!(
-            e.raw_os_error() == Some(libc::EINVAL),
-            "mmap of {what} on {dev}: {e}, not EINVAL"
-        );
         println!("{what}: EINVAL");
     }
     Ok(())

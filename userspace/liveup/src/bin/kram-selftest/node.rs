@@ -8,8 +8,8 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 
 /// mmap `len` bytes of `f` at `off`; the errno if refused (a mapping made
-/// is unmapped again).
-fn try_map(f: &File, len: usize, off: u64, flags: i32) -> Option<i32> {
+/// is unmapped again). Also `bad-maps`'s probe.
+pub fn try_map(f: &File, len: usize, off: u64, flags: i32) -> Option<i32> {
     // SAFETY: a fresh mapping request, unmapped again if it succeeds.
     let p = unsafe {
         libc::mmap(
