@@ -12,3 +12,4 @@ pub mod facts;
 pub mod plan;
 pub mod relay;
 pub mod session;
+pub mod spec;

@@ -1,0 +1,198 @@
+//! The source side: the description of a VM from the QEMU command line
+//! `liveup vm start` recorded.
+
+use super::*;
+
+impl VmSpec {
+    /// The description of a VM from the QEMU command line `argv` (argv[0]
+    /// the binary), its files named by the pools `pools` (this host's
+    /// directories). Options only this host needs (QMP, pid file, the
+    /// KRAM RAM backend, display) are left out; any other option this does
+    /// not know is refused by name.
+    pub fn from_argv(argv: &[String], pools: &Names) -> Result<VmSpec, SpecError> {
+        let mut s = VmSpec {
+            version: SPEC_VERSION,
+            name: String::new(),
+            memory_mib: 0,
+            vcpus: 1,
+            machine: String::new(),
+            accel: "tcg".into(),
+            cpu: "max".into(),
+            boot: None,
+            disks: Vec::new(),
+            nics: Vec::new(),
+            serials: 0,
+        };
+        let (mut kernel, mut initrd, mut append) = (None, None, String::new());
+        let mut netdevs: Vec<(String, String)> = Vec::new();
+        let mut it = argv.iter().skip(1);
+        while let Some(opt) = it.next() {
+            let o = opt
+                .strip_prefix('-')
+                .map(|o| o.strip_prefix('-').unwrap_or(o));
+            let Some(o) = o else {
+                return Err(SpecError::Unsupported(opt.clone()));
+            };
+            if matches!(o, "nodefaults" | "daemonize" | "S" | "nographic") {
+                continue;
+            }
+            let v = it
+                .next()
+                .ok_or_else(|| SpecError::Unsupported(opt.clone()))?;
+            let whole = || SpecError::Unsupported(format!("{opt} {v}"));
+            match o {
+                "name" => s.name = v.split(',').next().unwrap_or("").to_string(),
+                "machine" | "M" => {
+                    for (k, val) in props(v) {
+                        match k {
+                            "" | "type" => s.machine = val.into(),
+                            "accel" => s.accel = val.into(),
+                            "memory-backend" if val == "ram0" => {}
+                            _ => return Err(whole()),
+                        }
+                    }
+                }
+                "accel" => s.accel = v.clone(),
+                "enable-kvm" => s.accel = "kvm".into(),
+                "cpu" => s.cpu = v.clone(),
+                "m" => s.memory_mib = mib(v.split(',').next().unwrap_or(""))?,
+                "smp" => {
+                    let n = props(v)
+                        .into_iter()
+                        .find(|(k, _)| matches!(*k, "" | "cpus"))
+                        .map(|p| p.1);
+                    s.vcpus = n.and_then(|n| n.parse().ok()).ok_or_else(whole)?;
+                }
+                "object" if v.starts_with("memory-backend-file,id=ram0,") => {}
+                "qmp" | "pidfile" | "monitor" => {}
+                "display" if v == "none" => {}
+                "serial" if v.starts_with("file:") || v == "null" => s.serials += 1,
+                "kernel" => kernel = Some(in_pool(pools, v)?),
+                "initrd" => initrd = Some(in_pool(pools, v)?),
+                "append" => append = v.clone(),
+                "drive" => s.disks.push(drive(pools, v, s.disks.len())?),
+                "netdev" => {
+                    let p = props(v);
+                    let id = p.iter().find(|(k, _)| *k == "id").map(|x| x.1.to_string());
+                    let br = p.iter().find(|(k, _)| *k == "br").map(|x| x.1.to_string());
+                    match (p.first(), id, br) {
+                        (Some(("", "bridge")), Some(id), Some(br)) if p.len() == 3 => {
+                            netdevs.push((id, br))
+                        }
+                        _ => return Err(whole()),
+                    }
+                }
+                "device" => {
+                    let p = props(v);
+                    let get = |k: &str| p.iter().find(|(x, _)| *x == k).map(|x| x.1.to_string());
+                    match (p.first(), get("netdev"), get("mac")) {
+                        (Some(("", "virtio-net-pci")), Some(nd), Some(mac)) if p.len() == 3 => {
+                            let (_, br) =
+                                netdevs.iter().find(|(id, _)| *id == nd).ok_or_else(whole)?;
+                            s.nics.push(Nic {
+                                id: nd,
+                                mac,
+                                network: br.clone(),
+                            });
+                        }
+                        _ => return Err(whole()),
+                    }
+                }
+                _ => return Err(whole()),
+            }
+        }
+        if s.name.is_empty() {
+            return Err(SpecError::Missing("-name"));
+        }
+        if s.memory_mib == 0 {
+            return Err(SpecError::Missing("-m"));
+        }
+        if s.machine.is_empty() {
+            return Err(SpecError::Missing("-machine TYPE"));
+        }
+        match kernel {
+            Some(kernel) => {
+                s.boot = Some(Boot {
+                    kernel,
+                    initrd,
+                    append,
+                })
+            }
+            None if initrd.is_some() || !append.is_empty() => {
+                return Err(SpecError::Missing("-kernel"))
+            }
+            None => {}
+        }
+        Ok(s)
+    }
+}
+
+/// `a=b,c=d` as pairs, the first item (a bare word) under `""`.
+fn props(v: &str) -> Vec<(&str, &str)> {
+    v.split(',')
+        .map(|o| o.split_once('=').unwrap_or(("", o)))
+        .collect()
+}
+
+/// QEMU's `-m`: MiB when bare, else a size that must be whole MiB.
+fn mib(v: &str) -> Result<u64, SpecError> {
+    let bytes = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        v.parse::<u64>().ok().and_then(|m| m.checked_mul(1 << 20))
+    } else {
+        crate::units::parse_size(v).ok()
+    };
+    match bytes {
+        Some(b) if b > 0 && b % (1 << 20) == 0 => Ok(b >> 20),
+        _ => Err(SpecError::Bad("-m", v.into())),
+    }
+}
+
+/// `file` as a file of one of `pools` (the longest directory that holds
+/// it lexically; a `..` or a relative path is refused).
+pub(super) fn in_pool(pools: &Names, file: &str) -> Result<PoolFile, SpecError> {
+    let f = Path::new(file);
+    if !f.is_absolute() || f.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(SpecError::NoPool(file.into()));
+    }
+    pools
+        .0
+        .iter()
+        .filter_map(|(n, dir)| f.strip_prefix(dir).ok().map(|rel| (n, dir.len(), rel)))
+        .filter(|(_, _, rel)| !rel.as_os_str().is_empty())
+        .max_by_key(|(_, len, _)| *len)
+        .map(|(n, _, rel)| PoolFile {
+            pool: n.clone(),
+            path: rel.display().to_string(),
+        })
+        .ok_or_else(|| SpecError::NoPool(file.into()))
+}
+
+/// `-drive file=F,if=virtio[,id=X][,format=F][,cache=C]` (QEMU's default
+/// interface depends on the machine: it must be written).
+fn drive(pools: &Names, v: &str, n: usize) -> Result<Disk, SpecError> {
+    let mut d = Disk {
+        id: format!("disk{n}"),
+        file: PoolFile {
+            pool: String::new(),
+            path: String::new(),
+        },
+        format: "raw".into(),
+        cache: "writeback".into(),
+    };
+    let (mut file, mut virtio) = (None, false);
+    for (k, val) in props(v) {
+        match k {
+            "file" => file = Some(in_pool(pools, val)?),
+            "if" if val == "virtio" => virtio = true,
+            "id" => d.id = val.into(),
+            "format" => d.format = val.into(),
+            "cache" => d.cache = val.into(),
+            _ => return Err(SpecError::Unsupported(format!("-drive {k}={val}"))),
+        }
+    }
+    if !virtio {
+        return Err(SpecError::Missing("-drive if=virtio"));
+    }
+    d.file = file.ok_or(SpecError::Missing("-drive file="))?;
+    Ok(d)
+}
