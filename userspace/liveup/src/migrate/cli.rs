@@ -3,20 +3,31 @@
 use super::auth::{self, Key};
 use super::codec::CodecKind;
 use super::plan::{Converge, Mode, Prefs};
-use super::session::{self, Event, MigrateError, Output, ReceiveOptions, SendOptions, SendResult};
+use super::session::{
+    self, Event, ListenOptions, MigrateError, Output, ReceiveOptions, SendOptions, SendResult,
+};
+use super::spec::{Names, Policy};
 use crate::units::parse_size;
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum MigrateCmd {
-    /// Migrate a running VM to a host where `liveup migrate receive` waits.
-    /// Measures the link, the VM's dirty rate and both hosts, prints the
-    /// plan and why, migrates with a progress bar, and reports.
+    /// Migrate a running VM to a host where `liveup migrate listen` (which
+    /// starts the VM's QEMU itself) or `receive` waits. Measures the link,
+    /// the VM's dirty rate and both hosts, prints the plan and why,
+    /// migrates with a progress bar, and reports.
     Send {
+        /// A VM `liveup vm start` started (its QMP socket is found).
+        #[arg(required_unless_present = "qmp", conflicts_with = "qmp")]
+        vm: Option<String>,
         /// The source QEMU's QMP socket.
         #[arg(long)]
-        qmp: PathBuf,
+        qmp: Option<PathBuf>,
+        /// A storage pool, NAME=DIR (repeatable): a destination service
+        /// gets the VM's files as paths in pools of the same names.
+        #[arg(long = "pool")]
+        pools: Vec<String>,
         /// The destination agent, HOST:PORT.
         #[arg(long)]
         to: String,
@@ -84,6 +95,44 @@ pub enum MigrateCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The destination service: wait for authenticated sources and start
+    /// each VM's QEMU from the description the source sends (files only in
+    /// --pool directories, NICs only on --network bridges), then receive
+    /// the migration into it. One migration at a time.
+    Listen {
+        /// Control address to listen on, e.g. 0.0.0.0:4444.
+        #[arg(long)]
+        listen: String,
+        /// The migration key both hosts hold (`liveup migrate keygen`).
+        #[arg(long, env = "LIVEUP_MIGRATE_KEY", default_value = auth::DEFAULT_KEY)]
+        key: PathBuf,
+        /// A storage pool, NAME=DIR (repeatable).
+        #[arg(long = "pool")]
+        pools: Vec<String>,
+        /// A network, NAME=BRIDGE (repeatable).
+        #[arg(long = "network")]
+        networks: Vec<String>,
+        /// The QEMU to start (or a wrapper taking QEMU's arguments).
+        #[arg(long, default_value = "qemu-system-x86_64")]
+        qemu: String,
+        /// QMP sockets and QEMU logs.
+        #[arg(long, default_value = "/run/liveup/incoming")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 65536)]
+        max_memory_mib: u64,
+        #[arg(long, default_value_t = 64)]
+        max_vcpus: u32,
+        /// Accept VMs with `-cpu host` (only where all hosts have the same
+        /// CPUs).
+        #[arg(long)]
+        allow_host_cpu: bool,
+        /// Seconds a session may wait on a silent source or stream.
+        #[arg(long, default_value_t = 120)]
+        idle_timeout: u64,
+        /// End after one migration; its result is the exit status.
+        #[arg(long)]
+        once: bool,
+    },
     /// Make a new migration key file (32 random bytes, hex, mode 0600);
     /// copy it to every host that may send or receive VMs.
     Keygen {
@@ -137,6 +186,19 @@ impl CliError {
     }
 }
 
+/// The QMP socket of a VM `liveup vm start` started.
+fn managed_qmp(name: &str) -> Result<PathBuf, CliError> {
+    let vms = crate::upgrade::vm::managed_vms().map_err(|e| CliError::Usage(format!("{e:#}")))?;
+    vms.iter()
+        .find(|v| v.name == name)
+        .map(|v| v.qmp_host())
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "no VM named {name} was started by `liveup vm start` (give --qmp)"
+            ))
+        })
+}
+
 fn load_key(path: &std::path::Path) -> Result<Key, CliError> {
     Key::load(path).map_err(|e| MigrateError::Auth(e.to_string()).into())
 }
@@ -144,7 +206,9 @@ fn load_key(path: &std::path::Path) -> Result<Key, CliError> {
 pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
     match cmd {
         MigrateCmd::Send {
+            vm,
             qmp,
+            pools,
             to,
             key,
             mode,
@@ -180,9 +244,15 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 .map(|s| parse_size(&s))
                 .transpose()
                 .map_err(|e| CliError::Usage(e.to_string()))?;
+            let qmp = match (qmp, vm) {
+                (Some(q), _) => q,
+                (None, Some(name)) => managed_qmp(&name)?,
+                (None, None) => return Err(CliError::Usage("a VM name or --qmp".into())),
+            };
             let opts = SendOptions {
                 key: load_key(&key)?,
                 qmp,
+                pools: Names::parse(&pools).map_err(|e| CliError::Usage(e.to_string()))?,
                 to,
                 prefs: Prefs {
                     mode,
@@ -243,6 +313,38 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
             if json {
                 println!("{}", serde_json::json!({ "runstate": state }));
             }
+            Ok(())
+        }
+        MigrateCmd::Listen {
+            listen,
+            key,
+            pools,
+            networks,
+            qemu,
+            run_dir,
+            max_memory_mib,
+            max_vcpus,
+            allow_host_cpu,
+            idle_timeout,
+            once,
+        } => {
+            let usage = |e: super::spec::SpecError| CliError::Usage(e.to_string());
+            let opts = ListenOptions {
+                listen,
+                key: load_key(&key)?,
+                policy: Policy {
+                    pools: Names::parse(&pools).map_err(usage)?,
+                    networks: Names::parse(&networks).map_err(usage)?,
+                    max_memory_mib,
+                    max_vcpus,
+                    allow_host_cpu,
+                },
+                qemu,
+                run_dir,
+                idle_timeout: Duration::from_secs(idle_timeout),
+                once,
+            };
+            session::listen(&opts, |line| log::info!("listen: {line}"))?;
             Ok(())
         }
         MigrateCmd::Status { qmp } => {
@@ -314,7 +416,9 @@ mod tests {
         let _ = std::fs::remove_file(&key);
         Key::generate(&key).unwrap();
         let cmd = MigrateCmd::Send {
-            qmp: "/nonexistent/qmp.sock".into(),
+            vm: None,
+            qmp: Some("/nonexistent/qmp.sock".into()),
+            pools: Vec::new(),
             to: "127.0.0.1:1".into(),
             key: key.clone(),
             mode: None,

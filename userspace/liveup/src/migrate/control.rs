@@ -1,5 +1,5 @@
 //! The control connection between `liveup migrate send` (source) and
-//! `liveup migrate receive` (destination): JSON lines over TCP, plus raw
+//! `liveup migrate receive` or `listen` (destination): JSON lines over TCP, plus raw
 //! bytes after a `probe` message for measuring the link (read and
 //! discarded). It opens with the key handshake of `auth.rs`; from then on
 //! every line ends with a tab and the hex HMAC of its direction, sequence
@@ -8,6 +8,7 @@
 use super::auth::{self, check_proof, hex, proof, random, unhex, AuthError, Key, Role};
 use super::plan::{HostFacts, Plan};
 use super::relay::RelaySummary;
+use super::spec::VmSpec;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -36,6 +37,17 @@ pub enum Ctl {
     },
     Hello {
         protocol: u32,
+    },
+    /// Destination (`liveup migrate listen`), after `hello`: it starts the
+    /// QEMU itself and needs the VM's description first.
+    NeedConfig,
+    /// Source: the VM's description (spec.rs), never a command line.
+    Config {
+        spec: VmSpec,
+    },
+    /// Destination: QEMU for VM `name` started and waits for the migration.
+    Launched {
+        name: String,
     },
     Info {
         facts: HostFacts,

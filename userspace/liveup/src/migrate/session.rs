@@ -14,6 +14,7 @@
 //!   on its own.)
 //!
 //! In session/: `send.rs` the source, `receive.rs` the destination agent,
+//! `listen.rs` the destination service that starts the VM's QEMU itself,
 //! `link.rs` connecting, probing the link and accepting, `report.rs` the
 //! progress and the final report, `events.rs` the forms progress takes
 //! (`--json`: a stream of events). What both sides share is here.
@@ -21,11 +22,13 @@
 mod commit;
 mod events;
 mod link;
+mod listen;
 mod receive;
 mod report;
 mod send;
 mod watch;
 
+pub use listen::{listen, ListenOptions};
 pub use receive::{receive, ReceiveOptions};
 pub use report::{Event, Output, Report, Sample};
 pub use send::{send, SendOptions, SendResult};

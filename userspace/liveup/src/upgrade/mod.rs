@@ -21,7 +21,7 @@ mod restore;
 mod signals;
 mod state;
 mod tsc;
-mod vm;
+pub(crate) mod vm;
 
 pub use error::{failure_json, Outcome, UpgradeError};
 pub use report::{Phase, Report};

@@ -29,7 +29,7 @@ impl VmConfig {
     pub(super) fn host_path(&self, p: &Path) -> PathBuf {
         self.root.join(p.strip_prefix("/").unwrap_or(p))
     }
-    pub(super) fn qmp_host(&self) -> PathBuf {
+    pub(crate) fn qmp_host(&self) -> PathBuf {
         self.host_path(&self.qmp)
     }
     pub(super) fn state_path(&self) -> PathBuf {
@@ -49,7 +49,7 @@ impl VmConfig {
     /// started it: a stop or restart of liveup-restore.service (the
     /// oneshot that relaunches the VMs after a kexec) or the end of an
     /// operator's login session would kill the VMs with it.
-    pub(super) fn launch(&self, incoming: bool, systemd: bool) -> Vec<String> {
+    pub(crate) fn launch(&self, incoming: bool, systemd: bool) -> Vec<String> {
         let mut a = Vec::new();
         if systemd {
             a.extend(
@@ -79,7 +79,7 @@ impl VmConfig {
 
 /// Whether systemd runs this host (and can give each QEMU a scope);
 /// LIVEUP_NO_SCOPE=1 says no.
-fn under_systemd() -> bool {
+pub(crate) fn under_systemd() -> bool {
     Path::new("/run/systemd/system").is_dir()
         && std::env::var_os("LIVEUP_NO_SCOPE").is_none()
         && ["/usr/bin/systemd-run", "/bin/systemd-run"]

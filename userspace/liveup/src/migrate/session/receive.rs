@@ -55,40 +55,65 @@ pub fn receive(opts: &ReceiveOptions, mut say: impl FnMut(&str)) -> Result<Strin
     say(&format!("listening on {}", l.local_addr()?));
     let (qat_lib, qat_hw) = facts::qat_probe();
     let me = facts::host_facts(&mut q, qat_lib.is_some(), qat_hw)?;
-    let (mut c, local_ip) = accept_source(&l, opts, &mut say)?;
-    let r = receive_inner(
-        &mut c, &mut q, me, qemu_pid, qat_lib, local_ip, opts, &mut say,
-    );
-    match r {
-        Ok(s) => Ok(s),
-        Err(e) => {
-            // Never let the destination run on what we could not verify.
-            let _ = c.send(&Ctl::Error {
-                message: e.to_string(),
-            });
-            match q.run_state() {
-                Ok(state) => {
-                    let _ = q.execute("quit", json!({}));
-                    say(&format!(
-                        "failed ({e}); destination QEMU ({state}) told to quit"
-                    ));
-                }
-                Err(_) => say(&format!("failed ({e}); destination QEMU already gone")),
-            }
-            Err(e)
-        }
+    let (mut c, local_ip) = accept_source(&l, &opts.key, opts.idle_timeout, &mut say)?;
+    let r = expect_hello(&mut c).and_then(|()| {
+        receive_inner(
+            &mut c,
+            &mut q,
+            me,
+            qemu_pid,
+            qat_lib,
+            local_ip,
+            opts.idle_timeout,
+            &mut say,
+        )
+    });
+    refuse_on_error(&mut c, &mut q, r, &mut say)
+}
+
+/// The source's `hello`, of this protocol.
+pub(super) fn expect_hello(c: &mut Control) -> Result<(), MigrateError> {
+    match c.recv()? {
+        Ctl::Hello { protocol } if protocol == PROTOCOL => Ok(()),
+        got => Err(unexpected("hello", got).into()),
     }
+}
+
+/// The end of a receive: on an error the source is told and the
+/// destination QEMU quits (never let the destination run on what could
+/// not be verified).
+pub(super) fn refuse_on_error(
+    c: &mut Control,
+    q: &mut Qmp,
+    r: Result<String, MigrateError>,
+    say: &mut dyn FnMut(&str),
+) -> Result<String, MigrateError> {
+    let Err(e) = r else { return r };
+    let _ = c.send(&Ctl::Error {
+        message: e.to_string(),
+    });
+    match q.run_state() {
+        Ok(state) => {
+            let _ = q.execute("quit", json!({}));
+            say(&format!(
+                "failed ({e}); destination QEMU ({state}) told to quit"
+            ));
+        }
+        Err(_) => say(&format!("failed ({e}); destination QEMU already gone")),
+    }
+    Err(e)
 }
 
 /// Accept connections until one proves it holds the key (within the idle
 /// timeout in all): a stray or hostile connection is told no, logged and
 /// dropped, and neither becomes the source nor ends the wait.
-fn accept_source(
+pub(super) fn accept_source(
     l: &TcpListener,
-    opts: &ReceiveOptions,
+    key: &Key,
+    idle_timeout: Duration,
     say: &mut dyn FnMut(&str),
 ) -> Result<(Control, IpAddr), MigrateError> {
-    let deadline = Instant::now() + opts.idle_timeout;
+    let deadline = Instant::now() + idle_timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let (stream, peer) = accept_timeout(l, left)?;
@@ -97,7 +122,7 @@ fn accept_source(
             HANDSHAKE_TIMEOUT.min(left.max(Duration::from_secs(1))),
         ))?;
         let mut c = Control::new(stream)?;
-        match c.authenticate(&opts.key, Role::Destination) {
+        match c.authenticate(key, Role::Destination) {
             Ok(()) => {
                 c.stream().set_read_timeout(None)?;
                 say(&format!("source {peer} connected and authenticated"));
@@ -113,21 +138,19 @@ fn accept_source(
     }
 }
 
+/// The session after `hello`: facts, probe, plan, the stream, verify and
+/// commit, into the QEMU behind `q`.
 #[allow(clippy::too_many_arguments)]
-fn receive_inner(
+pub(super) fn receive_inner(
     c: &mut Control,
     q: &mut Qmp,
     me: HostFacts,
     qemu_pid: Option<i32>,
     qat_lib: Option<Arc<QatZip>>,
     local_ip: IpAddr,
-    opts: &ReceiveOptions,
+    idle_timeout: Duration,
     say: &mut dyn FnMut(&str),
 ) -> Result<String, MigrateError> {
-    match c.recv()? {
-        Ctl::Hello { protocol } if protocol == PROTOCOL => {}
-        got => return Err(unexpected("hello", got).into()),
-    }
     c.send(&Ctl::Info { facts: me.clone() })?;
     let plan = loop {
         match c.recv()? {
@@ -184,7 +207,7 @@ fn receive_inner(
                 .ok_or_else(|| MigrateError::Auth("no session key for the relay".into()))?;
             let cfg = ReceiveConfig {
                 qat: qat_lib.filter(|_| me.qat_hw),
-                idle_timeout: opts.idle_timeout,
+                idle_timeout,
                 mac: FrameMac::new(key),
             };
             let (stats2, p2) = (stats.clone(), path.clone());

@@ -12,6 +12,7 @@ use crate::migrate::control::{unexpected, Control, Ctl, CtlError, PROTOCOL};
 use crate::migrate::facts;
 use crate::migrate::plan::{self, Mode, Plan, PlanInput, Prefs};
 use crate::migrate::relay::{self, FrameMac, RelayError, RelayStats, RelaySummary, SendConfig};
+use crate::migrate::spec::{Names, VmSpec};
 use crate::qmp::{MigrationStatus, Monitor, Qmp, QmpError, RunState};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpStream};
@@ -40,6 +41,9 @@ pub struct SendOptions {
     pub stall_timeout: Duration,
     /// Test hook (hidden option): corrupt this relay chunk in flight.
     pub corrupt_chunk: Option<u64>,
+    /// This host's storage pools (`NAME=DIR`), by which the VM's files are
+    /// named to a destination service that starts the VM (spec.rs).
+    pub pools: Names,
 }
 
 /// What the source side ends with. Not serialized itself (that would
@@ -88,6 +92,14 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
     c.send(&Ctl::Hello { protocol: PROTOCOL })?;
     let dst = match c.recv()? {
         Ctl::Info { facts } => facts,
+        // `liveup migrate listen`: it starts the VM's QEMU itself
+        Ctl::NeedConfig => {
+            describe(&mut c, qemu_pid, &runstate, opts, say)?;
+            match c.recv()? {
+                Ctl::Info { facts } => facts,
+                got => return Err(unexpected("info", got).into()),
+            }
+        }
         got => return Err(unexpected("info", got).into()),
     };
     check_version("destination", &dst.qemu)?;
@@ -452,4 +464,50 @@ fn recover_source(q: &mut Qmp, was_running: bool) -> String {
         }
     }
     show(q.run_state())
+}
+
+/// For a destination service (`migrate listen`): describe the VM from its
+/// QEMU's command line (/proc/PID/cmdline of the QMP socket's peer) and
+/// wait until the destination has started its QEMU. A VM that cannot be
+/// described, or that the destination refuses, stays here untouched.
+fn describe(
+    c: &mut Control,
+    qemu_pid: Option<i32>,
+    runstate: &RunState,
+    opts: &SendOptions,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), MigrateError> {
+    let unsupported = |why: String| MigrateError::UnsupportedQemu {
+        side: "source",
+        why: format!("the destination starts the VM from its description: {why}"),
+    };
+    let pid = qemu_pid.ok_or_else(|| unsupported("the source QEMU's process is unknown".into()))?;
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    let argv: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let spec = VmSpec::from_argv(&argv, &opts.pools).map_err(|e| unsupported(e.to_string()))?;
+    say(&format!(
+        "the destination starts VM {}: {} MiB, {} vCPUs, {} disks, {} NICs",
+        spec.name,
+        spec.memory_mib,
+        spec.vcpus,
+        spec.disks.len(),
+        spec.nics.len()
+    ));
+    c.send(&Ctl::Config { spec })?;
+    match c.recv() {
+        Ok(Ctl::Launched { name }) => {
+            say(&format!("destination QEMU for {name} started"));
+            Ok(())
+        }
+        Ok(got) => Err(unexpected("launched", got).into()),
+        Err(CtlError::Peer(m)) => Err(MigrateError::Failed {
+            reason: format!("the destination did not start the VM: {m}"),
+            source_state: format!("{runstate}, untouched"),
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
