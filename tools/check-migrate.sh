@@ -202,6 +202,57 @@ stray_then_migrate() {
 check "two stray connections refused and logged; then B->A native under TLS keeps guest memory intact" \
     stray_then_migrate
 
+# `liveup migrate listen`: the destination starts the VM's QEMU itself
+# from the description the source sends (its files named by pools); the
+# VM (s1, now in A) goes to B with nothing started there by hand. First a
+# destination whose boot pool lacks the kernel: QEMU's own error must
+# reach the source (exit 5), and the VM stays.
+# khm_listen PORT POOLS...: a one-migration destination service in B.
+khm_listen() {
+    local port=$1; shift
+    local args=() p
+    for p in "$@"; do args+=(--pool "$p"); done
+    rm -rf "$KHM_WORK/incoming"
+    ip netns exec "$KHM_NS_B" "$LIVEUP" migrate listen --listen "$KHM_IP_B:$port" --once \
+        --qemu "$KH_ROOT/tools/qemu-trixie.sh" --run-dir "$KHM_WORK/incoming" --idle-timeout 60 \
+        "${args[@]}" > "$KHM_WORK/listen-$port.log" 2>&1 &
+    KHM_LISTEN_PID=$!
+    KHM_PIDS+=($!)
+    khm_wait_log "$KHM_WORK/listen-$port.log" "listening on" 1 30
+}
+KHM_POOLS=(--pool "boot=$(dirname "$KHM_KERNEL")" --pool "initrd=$(dirname "$KHM_INITRD")")
+listen_refused() {
+    mkdir -p "$KHM_WORK/empty"
+    khm_listen 4480 "boot=$KHM_WORK/empty" "initrd=$(dirname "$KHM_INITRD")" || return 1
+    local err rc
+    err=$(ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/s1.qmp" \
+        --to "$KHM_IP_B:4480" "${KHM_POOLS[@]}" --mode native 2>&1 >/dev/null); rc=$?
+    echo "# rc $rc: $err"
+    wait "$KHM_LISTEN_PID"; local lrc=$?
+    sed 's/^/# listen: /' "$KHM_WORK/listen-4480.log"
+    [ $rc = 5 ] && [ $lrc != 0 ] && grep -q "did not start the VM: QEMU exited" <<< "$err" &&
+        grep -q "$(basename "$KHM_KERNEL")" <<< "$err" && [ "$(khm_state s1)" = running ]
+}
+check "migrate listen, the kernel missing there: QEMU's own error reaches the source (exit 5), the VM stays" listen_refused
+listen_ok() {
+    khm_listen 4481 "boot=$(dirname "$KHM_KERNEL")" "initrd=$(dirname "$KHM_INITRD")" || return 1
+    ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/s1.qmp" \
+        --to "$KHM_IP_B:4481" "${KHM_POOLS[@]}" --mode native --json > "$KHM_WORK/l1.json" 2> "$KHM_WORK/l1.json.err"
+    local rc=$?
+    wait "$KHM_LISTEN_PID"; local lrc=$?
+    sed 's/^/# listen: /' "$KHM_WORK/listen-4481.log"
+    echo "# send rc $rc, listen rc $lrc: $(fig "$KHM_WORK/l1.json")"
+    ln -sf "$KHM_WORK/incoming/s1.qmp" "$KHM_WORK/l1.qmp"
+    ln -sf "$KHM_WORK/incoming/s1.serial1.log" "$KHM_WORK/l1.1.log"
+    [ $rc = 0 ] && [ $lrc = 0 ] && [ "$(khm_state l1)" = running ] &&
+        [ "$(khm_state s1)" = postmigrate ] && khm_memcheck l1 &&
+        grep -q "VM s1 from .*: migrated, running here" "$KHM_WORK/listen-4481.log"
+}
+check "migrate listen: send --to A->B, the destination starts the VM itself, guest memory intact" listen_ok
+# (the service's QEMU is no child of this script: khm_cleanup does not
+# see it)
+khm_qmp l1 quit > /dev/null 2>&1 || true
+
 echo "$pass passed, $failn failed"
 # Logs stay for a failed run (or with KH_KEEP_WORK=1).
 [ $failn != 0 ] || [ -n "${KH_KEEP_WORK:-}" ] || { khm_cleanup; rm -rf "$KHM_WORK"; }

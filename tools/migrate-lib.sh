@@ -79,7 +79,7 @@ khm_vm() {
     local ns=$1 name=$2 extra=()
     [ "${3:-}" = incoming ] && extra=(-incoming defer -S)
     rm -f "$KHM_WORK/$name".*
-    ip netns exec "$ns" "$KH_ROOT/tools/qemu-trixie.sh" -machine q35 -accel tcg -cpu max \
+    ip netns exec "$ns" "$KH_ROOT/tools/qemu-trixie.sh" -name "$name" -machine q35 -accel tcg -cpu max \
         -m "$KHM_MEM" -smp 1 -display none -nodefaults \
         -kernel "$KHM_KERNEL" -initrd "$KHM_INITRD" \
         -append "console=ttyS0 quiet vmname=vm vmdirty=$KHM_DIRTY_MB vmrate=$KHM_DIRTY_RATE vmfill=$KHM_FILL_MB" \

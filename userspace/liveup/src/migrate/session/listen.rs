@@ -99,7 +99,7 @@ fn session(
             });
             return Err(MigrateError::Failed {
                 reason: format!("VM {:?} not started here: {message}", spec.name),
-                source_state: "kept on the source".into(),
+                source_state: "still on the source".into(),
             });
         }
     };

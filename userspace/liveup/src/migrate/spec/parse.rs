@@ -64,7 +64,7 @@ impl VmSpec {
                     s.vcpus = n.and_then(|n| n.parse().ok()).ok_or_else(whole)?;
                 }
                 "object" if v.starts_with("memory-backend-file,id=ram0,") => {}
-                "qmp" | "pidfile" | "monitor" => {}
+                "qmp" | "pidfile" | "monitor" | "incoming" => {}
                 "display" if v == "none" => {}
                 "serial" if v.starts_with("file:") || v == "null" => s.serials += 1,
                 "kernel" => kernel = Some(in_pool(pools, v)?),

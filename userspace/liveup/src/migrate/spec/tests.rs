@@ -24,7 +24,7 @@ fn policy() -> Policy {
 const SOURCE: &str = "qemu-system-x86_64 -name vm1 \
     -object memory-backend-file,id=ram0,size=268435456,mem-path=/dev/kram-area/3,offset=0,share=on,align=2M \
     -machine memory-backend=ram0 -m 256M -qmp unix:/run/liveup/vm1.qmp,server=on,wait=off \
-    -daemonize -pidfile /run/liveup/vm1.pid \
+    -daemonize -pidfile /run/liveup/vm1.pid -incoming defer -S \
     -machine q35 -accel kvm -cpu max -smp 2 -display none -nodefaults \
     -kernel /srv/boot/bzImage -initrd /srv/boot/vm.cpio -append console=ttyS0 \
     -serial file:/tmp/vm1.0.log -serial file:/tmp/vm1.1.log \
