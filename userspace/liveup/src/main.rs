@@ -491,4 +491,51 @@ mod tests {
         let e = p(&["liveup", "-q", "-v", "vm", "list"]).err().unwrap();
         assert_eq!(e.exit_code(), 2);
     }
+
+    /// The shipped units' command lines, with /etc/default/liveup's
+    /// values substituted as systemd does (`${VAR}` one word, `$VAR` split
+    /// at whitespace), are command lines this liveup accepts: a unit and
+    /// the CLI cannot drift apart unnoticed.
+    #[test]
+    fn shipped_units_run_commands_this_liveup_accepts() {
+        let default = include_str!("../systemd/liveup.default");
+        let env: std::collections::HashMap<&str, String> = default
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"').to_string()))
+            .collect();
+        let units = [
+            include_str!("../systemd/liveup-restore.service"),
+            include_str!("../systemd/liveup-prezero.service"),
+            include_str!("../systemd/liveup-migrate-listen.service"),
+        ];
+        let mut n = 0;
+        for line in units.iter().flat_map(|u| u.lines()) {
+            let Some(cmd) = line.strip_prefix("ExecStart=") else {
+                continue;
+            };
+            let mut words: Vec<String> = Vec::new();
+            for w in cmd.split_whitespace() {
+                if let Some(k) = w.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
+                    words.push(
+                        env.get(k)
+                            .unwrap_or_else(|| panic!("{line}: {k} unset"))
+                            .clone(),
+                    );
+                } else if let Some(k) = w.strip_prefix('$') {
+                    let v = env.get(k).unwrap_or_else(|| panic!("{line}: {k} unset"));
+                    words.extend(v.split_whitespace().map(String::from));
+                } else {
+                    words.push(w.to_string());
+                }
+            }
+            assert_eq!(words[0], "/usr/bin/liveup", "{line}");
+            if let Err(e) = Cli::try_parse_from(&words) {
+                panic!("{line}: {e}");
+            }
+            n += 1;
+        }
+        assert_eq!(n, 6, "ExecStart lines read");
+    }
 }

@@ -198,13 +198,45 @@ fn start_qemus<'v>(todo: &[&'v VmConfig], man: &Manifest) -> Result<Race<'v>> {
 }
 
 impl<'v> Race<'v> {
-    /// One step for every VM still in the race; those it fails for drop
-    /// out.
-    fn each(&mut self, f: impl Fn(&VmConfig, &mut Qmp) -> Result<()>) {
-        for (vm, mut q) in std::mem::take(&mut self.live) {
-            match f(vm, &mut q) {
-                Ok(()) => self.live.push((vm, q)),
-                Err(e) => self.failed.push((vm, e)),
+    /// One step for every VM still in the race, side by side (one thread
+    /// a VM: the downtime is the slowest VM's step, not the sum); those it
+    /// fails for drop out.
+    fn each(&mut self, f: impl Fn(&VmConfig, &mut Qmp) -> Result<()> + Sync) {
+        let live = std::mem::take(&mut self.live);
+        let f = &f;
+        let done: Vec<(&'v VmConfig, Option<Qmp>, Result<()>)> = std::thread::scope(|s| {
+            let hs: Vec<_> = live
+                .into_iter()
+                .map(|(vm, mut q)| {
+                    let h = s.spawn(move || {
+                        let r = f(vm, &mut q);
+                        (q, r)
+                    });
+                    (vm, h)
+                })
+                .collect();
+            hs.into_iter()
+                .map(|(vm, h)| match h.join() {
+                    Ok((q, r)) => (vm, Some(q), r),
+                    Err(_) => (
+                        vm,
+                        None,
+                        Err(anyhow::anyhow!(
+                            "VM {}: the restore step's thread panicked",
+                            vm.name
+                        )),
+                    ),
+                })
+                .collect()
+        });
+        for (vm, q, r) in done {
+            match (r, q) {
+                (Ok(()), Some(q)) => self.live.push((vm, q)),
+                (Err(e), _) => self.failed.push((vm, e)),
+                (Ok(()), None) => self.failed.push((
+                    vm,
+                    anyhow::anyhow!("VM {}: its QMP connection was lost", vm.name),
+                )),
             }
         }
     }
