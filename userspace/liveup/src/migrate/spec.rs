@@ -48,6 +48,14 @@ pub struct VmSpec {
     pub nics: Vec<Nic>,
     /// Serial ports (the destination logs each to a file of its own).
     pub serials: u8,
+    /// The guest RAM is memory backend `ram0` (`-machine
+    /// memory-backend=ram0`, as `liveup vm start` gives it): the RAM
+    /// block's name in the migration stream, which both sides must share.
+    pub ram_backend: bool,
+    /// A guest agent port (virtio-serial, `org.qemu.guest_agent.0`): its
+    /// controller sits after this many NICs among the `-device`s (PCI
+    /// slots are given in that order).
+    pub guest_agent: Option<u8>,
 }
 
 /// A file inside a storage pool: `pool` is a name both hosts map to a
@@ -166,7 +174,8 @@ pub struct Launch {
     pub qemu: String,
     pub qmp: PathBuf,
     pub log_dir: PathBuf,
-    /// The RAM backend object (`-object` value, id `ram0`), if any.
+    /// The RAM backend object (`-object` value, id `ram0`) for a source
+    /// whose RAM is one (else anonymous memory, `memory-backend-ram`).
     pub ram_object: Option<String>,
 }
 
@@ -281,6 +290,15 @@ impl VmSpec {
                 MAX_NICS as u64,
             ));
         }
+        if self
+            .guest_agent
+            .is_some_and(|n| usize::from(n) > self.nics.len())
+        {
+            return Err(SpecError::Bad(
+                "guest_agent (after more NICs than there are)",
+                format!("{:?}", self.guest_agent),
+            ));
+        }
         if self.serials > MAX_SERIALS {
             return Err(SpecError::Limit(
                 "serials",
@@ -334,8 +352,12 @@ impl VmSpec {
         self.validate(p)?;
         let mut a: Vec<String> = vec![l.qemu.clone(), "-name".into(), self.name.clone()];
         let mut machine = self.machine.clone();
-        if let Some(o) = &l.ram_object {
-            a.extend(["-object".into(), o.clone()]);
+        if self.ram_backend {
+            let o = l
+                .ram_object
+                .clone()
+                .unwrap_or_else(|| format!("memory-backend-ram,id=ram0,size={}M", self.memory_mib));
+            a.extend(["-object".into(), o]);
             machine.push_str(",memory-backend=ram0");
         }
         a.extend([
@@ -381,13 +403,34 @@ impl VmSpec {
                 ),
             ]);
         }
-        for n in &self.nics {
+        let agent = |a: &mut Vec<String>| {
+            let sock = l.log_dir.join(format!("{}.qga", self.name));
+            a.extend(["-device".into(), "virtio-serial-pci,id=vser0".into()]);
+            a.extend([
+                "-chardev".into(),
+                format!("socket,id=qga0,path={},server=on,wait=off", path_arg(&sock)),
+            ]);
+            a.extend([
+                "-device".into(),
+                format!(
+                    "virtserialport,bus=vser0.0,chardev=qga0,name={}",
+                    crate::qga::AGENT_PORT
+                ),
+            ]);
+        };
+        for (i, n) in self.nics.iter().enumerate() {
+            if self.guest_agent == Some(i as u8) {
+                agent(&mut a);
+            }
             let br = p.networks.get("network", &n.network)?;
             a.extend(["-netdev".into(), format!("bridge,id={},br={br}", n.id)]);
             a.extend([
                 "-device".into(),
                 format!("virtio-net-pci,netdev={},mac={}", n.id, n.mac),
             ]);
+        }
+        if self.guest_agent == Some(self.nics.len() as u8) {
+            agent(&mut a);
         }
         a.extend([
             "-qmp".into(),

@@ -22,7 +22,14 @@ impl VmSpec {
             disks: Vec::new(),
             nics: Vec::new(),
             serials: 0,
+            ram_backend: false,
+            guest_agent: None,
         };
+        let (mut nodefaults, mut backend) = (false, false);
+        // the guest agent: its controller's place among the NICs, its
+        // chardev, its port
+        let (mut vser, mut chardev, mut port): (Option<u8>, Option<String>, Option<String>) =
+            (None, None, None);
         let (mut kernel, mut initrd, mut append) = (None, None, String::new());
         let mut netdevs: Vec<(String, String)> = Vec::new();
         let mut it = argv.iter().skip(1);
@@ -33,7 +40,11 @@ impl VmSpec {
             let Some(o) = o else {
                 return Err(SpecError::Unsupported(opt.clone()));
             };
-            if matches!(o, "nodefaults" | "daemonize" | "S" | "nographic") {
+            if o == "nodefaults" {
+                nodefaults = true;
+                continue;
+            }
+            if matches!(o, "daemonize" | "S") {
                 continue;
             }
             let v = it
@@ -47,7 +58,7 @@ impl VmSpec {
                         match k {
                             "" | "type" => s.machine = val.into(),
                             "accel" => s.accel = val.into(),
-                            "memory-backend" if val == "ram0" => {}
+                            "memory-backend" if val == "ram0" => s.ram_backend = true,
                             _ => return Err(whole()),
                         }
                     }
@@ -63,7 +74,20 @@ impl VmSpec {
                         .map(|p| p.1);
                     s.vcpus = n.and_then(|n| n.parse().ok()).ok_or_else(whole)?;
                 }
-                "object" if v.starts_with("memory-backend-file,id=ram0,") => {}
+                "object" if v.starts_with("memory-backend-file,id=ram0,") => backend = true,
+                "chardev" => {
+                    let p = props(v);
+                    let get = |k: &str| p.iter().find(|(x, _)| *x == k).map(|x| x.1);
+                    let known = p
+                        .iter()
+                        .all(|(k, _)| matches!(*k, "" | "id" | "path" | "server" | "wait"));
+                    match (p.first(), get("id")) {
+                        (Some(("", "socket")), Some(id)) if known && chardev.is_none() => {
+                            chardev = Some(id.to_string())
+                        }
+                        _ => return Err(whole()),
+                    }
+                }
                 "qmp" | "pidfile" | "monitor" | "incoming" => {}
                 "display" if v == "none" => {}
                 "serial" if v.starts_with("file:") || v == "null" => s.serials += 1,
@@ -85,6 +109,22 @@ impl VmSpec {
                 "device" => {
                     let p = props(v);
                     let get = |k: &str| p.iter().find(|(x, _)| *x == k).map(|x| x.1.to_string());
+                    let only = |keys: &[&str]| p.iter().skip(1).all(|(k, _)| keys.contains(k));
+                    if p.first() == Some(&("", "virtio-serial-pci"))
+                        && only(&["id"])
+                        && vser.is_none()
+                    {
+                        vser = Some(s.nics.len() as u8);
+                        continue;
+                    }
+                    if p.first() == Some(&("", "virtserialport"))
+                        && only(&["bus", "nr", "id", "chardev", "name"])
+                        && get("name").as_deref() == Some(crate::qga::AGENT_PORT)
+                        && port.is_none()
+                    {
+                        port = get("chardev");
+                        continue;
+                    }
                     match (p.first(), get("netdev"), get("mac")) {
                         (Some(("", "virtio-net-pci")), Some(nd), Some(mac)) if p.len() == 3 => {
                             let (_, br) =
@@ -103,6 +143,25 @@ impl VmSpec {
         }
         if s.name.is_empty() {
             return Err(SpecError::Missing("-name"));
+        }
+        if !nodefaults {
+            return Err(SpecError::Missing(
+                "-nodefaults (QEMU's default devices are not described)",
+            ));
+        }
+        if s.ram_backend != backend {
+            return Err(SpecError::Missing(
+                "-object memory-backend-file,id=ram0 with -machine memory-backend=ram0",
+            ));
+        }
+        match (vser, chardev, port) {
+            (Some(at), Some(c), Some(p)) if c == p => s.guest_agent = Some(at),
+            (None, None, None) => {}
+            _ => {
+                return Err(SpecError::Unsupported(
+                    "virtio-serial other than one guest agent port on a socket".into(),
+                ))
+            }
         }
         if s.memory_mib == 0 {
             return Err(SpecError::Missing("-m"));

@@ -29,6 +29,8 @@ const SOURCE: &str = "qemu-system-x86_64 -name vm1 \
     -kernel /srv/boot/bzImage -initrd /srv/boot/vm.cpio -append console=ttyS0 \
     -serial file:/tmp/vm1.0.log -serial file:/tmp/vm1.1.log \
     -drive file=/srv/images/vm1/disk.img,if=virtio,id=d0,format=raw,cache=none \
+    -device virtio-serial-pci -chardev socket,id=c1,path=/run/vm1.qga,server=on,wait=off \
+    -device virtserialport,chardev=c1,name=org.qemu.guest_agent.0 \
     -netdev bridge,id=n0,br=br0 -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56";
 
 #[test]
@@ -55,6 +57,8 @@ fn a_recorded_command_line_becomes_a_description() {
     assert_eq!(b.initrd.as_ref().unwrap().path, "vm.cpio");
     assert_eq!(b.append, "console=ttyS0");
     assert_eq!(s.serials, 2);
+    assert!(s.ram_backend);
+    assert_eq!(s.guest_agent, Some(0));
     assert_eq!(
         s.disks,
         vec![Disk {
@@ -97,11 +101,15 @@ fn the_destination_builds_its_own_command_line() {
     assert_eq!(
         s.to_argv(&p, &l).unwrap(),
         args(
-            "/usr/bin/qemu-system-x86_64 -name vm1 -machine q35 -accel kvm -cpu max -m 256M -smp 2 \
+            "/usr/bin/qemu-system-x86_64 -name vm1 -object memory-backend-ram,id=ram0,size=256M \
+             -machine q35,memory-backend=ram0 -accel kvm -cpu max -m 256M -smp 2 \
              -display none -nodefaults -kernel /mnt/shared/boot/bzImage -initrd /mnt/shared/boot/vm.cpio \
              -append console=ttyS0 -serial file:/var/log/liveup/vm1.serial0.log \
              -serial file:/var/log/liveup/vm1.serial1.log \
              -drive file=/mnt/shared/img/vm1/disk.img,if=virtio,id=d0,format=raw,cache=none \
+             -device virtio-serial-pci,id=vser0 \
+             -chardev socket,id=qga0,path=/var/log/liveup/vm1.qga,server=on,wait=off \
+             -device virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0 \
              -netdev bridge,id=n0,br=br-vm -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56 \
              -qmp unix:/run/liveup/vm1.qmp,server=on,wait=off -incoming defer -S"
         )
@@ -136,10 +144,14 @@ fn a_description_survives_the_wire() {
 #[test]
 fn options_that_cannot_move_are_refused_by_name() {
     let pools = names(&["images=/srv/images"]);
-    let base = "qemu -name v -machine q35 -m 64";
+    let base = "qemu -name v -machine q35 -m 64 -nodefaults";
     for (extra, named) in [
         ("-device vfio-pci,host=0000:01:00.0", "vfio-pci"),
-        ("-chardev socket,id=c,path=/tmp/x", "-chardev"),
+        ("-chardev socket,id=c,path=/tmp/x", "virtio-serial"),
+        ("-chardev socket,id=c,path=/tmp/x,server=on,wait=off,logfile=/etc/x", "logfile"),
+        ("-device virtio-serial-pci -device virtserialport,chardev=c,name=org.qemu.guest_agent.0", "virtio-serial"),
+        ("-device virtserialport,chardev=c,name=com.evil.0", "com.evil"),
+        ("-machine memory-backend=ram0", "memory-backend-file"),
         ("-drive file=/srv/images/a.img", "if=virtio"),
         (
             "-drive file=/srv/images/a.img,if=virtio,snapshot=on",
@@ -168,14 +180,22 @@ fn options_that_cannot_move_are_refused_by_name() {
         assert!(e.to_string().contains(named), "{extra}: {e}");
     }
     for (cmd, missing) in [
-        ("qemu -machine q35 -m 64", "-name"),
-        ("qemu -name v -machine q35", "-m"),
-        ("qemu -name v -m 64", "-machine TYPE"),
+        ("qemu -machine q35 -m 64 -nodefaults", "-name"),
+        ("qemu -name v -machine q35 -nodefaults", "-m"),
+        ("qemu -name v -m 64 -nodefaults", "-machine TYPE"),
+        (
+            "qemu -name v -m 64 -machine q35",
+            "-nodefaults (QEMU's default devices are not described)",
+        ),
     ] {
         let e = VmSpec::from_argv(&args(cmd), &pools).unwrap_err();
         assert_eq!(e, SpecError::Missing(missing), "{cmd}");
     }
-    assert!(VmSpec::from_argv(&args("qemu -name v -machine q35 -m 1.5G"), &pools).is_err());
+    assert!(VmSpec::from_argv(
+        &args("qemu -name v -machine q35 -m 1.5G -nodefaults"),
+        &pools
+    )
+    .is_err());
 }
 
 fn good() -> VmSpec {
@@ -222,6 +242,7 @@ fn a_hostile_description_is_refused_before_anything_starts() {
         ("id (used twice)", |s| s.nics[0].id = "d0".into()),
         ("disks", |s| s.disks = vec![s.disks[0].clone(); 9]),
         ("serials", |s| s.serials = 200),
+        ("guest_agent", |s| s.guest_agent = Some(5)),
         ("append", |s| {
             s.boot.as_mut().unwrap().append = "a\nb".into()
         }),
