@@ -75,11 +75,13 @@ if [ "${KH_UPGRADE_TINY:-1}" = 1 ]; then
     # side by side. On the one TCG thread above, 4 VMs took 1.32x one
     # (session 16); on two, 0.88x (session 17, out/vmc2).
     crun="$KH_ROOT/out/check-upgrade-vmcount"
-    # then upgrade/otherkernel: one tinyvm into the second kernel and back
+    # then upgrade/otherkernel: one tinyvm into the second kernel and back;
+    # then upgrade/migrate: a managed VM sent to `liveup migrate listen`
+    # over the loopback (no kexec)
     env KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$crun" -t 1800 -v "$vmk/bzImage" -r "$rootfs" \
-        upgrade/vmcount ${KH_OTHER_MODULES:+upgrade/otherkernel} \
+        upgrade/vmcount ${KH_OTHER_MODULES:+upgrade/otherkernel} upgrade/migrate \
         > "$KH_ROOT/out/check-upgrade-vmcount.log" 2>&1 || true
-    echo "== 1, 2 and 4 tinyvms, then one into another kernel and back; two vCPUs on two TCG threads (out/check-upgrade-vmcount)"
+    echo "== 1, 2 and 4 tinyvms, then one into another kernel and back, then one migrated to a destination service; two vCPUs on two TCG threads (out/check-upgrade-vmcount)"
     "$KH_ROOT/tools/ktap-report.sh" "$crun" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 vmcount: /' || true
     if read -r cp cf cs < "$crun/counts"; then p=$((p + cp)); f=$((f + cf)); s=$((s + cs))
     else echo "not ok - vmcount rig: no counts (out/check-upgrade-vmcount/console.log)"; f=$((f + 1)); fi

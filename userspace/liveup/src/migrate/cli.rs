@@ -244,6 +244,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 .map(|s| parse_size(&s))
                 .transpose()
                 .map_err(|e| CliError::Usage(e.to_string()))?;
+            let managed = vm.clone();
             let qmp = match (qmp, vm) {
                 (Some(q), _) => q,
                 (None, Some(name)) => managed_qmp(&name)?,
@@ -278,6 +279,19 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
             });
             // --json: the stream ends with the result or the error (a
             // --plan-only stream with its plan event).
+            // A VM `liveup vm start` started now runs on the destination:
+            // its source QEMU (paused, migrated) quits and the VM is
+            // forgotten here, its KRAM area freed. A failure of that is a
+            // warning: the VM runs there.
+            if let (Ok(SendResult::Done(_)), Some(name)) = (&r, &managed) {
+                let forgot = crate::kram::Kram::open(crate::kram::DEFAULT_DEVICE)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|k| crate::upgrade::vm_stop(Some(&k), name, true));
+                match forgot {
+                    Ok(()) => log::info!("VM {name} now runs on {}: its source QEMU quit, its KRAM area freed", opts.to),
+                    Err(e) => log::warn!("VM {name} now runs on {}, but here it is not cleaned up: {e:#} (liveup vm stop {name} --delete-area)", opts.to),
+                }
+            }
             match (r, json) {
                 (Ok(SendResult::Done(rep)), true) => Event::Result(&rep).emit(),
                 (Ok(SendResult::Done(rep)), false) => println!("{rep}"),
