@@ -28,6 +28,9 @@ pub enum MigrateCmd {
         /// gets the VM's files as paths in pools of the same names.
         #[arg(long = "pool")]
         pools: Vec<String>,
+        /// The VM's name on a destination service (default: its name here).
+        #[arg(long = "as")]
+        rename: Option<String>,
         /// The destination agent, HOST:PORT.
         #[arg(long)]
         to: String,
@@ -115,9 +118,18 @@ pub enum MigrateCmd {
         /// The QEMU to start (or a wrapper taking QEMU's arguments).
         #[arg(long, default_value = "qemu-system-x86_64")]
         qemu: String,
-        /// QMP sockets and QEMU logs.
+        /// QMP sockets and QEMU logs (as QEMU sees it, inside --root).
         #[arg(long, default_value = "/run/liveup/incoming")]
         run_dir: PathBuf,
+        /// QEMU runs chrooted here; --pool and --run-dir are paths inside.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Each VM's RAM in a KRAM area of its own (vm-NAME), and the VM
+        /// managed by `liveup vm` once it runs here, so that a hot-upgrade
+        /// of this host keeps it. Needs the source's RAM to be backend
+        /// ram0 (`liveup vm start`).
+        #[arg(long)]
+        kram: bool,
         #[arg(long, default_value_t = 65536)]
         max_memory_mib: u64,
         #[arg(long, default_value_t = 64)]
@@ -209,6 +221,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
             vm,
             qmp,
             pools,
+            rename,
             to,
             key,
             mode,
@@ -254,6 +267,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 key: load_key(&key)?,
                 qmp,
                 pools: Names::parse(&pools).map_err(|e| CliError::Usage(e.to_string()))?,
+                rename,
                 to,
                 prefs: Prefs {
                     mode,
@@ -336,6 +350,8 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
             networks,
             qemu,
             run_dir,
+            root,
+            kram,
             max_memory_mib,
             max_vcpus,
             allow_host_cpu,
@@ -355,6 +371,8 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 },
                 qemu,
                 run_dir,
+                root,
+                kram,
                 idle_timeout: Duration::from_secs(idle_timeout),
                 once,
             };
@@ -433,6 +451,7 @@ mod tests {
             vm: None,
             qmp: Some("/nonexistent/qmp.sock".into()),
             pools: Vec::new(),
+            rename: None,
             to: "127.0.0.1:1".into(),
             key: key.clone(),
             mode: None,

@@ -178,12 +178,26 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
         kram.lookup(&vm.area)
             .with_context(|| format!("VM {}: KRAM area {}", vm.name, vm.area))?;
         check_passthrough(vm, &mut q)?;
+        // A VM that came here by `liveup migrate` keeps what that set:
+        // multifd (a file URI then fails: "Migration requires
+        // multi-channel URIs"), TLS, xbzrle, postcopy, throttling. The
+        // save needs none of them.
         q.execute(
             "migrate-set-capabilities",
-            json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+            json!({"capabilities": [
+                {"capability": "x-ignore-shared", "state": true},
+                {"capability": "multifd", "state": false},
+                {"capability": "xbzrle", "state": false},
+                {"capability": "postcopy-ram", "state": false},
+                {"capability": "auto-converge", "state": false},
+                {"capability": "dirty-limit", "state": false},
+            ]}),
         )?;
-        q.execute("migrate-set-parameters", json!({"mode": "cpr-reboot"}))
-            .with_context(|| format!("VM {}: QEMU without cpr-reboot", vm.name))?;
+        q.execute(
+            "migrate-set-parameters",
+            json!({"mode": "cpr-reboot", "tls-creds": "", "tls-hostname": ""}),
+        )
+        .with_context(|| format!("VM {}: QEMU without cpr-reboot", vm.name))?;
         qmps.push(q);
     }
     // Every KVM user but our QEMUs would die with this kernel.

@@ -5,6 +5,11 @@
 //! receives the migration into it exactly as `migrate receive` does. The
 //! QEMU's own error (its last lines of output) goes back to the source.
 //!
+//! With `kram`, the VM's RAM is a KRAM area of its own (`vm-NAME`, through
+//! its area node, as `liveup vm start` gives it) and, once the VM runs
+//! here, it is recorded as managed (`liveup vm list`, kept by a
+//! hot-upgrade).
+//!
 //! One migration at a time: a second source waits in the listen queue.
 //! A failure after the launch makes the QEMU quit (or kills it), so the VM
 //! runs on exactly one side: the source keeps it until the commit.
@@ -12,11 +17,12 @@
 use super::link::fmt_ip;
 use super::receive::{accept_source, expect_hello, receive_inner, refuse_on_error};
 use super::{open_qmp, MigrateError};
+use crate::kram::{area_node, Kram, DEFAULT_DEVICE, PAGE_SIZE};
 use crate::migrate::auth::Key;
 use crate::migrate::control::{unexpected, Control, Ctl};
 use crate::migrate::facts;
 use crate::migrate::spec::{Launch, Policy, VmSpec};
-use crate::upgrade::vm::{under_systemd, VmConfig};
+use crate::upgrade::vm::{managed_vms, ram_device, run_dir, under_systemd, VmConfig};
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
@@ -37,8 +43,14 @@ pub struct ListenOptions {
     pub policy: Policy,
     /// The QEMU binary (or a wrapper that takes QEMU's arguments).
     pub qemu: String,
-    /// QMP sockets and QEMU logs go here.
+    /// QMP sockets and QEMU logs go here (a path inside `root`).
     pub run_dir: PathBuf,
+    /// QEMU runs chrooted here ("/" for none); pools and `run_dir` are
+    /// paths as QEMU sees them.
+    pub root: PathBuf,
+    /// Each VM's RAM in a KRAM area of its own, the VM managed by `liveup
+    /// vm` once it runs here (so a hot-upgrade keeps it).
+    pub kram: bool,
     /// Per session: how long to wait on a silent source or stream.
     pub idle_timeout: Duration,
     /// End after one migration (its result is the exit status).
@@ -47,7 +59,7 @@ pub struct ListenOptions {
 
 /// Serve until killed (or, with `once`, for one migration).
 pub fn listen(opts: &ListenOptions, mut say: impl FnMut(&str)) -> Result<(), MigrateError> {
-    fs::create_dir_all(&opts.run_dir)?;
+    fs::create_dir_all(inside(&opts.root, &opts.run_dir))?;
     let l = TcpListener::bind(&opts.listen)?;
     say(&format!("listening on {}", l.local_addr()?));
     loop {
@@ -104,76 +116,120 @@ fn session(
         }
     };
     say(&format!(
-        "VM {}: QEMU started (pid {}), waiting for its state",
+        "VM {}: QEMU started (pid {}{}), waiting for its state",
         spec.name,
-        qemu.child.id()
+        qemu.child.as_ref().map_or(0, |c| c.id()),
+        if qemu.area.is_some() {
+            ", RAM in KRAM"
+        } else {
+            ""
+        }
     ));
     c.send(&Ctl::Launched {
         name: spec.name.clone(),
     })?;
-    let r = (|| {
-        let mut q = open_qmp(&qemu.qmp)?;
-        let (qat_lib, qat_hw) = facts::qat_probe();
-        let me = facts::host_facts(&mut q, qat_lib.is_some(), qat_hw)?;
-        let pid = q.peer_pid();
-        let r = receive_inner(
-            c,
-            &mut q,
-            me,
-            pid,
-            qat_lib,
-            local_ip,
-            opts.idle_timeout,
-            say,
-        );
-        refuse_on_error(c, &mut q, r, say)
-    })();
-    match r {
-        Ok(_) => {
-            qemu.keep();
-            Ok(spec.name)
+    let mut q = open_qmp(&qemu.vm.qmp_host())?;
+    let (qat_lib, qat_hw) = facts::qat_probe();
+    let r = facts::host_facts(&mut q, qat_lib.is_some(), qat_hw)
+        .map_err(MigrateError::from)
+        .and_then(|me| {
+            let pid = q.peer_pid();
+            receive_inner(
+                c,
+                &mut q,
+                me,
+                pid,
+                qat_lib,
+                local_ip,
+                opts.idle_timeout,
+                say,
+            )
+        });
+    refuse_on_error(c, &mut q, r, say)?;
+    if qemu.area.is_some() {
+        if let Err(e) = qemu.record() {
+            say(&format!(
+                "VM {}: runs here, but is not recorded as managed: {e}",
+                spec.name
+            ));
         }
-        Err(e) => Err(e),
     }
+    qemu.kept = true;
+    Ok(spec.name)
 }
 
-/// A QEMU this service started: killed on drop unless kept (the VM then
-/// runs here).
+/// `p`, a path as QEMU sees it, on this side of `root`.
+fn inside(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// A QEMU this service started, and the KRAM area it maps: the QEMU is
+/// killed and the area freed on drop unless kept (the VM then runs here).
 struct Started {
-    child: Child,
-    qmp: PathBuf,
+    child: Option<Child>,
+    vm: VmConfig,
+    area: Option<String>,
     kept: bool,
 }
 
 impl Started {
-    fn keep(&mut self) {
-        self.kept = true;
+    /// Record the VM as `liveup vm start` does (so `liveup vm`, `upgrade`
+    /// and `restore` manage it): its command line as a restore relaunches
+    /// it, daemonized, without `-incoming`.
+    fn record(&self) -> std::io::Result<()> {
+        let mut vm = self.vm.clone();
+        let n = vm.argv.len();
+        if vm.argv[n.saturating_sub(3)..] == ["-incoming", "defer", "-S"] {
+            vm.argv.truncate(n - 3);
+        }
+        vm.argv.extend([
+            "-daemonize".into(),
+            "-pidfile".into(),
+            format!("/run/liveup/{}.pid", vm.name),
+        ]);
+        fs::create_dir_all(inside(&vm.root, Path::new("/run/liveup")))?;
+        fs::create_dir_all(run_dir())?;
+        let json = serde_json::to_vec_pretty(&vm).map_err(std::io::Error::other)?;
+        fs::write(run_dir().join(format!("{}.json", vm.name)), json)
     }
 }
 
 impl Drop for Started {
     fn drop(&mut self) {
-        if !self.kept {
+        if self.kept {
+            return;
+        }
+        if let Some(child) = &mut self.child {
             // `quit` was asked for already on a failed receive; a QEMU
             // that has not gone within 5 s is killed.
             let t = Instant::now();
             while t.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if let Some(a) = &self.area {
+            // nothing maps it any more: its QEMU has exited
+            if let Err(e) = Kram::open(DEFAULT_DEVICE).and_then(|k| k.delete(a)) {
+                log::warn!("KRAM area {a} of a VM that did not arrive is left: {e}");
+            }
         }
     }
 }
 
-/// Check the description, build the command line, start QEMU and wait for
-/// its QMP socket. The error is the message for the source.
+/// Check the description, build the command line (the RAM in a KRAM area
+/// of its own with `kram`), start QEMU and wait for its QMP socket. The
+/// error is the message for the source.
 fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
     let qmp = opts.run_dir.join(format!("{}.qmp", spec.name));
-    if Path::new(&qmp).exists() && open_qmp(&qmp).is_ok() {
+    let qmp_host = inside(&opts.root, &qmp);
+    if qmp_host.exists() && open_qmp(&qmp_host).is_ok() {
         return Err(format!("a VM named {} already runs here", spec.name));
     }
     let l = Launch {
@@ -182,18 +238,64 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
         log_dir: opts.run_dir.clone(),
         ram_object: None,
     };
-    let argv = spec.to_argv(&opts.policy, &l).map_err(|e| e.to_string())?;
-    let vm = VmConfig {
-        name: spec.name.clone(),
-        root: "/".into(),
-        argv,
-        qmp: qmp.clone(),
-        area: String::new(),
+    let mut argv = spec.to_argv(&opts.policy, &l).map_err(|e| e.to_string())?;
+    let mut s = Started {
+        child: None,
+        vm: VmConfig {
+            name: spec.name.clone(),
+            root: opts.root.clone(),
+            argv: Vec::new(),
+            qmp,
+            area: String::new(),
+        },
+        area: None,
+        kept: false,
     };
-    let cmd = vm.launch(false, under_systemd());
-    let log_path = opts.run_dir.join(format!("{}.qemu.log", spec.name));
+    if opts.kram {
+        if !spec.ram_backend {
+            return Err("this host keeps VMs' RAM in KRAM, and the VM's RAM is not memory backend ram0 on the source (start it with `liveup vm start`)".into());
+        }
+        if managed_vms()
+            .map_err(|e| format!("{e:#}"))?
+            .iter()
+            .any(|v| v.name == spec.name)
+        {
+            return Err(format!("a VM named {} is managed here already", spec.name));
+        }
+        let k = Kram::open(DEFAULT_DEVICE).map_err(|e| e.to_string())?;
+        let name = format!("vm-{}", spec.name);
+        if k.lookup(&name).is_ok() {
+            return Err(format!("KRAM area {name} exists here already"));
+        }
+        let pages = spec
+            .memory_mib
+            .checked_mul(256)
+            .ok_or("memory_mib too large")?;
+        let a = k.create(&name, pages).map_err(|e| e.to_string())?;
+        s.area = Some(name.clone());
+        s.vm.area = name;
+        let obj = format!(
+            "memory-backend-file,id=ram0,size={},mem-path={},offset=0,share=on,align=2M",
+            pages * PAGE_SIZE,
+            area_node(ram_device(&argv), a.id)
+        );
+        argv = spec
+            .to_argv(
+                &opts.policy,
+                &Launch {
+                    ram_object: Some(obj),
+                    ..l
+                },
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    s.vm.argv = argv;
+    let dir = inside(&opts.root, &opts.run_dir);
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let cmd = s.vm.launch(false, under_systemd());
+    let log_path = dir.join(format!("{}.qemu.log", spec.name));
     let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let _ = fs::remove_file(&qmp);
+    let _ = fs::remove_file(&qmp_host);
     let child = Command::new(&cmd[0])
         .args(&cmd[1..])
         .stdin(Stdio::null())
@@ -201,17 +303,13 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
         .stderr(log)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", cmd[0]))?;
-    let mut s = Started {
-        child,
-        qmp,
-        kept: false,
-    };
+    let child = s.child.insert(child);
     let t = Instant::now();
     loop {
-        if let Ok(Some(st)) = s.child.try_wait() {
+        if let Ok(Some(st)) = child.try_wait() {
             return Err(format!("QEMU exited ({st}): {}", tail(&log_path)));
         }
-        if s.qmp.exists() {
+        if qmp_host.exists() {
             return Ok(s);
         }
         if t.elapsed() > QEMU_START {

@@ -44,6 +44,8 @@ pub struct SendOptions {
     /// This host's storage pools (`NAME=DIR`), by which the VM's files are
     /// named to a destination service that starts the VM (spec.rs).
     pub pools: Names,
+    /// The VM's name on such a destination (default: its name here).
+    pub rename: Option<String>,
 }
 
 /// What the source side ends with. Not serialized itself (that would
@@ -488,7 +490,10 @@ fn describe(
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    let spec = VmSpec::from_argv(&argv, &opts.pools).map_err(|e| unsupported(e.to_string()))?;
+    let mut spec = VmSpec::from_argv(&argv, &opts.pools).map_err(|e| unsupported(e.to_string()))?;
+    if let Some(n) = &opts.rename {
+        spec.name = n.clone();
+    }
     say(&format!(
         "the destination starts VM {}: {} MiB, {} vCPUs, {} disks, {} NICs",
         spec.name,
