@@ -220,6 +220,9 @@ khm_listen() {
     KHM_PIDS+=($!)
     khm_wait_log "$KHM_WORK/listen-$port.log" "listening on" 1 30
 }
+# (a send that failed before the key handshake leaves `listen --once`
+# waiting: it is stopped after 30 s)
+khm_wait_listen() { ( sleep 30; kill "$KHM_LISTEN_PID" 2>/dev/null ) & wait "$KHM_LISTEN_PID"; }
 KHM_POOLS=(--pool "boot=$(dirname "$KHM_KERNEL")" --pool "initrd=$(dirname "$KHM_INITRD")")
 listen_refused() {
     mkdir -p "$KHM_WORK/empty"
@@ -228,18 +231,33 @@ listen_refused() {
     err=$(ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/s1.qmp" \
         --to "$KHM_IP_B:4480" "${KHM_POOLS[@]}" --mode native 2>&1 >/dev/null); rc=$?
     echo "# rc $rc: $err"
-    wait "$KHM_LISTEN_PID"; local lrc=$?
+    khm_wait_listen; local lrc=$?
     sed 's/^/# listen: /' "$KHM_WORK/listen-4480.log"
     [ $rc = 5 ] && [ $lrc != 0 ] && grep -q "did not start the VM: QEMU exited" <<< "$err" &&
         grep -q "$(basename "$KHM_KERNEL")" <<< "$err" && [ "$(khm_state s1)" = running ]
 }
 check "migrate listen, the kernel missing there: QEMU's own error reaches the source (exit 5), the VM stays" listen_refused
+# A pool is shared storage the source's host may write: a link in it to a
+# file outside (here the real kernel) is refused before QEMU starts.
+listen_link_refused() {
+    mkdir -p "$KHM_WORK/linkpool"
+    ln -sf "$KHM_KERNEL" "$KHM_WORK/linkpool/$(basename "$KHM_KERNEL")"
+    khm_listen 4482 "boot=$KHM_WORK/linkpool" "initrd=$(dirname "$KHM_INITRD")" || return 1
+    local err rc
+    err=$(ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/s1.qmp" \
+        --to "$KHM_IP_B:4482" "${KHM_POOLS[@]}" --mode native 2>&1 >/dev/null); rc=$?
+    echo "# rc $rc: $err"
+    khm_wait_listen
+    [ $rc = 5 ] && grep -q "not a regular file inside its pool" <<< "$err" &&
+        [ "$(khm_state s1)" = running ] && [ ! -e "$KHM_WORK/incoming/s1.qemu.log" ]
+}
+check "migrate listen: a pool file that links out of its pool is refused before QEMU starts (exit 5), the VM stays" listen_link_refused
 listen_ok() {
     khm_listen 4481 "boot=$(dirname "$KHM_KERNEL")" "initrd=$(dirname "$KHM_INITRD")" || return 1
     ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/s1.qmp" \
         --to "$KHM_IP_B:4481" "${KHM_POOLS[@]}" --mode native --json > "$KHM_WORK/l1.json" 2> "$KHM_WORK/l1.json.err"
     local rc=$?
-    wait "$KHM_LISTEN_PID"; local lrc=$?
+    khm_wait_listen; local lrc=$?
     sed 's/^/# listen: /' "$KHM_WORK/listen-4481.log"
     echo "# send rc $rc, listen rc $lrc: $(fig "$KHM_WORK/l1.json")"
     ln -sf "$KHM_WORK/incoming/s1.qmp" "$KHM_WORK/l1.qmp"

@@ -197,6 +197,9 @@ fn apply_plan(
     // the migration at once (Qmp::wait_migration_end).
     let mut caps = vec![
         json!({"capability": "multifd", "state": native}),
+        // left on by a hot-upgrade's restore (cpr-reboot): shared RAM
+        // would not be sent
+        json!({"capability": "x-ignore-shared", "state": false}),
         json!({"capability": "events", "state": true}),
     ];
     if source {
@@ -218,6 +221,12 @@ fn apply_plan(
     // the TLS server of an earlier one keeps its credentials set, and as
     // a relay source (a local socket) it would expect client ones.
     q.execute("migrate-set-parameters", json!({ "tls-creds": "" }))?;
+    // A hot-upgrade's restore left `mode=cpr-reboot` (QEMU >= 8.2), which
+    // stops the guest for the whole transfer; older QEMUs have no mode
+    // (`dirty_ms`: the calc-time-unit that came with 8.2 too).
+    if facts.dirty_ms {
+        q.execute("migrate-set-parameters", json!({ "mode": "normal" }))?;
+    }
     let mut p = serde_json::Map::new();
     if native {
         p.insert("multifd-channels".into(), json!(plan.threads));

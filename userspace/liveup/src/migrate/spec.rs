@@ -239,6 +239,10 @@ impl VmSpec {
             return Err(SpecError::Version(self.version));
         }
         check_word("name", &self.name, MAX_NAME)?;
+        // liveup's own record beside the VMs' (upgrade/restore.rs)
+        if self.name == "last-upgrade" {
+            return Err(SpecError::Bad("name (reserved)", self.name.clone()));
+        }
         if self.memory_mib == 0 || self.memory_mib > p.max_memory_mib {
             return Err(SpecError::Limit(
                 "memory_mib",
@@ -258,7 +262,8 @@ impl VmSpec {
             return Err(SpecError::Bad("accel", self.accel.clone()));
         }
         check_model("cpu", &self.cpu)?;
-        if self.cpu == "host" && !p.allow_host_cpu {
+        // under KVM `max` is `host` and whatever KVM adds
+        if (self.cpu == "host" || (self.cpu == "max" && self.accel == "kvm")) && !p.allow_host_cpu {
             return Err(SpecError::Bad(
                 "cpu (host is not allowed here)",
                 self.cpu.clone(),
@@ -311,7 +316,9 @@ impl VmSpec {
             check_word("disk id", &d.id, MAX_ID)?;
             ids.push(&d.id);
             self.pool_file(p, "disk file", &d.file)?;
-            if !matches!(d.format.as_str(), "raw" | "qcow2") {
+            // raw only: a qcow2 header names its own backing and data
+            // files, anywhere on this host
+            if d.format != "raw" {
                 return Err(SpecError::Bad("disk format", d.format.clone()));
             }
             if !matches!(
@@ -332,6 +339,27 @@ impl VmSpec {
             return Err(SpecError::Bad("id (used twice)", w[0].into()));
         }
         Ok(())
+    }
+
+    /// Every file QEMU will open, with its pool's directory (as QEMU sees
+    /// them): a destination checks each on disk before it starts QEMU.
+    pub fn files(&self, p: &Policy) -> Result<Vec<(PathBuf, PathBuf)>, SpecError> {
+        let mut out = Vec::new();
+        let mut add = |what, f: &PoolFile| -> Result<(), SpecError> {
+            let dir = PathBuf::from(p.pools.get("pool", &f.pool)?);
+            out.push((dir, self.pool_file(p, what, f)?));
+            Ok(())
+        };
+        if let Some(b) = &self.boot {
+            add("kernel", &b.kernel)?;
+            if let Some(i) = &b.initrd {
+                add("initrd", i)?;
+            }
+        }
+        for d in &self.disks {
+            add("disk file", &d.file)?;
+        }
+        Ok(out)
     }
 
     fn pool_file(

@@ -22,6 +22,7 @@ use crate::migrate::auth::Key;
 use crate::migrate::control::{unexpected, Control, Ctl};
 use crate::migrate::facts;
 use crate::migrate::spec::{Launch, Policy, VmSpec};
+use crate::qmp::{Monitor, RunState};
 use crate::upgrade::vm::{managed_vms, ram_device, run_dir, under_systemd, VmConfig};
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
@@ -145,17 +146,34 @@ fn session(
                 say,
             )
         });
-    refuse_on_error(c, &mut q, r, say)?;
+    if let Err(e) = refuse_on_error(c, &mut q, r, say) {
+        // Resumed here before the failure (`cont` went out): the VM runs
+        // here and the source stays paused (commit in doubt), so this
+        // QEMU is kept, never killed.
+        if q.run_state().is_ok_and(|s| s == RunState::Running) {
+            keep(&mut qemu, &spec.name, say);
+        }
+        return Err(e);
+    }
+    keep(&mut qemu, &spec.name, say);
+    Ok(spec.name)
+}
+
+/// The VM runs here: recorded as managed (with a KRAM area), and its QEMU
+/// reaped by a thread when it exits (no zombie under a long-running
+/// service).
+fn keep(qemu: &mut Started, name: &str, say: &mut dyn FnMut(&str)) {
     if qemu.area.is_some() {
         if let Err(e) = qemu.record() {
             say(&format!(
-                "VM {}: runs here, but is not recorded as managed: {e}",
-                spec.name
+                "VM {name}: runs here, but is not recorded as managed: {e}"
             ));
         }
     }
     qemu.kept = true;
-    Ok(spec.name)
+    if let Some(mut child) = qemu.child.take() {
+        std::thread::spawn(move || child.wait());
+    }
 }
 
 /// `p`, a path as QEMU sees it, on this side of `root`.
@@ -227,6 +245,9 @@ impl Drop for Started {
 /// of its own with `kram`), start QEMU and wait for its QMP socket. The
 /// error is the message for the source.
 fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
+    // before the name makes any path
+    spec.validate(&opts.policy).map_err(|e| e.to_string())?;
+    check_files(spec, opts)?;
     let qmp = opts.run_dir.join(format!("{}.qmp", spec.name));
     let qmp_host = inside(&opts.root, &qmp);
     if qmp_host.exists() && open_qmp(&qmp_host).is_ok() {
@@ -321,6 +342,29 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Each file the VM's QEMU opens, as it is on disk now: a regular file
+/// whose real path (symlinks resolved) lies inside its pool's real
+/// directory. A pool is shared storage the source's host may write to; a
+/// link in it must not hand QEMU (root) a host device or /etc/shadow.
+/// (Checked here, opened by QEMU later: a link swapped in between is not
+/// seen; passing QEMU descriptors opened here would close that gap.)
+fn check_files(spec: &VmSpec, opts: &ListenOptions) -> Result<(), String> {
+    for (dir, file) in spec.files(&opts.policy).map_err(|e| e.to_string())? {
+        let d = fs::canonicalize(inside(&opts.root, &dir))
+            .map_err(|e| format!("pool directory {}: {e}", dir.display()))?;
+        let f = fs::canonicalize(inside(&opts.root, &file))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        if !f.starts_with(&d) || !fs::metadata(&f).is_ok_and(|m| m.is_file()) {
+            return Err(format!(
+                "{} is not a regular file inside its pool {} (a link out of it, or a device)",
+                file.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The last [`ERR_TAIL`] bytes of a log, as text on one line.

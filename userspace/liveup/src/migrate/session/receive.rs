@@ -93,6 +93,13 @@ pub(super) fn refuse_on_error(
         message: e.to_string(),
     });
     match q.run_state() {
+        // `cont` went out before the failure: the VM runs here, the source
+        // (commit in doubt) stays paused; quitting would leave it nowhere
+        Ok(RunState::Running) => {
+            say(&format!(
+                "failed after the VM resumed here ({e}); it is left running, the source stays paused"
+            ));
+        }
         Ok(state) => {
             let _ = q.execute("quit", json!({}));
             say(&format!(

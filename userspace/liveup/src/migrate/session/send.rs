@@ -485,9 +485,12 @@ fn describe(
     };
     let pid = qemu_pid.ok_or_else(|| unsupported("the source QEMU's process is unknown".into()))?;
     let raw = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    // NUL-terminated arguments: only the last NUL ends the list (an
+    // empty argument, `-append ""`, stays one)
     let argv: Vec<String> = raw
+        .strip_suffix(&[0])
+        .unwrap_or(&raw)
         .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     let mut spec = VmSpec::from_argv(&argv, &opts.pools).map_err(|e| unsupported(e.to_string()))?;

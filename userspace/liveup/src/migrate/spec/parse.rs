@@ -17,7 +17,7 @@ impl VmSpec {
             vcpus: 1,
             machine: String::new(),
             accel: "tcg".into(),
-            cpu: "max".into(),
+            cpu: String::new(),
             boot: None,
             disks: Vec::new(),
             nics: Vec::new(),
@@ -44,6 +44,10 @@ impl VmSpec {
                 nodefaults = true;
                 continue;
             }
+            if o == "enable-kvm" {
+                s.accel = "kvm".into();
+                continue;
+            }
             if matches!(o, "daemonize" | "S") {
                 continue;
             }
@@ -64,15 +68,21 @@ impl VmSpec {
                     }
                 }
                 "accel" => s.accel = v.clone(),
-                "enable-kvm" => s.accel = "kvm".into(),
                 "cpu" => s.cpu = v.clone(),
-                "m" => s.memory_mib = mib(v.split(',').next().unwrap_or(""))?,
+                "m" => {
+                    let p = props(v);
+                    match p.as_slice() {
+                        [("", m)] | [("size", m)] => s.memory_mib = mib(m)?,
+                        _ => return Err(whole()),
+                    }
+                }
                 "smp" => {
-                    let n = props(v)
-                        .into_iter()
-                        .find(|(k, _)| matches!(*k, "" | "cpus"))
-                        .map(|p| p.1);
-                    s.vcpus = n.and_then(|n| n.parse().ok()).ok_or_else(whole)?;
+                    // a topology (sockets=, maxcpus=, ...) is not described
+                    let n = match props(v).as_slice() {
+                        [("", n)] | [("cpus", n)] => n.parse().ok(),
+                        _ => None,
+                    };
+                    s.vcpus = n.ok_or_else(whole)?;
                 }
                 "object" if v.starts_with("memory-backend-file,id=ram0,") => backend = true,
                 "chardev" => {
@@ -168,6 +178,10 @@ impl VmSpec {
         }
         if s.machine.is_empty() {
             return Err(SpecError::Missing("-machine TYPE"));
+        }
+        // QEMU's default CPU depends on the machine and its version
+        if s.cpu.is_empty() {
+            return Err(SpecError::Missing("-cpu"));
         }
         match kernel {
             Some(kernel) => {

@@ -25,7 +25,7 @@ const SOURCE: &str = "qemu-system-x86_64 -name vm1 \
     -object memory-backend-file,id=ram0,size=268435456,mem-path=/dev/kram-area/3,offset=0,share=on,align=2M \
     -machine memory-backend=ram0 -m 256M -qmp unix:/run/liveup/vm1.qmp,server=on,wait=off \
     -daemonize -pidfile /run/liveup/vm1.pid -incoming defer -S \
-    -machine q35 -accel kvm -cpu max -smp 2 -display none -nodefaults \
+    -machine q35 -accel kvm -cpu qemu64 -smp 2 -display none -nodefaults \
     -kernel /srv/boot/bzImage -initrd /srv/boot/vm.cpio -append console=ttyS0 \
     -serial file:/tmp/vm1.0.log -serial file:/tmp/vm1.1.log \
     -drive file=/srv/images/vm1/disk.img,if=virtio,id=d0,format=raw,cache=none \
@@ -44,7 +44,7 @@ fn a_recorded_command_line_becomes_a_description() {
     assert_eq!((s.memory_mib, s.vcpus), (256, 2));
     assert_eq!(
         (s.machine.as_str(), s.accel.as_str(), s.cpu.as_str()),
-        ("q35", "kvm", "max")
+        ("q35", "kvm", "qemu64")
     );
     let b = s.boot.as_ref().unwrap();
     assert_eq!(
@@ -102,7 +102,7 @@ fn the_destination_builds_its_own_command_line() {
         s.to_argv(&p, &l).unwrap(),
         args(
             "/usr/bin/qemu-system-x86_64 -name vm1 -object memory-backend-ram,id=ram0,size=256M \
-             -machine q35,memory-backend=ram0 -accel kvm -cpu max -m 256M -smp 2 \
+             -machine q35,memory-backend=ram0 -accel kvm -cpu qemu64 -m 256M -smp 2 \
              -display none -nodefaults -kernel /mnt/shared/boot/bzImage -initrd /mnt/shared/boot/vm.cpio \
              -append console=ttyS0 -serial file:/var/log/liveup/vm1.serial0.log \
              -serial file:/var/log/liveup/vm1.serial1.log \
@@ -144,7 +144,7 @@ fn a_description_survives_the_wire() {
 #[test]
 fn options_that_cannot_move_are_refused_by_name() {
     let pools = names(&["images=/srv/images"]);
-    let base = "qemu -name v -machine q35 -m 64 -nodefaults";
+    let base = "qemu -name v -machine q35 -m 64 -nodefaults -cpu max";
     for (extra, named) in [
         ("-device vfio-pci,host=0000:01:00.0", "vfio-pci"),
         ("-chardev socket,id=c,path=/tmp/x", "virtio-serial"),
@@ -152,6 +152,8 @@ fn options_that_cannot_move_are_refused_by_name() {
         ("-device virtio-serial-pci -device virtserialport,chardev=c,name=org.qemu.guest_agent.0", "virtio-serial"),
         ("-device virtserialport,chardev=c,name=com.evil.0", "com.evil"),
         ("-machine memory-backend=ram0", "memory-backend-file"),
+        ("-smp 4,maxcpus=8", "maxcpus"),
+        ("-m 1G,maxmem=4G", "maxmem"),
         ("-drive file=/srv/images/a.img", "if=virtio"),
         (
             "-drive file=/srv/images/a.img,if=virtio,snapshot=on",
@@ -180,19 +182,27 @@ fn options_that_cannot_move_are_refused_by_name() {
         assert!(e.to_string().contains(named), "{extra}: {e}");
     }
     for (cmd, missing) in [
-        ("qemu -machine q35 -m 64 -nodefaults", "-name"),
-        ("qemu -name v -machine q35 -nodefaults", "-m"),
-        ("qemu -name v -m 64 -nodefaults", "-machine TYPE"),
+        ("qemu -machine q35 -m 64 -nodefaults -cpu max", "-name"),
+        ("qemu -name v -machine q35 -nodefaults -cpu max", "-m"),
+        ("qemu -name v -m 64 -nodefaults -cpu max", "-machine TYPE"),
         (
-            "qemu -name v -m 64 -machine q35",
+            "qemu -name v -m 64 -machine q35 -cpu max",
             "-nodefaults (QEMU's default devices are not described)",
         ),
+        ("qemu -name v -m 64 -machine q35 -nodefaults", "-cpu"),
     ] {
         let e = VmSpec::from_argv(&args(cmd), &pools).unwrap_err();
         assert_eq!(e, SpecError::Missing(missing), "{cmd}");
     }
+    // -enable-kvm takes no value: the next option is not lost
+    let s = VmSpec::from_argv(
+        &args("qemu -name v -machine q35 -m 64 -enable-kvm -nodefaults -cpu max"),
+        &pools,
+    )
+    .unwrap();
+    assert_eq!(s.accel, "kvm");
     assert!(VmSpec::from_argv(
-        &args("qemu -name v -machine q35 -m 1.5G -nodefaults"),
+        &args("qemu -name v -machine q35 -m 1.5G -nodefaults -cpu max"),
         &pools
     )
     .is_err());
@@ -220,6 +230,9 @@ fn a_hostile_description_is_refused_before_anything_starts() {
         ("machine", |s| s.machine = "q35,firmware=/x".into()),
         ("accel", |s| s.accel = "xen".into()),
         ("cpu", |s| s.cpu = "host".into()),
+        ("cpu", |s| s.cpu = "max".into()),
+        ("name (reserved)", |s| s.name = "last-upgrade".into()),
+        ("disk format", |s| s.disks[0].format = "qcow2".into()),
         ("cpu", |s| s.cpu = "max,+vmx".into()),
         ("pool", |s| s.disks[0].file.pool = "etc".into()),
         ("disk file", |s| {
