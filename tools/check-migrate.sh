@@ -205,7 +205,8 @@ check "two stray connections refused and logged; then B->A native under TLS keep
 # `liveup migrate listen`: the destination starts the VM's QEMU itself
 # from the description the source sends (its files named by pools); the
 # VM (s1, now in A) goes to B with nothing started there by hand. First a
-# destination whose boot pool lacks the kernel: QEMU's own error must
+# destination whose boot pool holds an empty file for the kernel (it
+# passes the service's checks, QEMU cannot load it): QEMU's own error must
 # reach the source (exit 5), and the VM stays.
 # khm_listen PORT POOLS...: a one-migration destination service in B.
 khm_listen() {
@@ -226,6 +227,7 @@ khm_wait_listen() { ( sleep 30; kill "$KHM_LISTEN_PID" 2>/dev/null ) & wait "$KH
 KHM_POOLS=(--pool "boot=$(dirname "$KHM_KERNEL")" --pool "initrd=$(dirname "$KHM_INITRD")")
 listen_refused() {
     mkdir -p "$KHM_WORK/empty"
+    : > "$KHM_WORK/empty/$(basename "$KHM_KERNEL")"
     khm_listen 4480 "boot=$KHM_WORK/empty" "initrd=$(dirname "$KHM_INITRD")" || return 1
     local err rc
     err=$(ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/s1.qmp" \
@@ -233,10 +235,10 @@ listen_refused() {
     echo "# rc $rc: $err"
     khm_wait_listen; local lrc=$?
     sed 's/^/# listen: /' "$KHM_WORK/listen-4480.log"
-    [ $rc = 5 ] && [ $lrc != 0 ] && grep -q "did not start the VM: QEMU exited" <<< "$err" &&
+    [ $rc = 5 ] && [ $lrc != 0 ] && grep -q "did not start the VM: QEMU exited.*could not load kernel" <<< "$err" &&
         grep -q "$(basename "$KHM_KERNEL")" <<< "$err" && [ "$(khm_state s1)" = running ]
 }
-check "migrate listen, the kernel missing there: QEMU's own error reaches the source (exit 5), the VM stays" listen_refused
+check "migrate listen, an empty kernel file there: QEMU's own error reaches the source (exit 5), the VM stays" listen_refused
 # A pool is shared storage the source's host may write: a link in it to a
 # file outside (here the real kernel) is refused before QEMU starts.
 listen_link_refused() {
