@@ -330,7 +330,13 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
         if let Ok(Some(st)) = child.try_wait() {
             return Err(format!("QEMU exited ({st}): {}", tail(&log_path)));
         }
-        if qmp_host.exists() {
+        // The socket appears before QEMU loads the kernel or ROMs, and the
+        // QMP greeting only once its main loop runs: up when it answers.
+        if qmp_host.exists()
+            && open_qmp(&qmp_host)
+                .and_then(|mut q| Ok(q.run_state()?))
+                .is_ok()
+        {
             return Ok(s);
         }
         if t.elapsed() > QEMU_START {
