@@ -30,14 +30,7 @@ if [ "$KH_STAGE" = 1 ]; then
     kh_check "m2 stops as a managed VM, its area freed" sh -c "$L vm stop m2 --delete-area > /dev/null && ! $L kram list | grep -q ' vm-m2 '"
     exit 0
 fi
-if grep -q kram /proc/modules; then
-    for v in $($L vm list | cut -d' ' -f1); do $L vm stop $v --delete-area > /dev/null; done
-else
-    insmod /host/modules/kram.ko $KRAM_PARAMS
-fi
-$L kram status | grep -q ready || $L kram format --yes > /dev/null
-kh_check "KRAM ready" sh -c "$L kram status | grep -q ready" || exit 0
-grep -q " $R/run " /proc/mounts || { kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R || exit 0; }
+fresh_kram || exit 0
 ip link set lo up 2>/dev/null || ifconfig lo up
 rm -rf $R/tmp/incoming $R/tmp/m1.* $R/tmp/migrate.key
 $L migrate keygen $R/tmp/migrate.key > /dev/null

@@ -24,14 +24,7 @@ next=$(echo $COUNTS | cut -d' ' -f$((KH_STAGE + 1)))
 
 if [ "$KH_STAGE" = 0 ]; then
     # after upgrade.sh in the same rig: its VMs go, RAM and all
-    if grep -q kram /proc/modules; then
-        for v in $($L vm list | cut -d' ' -f1); do $L vm stop $v --delete-area > /dev/null; done
-    else
-        insmod /host/modules/kram.ko $KRAM_PARAMS
-    fi
-    $L kram status | grep -q ready || $L kram format --yes > /dev/null
-    kh_check "KRAM ready" sh -c "$L kram status | grep -q ready" || exit 0
-    grep -q " $R/run " /proc/mounts || { kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R || exit 0; }
+    fresh_kram || exit 0
     VMS=c1
     grow 1 1 || exit 0
     kh_check "memory checks pass before upgrading" all_memory_ok

@@ -80,6 +80,18 @@ start_vm() { # name serial-port
         -chardev file,id=con,path=/host/$n.console,append=on -serial chardev:con \
         -D /host/$n.qemu.log -d guest_errors
 }
+# fresh_kram: KRAM loaded, ready and holding no VM (an earlier test's in
+# this rig go, RAM and all), the trixie rootfs mounted; each a check
+fresh_kram() {
+    if grep -q kram /proc/modules; then
+        for v in $($L vm list | cut -d' ' -f1); do $L vm stop $v --delete-area > /dev/null; done
+    else
+        insmod /host/modules/kram.ko $KRAM_PARAMS
+    fi
+    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_check "KRAM ready" sh -c "$L kram status | grep -q ready" || return 1
+    grep -q " $R/run " /proc/mounts || kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R
+}
 vm_state() { $L vm list | sed -n "s/^$1 \([^ ]*\) .*/\1/p"; }
 # boot_vm NAME: wait for its VM-READY; a VM that stopped on a KVM internal
 # error before that, or printed nothing for 300 s (tinyvm is ready within

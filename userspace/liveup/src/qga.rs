@@ -283,7 +283,7 @@ pub fn fix_clock(root: &Path, argv: &[String]) -> GuestClock {
     let Some(p) = agent_socket(argv) else {
         return GuestClock::NoAgent;
     };
-    let p = root.join(p.strip_prefix("/").unwrap_or(&p));
+    let p = crate::upgrade::vm::under_root(root, &p);
     // A guest that stands still for a while after its resume (issue 15's
     // freeze, Documentation/upgrade.rst) cannot answer: try again until
     // PATIENCE is spent (once, a Linux guest in the rig did not answer

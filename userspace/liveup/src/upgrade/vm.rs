@@ -27,7 +27,7 @@ pub struct VmConfig {
 
 impl VmConfig {
     pub(super) fn host_path(&self, p: &Path) -> PathBuf {
-        self.root.join(p.strip_prefix("/").unwrap_or(p))
+        under_root(&self.root, p)
     }
     pub(crate) fn qmp_host(&self) -> PathBuf {
         self.host_path(&self.qmp)
@@ -79,6 +79,11 @@ impl VmConfig {
 
 /// Whether systemd runs this host (and can give each QEMU a scope);
 /// LIVEUP_NO_SCOPE=1 says no.
+/// `p`, a path as a process chrooted in `root` sees it, from outside.
+pub(crate) fn under_root(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
 pub(crate) fn under_systemd() -> bool {
     Path::new("/run/systemd/system").is_dir()
         && std::env::var_os("LIVEUP_NO_SCOPE").is_none()

@@ -23,7 +23,7 @@ use crate::migrate::control::{unexpected, Control, Ctl};
 use crate::migrate::facts;
 use crate::migrate::spec::{Launch, Policy, VmSpec};
 use crate::qmp::{Monitor, RunState};
-use crate::upgrade::vm::{managed_vms, ram_device, run_dir, under_systemd, VmConfig};
+use crate::upgrade::vm::{managed_vms, ram_device, run_dir, under_root, under_systemd, VmConfig};
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
@@ -60,7 +60,7 @@ pub struct ListenOptions {
 
 /// Serve until killed (or, with `once`, for one migration).
 pub fn listen(opts: &ListenOptions, mut say: impl FnMut(&str)) -> Result<(), MigrateError> {
-    fs::create_dir_all(inside(&opts.root, &opts.run_dir))?;
+    fs::create_dir_all(under_root(&opts.root, &opts.run_dir))?;
     let l = TcpListener::bind(&opts.listen)?;
     say(&format!("listening on {}", l.local_addr()?));
     loop {
@@ -176,11 +176,6 @@ fn keep(qemu: &mut Started, name: &str, say: &mut dyn FnMut(&str)) {
     }
 }
 
-/// `p`, a path as QEMU sees it, on this side of `root`.
-fn inside(root: &Path, p: &Path) -> PathBuf {
-    root.join(p.strip_prefix("/").unwrap_or(p))
-}
-
 /// A QEMU this service started, and the KRAM area it maps: the QEMU is
 /// killed and the area freed on drop unless kept (the VM then runs here).
 struct Started {
@@ -205,7 +200,7 @@ impl Started {
             "-pidfile".into(),
             format!("/run/liveup/{}.pid", vm.name),
         ]);
-        fs::create_dir_all(inside(&vm.root, Path::new("/run/liveup")))?;
+        fs::create_dir_all(under_root(&vm.root, Path::new("/run/liveup")))?;
         fs::create_dir_all(run_dir())?;
         let json = serde_json::to_vec_pretty(&vm).map_err(std::io::Error::other)?;
         fs::write(run_dir().join(format!("{}.json", vm.name)), json)
@@ -249,7 +244,7 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
     spec.validate(&opts.policy).map_err(|e| e.to_string())?;
     check_files(spec, opts)?;
     let qmp = opts.run_dir.join(format!("{}.qmp", spec.name));
-    let qmp_host = inside(&opts.root, &qmp);
+    let qmp_host = under_root(&opts.root, &qmp);
     if qmp_host.exists() && open_qmp(&qmp_host).is_ok() {
         return Err(format!("a VM named {} already runs here", spec.name));
     }
@@ -311,7 +306,7 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
             .map_err(|e| e.to_string())?;
     }
     s.vm.argv = argv;
-    let dir = inside(&opts.root, &opts.run_dir);
+    let dir = under_root(&opts.root, &opts.run_dir);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let cmd = s.vm.launch(false, under_systemd());
     let log_path = dir.join(format!("{}.qemu.log", spec.name));
@@ -358,9 +353,9 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
 /// seen; passing QEMU descriptors opened here would close that gap.)
 fn check_files(spec: &VmSpec, opts: &ListenOptions) -> Result<(), String> {
     for (dir, file) in spec.files(&opts.policy).map_err(|e| e.to_string())? {
-        let d = fs::canonicalize(inside(&opts.root, &dir))
+        let d = fs::canonicalize(under_root(&opts.root, &dir))
             .map_err(|e| format!("pool directory {}: {e}", dir.display()))?;
-        let f = fs::canonicalize(inside(&opts.root, &file))
+        let f = fs::canonicalize(under_root(&opts.root, &file))
             .map_err(|e| format!("{}: {e}", file.display()))?;
         if !f.starts_with(&d) || !fs::metadata(&f).is_ok_and(|m| m.is_file()) {
             return Err(format!(

@@ -35,11 +35,7 @@ const SOURCE: &str = "qemu-system-x86_64 -name vm1 \
 
 #[test]
 fn a_recorded_command_line_becomes_a_description() {
-    let s = VmSpec::from_argv(
-        &args(SOURCE),
-        &names(&["images=/srv/images", "boot=/srv/boot"]),
-    )
-    .unwrap();
+    let s = good();
     assert_eq!(s.name, "vm1");
     assert_eq!((s.memory_mib, s.vcpus), (256, 2));
     assert_eq!(
@@ -84,11 +80,7 @@ fn a_recorded_command_line_becomes_a_description() {
 
 #[test]
 fn the_destination_builds_its_own_command_line() {
-    let s = VmSpec::from_argv(
-        &args(SOURCE),
-        &names(&["images=/srv/images", "boot=/srv/boot"]),
-    )
-    .unwrap();
+    let s = good();
     let l = Launch {
         qemu: "/usr/bin/qemu-system-x86_64".into(),
         qmp: "/run/liveup/vm1.qmp".into(),
@@ -129,11 +121,7 @@ fn the_destination_builds_its_own_command_line() {
 
 #[test]
 fn a_description_survives_the_wire() {
-    let s = VmSpec::from_argv(
-        &args(SOURCE),
-        &names(&["images=/srv/images", "boot=/srv/boot"]),
-    )
-    .unwrap();
+    let s = good();
     let j = serde_json::to_string(&s).unwrap();
     assert_eq!(serde_json::from_str::<VmSpec>(&j).unwrap(), s);
     // a field this version does not know is refused, not ignored
