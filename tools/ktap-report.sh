@@ -76,4 +76,22 @@ perl -ne '$n++ if /started again after a rig fault/; END { printf "# figure: VMs
 # Figures a test printed itself ("KH-FIGURE text").
 perl -ne 'print "# figure: $1\n" if /^\[ *[0-9.]+\] KH-FIGURE (.*)/' "$run/console.log" | tee -a "$run/figures"
 echo "$p $f $s" > "$run/counts"
+# What led to each failure, for a reader who has only this output (CI
+# keeps no console log): the last 25 console lines before a failed
+# result, and the console's last 25 lines when a test did not finish; 300
+# lines at most.
+if [ "$f" -gt 0 ]; then
+    case "${lines[*]}" in *"did not finish"*) export KH_UNFINISHED=1;; esac
+    perl -ne 'BEGIN { $left = 300 }
+        sub show { my ($what, @b) = @_; return if $left <= 0;
+            my @l = @b > 25 ? @b[-25..-1] : @b;
+            print "# context of $what:\n"; for (@l) { last if $left-- <= 0; print "#   $_" } }
+        chomp; s/\r//g; s/[^\x20-\x7e]//g;
+        push @all, "$_\n"; shift @all if @all > 25;
+        if (/KH-RESULT (\S+) not ok (.*)/) { show("$1: $2", @buf); @buf = () }
+        elsif (/KH-RESULT /) { @buf = () }
+        else { push @buf, "$_\n"; shift @buf if @buf > 25 }
+        END { show("the console end (a test that did not finish)", @all) if $ENV{KH_UNFINISHED} }' \
+        "$run/console.log" 2>/dev/null || true
+fi
 echo "# rig: $p passed, $f failed, $s skipped"
