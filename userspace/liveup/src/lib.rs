@@ -9,6 +9,7 @@ pub mod kmod;
 pub mod kram;
 pub mod logging;
 pub mod migrate;
+pub mod parallel;
 pub mod prezero;
 pub mod qga;
 pub mod qmp;

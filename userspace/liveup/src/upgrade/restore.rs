@@ -159,18 +159,16 @@ fn start_qemus<'v>(todo: &[&'v VmConfig], man: &Manifest) -> Result<Race<'v>> {
             ahead >> 20
         );
     }
-    let started: Vec<Result<()>> = std::thread::scope(|s| {
-        let hs: Vec<_> = todo
-            .iter()
-            .map(|vm| s.spawn(move || spawn_qemu(vm, true)))
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("QEMU start thread panicked")))
-            })
-            .collect()
-    });
+    let started = crate::parallel::side_by_side(
+        todo.to_vec(),
+        |vm| spawn_qemu(vm, true),
+        |vm| {
+            Err(anyhow::anyhow!(
+                "VM {}: the QEMU start thread panicked",
+                vm.name
+            ))
+        },
+    );
     // Managed again from here on, whatever happens next (a failed restore
     // leaves every VM visible to `vm list` and `restore --retry`).
     fs::create_dir_all(run_dir())?;
@@ -184,7 +182,7 @@ fn start_qemus<'v>(todo: &[&'v VmConfig], man: &Manifest) -> Result<Race<'v>> {
         live: Vec::new(),
         failed: Vec::new(),
     };
-    for (&vm, r) in todo.iter().zip(started) {
+    for (vm, r) in started {
         let q = r.and_then(|()| {
             Qmp::connect(vm.qmp_host(), Duration::from_secs(30))
                 .with_context(|| format!("VM {}", vm.name))
@@ -202,41 +200,21 @@ impl<'v> Race<'v> {
     /// a VM: the downtime is the slowest VM's step, not the sum); those it
     /// fails for drop out.
     fn each(&mut self, f: impl Fn(&VmConfig, &mut Qmp) -> Result<()> + Sync) {
-        let live = std::mem::take(&mut self.live);
-        let f = &f;
-        let done: Vec<(&'v VmConfig, Option<Qmp>, Result<()>)> = std::thread::scope(|s| {
-            let hs: Vec<_> = live
-                .into_iter()
-                .map(|(vm, mut q)| {
-                    let h = s.spawn(move || {
-                        let r = f(vm, &mut q);
-                        (q, r)
-                    });
-                    (vm, h)
-                })
-                .collect();
-            hs.into_iter()
-                .map(|(vm, h)| match h.join() {
-                    Ok((q, r)) => (vm, Some(q), r),
-                    Err(_) => (
-                        vm,
-                        None,
-                        Err(anyhow::anyhow!(
-                            "VM {}: the restore step's thread panicked",
-                            vm.name
-                        )),
-                    ),
-                })
-                .collect()
-        });
-        for (vm, q, r) in done {
-            match (r, q) {
-                (Ok(()), Some(q)) => self.live.push((vm, q)),
-                (Err(e), _) => self.failed.push((vm, e)),
-                (Ok(()), None) => self.failed.push((
-                    vm,
-                    anyhow::anyhow!("VM {}: its QMP connection was lost", vm.name),
-                )),
+        let done = crate::parallel::side_by_side(
+            std::mem::take(&mut self.live),
+            |(vm, q)| f(vm, q),
+            |(vm, _)| {
+                Err(anyhow::anyhow!(
+                    "VM {}: the restore step's thread panicked",
+                    vm.name
+                ))
+            },
+        );
+        for ((vm, q), r) in done {
+            match r {
+                Ok(()) => self.live.push((vm, q)),
+                // (its QMP connection closes here; finish() quits QEMU)
+                Err(e) => self.failed.push((vm, e)),
             }
         }
     }
@@ -341,22 +319,16 @@ fn breakdown(man: &Manifest, t: &Ticks, init_ms: Option<f64>) -> Vec<Phase> {
 /// that does not answer is tried again until then). Also for the VMs an
 /// aborted upgrade resumed.
 pub(super) fn guest_clocks(restored: &[&VmConfig]) -> Vec<(String, crate::qga::GuestClock)> {
-    std::thread::scope(|s| {
-        let hs: Vec<_> = restored
-            .iter()
-            .map(|vm| s.spawn(move || crate::qga::fix_clock(&vm.root, &vm.argv)))
-            .collect();
-        restored
-            .iter()
-            .zip(hs)
-            .map(|(vm, h)| {
-                let c = h.join().unwrap_or_else(|_| crate::qga::GuestClock::Failed {
-                    why: "the thread setting it panicked".into(),
-                });
-                (vm.name.clone(), c)
-            })
-            .collect()
-    })
+    crate::parallel::side_by_side(
+        restored.to_vec(),
+        |vm| crate::qga::fix_clock(&vm.root, &vm.argv),
+        |_| crate::qga::GuestClock::Failed {
+            why: "the thread setting it panicked".into(),
+        },
+    )
+    .into_iter()
+    .map(|(vm, c)| (vm.name.clone(), c))
+    .collect()
 }
 
 /// The report, or the error naming the VMs not restored: partly restored
