@@ -179,7 +179,42 @@ set +e
 # instead of bookworm's 7.2.
 qemu=(qemu-system-x86_64)
 [ "${KH_L0_QEMU:-}" = trixie ] && qemu=("$KH_ROOT/tools/qemu-trixie.sh")
+# The rig's own monitor, for post-mortems: a rig that wedges (its kernel's
+# RCU reports a CPU whose timers stopped, "timer wakeup didn't happen",
+# three times: a vCPU that no longer takes the rig kernel's interrupts,
+# seen once in the VM-count rig, session 21) or nears its timeout has
+# every vCPU's registers written to RUN/rig-cpus.txt (the first lines also
+# to the console log); a wedged rig is then ended at once, not after the
+# whole timeout.
+rig_watch() {
+    local t=0 why=""
+    while sleep 5; do
+        t=$((t + 5))
+        if [ "$(grep -a -c "timer wakeup didn't happen" "$run/console.log" 2>/dev/null)" -ge 3 ]; then why=wedged
+        elif [ "$t" -ge $((timeout - 20)) ]; then why=timeout; fi
+        [ -n "$why" ] || continue
+        /usr/bin/python3 - "$run/rig.qmp" "$why" > "$run/rig-cpus.txt" 2>&1 <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(20); s.connect(sys.argv[1])
+f = s.makefile("rw"); f.readline()
+def cmd(c, a={}):
+    f.write(json.dumps({"execute": c, "arguments": a}) + "\n"); f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "return" in r or "error" in r: return r.get("return", r.get("error"))
+cmd("qmp_capabilities")
+print(cmd("human-monitor-command", {"command-line": "info registers -a"}))
+if sys.argv[2] == "wedged": cmd("quit")
+PY
+        grep -E "^CPU#|RIP|EFL" "$run/rig-cpus.txt" | head -n 12 | sed "s/^/rig: $why: /" >> "$run/rig-cpus.summary"
+        return 0
+    done
+}
+rm -f "$run/rig.qmp" "$run/rig-cpus.summary"
+rig_watch &
+watcher=$!
 timeout --kill-after=10 "$timeout" "${qemu[@]}" \
+    -qmp "unix:$run/rig.qmp,server=on,wait=off" \
     -machine q35,kernel-irqchip=split "${acc[@]}" -smp "${KH_RIG_SMP:-2}" -m "${KH_RIG_MEM:-4G}" \
     -device intel-iommu,intremap=on,caching-mode=on \
     "${netdev[@]}" "${nic[@]}" \
@@ -191,6 +226,8 @@ timeout --kill-after=10 "$timeout" "${qemu[@]}" \
         printf "[%9.3f] %s", time-$t0, $_' \
   | tee "$run/console.log" | grep --line-buffered -E '^\[ *[0-9.]+\] (KH-|Kernel panic|BUG:|WARNING:)'
 rc=${PIPESTATUS[0]}
+kill "$watcher" 2>/dev/null
+[ -s "$run/rig-cpus.summary" ] && tee -a "$run/console.log" < "$run/rig-cpus.summary"
 [ -n "$sender" ] && kill "$sender" 2>/dev/null
 # Readers still waiting for a writer (the guest never opened a port): release them.
 for p in 1 2; do timeout 2 sh -c ": > '$run/hb$p.out'" 2>/dev/null; done
