@@ -138,7 +138,8 @@ khm_receive() {
     khm_wait_log "$KHM_WORK/$name.recv.log" "listening on" 1 30
 }
 
-# khm_send NS NAME TO-NS PORT OUT [ARGS]: migrate VM NAME from NS; JSON to OUT.
+# khm_send NS NAME TO-NS PORT OUT [ARGS]: migrate VM NAME from NS; JSON to OUT;
+# ended (exit 124) after KHM_SEND_TIMEOUT seconds if set.
 # With KHM_IN_QATROOT=1, liveup runs inside the QATzip chroot (real
 # libqatzip, software fallback).
 khm_send() {
@@ -150,6 +151,6 @@ khm_send() {
             for d in /proc /dev /sys /tmp "$KH_ROOT"; do mkdir -p "$r$d"; mount --rbind "$d" "$r$d"; done
             exec chroot "$r" "$@"' _ "$KHM_QATROOT" "${cmd[@]}" > "$out" 2> "$out.err"
     else
-        ip netns exec "$ns" "${cmd[@]}" > "$out" 2> "$out.err"
+        ip netns exec "$ns" timeout "${KHM_SEND_TIMEOUT:-0}" "${cmd[@]}" > "$out" 2> "$out.err"
     fi
 }

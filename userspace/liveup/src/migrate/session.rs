@@ -252,6 +252,12 @@ fn apply_plan(
         if plan.converge == Converge::DirtyLimit {
             p.insert("vcpu-dirty-limit".into(), json!(plan.dirty_limit_mbps));
         }
+        if plan.converge == Converge::AutoConverge && plan.throttle_initial_pct > 0 {
+            p.insert(
+                "cpu-throttle-initial".into(),
+                json!(plan.throttle_initial_pct),
+            );
+        }
     }
     q.execute("migrate-set-parameters", Value::Object(p))?;
     Ok(())

@@ -117,6 +117,13 @@ fn high_dirty_rate_turns_on_convergence_and_xbzrle_in_relay() {
     let p = plan(&input(12.5, 200.0, 4.0, &["none"]));
     assert_eq!(p.mode, Mode::Relay);
     assert_eq!(p.converge, Converge::AutoConverge, "TCG: no dirty ring");
+    // the throttle starts where the guest dirties half of what is sent
+    assert_eq!(
+        p.throttle_initial_pct,
+        throttle_start(200.0e6, p.est_bps),
+        "{p}"
+    );
+    assert!(p.throttle_initial_pct > 20, "{p}");
     assert!(p.xbzrle_cache.is_some_and(|c| c >= 16 << 20), "{p}");
     let mut i = input(12.5, 200.0, 4.0, &["none", "zstd"]);
     i.src.qemu.kvm = true;
@@ -200,4 +207,21 @@ fn preferences_override_and_impossible_native_is_explained() {
     );
     // Nothing native fits: the relay carries it anyway.
     assert_eq!(p.mode, Mode::Relay);
+}
+
+#[test]
+fn the_throttle_starts_where_the_guest_dirties_half_of_what_is_sent() {
+    // 21 MB/s against 4.4 MB/s (tools/check-migrate.sh's fast dirtier)
+    assert_eq!(throttle_start(21.0e6, 4.4e6), 90);
+    // at or under twice the link: QEMU's own start
+    assert_eq!(throttle_start(1.0e6, 4.0e6), 20);
+    assert_eq!(throttle_start(8.0e6, 4.0e6), 75);
+    // never a full stop, and nothing odd from odd input
+    assert_eq!(throttle_start(1.0e12, 1.0), 99);
+    assert_eq!(throttle_start(0.0, 0.0), 20);
+    assert_eq!(throttle_start(f64::NAN, 1.0), 20);
+    // none without auto-converge
+    let p = plan(&input(12.5, 0.0, 4.0, &["none", "zstd"]));
+    assert_eq!(p.converge, Converge::Off);
+    assert_eq!(p.throttle_initial_pct, 0);
 }
