@@ -238,7 +238,10 @@ add_counts "hot-upgrade rig, Linux VM" "$KH_ROOT/out/check-upgrade-linux-sum"
 # (run as the rig queue's last job, above)
 echo "== liveup migrate: tools/check-migrate.sh"
 mrc=$(cat "$KH_ROOT/out/check-migrate.rc" 2>/dev/null || echo 1)
-grep -E '^(ok|not ok) ' "$KH_ROOT/out/check-migrate.log"
+# each result; before a failed one, the diagnostics that led to it (its
+# "# ..." lines, 20 at most: CI keeps no log)
+awk '/^(ok|not ok) /{ if ($1 == "not") for (i = (n > 20 ? n - 19 : 1); i <= n; i++) print "#   " b[i]; n = 0; print; next }
+     /^# /{ b[++n] = $0 }' "$KH_ROOT/out/check-migrate.log"
 add_results "liveup migrate" "$KH_ROOT/out/check-migrate.log" $mrc
 
 echo "== make check took $(( $(date +%s) - t0 )) s"
