@@ -301,6 +301,35 @@ converge_case() {
 check "a guest dirtying faster than the link: the plan turns on auto-converge and says why, done within 300 s, memory intact" converge_case
 kill "$KHM_PID_g0" 2>/dev/null; khm_qmp g1 quit > /dev/null 2>&1 || true
 
+# A cap on all the RAM a destination service takes (--max-total-memory-mib,
+# here 768 MiB, each VM 512 MiB): one service, two sources; the first VM
+# arrives, the second is refused before any QEMU starts for it (exit 5,
+# the message names the cap and what runs already), and stays where it is.
+total_case() {
+    khm_vm "$KHM_NS_A" t1 && khm_vm "$KHM_NS_A" t2 && khm_memcheck t1 && khm_memcheck t2 || return 1
+    rm -rf "$KHM_WORK/incoming"
+    ip netns exec "$KHM_NS_B" "$LIVEUP" migrate listen --listen "$KHM_IP_B:4483" \
+        --qemu "$KH_ROOT/tools/qemu-trixie.sh" --run-dir "$KHM_WORK/incoming" --idle-timeout 60 \
+        --max-total-memory-mib 768 "${KHM_POOLS[@]}" > "$KHM_WORK/listen-4483.log" 2>&1 &
+    KHM_LISTEN_PID=$!
+    KHM_PIDS+=($!)
+    khm_wait_log "$KHM_WORK/listen-4483.log" "listening on" 1 30 || return 1
+    local rc1 rc2 err
+    ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/t1.qmp" \
+        --to "$KHM_IP_B:4483" "${KHM_POOLS[@]}" --mode native > /dev/null 2>&1; rc1=$?
+    err=$(ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/t2.qmp" \
+        --to "$KHM_IP_B:4483" "${KHM_POOLS[@]}" --mode native 2>&1 >/dev/null); rc2=$?
+    kill "$KHM_LISTEN_PID" 2>/dev/null
+    sed 's/^/# listen: /' "$KHM_WORK/listen-4483.log"
+    echo "# first send rc $rc1; second rc $rc2: $err"
+    ln -sf "$KHM_WORK/incoming/t1.qmp" "$KHM_WORK/u1.qmp"
+    [ $rc1 = 0 ] && [ "$(khm_state u1)" = running ] && [ $rc2 = 5 ] &&
+        grep -q "at most 768 MiB of migrated VMs' RAM in all.*512 MiB run here already" <<< "$err" &&
+        [ "$(khm_state t2)" = running ] && [ ! -e "$KHM_WORK/incoming/t2.qemu.log" ]
+}
+check "migrate listen --max-total-memory-mib: the second VM over the cap is refused before its QEMU starts (exit 5), it stays" total_case
+khm_qmp u1 quit > /dev/null 2>&1; kill "$KHM_PID_t1" "$KHM_PID_t2" 2>/dev/null
+
 echo "$pass passed, $failn failed"
 # Logs stay for a failed run (or with KH_KEEP_WORK=1).
 [ $failn != 0 ] || [ -n "${KH_KEEP_WORK:-}" ] || { khm_cleanup; rm -rf "$KHM_WORK"; }

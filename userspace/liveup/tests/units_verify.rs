@@ -44,7 +44,9 @@ fn systemd_accepts_every_shipped_unit_without_a_warning() {
     let mut names = Vec::new();
     for e in fs::read_dir(&src).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "service" || x == "timer") {
+        if p.extension()
+            .is_some_and(|x| x == "service" || x == "timer")
+        {
             fs::copy(&p, units.join(p.file_name().unwrap())).unwrap();
             names.push(format!(
                 "/etc/systemd/system/{}",

@@ -134,6 +134,11 @@ pub enum MigrateCmd {
         max_memory_mib: u64,
         #[arg(long, default_value_t = 64)]
         max_vcpus: u32,
+        /// The most RAM (MiB) of all VMs that arrived here, the arriving
+        /// one included: with --kram every KRAM area vm-* on this host
+        /// counts, otherwise the VMs this service started that still run.
+        #[arg(long)]
+        max_total_memory_mib: Option<u64>,
         /// Accept VMs with `-cpu host` (only where all hosts have the same
         /// CPUs).
         #[arg(long)]
@@ -354,6 +359,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
             kram,
             max_memory_mib,
             max_vcpus,
+            max_total_memory_mib,
             allow_host_cpu,
             idle_timeout,
             once,
@@ -375,6 +381,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 kram,
                 idle_timeout: Duration::from_secs(idle_timeout),
                 once,
+                max_total_memory_mib,
             };
             session::listen(&opts, |line| log::info!("listen: {line}"))?;
             Ok(())

@@ -56,6 +56,49 @@ pub struct ListenOptions {
     pub idle_timeout: Duration,
     /// End after one migration (its result is the exit status).
     pub once: bool,
+    /// The most RAM, MiB, of all VMs this host runs that came through
+    /// this service ([`committed_mib`]), the arriving one included.
+    pub max_total_memory_mib: Option<u64>,
+}
+
+/// The VMs this service started that still run, with their RAM (MiB): a
+/// kept QEMU's reaper thread clears its flag when it exits.
+#[derive(Default)]
+struct Arrived(Vec<(u64, std::sync::Arc<std::sync::atomic::AtomicBool>)>);
+
+impl Arrived {
+    fn running_mib(&self) -> u64 {
+        self.0
+            .iter()
+            .filter(|(_, up)| up.load(std::sync::atomic::Ordering::Relaxed))
+            .fold(0u64, |t, (m, _)| t.saturating_add(*m))
+    }
+}
+
+/// The RAM, MiB, already committed to VMs here: with `kram`, every KRAM
+/// area `vm-*` (each VM's RAM, however it came: it survives a restart of
+/// this service and a hot-upgrade); otherwise the VMs this service
+/// started that still run.
+fn committed_mib(opts: &ListenOptions, arrived: &Arrived) -> Result<u64, String> {
+    if !opts.kram {
+        return Ok(arrived.running_mib());
+    }
+    let k = Kram::open(DEFAULT_DEVICE).map_err(|e| e.to_string())?;
+    let areas = k.areas().map_err(|e| e.to_string())?;
+    Ok(areas
+        .iter()
+        .filter(|a| a.name.starts_with("vm-"))
+        .fold(0u64, |t, a| t.saturating_add(a.npages / 256)))
+}
+
+/// The arriving VM's `vm_mib` on top of `committed` MiB, against the cap.
+fn check_total(committed: u64, vm_mib: u64, cap: Option<u64>) -> Result<(), String> {
+    match cap {
+        Some(cap) if committed.saturating_add(vm_mib) > cap => Err(format!(
+            "this host takes at most {cap} MiB of migrated VMs' RAM in all (--max-total-memory-mib): {committed} MiB run here already, the VM has {vm_mib} MiB"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Serve until killed (or, with `once`, for one migration).
@@ -63,6 +106,7 @@ pub fn listen(opts: &ListenOptions, mut say: impl FnMut(&str)) -> Result<(), Mig
     fs::create_dir_all(under_root(&opts.root, &opts.run_dir))?;
     let l = TcpListener::bind(&opts.listen)?;
     say(&format!("listening on {}", l.local_addr()?));
+    let mut arrived = Arrived::default();
     loop {
         // A stray connection is refused inside and the wait goes on; only
         // the long wait itself ends an accept here.
@@ -77,7 +121,7 @@ pub fn listen(opts: &ListenOptions, mut say: impl FnMut(&str)) -> Result<(), Mig
             .peer_addr()
             .map(|a| fmt_ip(a.ip()))
             .unwrap_or_default();
-        let r = session(&mut c, local_ip, opts, &mut say);
+        let r = session(&mut c, local_ip, opts, &mut arrived, &mut say);
         match &r {
             Ok(name) => say(&format!("VM {name} from {peer}: migrated, running here")),
             Err(e) => say(&format!("migration from {peer} failed: {e}")),
@@ -93,6 +137,7 @@ fn session(
     c: &mut Control,
     local_ip: std::net::IpAddr,
     opts: &ListenOptions,
+    arrived: &mut Arrived,
     say: &mut dyn FnMut(&str),
 ) -> Result<String, MigrateError> {
     c.stream().set_read_timeout(Some(opts.idle_timeout))?;
@@ -103,7 +148,10 @@ fn session(
         got => return Err(unexpected("config", got).into()),
     };
     c.stream().set_read_timeout(None)?;
-    let mut qemu = match launch(&spec, opts) {
+    let mut qemu = match committed_mib(opts, arrived)
+        .and_then(|m| check_total(m, spec.memory_mib, opts.max_total_memory_mib))
+        .and_then(|()| launch(&spec, opts))
+    {
         Ok(q) => q,
         Err(message) => {
             say(&format!("VM {:?} refused: {message}", spec.name));
@@ -151,18 +199,26 @@ fn session(
         // here and the source stays paused (commit in doubt), so this
         // QEMU is kept, never killed.
         if q.run_state().is_ok_and(|s| s == RunState::Running) {
-            keep(&mut qemu, &spec.name, say);
+            arrived
+                .0
+                .push((spec.memory_mib, keep(&mut qemu, &spec.name, say)));
         }
         return Err(e);
     }
-    keep(&mut qemu, &spec.name, say);
+    arrived
+        .0
+        .push((spec.memory_mib, keep(&mut qemu, &spec.name, say)));
     Ok(spec.name)
 }
 
 /// The VM runs here: recorded as managed (with a KRAM area), and its QEMU
 /// reaped by a thread when it exits (no zombie under a long-running
-/// service).
-fn keep(qemu: &mut Started, name: &str, say: &mut dyn FnMut(&str)) {
+/// service); the flag is true while it runs.
+fn keep(
+    qemu: &mut Started,
+    name: &str,
+    say: &mut dyn FnMut(&str),
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     if qemu.area.is_some() {
         if let Err(e) = qemu.record() {
             say(&format!(
@@ -171,9 +227,15 @@ fn keep(qemu: &mut Started, name: &str, say: &mut dyn FnMut(&str)) {
         }
     }
     qemu.kept = true;
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     if let Some(mut child) = qemu.child.take() {
-        std::thread::spawn(move || child.wait());
+        let flag = up.clone();
+        std::thread::spawn(move || {
+            let _ = child.wait();
+            flag.store(false, std::sync::atomic::Ordering::Relaxed);
+        });
     }
+    up
 }
 
 /// A QEMU this service started, and the KRAM area it maps: the QEMU is
@@ -379,4 +441,41 @@ fn tail(p: &Path) -> String {
     let mut b = Vec::new();
     let _ = f.take(ERR_TAIL).read_to_end(&mut b);
     String::from_utf8_lossy(&b).trim().replace('\n', " | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_total_cap_counts_what_runs_and_the_arriving_vm() {
+        assert!(check_total(0, 4096, None).is_ok());
+        assert!(check_total(u64::MAX, u64::MAX, None).is_ok());
+        assert!(check_total(3072, 1024, Some(4096)).is_ok());
+        let e = check_total(3072, 1025, Some(4096)).unwrap_err();
+        assert!(
+            e.contains("at most 4096 MiB") && e.contains("3072 MiB run here"),
+            "{e}"
+        );
+        // no overflow from a hostile size
+        assert!(check_total(1, u64::MAX, Some(4096)).is_err());
+    }
+
+    #[test]
+    fn a_vm_that_exited_no_longer_counts() {
+        let up = Arc::new(AtomicBool::new(true));
+        let gone = Arc::new(AtomicBool::new(false));
+        let a = Arrived(vec![
+            (512, up.clone()),
+            (1024, gone),
+            (u64::MAX, up.clone()),
+        ]);
+        assert_eq!(a.running_mib(), u64::MAX, "saturates");
+        let a = Arrived(vec![(512, up.clone()), (2048, up.clone())]);
+        assert_eq!(a.running_mib(), 2560);
+        up.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(a.running_mib(), 0);
+    }
 }
