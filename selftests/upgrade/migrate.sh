@@ -41,6 +41,38 @@ kh_check "start m1 (tinyvm, RAM in KRAM)" $L vm start --name m1 --mem 32M --root
     -serial file:/tmp/m1.hb -serial file:/tmp/m1.console || exit 0
 kh_check "m1 checks its memory" kh_wait 120 more_than $R/tmp/m1.console 1 || exit 0
 
+# What a service killed mid-session leaves, cleaned when it starts again:
+# the QEMU it started for VM zz still waiting for its state (-incoming
+# defer) is quit, and zz's KRAM area (its QEMU log in the run directory
+# says the service made it) is freed; area vm-yy, whose VM the service
+# never started (a restore's or `vm start`'s about to be mapped), is left.
+mkdir -p $R/tmp/incoming
+$L kram create vm-zz --size 2M > /dev/null && $L kram create vm-yy --size 2M > /dev/null
+: > $R/tmp/incoming/zz.qemu.log
+chroot $R /usr/bin/qemu-system-x86_64 -machine q35 -accel tcg -nodefaults -display none -m 16 \
+    -qmp unix:/tmp/incoming/zz.qmp,server=on,wait=off -incoming defer -S > /dev/null 2>&1 &
+zz=$!
+zz_waits() { $L qmp $R/tmp/incoming/zz.qmp query-status '{}' 2>/dev/null | grep -q inmigrate; }
+kh_wait 30 zz_waits
+$L migrate listen --listen 127.0.0.1:4479 --key $R/tmp/migrate.key --root $R --kram \
+    --pool host=/host --run-dir /tmp/incoming --qemu /usr/bin/qemu-system-x86_64 \
+    > /host/m0.listen.log 2>&1 &
+lp=$!
+listening0() { grep -q "listening on" /host/m0.listen.log; }
+kh_wait 30 listening0
+kill $lp; wait $lp
+sed 's/^/KH-LOG listen (start-up): /' /host/m0.listen.log
+# (the QEMU, a child of this shell, stays a zombie until waited for)
+zz_gone() { ! $L qmp $R/tmp/incoming/zz.qmp query-status '{}' > /dev/null 2>&1; }
+kh_check "listen at start-up: quits a QEMU an earlier run left waiting for a migration" \
+    grep -q 'VM zz: a QEMU an earlier run of this service left waiting for a migration (inmigrate): quit' /host/m0.listen.log
+kh_check "  ... and that QEMU is gone" kh_wait 10 zz_gone
+wait $zz
+kh_check "  ... frees that VM's KRAM area, leaves an area of a VM it never started" \
+    sh -c "grep -q 'KRAM area vm-zz: .*freed' /host/m0.listen.log && ! $L kram list | grep -q ' vm-zz ' && $L kram list | grep -q ' vm-yy '"
+$L kram delete vm-yy > /dev/null
+rm -f $R/tmp/incoming/zz.qemu.log
+
 $L migrate listen --listen 127.0.0.1:4480 --once --key $R/tmp/migrate.key --root $R --kram \
     --pool host=/host --run-dir /tmp/incoming --qemu /usr/bin/qemu-system-x86_64 \
     > /host/m1.listen.log 2>&1 &

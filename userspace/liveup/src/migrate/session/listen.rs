@@ -22,7 +22,7 @@ use crate::migrate::auth::Key;
 use crate::migrate::control::{unexpected, Control, Ctl};
 use crate::migrate::facts;
 use crate::migrate::spec::{Launch, Policy, VmSpec};
-use crate::qmp::{Monitor, RunState};
+use crate::qmp::{Monitor, Qmp, RunState};
 use crate::upgrade::vm::{managed_vms, ram_device, run_dir, under_root, under_systemd, VmConfig};
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
@@ -104,6 +104,7 @@ fn check_total(committed: u64, vm_mib: u64, cap: Option<u64>) -> Result<(), Stri
 /// Serve until killed (or, with `once`, for one migration).
 pub fn listen(opts: &ListenOptions, mut say: impl FnMut(&str)) -> Result<(), MigrateError> {
     fs::create_dir_all(under_root(&opts.root, &opts.run_dir))?;
+    clean_up_after_earlier_run(opts, &mut say);
     let l = TcpListener::bind(&opts.listen)?;
     say(&format!("listening on {}", l.local_addr()?));
     let mut arrived = Arrived::default();
@@ -130,6 +131,96 @@ pub fn listen(opts: &ListenOptions, mut say: impl FnMut(&str)) -> Result<(), Mig
             return r.map(|_| ());
         }
     }
+}
+
+/// What an earlier run of this service, killed mid-session, left: a QEMU
+/// still waiting for a migration (its state never came, so the VM is
+/// whole on its source) is quit; with `kram`, a `vm-*` KRAM area of a VM
+/// this service started that no managed VM owns and nothing maps is
+/// freed. A QEMU that received its
+/// state (paused: the commit may be in doubt, it may be the VM's only
+/// copy) or runs is left alone, and so is a mapped area. Each act is one
+/// line; none stops the service from starting.
+fn clean_up_after_earlier_run(opts: &ListenOptions, say: &mut dyn FnMut(&str)) {
+    let managed: Vec<String> = managed_vms()
+        .map(|v| v.into_iter().map(|v| v.name).collect())
+        .unwrap_or_default();
+    let dir = under_root(&opts.root, &opts.run_dir);
+    let socks = fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "qmp"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for sock in socks {
+        let name = sock
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(mut q) = Qmp::connect(&sock, Duration::ZERO) else {
+            // nothing listens: a QEMU that is gone
+            let _ = fs::remove_file(&sock);
+            continue;
+        };
+        let Ok(st) = q.run_state() else { continue };
+        if stale(&st, managed.contains(&name)) {
+            let _ = q.execute("quit", serde_json::json!({}));
+            say(&format!(
+                "VM {name}: a QEMU an earlier run of this service left waiting for a migration ({st}): quit"
+            ));
+        }
+    }
+    if !opts.kram {
+        return;
+    }
+    let Ok(k) = Kram::open(DEFAULT_DEVICE) else {
+        return;
+    };
+    let areas: Vec<String> = k
+        .areas()
+        .map(|a| a.into_iter().map(|a| a.name).collect())
+        .unwrap_or_default();
+    // Only areas of VMs this service started (its QEMU log is in the run
+    // directory, on /run: gone after a reboot or kexec): never one a
+    // restore or `liveup vm start` is about to map.
+    let ours = |n: &str| dir.join(format!("{n}.qemu.log")).exists();
+    for a in orphan_areas(&areas, &managed, ours) {
+        // its QEMU (quit above) may take a moment to unmap it
+        let t = Instant::now();
+        let r = loop {
+            match k.delete(&a) {
+                Err(e) if e.is_busy() && t.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                r => break r,
+            }
+        };
+        match r {
+            Ok(()) => say(&format!(
+                "KRAM area {a}: no managed VM owns it and nothing maps it (an earlier run of this service left it): freed"
+            )),
+            Err(e) => say(&format!("KRAM area {a}: no managed VM owns it, left: {e}")),
+        }
+    }
+}
+
+/// A QEMU to quit at start-up: no managed VM's, and still waiting for its
+/// state (`-incoming defer`: inmigrate; or never started: prelaunch).
+fn stale(st: &RunState, managed: bool) -> bool {
+    !managed && (*st == RunState::InMigrate || *st == RunState::Other("prelaunch".into()))
+}
+
+/// The `vm-*` areas no managed VM owns, of VMs this service started.
+fn orphan_areas(areas: &[String], managed: &[String], ours: impl Fn(&str) -> bool) -> Vec<String> {
+    areas
+        .iter()
+        .filter(|a| {
+            a.strip_prefix("vm-")
+                .is_some_and(|n| !managed.iter().any(|m| m == n) && ours(n))
+        })
+        .cloned()
+        .collect()
 }
 
 /// One source: its description, the QEMU, the migration.
@@ -461,6 +552,28 @@ mod tests {
         );
         // no overflow from a hostile size
         assert!(check_total(1, u64::MAX, Some(4096)).is_err());
+    }
+
+    #[test]
+    fn at_start_up_only_a_qemu_still_waiting_for_its_state_is_quit() {
+        assert!(stale(&RunState::InMigrate, false));
+        assert!(stale(&RunState::Other("prelaunch".into()), false));
+        // received (maybe its only copy), running, or managed: left
+        for st in [RunState::Paused, RunState::Running, RunState::PostMigrate] {
+            assert!(!stale(&st, false), "{st}");
+        }
+        assert!(!stale(&RunState::InMigrate, true));
+    }
+
+    #[test]
+    fn orphan_areas_are_the_vm_areas_no_managed_vm_owns() {
+        let areas = ["vm-a", "vm-b", "liveup-state", "iommu", "vm-"].map(String::from);
+        let managed = ["a".to_string()];
+        assert_eq!(orphan_areas(&areas, &managed, |_| true), ["vm-b", "vm-"]);
+        assert!(orphan_areas(&areas[..1], &managed, |_| true).is_empty());
+        // not started by this service (a restore's, `vm start`'s): never
+        assert!(orphan_areas(&areas, &managed, |_| false).is_empty());
+        assert_eq!(orphan_areas(&areas, &managed, |n| n == "b"), ["vm-b"]);
     }
 
     #[test]
