@@ -196,22 +196,15 @@ fn start_qemus<'v>(todo: &[&'v VmConfig], man: &Manifest) -> Result<Race<'v>> {
 }
 
 impl<'v> Race<'v> {
-    /// One step for every VM still in the race, side by side (one thread
-    /// a VM: the downtime is the slowest VM's step, not the sum); those it
-    /// fails for drop out.
-    fn each(&mut self, f: impl Fn(&VmConfig, &mut Qmp) -> Result<()> + Sync) {
-        let done = crate::parallel::side_by_side(
-            std::mem::take(&mut self.live),
-            |(vm, q)| f(vm, q),
-            |(vm, _)| {
-                Err(anyhow::anyhow!(
-                    "VM {}: the restore step's thread panicked",
-                    vm.name
-                ))
-            },
-        );
-        for ((vm, q), r) in done {
-            match r {
+    /// One step for every VM still in the race, one VM after another;
+    /// those it fails for drop out. (Session 20 ran each VM's step in a
+    /// thread of its own: it saved about 0.5 s of a 4-VM restore in the
+    /// rig, and the rig then failed in 4 of 12 VM-count runs right after
+    /// the 4-VM restore, against none before; the threads stay out until
+    /// that is understood: Documentation/upgrade.rst.)
+    fn each(&mut self, f: impl Fn(&VmConfig, &mut Qmp) -> Result<()>) {
+        for (vm, mut q) in std::mem::take(&mut self.live) {
+            match f(vm, &mut q) {
                 Ok(()) => self.live.push((vm, q)),
                 // (its QMP connection closes here; finish() quits QEMU)
                 Err(e) => self.failed.push((vm, e)),
