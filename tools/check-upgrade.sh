@@ -78,10 +78,26 @@ if [ "${KH_UPGRADE_TINY:-1}" = 1 ]; then
     # then upgrade/otherkernel: one tinyvm into the second kernel and back;
     # then upgrade/migrate: a managed VM sent to `liveup migrate listen`
     # over the loopback (no kexec)
-    env KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$crun" -t 1800 -v "$vmk/bzImage" -r "$rootfs" \
-        upgrade/vmcount ${KH_OTHER_MODULES:+upgrade/otherkernel} upgrade/migrate \
-        > "$KH_ROOT/out/check-upgrade-vmcount.log" 2>&1 || true
+    vmcount_rig() {
+        env KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$crun" -t 1800 -v "$vmk/bzImage" -r "$rootfs" \
+            upgrade/vmcount ${KH_OTHER_MODULES:+upgrade/otherkernel} upgrade/migrate \
+            > "$KH_ROOT/out/check-upgrade-vmcount.log" 2>&1 || true
+    }
+    vmcount_rig
+    # A rig fault (its kernel wedged, tools/vm-run.sh; Documentation/
+    # upgrade.rst, Known problems: 3 of 6 runs in session 21, each soon
+    # after the 4-VM restore) runs the rig once more; the rerun must pass
+    # on its own, and the first run is reported, never hidden. A failed
+    # check is no rig fault and is not rerun.
+    rerun=""
+    if [ -e "$crun/rig-wedged" ]; then
+        rm -rf "$crun.first"; mv "$crun" "$crun.first"
+        mv "$KH_ROOT/out/check-upgrade-vmcount.log" "$KH_ROOT/out/check-upgrade-vmcount.first.log"
+        rerun="# VM-count rig: rerun after a rig fault; the first run: $(grep -a -m1 '^rig: wedged' "$crun.first/console.log" || echo wedged), its last result: $(grep -a 'KH-RESULT' "$crun.first/console.log" | tail -n1 | sed 's/^\[ *[0-9.]*\] //') (out/check-upgrade-vmcount.first)"
+        vmcount_rig
+    fi
     echo "== 1, 2 and 4 tinyvms, then one into another kernel and back, then one migrated to a destination service; two vCPUs on two TCG threads (out/check-upgrade-vmcount)"
+    [ -z "$rerun" ] || echo "$rerun"
     "$KH_ROOT/tools/ktap-report.sh" "$crun" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 vmcount: /' || true
     if read -r cp cf cs < "$crun/counts"; then p=$((p + cp)); f=$((f + cf)); s=$((s + cs))
     else echo "not ok - vmcount rig: no counts (out/check-upgrade-vmcount/console.log)"; f=$((f + 1)); fi

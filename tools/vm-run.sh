@@ -186,11 +186,19 @@ qemu=(qemu-system-x86_64)
 # every vCPU's registers written to RUN/rig-cpus.txt (the first lines also
 # to the console log); a wedged rig is then ended at once, not after the
 # whole timeout.
+# A rig whose console says nothing for KH_RIG_SILENCE seconds (600 by
+# default; the longest quiet stretch of a passing run is a Linux VM's boot,
+# 66-131 s) is wedged too: out/s21-vmcf's two vCPUs spun with interrupts
+# off, each at one address, from 10 s after its 4-VM restore, and printed
+# nothing more.
 rig_watch() {
-    local t=0 why=""
+    local t=0 why="" size=0 quiet=0 now
     while sleep 5; do
         t=$((t + 5))
+        now=$(stat -c %s "$run/console.log" 2>/dev/null || echo 0)
+        if [ "$now" != "$size" ]; then size=$now quiet=0; else quiet=$((quiet + 5)); fi
         if [ "$(grep -a -c "timer wakeup didn't happen" "$run/console.log" 2>/dev/null)" -ge 3 ]; then why=wedged
+        elif [ "$quiet" -ge "${KH_RIG_SILENCE:-600}" ]; then why=wedged
         elif [ "$t" -ge $((timeout - 20)) ]; then why=timeout; fi
         [ -n "$why" ] || continue
         /usr/bin/python3 - "$run/rig.qmp" "$why" > "$run/rig-cpus.txt" 2>&1 <<'PY'
@@ -206,11 +214,13 @@ cmd("qmp_capabilities")
 print(cmd("human-monitor-command", {"command-line": "info registers -a"}))
 if sys.argv[2] == "wedged": cmd("quit")
 PY
-        grep -E "^CPU#|RIP|EFL" "$run/rig-cpus.txt" | head -n 12 | sed "s/^/rig: $why: /" >> "$run/rig-cpus.summary"
+        [ "$why" = wedged ] && : > "$run/rig-wedged"
+        { [ "$quiet" -ge "${KH_RIG_SILENCE:-600}" ] && echo "rig: wedged: no console output for $quiet s"
+          grep -E "^CPU#|RIP|EFL" "$run/rig-cpus.txt" | head -n 12 | sed "s/^/rig: $why: /"; } >> "$run/rig-cpus.summary"
         return 0
     done
 }
-rm -f "$run/rig.qmp" "$run/rig-cpus.summary"
+rm -f "$run/rig.qmp" "$run/rig-cpus.summary" "$run/rig-wedged"
 rig_watch &
 watcher=$!
 timeout --kill-after=10 "$timeout" "${qemu[@]}" \
