@@ -349,6 +349,20 @@ pub fn plan(input: &PlanInput) -> Plan {
             }
         ));
     }
+    // Otherwise auto-converge as a safety net: QEMU throttles only a guest
+    // that dirtied over half of what a pass sent, twice, so one that keeps
+    // up is never slowed, and a dirty-rate sample that saw nothing (one
+    // 500 ms sample read 0 for a guest rewriting 4 MiB without pause,
+    // session 21's make check, which then never converged) cannot leave a
+    // fast dirtier without an aid. QEMU's own start (20 %) then.
+    if p.converge.is_none() && converge == Converge::Off {
+        converge = Converge::AutoConverge;
+        why.push(format!(
+            "auto-converge as a safety net: QEMU throttles only if the guest outruns the link (dirty rate measured {}, estimate {})",
+            mb(input.dirty_bps),
+            mb(est)
+        ));
+    }
 
     // XBZRLE: only without multifd, and only if memory allows.
     let mut xbzrle_cache = p.xbzrle_cache.filter(|&c| c > 0);

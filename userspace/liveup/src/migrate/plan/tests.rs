@@ -43,7 +43,14 @@ fn fast_link_idle_cpu_means_no_compression_native() {
     assert_eq!(p.mode, Mode::Native);
     assert_eq!(p.codec, CodecKind::None);
     assert_eq!(p.native_compression.as_deref(), Some("none"));
-    assert_eq!(p.converge, Converge::Off);
+    // a guest that keeps up is never throttled by QEMU: on as a net, at
+    // QEMU's own start
+    assert_eq!(p.converge, Converge::AutoConverge);
+    assert_eq!(p.throttle_initial_pct, 0);
+    assert!(p
+        .reasons
+        .iter()
+        .any(|r| r.starts_with("auto-converge as a safety net")));
     assert!(p.reasons.iter().any(|r| r.contains("not the bottleneck")));
 }
 
@@ -220,8 +227,14 @@ fn the_throttle_starts_where_the_guest_dirties_half_of_what_is_sent() {
     assert_eq!(throttle_start(1.0e12, 1.0), 99);
     assert_eq!(throttle_start(0.0, 0.0), 20);
     assert_eq!(throttle_start(f64::NAN, 1.0), 20);
-    // none without auto-converge
+    // a dirty rate of 0 (a sample that saw nothing): auto-converge all the
+    // same, from QEMU's own start; and none when the operator says off
     let p = plan(&input(12.5, 0.0, 4.0, &["none", "zstd"]));
+    assert_eq!(p.converge, Converge::AutoConverge);
+    assert_eq!(p.throttle_initial_pct, 0);
+    let mut i = input(12.5, 200.0, 4.0, &["none", "zstd"]);
+    i.prefs.converge = Some(Converge::Off);
+    let p = plan(&i);
     assert_eq!(p.converge, Converge::Off);
     assert_eq!(p.throttle_initial_pct, 0);
 }
