@@ -220,6 +220,25 @@ impl Kram {
         check("delete", unsafe { ioc::delete(self.fd(), &a) })
     }
 
+    /// [`Kram::delete`], tried again while the module refuses it as busy
+    /// (a QEMU that quit may not have unmapped the area yet), for at most
+    /// `within`.
+    pub fn delete_once_unmapped(
+        &self,
+        name: &str,
+        within: std::time::Duration,
+    ) -> Result<(), KramError> {
+        let t = std::time::Instant::now();
+        loop {
+            match self.delete(name) {
+                Err(e) if e.is_busy() && t.elapsed() < within => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                r => return r,
+            }
+        }
+    }
+
     pub fn lookup(&self, name: &str) -> Result<Area, KramError> {
         let mut a = raw_area(name)?;
         // SAFETY: `a` is a valid `struct kram_area`.

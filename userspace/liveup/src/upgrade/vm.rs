@@ -327,15 +327,7 @@ pub fn vm_stop(kram: Option<&Kram>, name: &str, delete_area: bool) -> Result<()>
     if let (true, Some(k)) = (delete_area, kram) {
         // The module refuses (EBUSY) while QEMU's mapping of the area is
         // left: with the pid unknown, the socket may close before that.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match k.delete(&vm.area) {
-                Err(e) if e.is_busy() && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                r => break r?,
-            }
-        }
+        k.delete_once_unmapped(&vm.area, Duration::from_secs(30))?;
     }
     Ok(())
 }

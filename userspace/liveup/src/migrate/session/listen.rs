@@ -137,9 +137,9 @@ pub fn listen(opts: &ListenOptions, mut say: impl FnMut(&str)) -> Result<(), Mig
 /// still waiting for a migration (its state never came, so the VM is
 /// whole on its source) is quit; with `kram`, a `vm-*` KRAM area of a VM
 /// this service started that no managed VM owns and nothing maps is
-/// freed. A QEMU that received its
-/// state (paused: the commit may be in doubt, it may be the VM's only
-/// copy) or runs is left alone, and so is a mapped area. Each act is one
+/// freed. A QEMU that received its state (paused: the commit may be in
+/// doubt, it may be the VM's only copy) or runs is left alone, and so is
+/// a mapped area. Each act is one
 /// line; none stops the service from starting.
 fn clean_up_after_earlier_run(opts: &ListenOptions, say: &mut dyn FnMut(&str)) {
     let managed: Vec<String> = managed_vms()
@@ -187,15 +187,7 @@ fn clean_up_after_earlier_run(opts: &ListenOptions, say: &mut dyn FnMut(&str)) {
     let ours = |n: &str| dir.join(format!("{n}.qemu.log")).exists();
     for a in orphan_areas(&areas, &managed, ours) {
         // its QEMU (quit above) may take a moment to unmap it
-        let t = Instant::now();
-        let r = loop {
-            match k.delete(&a) {
-                Err(e) if e.is_busy() && t.elapsed() < Duration::from_secs(5) => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                r => break r,
-            }
-        };
+        let r = k.delete_once_unmapped(&a, Duration::from_secs(5));
         match r {
             Ok(()) => say(&format!(
                 "KRAM area {a}: no managed VM owns it and nothing maps it (an earlier run of this service left it): freed"
