@@ -7,7 +7,7 @@ set -euo pipefail
 die() { echo "setup: $*" >&2; exit 1; }
 
 "$KH_ROOT/tools/setup-packages.sh" "${KH_PINNED_PKGS[@]}" \
-    jq iproute2 qemu-system-x86 kexec-tools busybox-static debootstrap \
+    jq python3 iproute2 qemu-system-x86 kexec-tools busybox-static debootstrap \
     bc flex bison libelf-dev libssl-dev cpio xz-utils zstd rsync kmod e2fsprogs patch make gcc libc6-dev \
     || die "Debian packages (tools/setup-packages.sh) failed"
 
