@@ -7,6 +7,9 @@
 # caching-mode), an e1000e for passthrough, 4 GiB RAM with KH_MEMMAP reserved
 # on the command line, the host share over 9p, the serial console logged with
 # host-side timestamps, and a hard timeout. Results: RUN_DIR/state/*.ktap.
+# KH_RIG_EIM=on gives the emulated IOMMU extended interrupt mode, so that the
+# rig kernel can route IPIs through x2APIC MSRs instead of xAPIC MMIO (the
+# livelock in Documentation/upgrade.rst, Known problems; notes/rig-livelock.md).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 timeout=900 rootfs="" kdir="" run="" vmkernel=""
@@ -226,7 +229,7 @@ watcher=$!
 timeout --kill-after=10 "$timeout" "${qemu[@]}" \
     -qmp "unix:$run/rig.qmp,server=on,wait=off" \
     -machine q35,kernel-irqchip=split "${acc[@]}" -smp "${KH_RIG_SMP:-2}" -m "${KH_RIG_MEM:-4G}" \
-    -device intel-iommu,intremap=on,caching-mode=on \
+    -device intel-iommu,intremap=on,caching-mode=on${KH_RIG_EIM:+,eim=$KH_RIG_EIM} \
     "${netdev[@]}" "${nic[@]}" \
     -virtfs local,path="$run",mount_tag=host,security_model=none,id=host \
     "${drive[@]}" "${hb[@]}" ${KH_QEMU_EXTRA:-} \

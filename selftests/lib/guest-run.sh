@@ -15,6 +15,9 @@ for t in $(cat /host/plan); do
     export KH_STAGEFILE="$state/$id.stage"
     mkdir -p "$KH_DIR"
     echo "KH-TEST-START $t stage=$stage"
+    # how this kernel sends IPIs (xAPIC MMIO or x2APIC MSR: the rig's
+    # livelock, Documentation/upgrade.rst, Known problems)
+    echo "KH-APIC $(dmesg | grep -m1 -o 'APIC: Switched APIC routing to: .*' || echo 'routing not logged')"
     ( cd /host/tests/"$(dirname "$t")" && sh ./"$(basename "$t")".sh )
     echo "KH-TEST-END $t rc=$?"
     touch "$state/$id.done"
