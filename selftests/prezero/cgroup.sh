@@ -1,0 +1,119 @@
+#!/bin/sh
+# Who pays for zeroing (Documentation/prezero.rst, "Who pays"):
+# 1. a request's CPU time is charged to the caller's cgroup, and that
+#    cgroup's cpu.max caps it;
+# 2. the idle worker runs in the cgroup the operator moves it into, and
+#    that cgroup's cpu.max caps it too;
+# 3. a busy task on the worker's CPU keeps its throughput, while the same
+#    task beside a normal-priority one loses about half (the control: the
+#    measurement sees a competitor).
+. /host/lib/ktap.sh
+. /host/lib/prezero.sh
+CG=/sys/fs/cgroup
+now_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+cg_stat() { awk -v k="$2" '$1 == k { print $2 }' "$CG/$1/cpu.stat"; }
+kh_dmesg_mark
+if ! grep -q " $CG cgroup2 " /proc/mounts; then
+    mkdir -p $CG && mount -t cgroup2 cgroup2 $CG || { kh_fail "cgroup2 mounts" "mount failed"; exit 0; }
+fi
+grep -qw cpu $CG/cgroup.controllers || { kh_fail "the cpu controller is there" "cgroup.controllers: $(cat $CG/cgroup.controllers)"; exit 0; }
+echo +cpu > $CG/cgroup.subtree_control
+pz_pool2m 256 || { kh_fail "2M pool of 256 pages" "got $(cat $H2/nr_hugepages)"; pz_pool2m 0; exit 0; }
+pz_load || { kh_fail "prezero loads" "insmod failed"; exit 0; }
+# pz_cycle [N]: a pool of N (256) free pages, none zeroed yet
+pz_cycle() { pz_pool2m 0 && pz_pool2m "${1:-256}"; }
+
+# --- 1. the caller pays -----------------------------------------------------
+mkdir -p $CG/pz-free $CG/pz-capped
+echo "25000 100000" > $CG/pz-capped/cpu.max
+# fill CGROUP: zero every free 2M page from a process in CGROUP; prints
+# the elapsed ms (the tool's output in /tmp/pz-CGROUP.log)
+fill() {
+    t0=$(now_ms)
+    sh -c "echo \$\$ > $CG/$1/cgroup.procs && exec $L prezero zero --size 2M --node 0 --count all" > /tmp/$1.log 2>&1
+    echo $(( $(now_ms) - t0 ))
+}
+free_ms=$(fill pz-free)
+free_us=$(cg_stat pz-free usage_usec)
+zms=$(sed -n 's/.* in \([0-9.]*\) ms$/\1/p' /tmp/pz-free.log | tail -n1)
+kh_log "uncapped: $free_ms ms for 256 pages ($(tail -n1 /tmp/pz-free.log)); cgroup usage $free_us us"
+kh_check "uncapped: the caller's cgroup is charged the zeroing (usage $free_us us, zeroing $zms ms)" \
+    awk -v u="$free_us" -v z="$zms" 'BEGIN { exit !(z > 0 && u >= 800 * z) }'
+pz_expect "uncapped: every page marked" "$(pz_stat 0 2M marked)" 256
+pz_cycle
+cap_ms=$(fill pz-capped)
+cap_us=$(cg_stat pz-capped usage_usec)
+thr=$(cg_stat pz-capped nr_throttled)
+kh_log "capped at 25%: $cap_ms ms ($(tail -n1 /tmp/pz-capped.log)); usage $cap_us us, throttled $thr times for $(cg_stat pz-capped throttled_usec) us"
+pz_expect "capped: every page marked all the same" "$(pz_stat 0 2M marked)" 256
+kh_check "capped: charged the same work (usage $cap_us us, uncapped $free_us us)" \
+    awk -v c="$cap_us" -v f="$free_us" 'BEGIN { exit !(c >= f / 2 && c <= 2 * f) }'
+kh_check "capped: cpu.max throttled it ($thr times)" test "$thr" -gt 0
+kh_check "capped: at most 25% of a CPU over the run, plus one period ($cap_us us in $cap_ms ms)" \
+    awk -v u="$cap_us" -v t="$cap_ms" 'BEGIN { exit !(u <= 250 * t + 25000) }'
+
+# --- 2. the idle worker in the operator's cgroup ----------------------------
+W=$(grep -lx prezero_idle /proc/[0-9]*/comm 2> /dev/null | cut -d/ -f3)
+kh_check "the idle worker is one kernel thread (pid '$W')" sh -c "[ -n '$W' ] && [ \$(echo $W | wc -w) = 1 ]"
+# /proc/PID/stat field 41: the scheduling policy (5: SCHED_IDLE)
+pz_expect "the idle worker runs SCHED_IDLE" "$(awk '{ print $41 }' /proc/$W/stat)" 5
+mkdir -p $CG/pz-idle
+echo "10000 100000" > $CG/pz-idle/cpu.max
+kh_check "the operator moves the idle worker into a cgroup" \
+    sh -c "echo $W > $CG/pz-idle/cgroup.procs && grep -qx '0::/pz-idle' /proc/$W/cgroup"
+pz_cycle
+echo 1048576 > $PZ/idle_rate_mb
+z0=$(pz_stat 0 2M zeroed)
+t0=$(now_ms)
+echo 1 > $PZ/idle
+sleep 5
+echo 0 > $PZ/idle
+t=$(( $(now_ms) - t0 ))
+sleep 1
+us=$(cg_stat pz-idle usage_usec)
+thr=$(cg_stat pz-idle nr_throttled)
+kh_log "worker capped at 10%: $(( $(pz_stat 0 2M zeroed) - z0 )) pages in $t ms, usage $us us, throttled $thr times"
+kh_check "the worker's CPU time is charged to its cgroup ($us us)" test "$us" -gt 0
+kh_check "cpu.max throttled the worker ($thr times)" test "$thr" -gt 0
+kh_check "the worker used at most 10% of a CPU, plus one period ($us us in $t ms)" \
+    awk -v u="$us" -v t="$t" 'BEGIN { exit !(u <= 100 * t + 10000) }'
+
+# --- 3. a busy task beside the worker ----------------------------------------
+echo "$W" > $CG/cgroup.procs
+kh_check "the worker can be pinned to CPU 0" taskset -p 1 "$W"
+# busy N: copy N x 64 KiB on CPU 0; prints the elapsed ms
+busy() {
+    t0=$(now_ms)
+    taskset 1 dd if=/dev/zero of=/dev/null bs=64k count="$1" 2> /dev/null
+    echo $(( $(now_ms) - t0 ))
+}
+c=$(busy 4096)
+n=$(awk -v c="$c" 'BEGIN { n = int(4096 * 2000 / (c > 0 ? c : 1)); print (n < 4096 ? 4096 : n) }')
+pz_cycle 512
+alone1=$(busy "$n")
+z0=$(pz_stat 0 2M zeroed)
+echo 1 > $PZ/idle
+with=$(busy "$n")
+z1=$(pz_stat 0 2M zeroed)
+m=$(pz_stat 0 2M marked)
+echo 0 > $PZ/idle
+sleep 1
+alone2=$(busy "$n")
+kh_log "busy task ($n x 64 KiB on CPU 0): alone $alone1 and $alone2 ms, beside the idle worker $with ms (the worker zeroed $((z1 - z0)) pages meanwhile, $m of 512 marked)"
+kh_check "the worker had pages left to zero throughout ($m of 512 marked)" test "$m" -lt 512
+kh_check "beside the idle worker the busy task keeps its throughput within 15% ($with ms against $alone1 / $alone2 ms)" \
+    awk -v w="$with" -v a="$alone1" -v b="$alone2" 'BEGIN { exit !(w <= 1.15 * (a + b) / 2) }'
+# The control: the same task beside a normal-priority one on the same CPU.
+taskset 1 dd if=/dev/zero of=/dev/null bs=64k count=$((n * 8)) 2> /dev/null &
+p=$!
+ctl=$(busy "$n")
+kill $p; wait $p 2> /dev/null
+kh_log "control: beside a normal-priority task $ctl ms"
+kh_check "control: a normal-priority competitor slows the busy task by over 30% ($ctl ms)" \
+    awk -v w="$ctl" -v a="$alone1" -v b="$alone2" 'BEGIN { exit !(w >= 1.3 * (a + b) / 2) }'
+
+echo 64 > $PZ/idle_rate_mb
+rmmod prezero
+pz_pool2m 0
+rmdir $CG/pz-free $CG/pz-capped $CG/pz-idle
+kh_dmesg_clean "prezero cgroup: no warning in dmesg"
