@@ -264,11 +264,17 @@ listen_ok() {
     echo "# send rc $rc, listen rc $lrc: $(fig "$KHM_WORK/l1.json")"
     ln -sf "$KHM_WORK/incoming/s1.qmp" "$KHM_WORK/l1.qmp"
     ln -sf "$KHM_WORK/incoming/s1.serial1.log" "$KHM_WORK/l1.1.log"
+    # the QEMU that parsed the peer's stream runs under seccomp (mode 2)
+    local qpid seccomp
+    qpid=$(pgrep -f -- "$KHM_WORK/incoming/s1.qmp" | head -n1)
+    seccomp=$(awk '/^Seccomp:/ { print $2 }' "/proc/${qpid:-0}/status" 2>/dev/null)
+    echo "# destination QEMU pid ${qpid:-none}: Seccomp ${seccomp:-?}"
+    [ "$seccomp" = 2 ] &&
     [ $rc = 0 ] && [ $lrc = 0 ] && [ "$(khm_state l1)" = running ] &&
         [ "$(khm_state s1)" = postmigrate ] && khm_memcheck l1 &&
         grep -q "VM s1 from .*: migrated, running here" "$KHM_WORK/listen-4481.log"
 }
-check "migrate listen: send --to A->B, the destination starts the VM itself, guest memory intact" listen_ok
+check "migrate listen: send --to A->B, the destination starts the VM itself (under QEMU's seccomp sandbox), guest memory intact" listen_ok
 # (the service's QEMU is no child of this script: khm_cleanup does not
 # see it)
 khm_qmp l1 quit > /dev/null 2>&1 || true

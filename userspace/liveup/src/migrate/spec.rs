@@ -407,6 +407,7 @@ impl VmSpec {
             "none".into(),
         ]);
         a.push("-nodefaults".into());
+        a.extend(["-sandbox".into(), sandbox(!self.nics.is_empty()).into()]);
         if let Some(b) = &self.boot {
             a.extend([
                 "-kernel".into(),
@@ -466,6 +467,19 @@ impl VmSpec {
         ]);
         a.extend(["-incoming".into(), "defer".into(), "-S".into()]);
         Ok(a)
+    }
+}
+
+/// QEMU's seccomp sandbox for a QEMU that parses what a remote peer sends
+/// (the migration stream): no obsolete system calls, no privilege or
+/// scheduler changes, and no new programs, except where a NIC's
+/// `-netdev bridge` must run QEMU's bridge helper (QEMU installs the
+/// filter before it creates the netdevs).
+fn sandbox(bridge_helper: bool) -> &'static str {
+    if bridge_helper {
+        "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny"
+    } else {
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
     }
 }
 

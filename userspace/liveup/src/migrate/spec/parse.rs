@@ -98,7 +98,7 @@ impl VmSpec {
                         _ => return Err(whole()),
                     }
                 }
-                "qmp" | "pidfile" | "monitor" | "incoming" => {}
+                "qmp" | "pidfile" | "monitor" | "incoming" | "sandbox" => {}
                 "display" if v == "none" => {}
                 "serial" if v.starts_with("file:") || v == "null" => s.serials += 1,
                 "kernel" => kernel = Some(in_pool(pools, v)?),

@@ -20,8 +20,10 @@ fn policy() -> Policy {
 }
 
 /// What `liveup vm start` records for a VM with a disk and a NIC, and the
-/// rig's own options (check-migrate's VMs).
+/// rig's own options (check-migrate's VMs); the sandbox of a VM that came
+/// by `migrate listen` (each host picks its own).
 const SOURCE: &str = "qemu-system-x86_64 -name vm1 \
+    -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny \
     -object memory-backend-file,id=ram0,size=268435456,mem-path=/dev/kram-area/3,offset=0,share=on,align=2M \
     -machine memory-backend=ram0 -m 256M -qmp unix:/run/liveup/vm1.qmp,server=on,wait=off \
     -daemonize -pidfile /run/liveup/vm1.pid -incoming defer -S \
@@ -95,7 +97,9 @@ fn the_destination_builds_its_own_command_line() {
         args(
             "/usr/bin/qemu-system-x86_64 -name vm1 -object memory-backend-ram,id=ram0,size=256M \
              -machine q35,memory-backend=ram0 -accel kvm -cpu qemu64 -m 256M -smp 2 \
-             -display none -nodefaults -kernel /mnt/shared/boot/bzImage -initrd /mnt/shared/boot/vm.cpio \
+             -display none -nodefaults \
+             -sandbox on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny \
+             -kernel /mnt/shared/boot/bzImage -initrd /mnt/shared/boot/vm.cpio \
              -append console=ttyS0 -serial file:/var/log/liveup/vm1.serial0.log \
              -serial file:/var/log/liveup/vm1.serial1.log \
              -drive file=/mnt/shared/img/vm1/disk.img,if=virtio,id=d0,format=raw,cache=none \
@@ -117,6 +121,12 @@ fn the_destination_builds_its_own_command_line() {
         .windows(2)
         .any(|w| w[0] == "-machine" && w[1] == "q35,memory-backend=ram0"));
     assert!(a.contains(&"file:/var/log/a,,b/vm1.serial0.log".to_string()));
+    // without a NIC, no bridge helper to run: no new programs at all
+    let mut s = s;
+    s.nics.clear();
+    let a = s.to_argv(&p, &l).unwrap();
+    assert!(a.windows(2).any(|w| w[0] == "-sandbox"
+        && w[1] == "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
 }
 
 #[test]
