@@ -16,6 +16,8 @@
 # kept device's bus mastering then). Stage 1, after kexec with pci_keep=:
 # bound to vfio-pci, flag set, ring registers as left, i.e. never reset.
 # The vfio_keep module lists kept devices and computes that pci_keep=.
+# Stage 2, after kexec with an over-long pci_keep= naming the device
+# first: ignored with one line, nothing kept.
 . /host/lib/ktap.sh
 . /host/lib/nic.sh
 L=/host/bin/liveup
@@ -139,5 +141,17 @@ case $KH_STAGE in
     rmmod vfio_keep
     kh_dmesg_clean "no warning in dmesg after kexec"
     give_back
+    # An over-long pci_keep= (over 255 characters) whose first entry is
+    # this device: ignored as a whole, as its log line says, never cut to
+    # what fits and used.
+    long="pci_keep=$dev"
+    while [ ${#long} -le 300 ]; do long="$long;0000:00:1f.7"; done
+    kh_kexec_next "$long"
+    ;;
+2)
+    kh_check "over-long pci_keep=: refused with one line" sh -c "dmesg | grep -q 'PCI: pci_keep= too long, ignored'"
+    kh_check "over-long pci_keep=: nothing kept, not even its first entry" \
+        sh -c "! dmesg | grep -q 'kept (pci_keep=)' && test \$(cat $sys/kept) = 0"
+    kh_check "over-long pci_keep=: e1000e took the NIC at boot" test "$(nic_driver)" = e1000e
     ;;
 esac
