@@ -312,33 +312,85 @@ check "a guest dirtying faster than the link: the plan turns on auto-converge an
 kill "$KHM_PID_g0" 2>/dev/null; khm_qmp g1 quit > /dev/null 2>&1 || true
 
 # A cap on all the RAM a destination service takes (--max-total-memory-mib,
-# here 768 MiB, each VM 512 MiB): one service, two sources; the first VM
-# arrives, the second is refused before any QEMU starts for it (exit 5,
-# the message names the cap and what runs already), and stays where it is.
-total_case() {
-    khm_vm "$KHM_NS_A" t1 && khm_vm "$KHM_NS_A" t2 && khm_memcheck t1 && khm_memcheck t2 || return 1
+# here 768 MiB, each VM 512 MiB): one service, two sources sending at the
+# same time. The service admits one VM at a time under a lock, counting
+# the VMs still arriving: exactly one arrives, the other is refused before
+# any QEMU starts for it (exit 5, the message names the cap and what runs
+# already) and stays where it is.
+# khm_listen_svc PORT ARGS...: a long-running destination service in B
+khm_listen_svc() {
+    local port=$1; shift
     rm -rf "$KHM_WORK/incoming"
-    ip netns exec "$KHM_NS_B" "$LIVEUP" migrate listen --listen "$KHM_IP_B:4483" \
+    ip netns exec "$KHM_NS_B" "$LIVEUP" migrate listen --listen "$KHM_IP_B:$port" \
         --qemu "$KH_ROOT/tools/qemu-trixie.sh" --run-dir "$KHM_WORK/incoming" --idle-timeout 60 \
-        --max-total-memory-mib 768 "${KHM_POOLS[@]}" > "$KHM_WORK/listen-4483.log" 2>&1 &
+        "$@" "${KHM_POOLS[@]}" > "$KHM_WORK/listen-$port.log" 2>&1 &
     KHM_LISTEN_PID=$!
     KHM_PIDS+=($!)
-    khm_wait_log "$KHM_WORK/listen-4483.log" "listening on" 1 30 || return 1
-    local rc1 rc2 err
-    ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/t1.qmp" \
-        --to "$KHM_IP_B:4483" "${KHM_POOLS[@]}" --mode native > /dev/null 2>&1; rc1=$?
-    err=$(ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/t2.qmp" \
-        --to "$KHM_IP_B:4483" "${KHM_POOLS[@]}" --mode native 2>&1 >/dev/null); rc2=$?
+    khm_wait_log "$KHM_WORK/listen-$port.log" "listening on" 1 30
+}
+# khm_send_to VM PORT: send VM from A to the service on B's PORT in the
+# background; its exit status goes to VM.send.rc, its stderr to VM.send.err
+khm_send_to() {
+    ( ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/$1.qmp" \
+        --to "$KHM_IP_B:$2" "${KHM_POOLS[@]}" --mode native > /dev/null 2> "$KHM_WORK/$1.send.err"
+      echo $? > "$KHM_WORK/$1.send.rc" ) &
+}
+total_case() {
+    khm_vm "$KHM_NS_A" t1 && khm_vm "$KHM_NS_A" t2 && khm_memcheck t1 && khm_memcheck t2 || return 1
+    khm_listen_svc 4483 --max-total-memory-mib 768 || return 1
+    rm -f "$KHM_WORK"/t[12].send.rc
+    khm_send_to t1 4483; khm_send_to t2 4483
+    wait_rc() { [ -s "$KHM_WORK/t1.send.rc" ] && [ -s "$KHM_WORK/t2.send.rc" ]; }
+    kh_wait 300 wait_rc
     kill "$KHM_LISTEN_PID" 2>/dev/null
     sed 's/^/# listen: /' "$KHM_WORK/listen-4483.log"
-    echo "# first send rc $rc1; second rc $rc2: $err"
-    ln -sf "$KHM_WORK/incoming/t1.qmp" "$KHM_WORK/u1.qmp"
-    [ $rc1 = 0 ] && [ "$(khm_state u1)" = running ] && [ $rc2 = 5 ] &&
-        grep -q "at most 768 MiB of migrated VMs' RAM in all.*512 MiB run here already" <<< "$err" &&
-        [ "$(khm_state t2)" = running ] && [ ! -e "$KHM_WORK/incoming/t2.qemu.log" ]
+    local rc1 rc2 in out
+    rc1=$(cat "$KHM_WORK/t1.send.rc" 2>/dev/null) rc2=$(cat "$KHM_WORK/t2.send.rc" 2>/dev/null)
+    echo "# t1 send rc $rc1: $(tail -n1 "$KHM_WORK/t1.send.err"); t2 send rc $rc2: $(tail -n1 "$KHM_WORK/t2.send.err")"
+    case "$rc1 $rc2" in
+        "0 5") in=t1 out=t2;;
+        "5 0") in=t2 out=t1;;
+        *) return 1;;
+    esac
+    KHM_IN=$in KHM_OUT=$out
+    ln -sf "$KHM_WORK/incoming/$in.qmp" "$KHM_WORK/u1.qmp"
+    [ "$(khm_state u1)" = running ] &&
+        grep -q "at most 768 MiB of migrated VMs' RAM in all.*512 MiB run here already" "$KHM_WORK/$out.send.err" &&
+        [ "$(khm_state $out)" = running ] && [ ! -e "$KHM_WORK/incoming/$out.qemu.log" ]
 }
-check "migrate listen --max-total-memory-mib: the second VM over the cap is refused before its QEMU starts (exit 5), it stays" total_case
-khm_qmp u1 quit > /dev/null 2>&1; kill "$KHM_PID_t1" "$KHM_PID_t2" 2>/dev/null
+check "migrate listen --max-total-memory-mib, two sources at once: one VM arrives, the one over the cap is refused before its QEMU starts (exit 5) and stays" total_case
+khm_qmp u1 quit > /dev/null 2>&1
+# Two migrations received at once (issue 20: a host evacuated to one
+# destination): the VM left on A and a new one, sent together to one
+# service; both arrive with their memory intact, and the service ran the
+# two sessions side by side (both QEMUs started before either arrived).
+together_case() {
+    local a=${KHM_OUT:-} b=t3
+    [ -n "$a" ] && [ "$(khm_state "$a")" = running ] || { echo "# no VM left on A by the previous case"; return 1; }
+    khm_vm "$KHM_NS_A" $b && khm_memcheck $b || return 1
+    khm_listen_svc 4484 || return 1
+    rm -f "$KHM_WORK/$a.send.rc" "$KHM_WORK/$b.send.rc"
+    khm_send_to "$a" 4484; khm_send_to $b 4484
+    wait_rc() { [ -s "$KHM_WORK/$a.send.rc" ] && [ -s "$KHM_WORK/$b.send.rc" ]; }
+    kh_wait 300 wait_rc
+    kill "$KHM_LISTEN_PID" 2>/dev/null
+    sed 's/^/# listen: /' "$KHM_WORK/listen-4484.log"
+    local log=$KHM_WORK/listen-4484.log started arrived
+    echo "# $a send rc $(cat "$KHM_WORK/$a.send.rc"), $b send rc $(cat "$KHM_WORK/$b.send.rc")"
+    # line numbers: the second QEMU start, the first arrival
+    started=$(grep -n "QEMU started" "$log" | sed -n 2p | cut -d: -f1)
+    arrived=$(grep -n "migrated, running here" "$log" | sed -n 1p | cut -d: -f1)
+    echo "# second QEMU started on log line ${started:-none}, first VM arrived on line ${arrived:-none}"
+    ln -sf "$KHM_WORK/incoming/$a.qmp" "$KHM_WORK/w1.qmp"; ln -sf "$KHM_WORK/incoming/$a.serial1.log" "$KHM_WORK/w1.1.log"
+    ln -sf "$KHM_WORK/incoming/$b.qmp" "$KHM_WORK/w2.qmp"; ln -sf "$KHM_WORK/incoming/$b.serial1.log" "$KHM_WORK/w2.1.log"
+    [ "$(cat "$KHM_WORK/$a.send.rc")" = 0 ] && [ "$(cat "$KHM_WORK/$b.send.rc")" = 0 ] &&
+        [ -n "$started" ] && [ -n "$arrived" ] && [ "$started" -lt "$arrived" ] &&
+        [ "$(khm_state w1)" = running ] && [ "$(khm_state w2)" = running ] &&
+        khm_memcheck w1 && khm_memcheck w2
+}
+check "migrate listen: two sources at once, both VMs arrive (the sessions side by side), memory intact" together_case
+khm_qmp w1 quit > /dev/null 2>&1; khm_qmp w2 quit > /dev/null 2>&1
+kill "$KHM_PID_t1" "$KHM_PID_t2" "$KHM_PID_t3" 2>/dev/null
 
 echo "$pass passed, $failn failed"
 # Logs stay for a failed run (or with KH_KEEP_WORK=1).

@@ -101,7 +101,7 @@ pub enum MigrateCmd {
     /// The destination service: wait for authenticated sources and start
     /// each VM's QEMU from the description the source sends (files only in
     /// --pool directories, NICs only on --network bridges), then receive
-    /// the migration into it. One migration at a time.
+    /// the migration into it. Several migrations at once (--max-sessions).
     Listen {
         /// Control address to listen on, e.g. 0.0.0.0:4444.
         #[arg(long)]
@@ -149,6 +149,10 @@ pub enum MigrateCmd {
         /// End after one migration; its result is the exit status.
         #[arg(long)]
         once: bool,
+        /// The most migrations received at once; a further source waits
+        /// until one ends.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        max_sessions: u16,
     },
     /// Make a new migration key file (32 random bytes, hex, mode 0600);
     /// copy it to every host that may send or receive VMs.
@@ -363,6 +367,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
             allow_host_cpu,
             idle_timeout,
             once,
+            max_sessions,
         } => {
             let usage = |e: super::spec::SpecError| CliError::Usage(e.to_string());
             let opts = ListenOptions {
@@ -382,6 +387,7 @@ pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
                 idle_timeout: Duration::from_secs(idle_timeout),
                 once,
                 max_total_memory_mib,
+                max_sessions: usize::from(max_sessions),
             };
             session::listen(&opts, |line| log::info!("listen: {line}"))?;
             Ok(())

@@ -153,7 +153,11 @@ impl QemuTls {
             why: "its process is unknown (QMP peer credentials), so it cannot be given the TLS key"
                 .into(),
         })?;
-        let inside = PathBuf::from(format!("/tmp/liveup-tls-{}-{endpoint}", std::process::id()));
+        // per QEMU: a destination service runs several sessions at once
+        let inside = PathBuf::from(format!(
+            "/tmp/liveup-tls-{}-{pid}-{endpoint}",
+            std::process::id()
+        ));
         let dir = PathBuf::from(format!("/proc/{pid}/root"))
             .join(inside.strip_prefix("/").unwrap_or(&inside));
         let _ = std::fs::remove_dir_all(&dir);
@@ -264,8 +268,14 @@ fn apply_plan(
 }
 
 fn sock_path(what: &str) -> PathBuf {
+    // unique within this process too (concurrent sessions of `listen`)
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    std::env::temp_dir().join(format!("liveup-{what}-{}-{n}.sock", std::process::id()))
+    std::env::temp_dir().join(format!(
+        "liveup-{what}-{}-{seq}-{n}.sock",
+        std::process::id()
+    ))
 }

@@ -10,9 +10,17 @@
 //! here, it is recorded as managed (`liveup vm list`, kept by a
 //! hot-upgrade).
 //!
-//! One migration at a time: a second source waits in the listen queue.
-//! A failure after the launch makes the QEMU quit (or kills it), so the VM
-//! runs on exactly one side: the source keeps it until the commit.
+//! Several migrations at once (`max_sessions`, each in a thread of its
+//! own; with `once`, one, on the caller's thread): authentication happens
+//! in the accept loop, and each VM's admission (the total cap, then its
+//! QEMU's launch) is one step under the [`Arrived`] lock, so two sources
+//! cannot both fit under the cap by racing. A failure after the launch
+//! makes the QEMU quit (or kills it), so the VM runs on exactly one side:
+//! the source keeps it until the commit.
+//!
+//! Locking: `Arrived`'s mutex, held for the cap check and the launch (at
+//! most [`QEMU_START`]); no other lock is taken under it. The reaper
+//! threads and the session count use atomics only.
 
 use super::link::fmt_ip;
 use super::receive::{accept_source, expect_hello, receive_inner, refuse_on_error};
@@ -29,6 +37,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a started QEMU has to open its QMP socket.
@@ -56,23 +66,41 @@ pub struct ListenOptions {
     pub idle_timeout: Duration,
     /// End after one migration (its result is the exit status).
     pub once: bool,
+    /// The most sessions at once; a further source waits in the listen
+    /// queue until one ends.
+    pub max_sessions: usize,
     /// The most RAM, MiB, of all VMs this host runs that came through
     /// this service ([`committed_mib`]), the arriving one included.
     pub max_total_memory_mib: Option<u64>,
 }
 
-/// The VMs this service started that still run, with their RAM (MiB): a
-/// kept QEMU's reaper thread clears its flag when it exits.
+/// The VMs this service started whose QEMU still runs (arriving or
+/// arrived), with their RAM (MiB): a session clears its VM's flag when the
+/// QEMU goes with a failure, a kept QEMU's reaper thread when it exits.
 #[derive(Default)]
-struct Arrived(Vec<(u64, std::sync::Arc<std::sync::atomic::AtomicBool>)>);
+struct Arrived(Vec<(u64, Arc<AtomicBool>)>);
 
 impl Arrived {
     fn running_mib(&self) -> u64 {
         self.0
             .iter()
-            .filter(|(_, up)| up.load(std::sync::atomic::Ordering::Relaxed))
+            .filter(|(_, up)| up.load(Ordering::Relaxed))
             .fold(0u64, |t, (m, _)| t.saturating_add(*m))
     }
+
+    /// A new VM of `mib` MiB whose QEMU runs; its flag.
+    fn add(&mut self, mib: u64) -> Arc<AtomicBool> {
+        self.0.retain(|(_, up)| up.load(Ordering::Relaxed));
+        let up = Arc::new(AtomicBool::new(true));
+        self.0.push((mib, up.clone()));
+        up
+    }
+}
+
+/// `Arrived` under its lock, whatever a panicked session left (the list
+/// and the flags stay consistent: each push is one step).
+fn lock(a: &Mutex<Arrived>) -> std::sync::MutexGuard<'_, Arrived> {
+    a.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The RAM, MiB, already committed to VMs here: with `kram`, every KRAM
@@ -101,36 +129,78 @@ fn check_total(committed: u64, vm_mib: u64, cap: Option<u64>) -> Result<(), Stri
     }
 }
 
+/// What each session logs through.
+type Say = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Serve until killed (or, with `once`, for one migration).
-pub fn listen(opts: &ListenOptions, mut say: impl FnMut(&str)) -> Result<(), MigrateError> {
+pub fn listen(
+    opts: &ListenOptions,
+    say: impl Fn(&str) + Send + Sync + 'static,
+) -> Result<(), MigrateError> {
+    let say: Say = Arc::new(say);
+    let mut say_here = |l: &str| say(l);
     fs::create_dir_all(under_root(&opts.root, &opts.run_dir))?;
-    clean_up_after_earlier_run(opts, &mut say);
+    clean_up_after_earlier_run(opts, &mut say_here);
     let l = TcpListener::bind(&opts.listen)?;
-    say(&format!("listening on {}", l.local_addr()?));
-    let mut arrived = Arrived::default();
+    say_here(&format!("listening on {}", l.local_addr()?));
+    let shared = Arc::new((opts.clone(), Mutex::new(Arrived::default())));
+    let active = Arc::new(AtomicUsize::new(0));
     loop {
+        // At the limit, the next source waits in the listen queue.
+        while active.load(Ordering::Acquire) >= opts.max_sessions.max(1) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         // A stray connection is refused inside and the wait goes on; only
         // the long wait itself ends an accept here.
-        let (mut c, local_ip) =
-            match accept_source(&l, &opts.key, Duration::from_secs(3600), &mut say) {
+        let (c, local_ip) =
+            match accept_source(&l, &opts.key, Duration::from_secs(3600), &mut say_here) {
                 Ok(x) => x,
                 Err(MigrateError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => continue,
                 Err(e) => return Err(e),
             };
-        let peer = c
-            .stream()
-            .peer_addr()
-            .map(|a| fmt_ip(a.ip()))
-            .unwrap_or_default();
-        let r = session(&mut c, local_ip, opts, &mut arrived, &mut say);
-        match &r {
-            Ok(name) => say(&format!("VM {name} from {peer}: migrated, running here")),
-            Err(e) => say(&format!("migration from {peer} failed: {e}")),
-        }
         if opts.once {
-            return r.map(|_| ());
+            return serve(c, local_ip, &shared.0, &shared.1, &*say).map(|_| ());
+        }
+        active.fetch_add(1, Ordering::AcqRel);
+        let (shared2, say2, active2) = (shared.clone(), say.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("liveup-session".into())
+            .spawn(move || {
+                let _ = serve(c, local_ip, &shared2.0, &shared2.1, &*say2);
+                active2.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = spawned {
+            // The connection went with the closure: the source sees it
+            // closed and keeps its VM.
+            active.fetch_sub(1, Ordering::AcqRel);
+            say_here(&format!(
+                "cannot start a session thread ({e}): connection closed, the VM stays on its source"
+            ));
         }
     }
+}
+
+/// One authenticated source, start to end, and the line that says how it
+/// ended.
+fn serve(
+    mut c: Control,
+    local_ip: std::net::IpAddr,
+    opts: &ListenOptions,
+    arrived: &Mutex<Arrived>,
+    say: &(dyn Fn(&str) + Send + Sync),
+) -> Result<String, MigrateError> {
+    let peer = c
+        .stream()
+        .peer_addr()
+        .map(|a| fmt_ip(a.ip()))
+        .unwrap_or_default();
+    let mut say_mut = |l: &str| say(l);
+    let r = session(&mut c, local_ip, opts, arrived, &mut say_mut);
+    match &r {
+        Ok(name) => say(&format!("VM {name} from {peer}: migrated, running here")),
+        Err(e) => say(&format!("migration from {peer} failed: {e}")),
+    }
+    r
 }
 
 /// What an earlier run of this service, killed mid-session, left: a QEMU
@@ -220,7 +290,7 @@ fn session(
     c: &mut Control,
     local_ip: std::net::IpAddr,
     opts: &ListenOptions,
-    arrived: &mut Arrived,
+    arrived: &Mutex<Arrived>,
     say: &mut dyn FnMut(&str),
 ) -> Result<String, MigrateError> {
     c.stream().set_read_timeout(Some(opts.idle_timeout))?;
@@ -231,10 +301,19 @@ fn session(
         got => return Err(unexpected("config", got).into()),
     };
     c.stream().set_read_timeout(None)?;
-    let mut qemu = match committed_mib(opts, arrived)
-        .and_then(|m| check_total(m, spec.memory_mib, opts.max_total_memory_mib))
-        .and_then(|()| launch(&spec, opts))
-    {
+    // Admission, one step under the lock: the cap counts every QEMU this
+    // service runs, the ones still arriving included.
+    let admitted = {
+        let mut a = lock(arrived);
+        committed_mib(opts, &a)
+            .and_then(|m| check_total(m, spec.memory_mib, opts.max_total_memory_mib))
+            .and_then(|()| launch(&spec, opts))
+            .map(|mut q| {
+                q.up = Some(a.add(spec.memory_mib));
+                q
+            })
+    };
+    let mut qemu = match admitted {
         Ok(q) => q,
         Err(message) => {
             say(&format!("VM {:?} refused: {message}", spec.name));
@@ -282,26 +361,18 @@ fn session(
         // here and the source stays paused (commit in doubt), so this
         // QEMU is kept, never killed.
         if q.run_state().is_ok_and(|s| s == RunState::Running) {
-            arrived
-                .0
-                .push((spec.memory_mib, keep(&mut qemu, &spec.name, say)));
+            keep(&mut qemu, &spec.name, say);
         }
         return Err(e);
     }
-    arrived
-        .0
-        .push((spec.memory_mib, keep(&mut qemu, &spec.name, say)));
+    keep(&mut qemu, &spec.name, say);
     Ok(spec.name)
 }
 
 /// The VM runs here: recorded as managed (with a KRAM area), and its QEMU
 /// reaped by a thread when it exits (no zombie under a long-running
-/// service); the flag is true while it runs.
-fn keep(
-    qemu: &mut Started,
-    name: &str,
-    say: &mut dyn FnMut(&str),
-) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+/// service), which then clears its flag in [`Arrived`].
+fn keep(qemu: &mut Started, name: &str, say: &mut dyn FnMut(&str)) {
     if qemu.area.is_some() {
         if let Err(e) = qemu.record() {
             say(&format!(
@@ -310,15 +381,21 @@ fn keep(
         }
     }
     qemu.kept = true;
-    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let up = qemu.up.take().unwrap_or_default();
     if let Some(mut child) = qemu.child.take() {
-        let flag = up.clone();
-        std::thread::spawn(move || {
-            let _ = child.wait();
-            flag.store(false, std::sync::atomic::Ordering::Relaxed);
-        });
+        let r = std::thread::Builder::new()
+            .name("liveup-reaper".into())
+            .spawn(move || {
+                let _ = child.wait();
+                up.store(false, Ordering::Relaxed);
+            });
+        if let Err(e) = r {
+            // the VM still counts against the cap until this service restarts
+            say(&format!(
+                "VM {name}: runs here, but no thread waits for its QEMU: {e}"
+            ));
+        }
     }
-    up
 }
 
 /// A QEMU this service started, and the KRAM area it maps: the QEMU is
@@ -328,6 +405,9 @@ struct Started {
     vm: VmConfig,
     area: Option<String>,
     kept: bool,
+    /// Its flag in [`Arrived`], once admitted: cleared when this QEMU goes
+    /// (on drop unless kept; when kept, by the reaper thread).
+    up: Option<Arc<AtomicBool>>,
 }
 
 impl Started {
@@ -372,6 +452,9 @@ impl Drop for Started {
                 let _ = child.wait();
             }
         }
+        if let Some(up) = &self.up {
+            up.store(false, Ordering::Relaxed);
+        }
         if let Some(a) = &self.area {
             // nothing maps it any more: its QEMU has exited
             if let Err(e) = Kram::open(DEFAULT_DEVICE).and_then(|k| k.delete(a)) {
@@ -411,6 +494,7 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
         },
         area: None,
         kept: false,
+        up: None,
     };
     if opts.kram {
         if !spec.ram_backend {
@@ -582,5 +666,35 @@ mod tests {
         assert_eq!(a.running_mib(), 2560);
         up.store(false, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(a.running_mib(), 0);
+    }
+
+    /// Admission counts a VM from its launch; a session that fails
+    /// (its QEMU dropped, not kept) gives the room back, and gone entries
+    /// are not kept forever.
+    #[test]
+    fn an_arriving_vm_counts_until_its_session_fails() {
+        let mut a = Arrived::default();
+        let first = a.add(512);
+        let started = Started {
+            child: None,
+            vm: VmConfig {
+                name: "t2".into(),
+                root: "/".into(),
+                argv: Vec::new(),
+                qmp: "/nonexistent.qmp".into(),
+                area: String::new(),
+            },
+            area: None,
+            kept: false,
+            up: Some(a.add(512)),
+        };
+        assert_eq!(a.running_mib(), 1024, "both arriving VMs count");
+        assert!(check_total(a.running_mib(), 512, Some(1500)).is_err());
+        drop(started);
+        assert_eq!(a.running_mib(), 512, "the failed one's room is back");
+        first.store(false, Ordering::Relaxed);
+        a.add(256);
+        assert_eq!(a.0.len(), 1, "gone entries dropped on the next add");
+        assert_eq!(a.running_mib(), 256);
     }
 }
