@@ -56,7 +56,20 @@ pub struct VmSpec {
     /// controller sits after this many NICs among the `-device`s (PCI
     /// slots are given in that order).
     pub guest_agent: Option<u8>,
+    /// The vCPUs' TSC frequency, kHz: QEMU's `tsc-frequency`, which it
+    /// took from KVM when the VM started and which the guest's clocks are
+    /// calibrated to. Under KVM the destination runs the vCPUs at it
+    /// (`-cpu MODEL,tsc-frequency=`, KVM's TSC scaling), so the guest's
+    /// time keeps its rate; a destination that can neither match nor scale
+    /// to it fails to start the VM, which stays on the source. None: not
+    /// known (TCG), the destination's own; a description without it is one
+    /// of an earlier version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsc_khz: Option<u64>,
 }
+
+/// TSC frequencies a description may name, kHz (1 MHz to 20 GHz).
+const TSC_KHZ: std::ops::RangeInclusive<u64> = 1_000..=20_000_000;
 
 /// A file inside a storage pool: `pool` is a name both hosts map to a
 /// directory (shared storage), `path` relative to it.
@@ -262,6 +275,9 @@ impl VmSpec {
             return Err(SpecError::Bad("accel", self.accel.clone()));
         }
         check_model("cpu", &self.cpu)?;
+        if let Some(k) = self.tsc_khz.filter(|k| !TSC_KHZ.contains(k)) {
+            return Err(SpecError::Bad("tsc_khz", k.to_string()));
+        }
         // under KVM `max` is `host` and whatever KVM adds
         if (self.cpu == "host" || (self.cpu == "max" && self.accel == "kvm")) && !p.allow_host_cpu {
             return Err(SpecError::Bad(
@@ -394,9 +410,14 @@ impl VmSpec {
             "-accel".into(),
             self.accel.clone(),
         ]);
+        let cpu = match self.tsc_khz {
+            // the value checked against TSC_KHZ: no overflow
+            Some(k) if self.accel == "kvm" => format!("{},tsc-frequency={}", self.cpu, k * 1000),
+            _ => self.cpu.clone(),
+        };
         a.extend([
             "-cpu".into(),
-            self.cpu.clone(),
+            cpu,
             "-m".into(),
             format!("{}M", self.memory_mib),
         ]);

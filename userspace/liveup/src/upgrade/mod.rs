@@ -20,7 +20,7 @@ mod report;
 mod restore;
 mod signals;
 mod state;
-mod tsc;
+pub(crate) mod tsc;
 pub(crate) mod vm;
 
 pub use error::{failure_json, Outcome, UpgradeError};

@@ -50,7 +50,7 @@ pub fn tsc_hz() -> f64 {
 /// The TSC frequency (kHz) a VM's vCPUs run at: QEMU's `tsc-frequency` of
 /// its first CPU, which QEMU took from KVM (the host's tsc_khz) when the VM
 /// started and carries in its saved state ever since.
-pub(super) fn vm_tsc_khz(q: &mut Qmp) -> Result<u64> {
+pub(crate) fn vm_tsc_khz(q: &mut Qmp) -> Result<u64> {
     let cpus = q.execute("query-cpus-fast", json!({}))?;
     let path = cpus
         .get(0)

@@ -96,7 +96,7 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         Ctl::Info { facts } => facts,
         // `liveup migrate listen`: it starts the VM's QEMU itself
         Ctl::NeedConfig => {
-            describe(&mut c, qemu_pid, &runstate, opts, say)?;
+            describe(&mut c, &mut q, qemu_pid, &runstate, opts, say)?;
             match c.recv()? {
                 Ctl::Info { facts } => facts,
                 got => return Err(unexpected("info", got).into()),
@@ -474,6 +474,7 @@ fn recover_source(q: &mut Qmp, was_running: bool) -> String {
 /// described, or that the destination refuses, stays here untouched.
 fn describe(
     c: &mut Control,
+    q: &mut Qmp,
     qemu_pid: Option<i32>,
     runstate: &RunState,
     opts: &SendOptions,
@@ -497,13 +498,17 @@ fn describe(
     if let Some(n) = &opts.rename {
         spec.name = n.clone();
     }
+    // 0 (TCG, or a QEMU that does not say): the destination's own
+    spec.tsc_khz = crate::upgrade::tsc::vm_tsc_khz(q).ok().filter(|k| *k != 0);
     say(&format!(
-        "the destination starts VM {}: {} MiB, {} vCPUs, {} disks, {} NICs",
+        "the destination starts VM {}: {} MiB, {} vCPUs, {} disks, {} NICs, TSC {}",
         spec.name,
         spec.memory_mib,
         spec.vcpus,
         spec.disks.len(),
-        spec.nics.len()
+        spec.nics.len(),
+        spec.tsc_khz
+            .map_or("the destination's".to_string(), |k| format!("{k} kHz"))
     ));
     c.send(&Ctl::Config { spec })?;
     match c.recv() {

@@ -24,6 +24,7 @@ impl VmSpec {
             serials: 0,
             ram_backend: false,
             guest_agent: None,
+            tsc_khz: None,
         };
         let (mut nodefaults, mut backend) = (false, false);
         // the guest agent: its controller's place among the NICs, its

@@ -254,6 +254,8 @@ fn a_hostile_description_is_refused_before_anything_starts() {
         ("disks", |s| s.disks = vec![s.disks[0].clone(); 9]),
         ("serials", |s| s.serials = 200),
         ("guest_agent", |s| s.guest_agent = Some(5)),
+        ("tsc_khz", |s| s.tsc_khz = Some(0)),
+        ("tsc_khz", |s| s.tsc_khz = Some(u64::MAX)),
         ("append", |s| {
             s.boot.as_mut().unwrap().append = "a\nb".into()
         }),
@@ -303,4 +305,34 @@ fn pool_and_network_maps_are_checked_as_typed() {
     assert!(in_pool(&pools, "/srv").is_err());
     assert!(in_pool(&pools, "/srvx/a").is_err());
     assert!(in_pool(&pools, "images/a").is_err());
+}
+
+/// The source's TSC frequency: under KVM the destination runs the vCPUs
+/// at it; under TCG it means nothing and is left out; a description of an
+/// earlier version (no field) still parses.
+#[test]
+fn the_tsc_frequency_goes_to_kvm_only() {
+    let p = policy();
+    let l = Launch {
+        qemu: "q".into(),
+        qmp: "/q".into(),
+        log_dir: "/l".into(),
+        ram_object: None,
+    };
+    let mut s = good();
+    s.tsc_khz = Some(2_300_026);
+    let a = s.to_argv(&p, &l).unwrap();
+    assert!(a
+        .windows(2)
+        .any(|w| w[0] == "-cpu" && w[1] == "qemu64,tsc-frequency=2300026000"));
+    s.accel = "tcg".into();
+    let a = s.to_argv(&p, &l).unwrap();
+    assert!(a.windows(2).any(|w| w[0] == "-cpu" && w[1] == "qemu64"));
+    let j = serde_json::to_string(&good()).unwrap();
+    assert!(!j.contains("tsc_khz"), "absent when unknown: {j}");
+    assert_eq!(serde_json::from_str::<VmSpec>(&j).unwrap().tsc_khz, None);
+    let mut k = good();
+    k.tsc_khz = Some(1_000_000);
+    let j = serde_json::to_string(&k).unwrap();
+    assert_eq!(serde_json::from_str::<VmSpec>(&j).unwrap(), k);
 }
