@@ -269,12 +269,17 @@ listen_ok() {
     qpid=$(pgrep -f -- "$KHM_WORK/incoming/s1.qmp" | head -n1)
     seccomp=$(awk '/^Seccomp:/ { print $2 }' "/proc/${qpid:-0}/status" 2>/dev/null)
     echo "# destination QEMU pid ${qpid:-none}: Seccomp ${seccomp:-?}"
-    [ "$seccomp" = 2 ] &&
+    # and it got the kernel the service opened and checked, as a
+    # descriptor (no path opened again after the check)
+    local kfd
+    kfd=$(tr '\0' '\n' < "/proc/${qpid:-0}/cmdline" 2>/dev/null | grep -A1 -x -- -kernel | tail -n1)
+    echo "# destination QEMU's -kernel: ${kfd:-none}"
+    [ "$seccomp" = 2 ] && [[ "$kfd" == /proc/self/fd/* ]] &&
     [ $rc = 0 ] && [ $lrc = 0 ] && [ "$(khm_state l1)" = running ] &&
         [ "$(khm_state s1)" = postmigrate ] && khm_memcheck l1 &&
         grep -q "VM s1 from .*: migrated, running here" "$KHM_WORK/listen-4481.log"
 }
-check "migrate listen: send --to A->B, the destination starts the VM itself (under QEMU's seccomp sandbox), guest memory intact" listen_ok
+check "migrate listen: send --to A->B, the destination starts the VM itself (seccomp sandbox, the checked kernel passed as a descriptor), guest memory intact" listen_ok
 # (the service's QEMU is no child of this script: khm_cleanup does not
 # see it)
 khm_qmp l1 quit > /dev/null 2>&1 || true

@@ -190,6 +190,11 @@ pub struct Launch {
     /// The RAM backend object (`-object` value, id `ram0`) for a source
     /// whose RAM is one (else anonymous memory, `memory-backend-ram`).
     pub ram_object: Option<String>,
+    /// Descriptors QEMU inherits for the description's files, by the
+    /// file's path as QEMU would see it: a kernel or initrd is read
+    /// through `/proc/self/fd/N`, a disk through `-add-fd` and
+    /// `/dev/fdset/N`. A file not in the map is named by its path.
+    pub fds: std::collections::BTreeMap<PathBuf, i32>,
 }
 
 /// `[a-z0-9_-]`, `[A-Za-z0-9._-]` for models: a word QEMU's option parser
@@ -358,12 +363,13 @@ impl VmSpec {
     }
 
     /// Every file QEMU will open, with its pool's directory (as QEMU sees
-    /// them): a destination checks each on disk before it starts QEMU.
-    pub fn files(&self, p: &Policy) -> Result<Vec<(PathBuf, PathBuf)>, SpecError> {
+    /// them) and whether it is a disk (opened for writing): a destination
+    /// opens and checks each before it starts QEMU.
+    pub fn files(&self, p: &Policy) -> Result<Vec<(PathBuf, PathBuf, bool)>, SpecError> {
         let mut out = Vec::new();
         let mut add = |what, f: &PoolFile| -> Result<(), SpecError> {
             let dir = PathBuf::from(p.pools.get("pool", &f.pool)?);
-            out.push((dir, self.pool_file(p, what, f)?));
+            out.push((dir, self.pool_file(p, what, f)?, what == "disk file"));
             Ok(())
         };
         if let Some(b) = &self.boot {
@@ -432,10 +438,13 @@ impl VmSpec {
         if let Some(b) = &self.boot {
             a.extend([
                 "-kernel".into(),
-                path_arg(&self.pool_file(p, "kernel", &b.kernel)?),
+                file_arg(&self.pool_file(p, "kernel", &b.kernel)?, l),
             ]);
             if let Some(i) = &b.initrd {
-                a.extend(["-initrd".into(), path_arg(&self.pool_file(p, "initrd", i)?)]);
+                a.extend([
+                    "-initrd".into(),
+                    file_arg(&self.pool_file(p, "initrd", i)?, l),
+                ]);
             }
             a.extend(["-append".into(), b.append.clone()]);
         }
@@ -443,8 +452,16 @@ impl VmSpec {
             let log = l.log_dir.join(format!("{}.serial{i}.log", self.name));
             a.extend(["-serial".into(), format!("file:{}", path_arg(&log))]);
         }
-        for d in &self.disks {
-            let f = path_arg(&self.pool_file(p, "disk file", &d.file)?);
+        for (i, d) in self.disks.iter().enumerate() {
+            let path = self.pool_file(p, "disk file", &d.file)?;
+            let f = match l.fds.get(&path) {
+                Some(fd) => {
+                    let set = i + 1;
+                    a.extend(["-add-fd".into(), format!("fd={fd},set={set}")]);
+                    format!("/dev/fdset/{set}")
+                }
+                None => path_arg(&path),
+            };
             a.extend([
                 "-drive".into(),
                 format!(
@@ -501,6 +518,14 @@ fn sandbox(bridge_helper: bool) -> &'static str {
         "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny"
     } else {
         "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+    }
+}
+
+/// A kernel or initrd QEMU reads: its inherited descriptor, else its path.
+fn file_arg(p: &Path, l: &Launch) -> String {
+    match l.fds.get(p) {
+        Some(fd) => format!("/proc/self/fd/{fd}"),
+        None => path_arg(p),
     }
 }
 

@@ -35,6 +35,9 @@ use crate::upgrade::vm::{managed_vms, ram_device, run_dir, under_root, under_sys
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -470,7 +473,24 @@ impl Drop for Started {
 fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
     // before the name makes any path
     spec.validate(&opts.policy).map_err(|e| e.to_string())?;
-    check_files(spec, opts)?;
+    let files = open_files(spec, opts)?;
+    // A kernel or initrd is read through /proc/self/fd/N, where QEMU's
+    // root has /proc; a disk through -add-fd, anywhere.
+    let proc_fds = under_root(&opts.root, Path::new("/proc/self/fd")).is_dir();
+    let fds: std::collections::BTreeMap<PathBuf, i32> = files
+        .iter()
+        .filter(|(_, disk, _)| proc_fds || *disk)
+        .map(|(p, _, f)| (p.clone(), f.as_raw_fd()))
+        .collect();
+    let inherit: Vec<i32> = fds.values().copied().collect();
+    // QEMU's messages name the descriptors; the source is told the files
+    let names = fd_names(&fds, &files);
+    let named = |mut msg: String| {
+        for (from, to) in &names {
+            msg = msg.replace(from.as_str(), to);
+        }
+        msg
+    };
     let qmp = opts.run_dir.join(format!("{}.qmp", spec.name));
     let qmp_host = under_root(&opts.root, &qmp);
     if qmp_host.exists() && open_qmp(&qmp_host).is_ok() {
@@ -481,8 +501,22 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
         qmp: qmp.clone(),
         log_dir: opts.run_dir.clone(),
         ram_object: None,
+        fds: Default::default(),
     };
+    // by path: what a restore relaunches (record); with the descriptors:
+    // what starts now
     let mut argv = spec.to_argv(&opts.policy, &l).map_err(|e| e.to_string())?;
+    let with_fds = |l: &Launch| {
+        spec.to_argv(
+            &opts.policy,
+            &Launch {
+                fds: fds.clone(),
+                ..l.clone()
+            },
+        )
+        .map_err(|e| e.to_string())
+    };
+    let mut argv_now = with_fds(&l)?;
     let mut s = Started {
         child: None,
         vm: VmConfig {
@@ -524,35 +558,55 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
             pages * PAGE_SIZE,
             area_node(ram_device(&argv), a.id)
         );
-        argv = spec
-            .to_argv(
-                &opts.policy,
-                &Launch {
-                    ram_object: Some(obj),
-                    ..l
-                },
-            )
-            .map_err(|e| e.to_string())?;
+        let l = Launch {
+            ram_object: Some(obj),
+            ..l
+        };
+        argv = spec.to_argv(&opts.policy, &l).map_err(|e| e.to_string())?;
+        argv_now = with_fds(&l)?;
     }
     s.vm.argv = argv;
     let dir = under_root(&opts.root, &opts.run_dir);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let cmd = s.vm.launch(false, under_systemd());
+    let cmd = VmConfig {
+        argv: argv_now,
+        ..s.vm.clone()
+    }
+    .launch(false, under_systemd());
     let log_path = dir.join(format!("{}.qemu.log", spec.name));
     let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let _ = fs::remove_file(&qmp_host);
-    let child = Command::new(&cmd[0])
+    let mut command = Command::new(&cmd[0]);
+    command
         .args(&cmd[1..])
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
+        .stderr(log);
+    // SAFETY: runs in the child between fork and exec: fcntl is
+    // async-signal-safe, nothing is allocated (the list is moved in), and
+    // only the child's own descriptors change: QEMU inherits the checked
+    // files (they are close-on-exec in this process, so no other child,
+    // of another session, gets them).
+    unsafe {
+        command.pre_exec(move || {
+            for fd in &inherit {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", cmd[0]))?;
+    // QEMU holds its own copies now
+    drop(files);
     let child = s.child.insert(child);
     let t = Instant::now();
     loop {
         if let Ok(Some(st)) = child.try_wait() {
-            return Err(format!("QEMU exited ({st}): {}", tail(&log_path)));
+            return Err(format!("QEMU exited ({st}): {}", named(tail(&log_path))));
         }
         // The socket appears before QEMU loads the kernel or ROMs, and the
         // QMP greeting only once its main loop runs: up when it answers.
@@ -567,34 +621,81 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
             return Err(format!(
                 "QEMU opened no QMP socket in {} s: {}",
                 QEMU_START.as_secs(),
-                tail(&log_path)
+                named(tail(&log_path))
             ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Each file the VM's QEMU opens, as it is on disk now: a regular file
-/// whose real path (symlinks resolved) lies inside its pool's real
-/// directory. A pool is shared storage the source's host may write to; a
-/// link in it must not hand QEMU (root) a host device or /etc/shadow.
-/// (Checked here, opened by QEMU later: a link swapped in between is not
-/// seen; passing QEMU descriptors opened here would close that gap.)
-fn check_files(spec: &VmSpec, opts: &ListenOptions) -> Result<(), String> {
-    for (dir, file) in spec.files(&opts.policy).map_err(|e| e.to_string())? {
-        let d = fs::canonicalize(under_root(&opts.root, &dir))
-            .map_err(|e| format!("pool directory {}: {e}", dir.display()))?;
-        let f = fs::canonicalize(under_root(&opts.root, &file))
-            .map_err(|e| format!("{}: {e}", file.display()))?;
-        if !f.starts_with(&d) || !fs::metadata(&f).is_ok_and(|m| m.is_file()) {
-            return Err(format!(
+/// Each descriptor path QEMU is given (`/proc/self/fd/N`, `/dev/fdset/K`)
+/// and the file's own path, longest first, to put QEMU's messages back
+/// into the files' names.
+fn fd_names(
+    fds: &std::collections::BTreeMap<PathBuf, i32>,
+    files: &[(PathBuf, bool, File)],
+) -> Vec<(String, String)> {
+    let mut subst: Vec<(String, String)> = Vec::new();
+    for (p, fd) in fds {
+        subst.push((format!("/proc/self/fd/{fd}"), p.display().to_string()));
+    }
+    // disk i is fd set i + 1 (VmSpec::to_argv)
+    for (i, (p, _, _)) in files.iter().filter(|f| f.1).enumerate() {
+        subst.push((format!("/dev/fdset/{}", i + 1), p.display().to_string()));
+    }
+    // /proc/self/fd/12 before /proc/self/fd/1
+    subst.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+    subst
+}
+
+/// Open each file the description names (kernel, initrd, disks: a disk
+/// read-write) and check the opened file itself: a regular file whose real
+/// path (the descriptor's, from /proc/self/fd) lies inside its pool's real
+/// directory. A pool is storage the source's host can write; a link to
+/// `/dev/sda` or `/etc/shadow` is refused. QEMU then gets these
+/// descriptors, never the paths, so a link swapped in after the check
+/// changes nothing. Returns each file by its path as QEMU would see it,
+/// and whether it is a disk.
+fn open_files(spec: &VmSpec, opts: &ListenOptions) -> Result<Vec<(PathBuf, bool, File)>, String> {
+    let mut out = Vec::new();
+    for (dir, file, disk) in spec.files(&opts.policy).map_err(|e| e.to_string())? {
+        let outside = || {
+            format!(
                 "{} is not a regular file inside its pool {} (a link out of it, or a device)",
                 file.display(),
                 dir.display()
-            ));
+            )
+        };
+        let d = fs::canonicalize(under_root(&opts.root, &dir))
+            .map_err(|e| format!("pool directory {}: {e}", dir.display()))?;
+        let host = under_root(&opts.root, &file);
+        // by path first, so that nothing but a regular file in the pool
+        // is ever opened (opening a FIFO blocks, a device may act)
+        let f = fs::canonicalize(&host).map_err(|e| format!("{}: {e}", file.display()))?;
+        if !f.starts_with(&d) || !fs::metadata(&f).is_ok_and(|m| m.is_file()) {
+            return Err(outside());
         }
+        // then the opened file itself: what QEMU gets (O_NONBLOCK: a
+        // FIFO swapped in meanwhile does not block the open)
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(disk)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&host)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let real = fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        if !real.starts_with(&d) || !f.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(outside());
+        }
+        nix::fcntl::fcntl(
+            &f,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        )
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+        out.push((file, disk, f));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The last [`ERR_TAIL`] bytes of a log, as text on one line.
@@ -696,5 +797,32 @@ mod tests {
         a.add(256);
         assert_eq!(a.0.len(), 1, "gone entries dropped on the next add");
         assert_eq!(a.running_mib(), 256);
+    }
+
+    /// QEMU's error names the descriptors it was given; the source gets the
+    /// files' names back (fd 12 is not read as fd 1 and a "2").
+    #[test]
+    fn qemu_messages_name_the_files_not_the_descriptors() {
+        let null = || File::open("/dev/null").unwrap();
+        let files = vec![
+            (PathBuf::from("/srv/boot/bzImage"), false, null()),
+            (PathBuf::from("/srv/img/a.img"), true, null()),
+        ];
+        let fds = std::collections::BTreeMap::from([
+            (PathBuf::from("/srv/boot/bzImage"), 12),
+            (PathBuf::from("/srv/img/a.img"), 1),
+        ]);
+        let names = fd_names(&fds, &files);
+        let mut m = "qemu: could not load kernel '/proc/self/fd/12'; /proc/self/fd/1: no; \
+                     /dev/fdset/1: locked"
+            .to_string();
+        for (from, to) in &names {
+            m = m.replace(from.as_str(), to);
+        }
+        assert_eq!(
+            m,
+            "qemu: could not load kernel '/srv/boot/bzImage'; /srv/img/a.img: no; \
+             /srv/img/a.img: locked"
+        );
     }
 }

@@ -88,6 +88,7 @@ fn the_destination_builds_its_own_command_line() {
         qmp: "/run/liveup/vm1.qmp".into(),
         log_dir: "/var/log/liveup".into(),
         ram_object: None,
+        fds: Default::default(),
     };
     // the destination's pools are other directories with the same names
     let mut p = policy();
@@ -274,6 +275,7 @@ fn a_hostile_description_is_refused_before_anything_starts() {
             qmp: "/q".into(),
             log_dir: "/l".into(),
             ram_object: None,
+            fds: Default::default(),
         };
         assert!(
             s.to_argv(&p, &l).is_err(),
@@ -318,6 +320,7 @@ fn the_tsc_frequency_goes_to_kvm_only() {
         qmp: "/q".into(),
         log_dir: "/l".into(),
         ram_object: None,
+        fds: Default::default(),
     };
     let mut s = good();
     s.tsc_khz = Some(2_300_026);
@@ -335,4 +338,34 @@ fn the_tsc_frequency_goes_to_kvm_only() {
     k.tsc_khz = Some(1_000_000);
     let j = serde_json::to_string(&k).unwrap();
     assert_eq!(serde_json::from_str::<VmSpec>(&j).unwrap(), k);
+}
+
+/// Files the destination opened and checked itself reach QEMU as its
+/// descriptors: no path is opened again between the check and QEMU.
+#[test]
+fn checked_files_go_to_qemu_as_descriptors() {
+    let p = policy();
+    let s = good();
+    let files = s.files(&p).unwrap();
+    let mut fds = std::collections::BTreeMap::new();
+    for (n, (_, f, _)) in files.iter().enumerate() {
+        fds.insert(f.clone(), 10 + n as i32);
+    }
+    let l = Launch {
+        qemu: "q".into(),
+        qmp: "/q".into(),
+        log_dir: "/l".into(),
+        ram_object: None,
+        fds,
+    };
+    let a = s.to_argv(&p, &l).unwrap().join(" ");
+    assert!(
+        a.contains("-kernel /proc/self/fd/10 -initrd /proc/self/fd/11"),
+        "{a}"
+    );
+    assert!(
+        a.contains("-add-fd fd=12,set=1 -drive file=/dev/fdset/1,if=virtio,id=d0"),
+        "{a}"
+    );
+    assert!(!a.contains("/srv/"), "no pool path left: {a}");
 }
