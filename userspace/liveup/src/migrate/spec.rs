@@ -192,9 +192,10 @@ pub struct Launch {
     pub ram_object: Option<String>,
     /// Descriptors QEMU inherits for the description's files, by the
     /// file's path as QEMU would see it: a kernel or initrd is read
-    /// through `/proc/self/fd/N`, a disk through `-add-fd` and
-    /// `/dev/fdset/N`. A file not in the map is named by its path.
-    pub fds: std::collections::BTreeMap<PathBuf, i32>,
+    /// through `/proc/self/fd/N` (the first), a disk through `-add-fd` (each
+    /// one: QEMU picks the one whose access mode and `O_DIRECT` match its
+    /// open) and `/dev/fdset/K`. A file not in the map is named by its path.
+    pub fds: std::collections::BTreeMap<PathBuf, Vec<i32>>,
 }
 
 /// `[a-z0-9_-]`, `[A-Za-z0-9._-]` for models: a word QEMU's option parser
@@ -454,10 +455,12 @@ impl VmSpec {
         }
         for (i, d) in self.disks.iter().enumerate() {
             let path = self.pool_file(p, "disk file", &d.file)?;
-            let f = match l.fds.get(&path) {
-                Some(fd) => {
+            let f = match l.fds.get(&path).filter(|v| !v.is_empty()) {
+                Some(fds) => {
                     let set = i + 1;
-                    a.extend(["-add-fd".into(), format!("fd={fd},set={set}")]);
+                    for fd in fds {
+                        a.extend(["-add-fd".into(), format!("fd={fd},set={set}")]);
+                    }
                     format!("/dev/fdset/{set}")
                 }
                 None => path_arg(&path),
@@ -523,7 +526,7 @@ fn sandbox(bridge_helper: bool) -> &'static str {
 
 /// A kernel or initrd QEMU reads: its inherited descriptor, else its path.
 fn file_arg(p: &Path, l: &Launch) -> String {
-    match l.fds.get(p) {
+    match l.fds.get(p).and_then(|v| v.first()) {
         Some(fd) => format!("/proc/self/fd/{fd}"),
         None => path_arg(p),
     }

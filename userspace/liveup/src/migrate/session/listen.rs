@@ -36,7 +36,7 @@ use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -477,14 +477,20 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
     // A kernel or initrd is read through /proc/self/fd/N, where QEMU's
     // root has /proc; a disk through -add-fd, anywhere.
     let proc_fds = under_root(&opts.root, Path::new("/proc/self/fd")).is_dir();
-    let fds: std::collections::BTreeMap<PathBuf, i32> = files
-        .iter()
-        .filter(|(_, disk, _)| proc_fds || *disk)
-        .map(|(p, _, f)| (p.clone(), f.as_raw_fd()))
-        .collect();
-    let inherit: Vec<i32> = fds.values().copied().collect();
+    let mut fds: std::collections::BTreeMap<PathBuf, Vec<i32>> = Default::default();
+    for (p, _, f) in files.iter().filter(|(_, disk, _)| proc_fds || *disk) {
+        fds.entry(p.clone()).or_default().push(f.as_raw_fd());
+    }
+    let inherit: Vec<i32> = fds.values().flatten().copied().collect();
     // QEMU's messages name the descriptors; the source is told the files
-    let names = fd_names(&fds, &files);
+    let disks: Vec<PathBuf> = spec
+        .files(&opts.policy)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|f| f.2)
+        .map(|f| f.1)
+        .collect();
+    let names = fd_names(&fds, &disks);
     let named = |mut msg: String| {
         for (from, to) in &names {
             msg = msg.replace(from.as_str(), to);
@@ -632,15 +638,17 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
 /// and the file's own path, longest first, to put QEMU's messages back
 /// into the files' names.
 fn fd_names(
-    fds: &std::collections::BTreeMap<PathBuf, i32>,
-    files: &[(PathBuf, bool, File)],
+    fds: &std::collections::BTreeMap<PathBuf, Vec<i32>>,
+    disks: &[PathBuf],
 ) -> Vec<(String, String)> {
     let mut subst: Vec<(String, String)> = Vec::new();
-    for (p, fd) in fds {
-        subst.push((format!("/proc/self/fd/{fd}"), p.display().to_string()));
+    for (p, v) in fds {
+        for fd in v {
+            subst.push((format!("/proc/self/fd/{fd}"), p.display().to_string()));
+        }
     }
     // disk i is fd set i + 1 (VmSpec::to_argv)
-    for (i, (p, _, _)) in files.iter().filter(|f| f.1).enumerate() {
+    for (i, p) in disks.iter().enumerate() {
         subst.push((format!("/dev/fdset/{}", i + 1), p.display().to_string()));
     }
     // /proc/self/fd/12 before /proc/self/fd/1
@@ -693,6 +701,33 @@ fn open_files(spec: &VmSpec, opts: &ListenOptions) -> Result<Vec<(PathBuf, bool,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
         )
         .map_err(|e| format!("{}: {e}", file.display()))?;
+        // A disk with cache=none is opened O_DIRECT, and QEMU takes only a
+        // descriptor of the same O_DIRECT-ness from an fd set: one more,
+        // the same file (checked to be), where the file system has
+        // O_DIRECT at all.
+        if disk {
+            if let Ok(g) = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&host)
+            {
+                let same = g
+                    .metadata()
+                    .ok()
+                    .zip(f.metadata().ok())
+                    .is_some_and(|(a, b)| a.dev() == b.dev() && a.ino() == b.ino());
+                if !same {
+                    return Err(outside());
+                }
+                nix::fcntl::fcntl(
+                    &g,
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_DIRECT),
+                )
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+                out.push((file.clone(), disk, g));
+            }
+        }
         out.push((file, disk, f));
     }
     Ok(out)
@@ -803,16 +838,11 @@ mod tests {
     /// files' names back (fd 12 is not read as fd 1 and a "2").
     #[test]
     fn qemu_messages_name_the_files_not_the_descriptors() {
-        let null = || File::open("/dev/null").unwrap();
-        let files = vec![
-            (PathBuf::from("/srv/boot/bzImage"), false, null()),
-            (PathBuf::from("/srv/img/a.img"), true, null()),
-        ];
         let fds = std::collections::BTreeMap::from([
-            (PathBuf::from("/srv/boot/bzImage"), 12),
-            (PathBuf::from("/srv/img/a.img"), 1),
+            (PathBuf::from("/srv/boot/bzImage"), vec![12]),
+            (PathBuf::from("/srv/img/a.img"), vec![1, 3]),
         ]);
-        let names = fd_names(&fds, &files);
+        let names = fd_names(&fds, &[PathBuf::from("/srv/img/a.img")]);
         let mut m = "qemu: could not load kernel '/proc/self/fd/12'; /proc/self/fd/1: no; \
                      /dev/fdset/1: locked"
             .to_string();

@@ -348,8 +348,14 @@ fn checked_files_go_to_qemu_as_descriptors() {
     let s = good();
     let files = s.files(&p).unwrap();
     let mut fds = std::collections::BTreeMap::new();
-    for (n, (_, f, _)) in files.iter().enumerate() {
-        fds.insert(f.clone(), 10 + n as i32);
+    for (n, (_, f, disk)) in files.iter().enumerate() {
+        // a disk: one descriptor without O_DIRECT, one with
+        let v = if *disk {
+            vec![12, 13]
+        } else {
+            vec![10 + n as i32]
+        };
+        fds.insert(f.clone(), v);
     }
     let l = Launch {
         qemu: "q".into(),
@@ -364,7 +370,9 @@ fn checked_files_go_to_qemu_as_descriptors() {
         "{a}"
     );
     assert!(
-        a.contains("-add-fd fd=12,set=1 -drive file=/dev/fdset/1,if=virtio,id=d0"),
+        a.contains(
+            "-add-fd fd=12,set=1 -add-fd fd=13,set=1 -drive file=/dev/fdset/1,if=virtio,id=d0"
+        ),
         "{a}"
     );
     assert!(!a.contains("/srv/"), "no pool path left: {a}");
