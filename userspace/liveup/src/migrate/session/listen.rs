@@ -701,17 +701,24 @@ fn open_files(spec: &VmSpec, opts: &ListenOptions) -> Result<Vec<(PathBuf, bool,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
         )
         .map_err(|e| format!("{}: {e}", file.display()))?;
-        // A disk with cache=none is opened O_DIRECT, and QEMU takes only a
-        // descriptor of the same O_DIRECT-ness from an fd set: one more,
-        // the same file (checked to be), where the file system has
-        // O_DIRECT at all.
+        // QEMU takes a descriptor from a disk's fd set only if its access
+        // mode and O_DIRECT match the open it stands for: `-drive` opens
+        // read-only first (auto-read-only) and read-write once the guest
+        // writes, and cache=none opens with O_DIRECT. So the set holds
+        // the one checked file four ways (O_DIRECT where the file system
+        // has it), each checked to be the same file.
         if disk {
-            if let Ok(g) = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK | libc::O_NOCTTY)
-                .open(&host)
-            {
+            for (write, direct) in [(false, false), (true, true), (false, true)] {
+                let flags =
+                    libc::O_NONBLOCK | libc::O_NOCTTY | if direct { libc::O_DIRECT } else { 0 };
+                let Ok(g) = fs::OpenOptions::new()
+                    .read(true)
+                    .write(write)
+                    .custom_flags(flags)
+                    .open(&host)
+                else {
+                    continue;
+                };
                 let same = g
                     .metadata()
                     .ok()
@@ -720,11 +727,13 @@ fn open_files(spec: &VmSpec, opts: &ListenOptions) -> Result<Vec<(PathBuf, bool,
                 if !same {
                     return Err(outside());
                 }
-                nix::fcntl::fcntl(
-                    &g,
-                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_DIRECT),
-                )
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+                let keep = if direct {
+                    nix::fcntl::OFlag::O_DIRECT
+                } else {
+                    nix::fcntl::OFlag::empty()
+                };
+                nix::fcntl::fcntl(&g, nix::fcntl::FcntlArg::F_SETFL(keep))
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
                 out.push((file.clone(), disk, g));
             }
         }
