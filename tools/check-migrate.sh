@@ -284,6 +284,32 @@ check "migrate listen: send --to A->B, the destination starts the VM itself (sec
 # see it)
 khm_qmp l1 quit > /dev/null 2>&1 || true
 
+# A VM with a disk on shared storage (pool images, the same directory on
+# both ends): the service opens the image itself, checks the opened file
+# and gives QEMU descriptors (-add-fd, /dev/fdset), never the path. QEMU
+# opens the image read-only first and read-write when the migrated VM
+# takes over, both with O_DIRECT (cache=none): each needs its descriptor.
+listen_disk_case() {
+    mkdir -p "$KHM_WORK/images/d1" && truncate -s 64M "$KHM_WORK/images/d1/disk.img" || return 1
+    KHM_VM_EXTRA="-drive file=$KHM_WORK/images/d1/disk.img,if=virtio,id=d0,format=raw,cache=none" \
+        khm_vm "$KHM_NS_A" d1 && khm_memcheck d1 || return 1
+    khm_listen 4485 "boot=$(dirname "$KHM_KERNEL")" "initrd=$(dirname "$KHM_INITRD")" "images=$KHM_WORK/images" || return 1
+    ip netns exec "$KHM_NS_A" "$LIVEUP" migrate send --qmp "$KHM_WORK/d1.qmp" --to "$KHM_IP_B:4485" \
+        "${KHM_POOLS[@]}" --pool "images=$KHM_WORK/images" --mode native > /dev/null 2> "$KHM_WORK/d1.send.err"
+    local rc=$? qpid drive
+    khm_wait_listen
+    sed 's/^/# listen: /' "$KHM_WORK/listen-4485.log"
+    qpid=$(pgrep -f -- "$KHM_WORK/incoming/d1.qmp" | head -n1)
+    drive=$(tr '\0' '\n' < "/proc/${qpid:-0}/cmdline" 2>/dev/null | grep -A1 -x -- -drive | tail -n1)
+    echo "# send rc $rc: $(tail -n1 "$KHM_WORK/d1.send.err"); destination QEMU's -drive: ${drive:-none}"
+    ln -sf "$KHM_WORK/incoming/d1.qmp" "$KHM_WORK/e1.qmp"
+    ln -sf "$KHM_WORK/incoming/d1.serial1.log" "$KHM_WORK/e1.1.log"
+    [ $rc = 0 ] && [[ "$drive" == file=/dev/fdset/1,* ]] && [ "$(khm_state e1)" = running ] && khm_memcheck e1
+}
+check "migrate listen: a VM with a disk on shared storage arrives, its image given to QEMU as checked descriptors (O_DIRECT), memory intact" listen_disk_case
+khm_qmp e1 quit > /dev/null 2>&1 || true
+kill "$KHM_PID_d1" 2>/dev/null
+
 # A guest that dirties faster than the link (issue 20 item 4): the
 # unpaced vmdirty guest rewrites 4 MiB of random bytes without pause
 # (3-21 MB/s measured under TCG) over 8 Mbit/s. Without an aid it never

@@ -75,6 +75,7 @@ khm_cleanup() {
 
 # khm_vm NS NAME [incoming]: start a VM (QMP $KHM_WORK/NAME.qmp, serial
 # logs NAME.0.log and NAME.1.log); "incoming" waits for a migration (-S).
+# (KHM_VM_EXTRA: more QEMU options, split on spaces)
 khm_vm() {
     local ns=$1 name=$2 extra=()
     [ "${3:-}" = incoming ] && extra=(-incoming defer -S)
@@ -84,7 +85,7 @@ khm_vm() {
         -kernel "$KHM_KERNEL" -initrd "$KHM_INITRD" \
         -append "console=ttyS0 quiet vmname=vm vmdirty=$KHM_DIRTY_MB vmrate=$KHM_DIRTY_RATE vmfill=$KHM_FILL_MB" \
         -serial "file:$KHM_WORK/$name.0.log" -serial "file:$KHM_WORK/$name.1.log" \
-        -qmp "unix:$KHM_WORK/$name.qmp,server=on,wait=off" "${extra[@]}" \
+        -qmp "unix:$KHM_WORK/$name.qmp,server=on,wait=off" "${extra[@]}" ${KHM_VM_EXTRA:-} \
         > "$KHM_WORK/$name.qemu.log" 2>&1 &
     KHM_PIDS+=($!)
     eval "KHM_PID_$name=$!"
