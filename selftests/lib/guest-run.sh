@@ -17,7 +17,11 @@ for t in $(cat /host/plan); do
     echo "KH-TEST-START $t stage=$stage"
     # how this kernel sends IPIs (xAPIC MMIO or x2APIC MSR: the rig's
     # livelock, Documentation/upgrade.rst, Known problems)
-    echo "KH-APIC $(dmesg | grep -m1 -o 'APIC: Switched APIC routing to: .*' || echo 'routing not logged')"
+    # (no "Switched" line: the default, xAPIC flat)
+    apic=$( { dmesg | grep -m1 -o 'Switched APIC routing to: .*'
+              dmesg | grep -m1 -o 'IRQ remapping in [a-z0-9]* mode'
+              grep -q -w x2apic /proc/cpuinfo && echo 'cpu has x2apic'; } | tr '\n' ';')
+    echo "KH-APIC ${apic:-nothing logged}"
     ( cd /host/tests/"$(dirname "$t")" && sh ./"$(basename "$t")".sh )
     echo "KH-TEST-END $t rc=$?"
     touch "$state/$id.done"
