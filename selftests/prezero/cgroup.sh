@@ -47,8 +47,11 @@ cap_us=$(cg_stat pz-capped usage_usec)
 thr=$(cg_stat pz-capped nr_throttled)
 kh_log "capped at 25%: $cap_ms ms ($(tail -n1 /tmp/pz-capped.log)); usage $cap_us us, throttled $thr times for $(cg_stat pz-capped throttled_usec) us"
 pz_expect "capped: every page marked all the same" "$(pz_stat 0 2M marked)" 256
-kh_check "capped: charged the same work (usage $cap_us us, uncapped $free_us us)" \
-    awk -v c="$cap_us" -v f="$free_us" 'BEGIN { exit !(c >= f / 2 && c <= 2 * f) }'
+# (against this run's own zeroing time: under TCG a vCPU's usage for the
+# same work moves with the host's load, 3.5 to 7.3 s for the uncapped run)
+czms=$(sed -n 's/.* in \([0-9.]*\) ms$/\1/p' /tmp/pz-capped.log | tail -n1)
+kh_check "capped: the caller's cgroup is charged the zeroing too (usage $cap_us us, zeroing $czms ms)" \
+    awk -v u="$cap_us" -v z="$czms" 'BEGIN { exit !(z > 0 && u >= 800 * z) }'
 kh_check "capped: cpu.max throttled it ($thr times)" test "$thr" -gt 0
 kh_check "capped: at most 25% of a CPU over the run, plus one period ($cap_us us in $cap_ms ms)" \
     awk -v u="$cap_us" -v t="$cap_ms" 'BEGIN { exit !(u <= 250 * t + 25000) }'
