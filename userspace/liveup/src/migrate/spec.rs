@@ -511,6 +511,12 @@ impl VmSpec {
     }
 }
 
+/// The sandbox of a daemonized QEMU (a VM that arrived, as a hot-upgrade's
+/// restore relaunches it): QEMU 11.1 with `-daemonize` exits 1 under
+/// `spawn=deny` or `elevateprivileges=deny` (or `=children`), tried by
+/// hand; it then loads only this host's own saved state.
+pub const SANDBOX_DAEMONIZED: &str = "on,obsolete=deny,resourcecontrol=deny";
+
 /// QEMU's seccomp sandbox for a QEMU that parses what a remote peer sends
 /// (the migration stream): no obsolete system calls, no privilege or
 /// scheduler changes, and no new programs, except where a NIC's
