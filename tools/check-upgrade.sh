@@ -18,13 +18,14 @@
 #    4x slower and hit its time limit).
 # VARIANT=release (default; what `make check` runs) or debug (KASAN +
 # lockdep host kernel). The VMs always boot the release kernel. Writes
-# out/check-upgrade/counts with the sum of both; ends with
+# out/check-upgrade-sum/counts with the sum of both; ends with
 # "N passed, N failed, N skipped".
 # KH_MODULES: modules stashed by tools/stash-modules.sh for VARIANT (then
 # nothing is built here: tools/check.sh runs this while a debug rig boots).
 # KH_UPGRADE_LINUX=0 leaves the Linux VM's rig out, KH_UPGRADE_TINY=0 the
 # tinyvm one (tools/check.sh runs them in different chains);
-# KH_UPGRADE_COUNTS: where the sum goes (default out/check-upgrade/counts).
+# KH_UPGRADE_COUNTS: where the sum goes (default out/check-upgrade-sum/counts,
+# not the rig's own counts, which tools/ktap-report.sh rewrites).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$KH_ROOT"
@@ -109,7 +110,7 @@ if [ -n "${lpid:-}" ]; then
     read -r lp lf ls < "$lrun/counts"
     p=$((p + lp)); f=$((f + lf)); s=$((s + ls))
 fi
-counts=${KH_UPGRADE_COUNTS:-$run/counts}
+counts=${KH_UPGRADE_COUNTS:-$KH_ROOT/out/check-upgrade-sum/counts}
 mkdir -p "$(dirname "$counts")"
 echo "$p $f $s" > "$counts"
 echo "$p passed, $f failed, $s skipped"
