@@ -190,11 +190,9 @@ pub struct Launch {
     /// The RAM backend object (`-object` value, id `ram0`) for a source
     /// whose RAM is one (else anonymous memory, `memory-backend-ram`).
     pub ram_object: Option<String>,
-    /// Descriptors QEMU inherits for the description's files, by the
-    /// file's path as QEMU would see it: a kernel or initrd is read
-    /// through `/proc/self/fd/N` (the first), a disk through `-add-fd` (each
-    /// one: QEMU picks the one whose access mode and `O_DIRECT` match its
-    /// open) and `/dev/fdset/K`. A file not in the map is named by its path.
+    /// Descriptors QEMU inherits for the kernel and initrd, by the file's
+    /// path as QEMU would see it, read through `/proc/self/fd/N`; a file
+    /// not in the map (and every disk) is named by its path.
     pub fds: std::collections::BTreeMap<PathBuf, Vec<i32>>,
 }
 
@@ -453,18 +451,8 @@ impl VmSpec {
             let log = l.log_dir.join(format!("{}.serial{i}.log", self.name));
             a.extend(["-serial".into(), format!("file:{}", path_arg(&log))]);
         }
-        for (i, d) in self.disks.iter().enumerate() {
-            let path = self.pool_file(p, "disk file", &d.file)?;
-            let f = match l.fds.get(&path).filter(|v| !v.is_empty()) {
-                Some(fds) => {
-                    let set = i + 1;
-                    for fd in fds {
-                        a.extend(["-add-fd".into(), format!("fd={fd},set={set}")]);
-                    }
-                    format!("/dev/fdset/{set}")
-                }
-                None => path_arg(&path),
-            };
+        for d in &self.disks {
+            let f = path_arg(&self.pool_file(p, "disk file", &d.file)?);
             a.extend([
                 "-drive".into(),
                 format!(

@@ -36,7 +36,7 @@ use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -488,22 +488,19 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
     spec.validate(&opts.policy).map_err(|e| e.to_string())?;
     let files = open_files(spec, opts)?;
     // A kernel or initrd is read through /proc/self/fd/N, where QEMU's
-    // root has /proc; a disk through -add-fd, anywhere.
+    // root has /proc. A disk is checked the same way but still named by
+    // its path: given as descriptors in an fd set, the set's members keep
+    // their open file descriptions, and with them QEMU's image locks,
+    // alive across its read-only to read-write reopen (check-migrate's
+    // migrated VM then failed `cont`: "Failed to get shared "write" lock").
     let proc_fds = under_root(&opts.root, Path::new("/proc/self/fd")).is_dir();
     let mut fds: std::collections::BTreeMap<PathBuf, Vec<i32>> = Default::default();
-    for (p, _, f) in files.iter().filter(|(_, disk, _)| proc_fds || *disk) {
+    for (p, _, f) in files.iter().filter(|(_, disk, _)| proc_fds && !*disk) {
         fds.entry(p.clone()).or_default().push(f.as_raw_fd());
     }
     let inherit: Vec<i32> = fds.values().flatten().copied().collect();
     // QEMU's messages name the descriptors; the source is told the files
-    let disks: Vec<PathBuf> = spec
-        .files(&opts.policy)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|f| f.2)
-        .map(|f| f.1)
-        .collect();
-    let names = fd_names(&fds, &disks);
+    let names = fd_names(&fds);
     let named = |mut msg: String| {
         for (from, to) in &names {
             msg = msg.replace(from.as_str(), to);
@@ -647,22 +644,15 @@ fn launch(spec: &VmSpec, opts: &ListenOptions) -> Result<Started, String> {
     }
 }
 
-/// Each descriptor path QEMU is given (`/proc/self/fd/N`, `/dev/fdset/K`)
-/// and the file's own path, longest first, to put QEMU's messages back
-/// into the files' names.
-fn fd_names(
-    fds: &std::collections::BTreeMap<PathBuf, Vec<i32>>,
-    disks: &[PathBuf],
-) -> Vec<(String, String)> {
+/// Each descriptor path QEMU is given (`/proc/self/fd/N`) and the file's
+/// own path, longest first, to put QEMU's messages back into the files'
+/// names.
+fn fd_names(fds: &std::collections::BTreeMap<PathBuf, Vec<i32>>) -> Vec<(String, String)> {
     let mut subst: Vec<(String, String)> = Vec::new();
     for (p, v) in fds {
         for fd in v {
             subst.push((format!("/proc/self/fd/{fd}"), p.display().to_string()));
         }
-    }
-    // disk i is fd set i + 1 (VmSpec::to_argv)
-    for (i, p) in disks.iter().enumerate() {
-        subst.push((format!("/dev/fdset/{}", i + 1), p.display().to_string()));
     }
     // /proc/self/fd/12 before /proc/self/fd/1
     subst.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
@@ -714,42 +704,6 @@ fn open_files(spec: &VmSpec, opts: &ListenOptions) -> Result<Vec<(PathBuf, bool,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
         )
         .map_err(|e| format!("{}: {e}", file.display()))?;
-        // QEMU takes a descriptor from a disk's fd set only if its access
-        // mode and O_DIRECT match the open it stands for: `-drive` opens
-        // read-only first (auto-read-only) and read-write once the guest
-        // writes, and cache=none opens with O_DIRECT. So the set holds
-        // the one checked file four ways (O_DIRECT where the file system
-        // has it), each checked to be the same file.
-        if disk {
-            for (write, direct) in [(false, false), (true, true), (false, true)] {
-                let flags =
-                    libc::O_NONBLOCK | libc::O_NOCTTY | if direct { libc::O_DIRECT } else { 0 };
-                let Ok(g) = fs::OpenOptions::new()
-                    .read(true)
-                    .write(write)
-                    .custom_flags(flags)
-                    .open(&host)
-                else {
-                    continue;
-                };
-                let same = g
-                    .metadata()
-                    .ok()
-                    .zip(f.metadata().ok())
-                    .is_some_and(|(a, b)| a.dev() == b.dev() && a.ino() == b.ino());
-                if !same {
-                    return Err(outside());
-                }
-                let keep = if direct {
-                    nix::fcntl::OFlag::O_DIRECT
-                } else {
-                    nix::fcntl::OFlag::empty()
-                };
-                nix::fcntl::fcntl(&g, nix::fcntl::FcntlArg::F_SETFL(keep))
-                    .map_err(|e| format!("{}: {e}", file.display()))?;
-                out.push((file.clone(), disk, g));
-            }
-        }
         out.push((file, disk, f));
     }
     Ok(out)
@@ -862,19 +816,16 @@ mod tests {
     fn qemu_messages_name_the_files_not_the_descriptors() {
         let fds = std::collections::BTreeMap::from([
             (PathBuf::from("/srv/boot/bzImage"), vec![12]),
-            (PathBuf::from("/srv/img/a.img"), vec![1, 3]),
+            (PathBuf::from("/srv/boot/initrd"), vec![1]),
         ]);
-        let names = fd_names(&fds, &[PathBuf::from("/srv/img/a.img")]);
-        let mut m = "qemu: could not load kernel '/proc/self/fd/12'; /proc/self/fd/1: no; \
-                     /dev/fdset/1: locked"
-            .to_string();
-        for (from, to) in &names {
+        let mut m =
+            "qemu: could not load kernel '/proc/self/fd/12'; /proc/self/fd/1: no".to_string();
+        for (from, to) in &fd_names(&fds) {
             m = m.replace(from.as_str(), to);
         }
         assert_eq!(
             m,
-            "qemu: could not load kernel '/srv/boot/bzImage'; /srv/img/a.img: no; \
-             /srv/img/a.img: locked"
+            "qemu: could not load kernel '/srv/boot/bzImage'; /srv/boot/initrd: no"
         );
     }
 
