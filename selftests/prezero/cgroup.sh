@@ -53,8 +53,10 @@ czms=$(sed -n 's/.* in \([0-9.]*\) ms$/\1/p' /tmp/pz-capped.log | tail -n1)
 kh_check "capped: the caller's cgroup is charged the zeroing too (usage $cap_us us, zeroing $czms ms)" \
     awk -v u="$cap_us" -v z="$czms" 'BEGIN { exit !(z > 0 && u >= 800 * z) }'
 kh_check "capped: cpu.max throttled it ($thr times)" test "$thr" -gt 0
-kh_check "capped: at most 25% of a CPU over the run, plus one period ($cap_us us in $cap_ms ms)" \
-    awk -v u="$cap_us" -v t="$cap_ms" 'BEGIN { exit !(u <= 250 * t + 25000) }'
+# (the quota is enforced between 2 MiB chunks: 25.1-25.4% measured over
+# five runs, so 27% and one period; uncapped it is about 100%)
+kh_check "capped: at most 27% of a CPU over the run, plus one period ($cap_us us in $cap_ms ms)" \
+    awk -v u="$cap_us" -v t="$cap_ms" 'BEGIN { exit !(u <= 270 * t + 25000) }'
 
 # --- 2. the idle worker in the operator's cgroup ----------------------------
 # Charged to the cgroup it is moved into, and held to its own rate cap.
