@@ -207,6 +207,17 @@ fn options_that_cannot_move_are_refused_by_name() {
     .is_err());
 }
 
+/// A launch with placeholder paths and nothing passed as a descriptor.
+fn plain_launch() -> Launch {
+    Launch {
+        qemu: "q".into(),
+        qmp: "/q".into(),
+        log_dir: "/l".into(),
+        ram_object: None,
+        fds: Default::default(),
+    }
+}
+
 fn good() -> VmSpec {
     VmSpec::from_argv(
         &args(SOURCE),
@@ -270,13 +281,7 @@ fn a_hostile_description_is_refused_before_anything_starts() {
         let e = s.validate(&p).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains(field), "{field}: {msg}");
-        let l = Launch {
-            qemu: "q".into(),
-            qmp: "/q".into(),
-            log_dir: "/l".into(),
-            ram_object: None,
-            fds: Default::default(),
-        };
+        let l = plain_launch();
         assert!(
             s.to_argv(&p, &l).is_err(),
             "{field}: to_argv built a command line"
@@ -315,13 +320,7 @@ fn pool_and_network_maps_are_checked_as_typed() {
 #[test]
 fn the_tsc_frequency_goes_to_kvm_only() {
     let p = policy();
-    let l = Launch {
-        qemu: "q".into(),
-        qmp: "/q".into(),
-        log_dir: "/l".into(),
-        ram_object: None,
-        fds: Default::default(),
-    };
+    let l = plain_launch();
     let mut s = good();
     s.tsc_khz = Some(2_300_026);
     let a = s.to_argv(&p, &l).unwrap();
