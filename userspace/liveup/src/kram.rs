@@ -1,4 +1,7 @@
-//! Client of `/dev/kram` (ABI: kram/include/uapi/kram.h).
+//! Client of `/dev/kram` (ABI: kram/include/uapi/kram.h). The `liveup
+//! kram` subcommands built on it are in kram/cli.rs.
+
+pub mod cli;
 
 use memmap2::{MmapMut, MmapOptions};
 use std::fs::{File, OpenOptions};

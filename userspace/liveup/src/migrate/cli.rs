@@ -1,13 +1,13 @@
-//! The `liveup migrate` command line.
+//! The `liveup migrate` command line; `send`'s arguments and run are in
+//! cli/send.rs.
+
+mod send;
+
+pub use send::SendArgs;
 
 use super::auth::{self, Key};
-use super::codec::CodecKind;
-use super::plan::{Converge, Mode, Prefs};
-use super::session::{
-    self, Event, ListenOptions, MigrateError, Output, ReceiveOptions, SendOptions, SendResult,
-};
+use super::session::{self, ListenOptions, MigrateError, ReceiveOptions};
 use super::spec::{Names, Policy};
-use crate::units::parse_size;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,70 +17,7 @@ pub enum MigrateCmd {
     /// starts the VM's QEMU itself) or `receive` waits. Measures the link,
     /// the VM's dirty rate and both hosts, prints the plan and why,
     /// migrates with a progress bar, and reports.
-    Send {
-        /// A VM `liveup vm start` started (its QMP socket is found).
-        #[arg(required_unless_present = "qmp", conflicts_with = "qmp")]
-        vm: Option<String>,
-        /// The source QEMU's QMP socket.
-        #[arg(long)]
-        qmp: Option<PathBuf>,
-        /// A storage pool, NAME=DIR (repeatable): a destination service
-        /// gets the VM's files as paths in pools of the same names.
-        #[arg(long = "pool")]
-        pools: Vec<String>,
-        /// The VM's name on a destination service (default: its name here).
-        #[arg(long = "as")]
-        rename: Option<String>,
-        /// The destination agent, HOST:PORT.
-        #[arg(long)]
-        to: String,
-        /// The migration key both hosts hold (`liveup migrate keygen`).
-        #[arg(long, env = "LIVEUP_MIGRATE_KEY", default_value = auth::DEFAULT_KEY)]
-        key: PathBuf,
-        /// Force native multifd or the relay.
-        #[arg(long)]
-        mode: Option<Mode>,
-        /// Force a codec (native: none, gzip=zlib, zstd, qat=qatzip).
-        #[arg(long)]
-        codec: Option<CodecKind>,
-        #[arg(long)]
-        level: Option<u32>,
-        /// Compression threads = relay connections = multifd channels.
-        #[arg(long)]
-        threads: Option<u32>,
-        /// Relay chunk size, e.g. 256K, 1M.
-        #[arg(long)]
-        chunk_size: Option<String>,
-        /// QEMU downtime-limit, milliseconds.
-        #[arg(long)]
-        downtime_ms: Option<u64>,
-        /// XBZRLE cache size (relay mode), e.g. 64M; 0 disables.
-        #[arg(long)]
-        xbzrle_cache: Option<String>,
-        #[arg(long)]
-        converge: Option<Converge>,
-        /// Milliseconds of dirty-rate sampling (whole seconds on QEMU < 8.2;
-        /// at least 100).
-        #[arg(long, default_value_t = 500)]
-        dirty_ms: u64,
-        /// Give up (and keep the VM here) after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-        /// Measure and print the plan, do not migrate.
-        #[arg(long)]
-        plan_only: bool,
-        /// Print events instead of text, one JSON object a line: plan,
-        /// phase, progress (each second), then result or error.
-        #[arg(long)]
-        json: bool,
-        /// Relay: seconds a stalled connection may block before the
-        /// migration is abandoned (the VM stays here).
-        #[arg(long, default_value_t = 15)]
-        stall_timeout: u64,
-        /// Test hook: corrupt relay chunk N in flight.
-        #[arg(long, hide = true)]
-        x_corrupt_chunk: Option<u64>,
-    },
+    Send(SendArgs),
     /// Wait for one incoming migration into the QEMU behind --qmp (started
     /// with `-incoming defer -S`); resume it only once everything verified.
     Receive {
@@ -226,113 +163,7 @@ fn load_key(path: &std::path::Path) -> Result<Key, CliError> {
 
 pub fn run(cmd: MigrateCmd) -> Result<(), CliError> {
     match cmd {
-        MigrateCmd::Send {
-            vm,
-            qmp,
-            pools,
-            rename,
-            to,
-            key,
-            mode,
-            codec,
-            level,
-            threads,
-            chunk_size,
-            downtime_ms,
-            xbzrle_cache,
-            converge,
-            dirty_ms,
-            timeout,
-            plan_only,
-            json,
-            stall_timeout,
-            x_corrupt_chunk,
-        } => {
-            let chunk_size = chunk_size
-                .map(|s| {
-                    parse_size(&s)
-                        .map(|v| v as usize)
-                        .map_err(|e| e.to_string())
-                })
-                .transpose()
-                .map_err(CliError::Usage)?;
-            if chunk_size.is_some_and(|c| c == 0 || c > super::relay::MAX_CHUNK) {
-                return Err(CliError::Usage(format!(
-                    "--chunk-size must be 1..={} bytes",
-                    super::relay::MAX_CHUNK
-                )));
-            }
-            let xbzrle_cache = xbzrle_cache
-                .map(|s| parse_size(&s))
-                .transpose()
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-            let managed = vm.clone();
-            let qmp = match (qmp, vm) {
-                (Some(q), _) => q,
-                (None, Some(name)) => managed_qmp(&name)?,
-                (None, None) => return Err(CliError::Usage("a VM name or --qmp".into())),
-            };
-            let opts = SendOptions {
-                key: load_key(&key)?,
-                qmp,
-                pools: Names::parse(&pools).map_err(|e| CliError::Usage(e.to_string()))?,
-                rename,
-                to,
-                prefs: Prefs {
-                    mode,
-                    codec,
-                    level,
-                    threads,
-                    chunk_size,
-                    downtime_ms,
-                    xbzrle_cache,
-                    converge,
-                },
-                dirty_ms,
-                timeout: Duration::from_secs(timeout),
-                plan_only,
-                output: Output::pick(json),
-                stall_timeout: Duration::from_secs(stall_timeout),
-                corrupt_chunk: x_corrupt_chunk,
-            };
-            let r = session::send(&opts, |line| {
-                if !json {
-                    println!("{line}");
-                }
-            });
-            // --json: the stream ends with the result or the error (a
-            // --plan-only stream with its plan event).
-            // A VM `liveup vm start` started now runs on the destination:
-            // its source QEMU (paused, migrated) quits and the VM is
-            // forgotten here, its KRAM area freed. A failure of that is a
-            // warning: the VM runs there.
-            if let (Ok(SendResult::Done(_)), Some(name)) = (&r, &managed) {
-                let forgot = crate::kram::Kram::open(crate::kram::DEFAULT_DEVICE)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|k| crate::upgrade::vm_stop(Some(&k), name, true));
-                match forgot {
-                    Ok(()) => log::info!("VM {name} now runs on {}: its source QEMU quit, its KRAM area freed", opts.to),
-                    Err(e) => log::warn!("VM {name} now runs on {}, but here it is not cleaned up: {e:#} (liveup vm stop {name} --delete-area)", opts.to),
-                }
-            }
-            match (r, json) {
-                (Ok(SendResult::Done(rep)), true) => Event::Result(&rep).emit(),
-                (Ok(SendResult::Done(rep)), false) => println!("{rep}"),
-                (Ok(SendResult::Plan(..)), _) => {}
-                (Err(e), json) => {
-                    let e = CliError::from(e);
-                    if json {
-                        Event::Error {
-                            exit_code: e.exit_code(),
-                            message: &e.to_string(),
-                        }
-                        .emit();
-                    }
-                    return Err(e);
-                }
-            }
-            Ok(())
-        }
+        MigrateCmd::Send(args) => send::send(args),
         MigrateCmd::Receive {
             qmp,
             listen,
@@ -460,7 +291,7 @@ mod tests {
         let key = std::env::temp_dir().join(format!("liveup-cli-key-{}", std::process::id()));
         let _ = std::fs::remove_file(&key);
         Key::generate(&key).unwrap();
-        let cmd = MigrateCmd::Send {
+        let cmd = MigrateCmd::Send(SendArgs {
             vm: None,
             qmp: Some("/nonexistent/qmp.sock".into()),
             pools: Vec::new(),
@@ -481,7 +312,7 @@ mod tests {
             json: true,
             stall_timeout: 15,
             x_corrupt_chunk: None,
-        };
+        });
         let e = run(cmd).unwrap_err();
         std::fs::remove_file(&key).unwrap();
         assert_eq!(e.exit_code(), 2);

@@ -30,7 +30,8 @@
 //!   `"LVRDONE1" chunks:u64 bytes:u64` and the tag of (session, those).
 //!
 //! In relay/: `wire.rs` the frames, `send.rs` the sender, `receive.rs` the
-//! receiver, `tests.rs` their tests; the errors and counters are here.
+//! receiver, `tests.rs` and tests/ their tests; the errors and counters
+//! are here.
 
 #[cfg(test)]
 mod fuzz;

@@ -16,7 +16,13 @@
 //! start` recorded and refuses, by name, every option it does not know, so
 //! an operator learns what cannot move instead of getting a destination
 //! that differs from the source.
+//!
+//! In spec/: `check.rs` what a destination checks ([`VmSpec::validate`]),
+//! `argv.rs` the command line it builds, `parse.rs` the source's side,
+//! `tests.rs` their tests; the description itself is here.
 
+pub use argv::SANDBOX_DAEMONIZED;
+use check::{check_rel, check_word};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 
@@ -190,177 +196,14 @@ pub struct Launch {
     /// The RAM backend object (`-object` value, id `ram0`) for a source
     /// whose RAM is one (else anonymous memory, `memory-backend-ram`).
     pub ram_object: Option<String>,
-    /// Descriptors QEMU inherits for the kernel and initrd, by the file's
-    /// path as QEMU would see it, read through `/proc/self/fd/N`; a file
-    /// not in the map (and every disk) is named by its path.
-    pub fds: std::collections::BTreeMap<PathBuf, Vec<i32>>,
-}
-
-/// `[a-z0-9_-]`, `[A-Za-z0-9._-]` for models: a word QEMU's option parser
-/// cannot read as anything but itself (no `,`, `=`, `/` or space).
-fn check_word(what: &'static str, s: &str, max: usize) -> Result<(), SpecError> {
-    let ok = !s.is_empty()
-        && s.len() <= max
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError::Bad(what, s.into()))
-    }
-}
-
-fn check_model(what: &'static str, s: &str) -> Result<(), SpecError> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError::Bad(what, s.into()))
-    }
-}
-
-fn check_rel(what: &'static str, p: &str) -> Result<(), SpecError> {
-    let path = Path::new(p);
-    let ok = !p.is_empty()
-        && p.len() <= MAX_PATH
-        && !p.contains(',')
-        && !p.bytes().any(|b| b.is_ascii_control())
-        && path.components().all(|c| matches!(c, Component::Normal(_)));
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError::Bad(what, p.into()))
-    }
-}
-
-fn check_mac(m: &str) -> Result<(), SpecError> {
-    let parts: Vec<&str> = m.split(':').collect();
-    let ok = parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError::Bad("nic mac", m.into()))
-    }
+    /// The descriptor QEMU inherits for the kernel and for the initrd, by
+    /// the file's path as QEMU would see it, read through
+    /// `/proc/self/fd/N`; a file not in the map (and every disk) is named by
+    /// its path.
+    pub fds: std::collections::BTreeMap<PathBuf, i32>,
 }
 
 impl VmSpec {
-    /// Everything a destination checks before it starts anything.
-    pub fn validate(&self, p: &Policy) -> Result<(), SpecError> {
-        if self.version != SPEC_VERSION {
-            return Err(SpecError::Version(self.version));
-        }
-        check_word("name", &self.name, MAX_NAME)?;
-        // liveup's own record beside the VMs' (upgrade/restore.rs)
-        if self.name == "last-upgrade" {
-            return Err(SpecError::Bad("name (reserved)", self.name.clone()));
-        }
-        if self.memory_mib == 0 || self.memory_mib > p.max_memory_mib {
-            return Err(SpecError::Limit(
-                "memory_mib",
-                self.memory_mib,
-                p.max_memory_mib,
-            ));
-        }
-        if self.vcpus == 0 || self.vcpus > p.max_vcpus {
-            return Err(SpecError::Limit(
-                "vcpus",
-                self.vcpus.into(),
-                p.max_vcpus.into(),
-            ));
-        }
-        check_model("machine", &self.machine)?;
-        if !matches!(self.accel.as_str(), "kvm" | "tcg") {
-            return Err(SpecError::Bad("accel", self.accel.clone()));
-        }
-        check_model("cpu", &self.cpu)?;
-        if let Some(k) = self.tsc_khz.filter(|k| !TSC_KHZ.contains(k)) {
-            return Err(SpecError::Bad("tsc_khz", k.to_string()));
-        }
-        // under KVM `max` is `host` and whatever KVM adds
-        if (self.cpu == "host" || (self.cpu == "max" && self.accel == "kvm")) && !p.allow_host_cpu {
-            return Err(SpecError::Bad(
-                "cpu (host is not allowed here)",
-                self.cpu.clone(),
-            ));
-        }
-        if let Some(b) = &self.boot {
-            self.pool_file(p, "kernel", &b.kernel)?;
-            if let Some(i) = &b.initrd {
-                self.pool_file(p, "initrd", i)?;
-            }
-            if b.append.len() > MAX_APPEND || b.append.bytes().any(|c| c.is_ascii_control()) {
-                return Err(SpecError::Bad(
-                    "append",
-                    b.append.chars().take(80).collect(),
-                ));
-            }
-        }
-        if self.disks.len() > MAX_DISKS {
-            return Err(SpecError::Limit(
-                "disks",
-                self.disks.len() as u64,
-                MAX_DISKS as u64,
-            ));
-        }
-        if self.nics.len() > MAX_NICS {
-            return Err(SpecError::Limit(
-                "nics",
-                self.nics.len() as u64,
-                MAX_NICS as u64,
-            ));
-        }
-        if self
-            .guest_agent
-            .is_some_and(|n| usize::from(n) > self.nics.len())
-        {
-            return Err(SpecError::Bad(
-                "guest_agent (after more NICs than there are)",
-                format!("{:?}", self.guest_agent),
-            ));
-        }
-        if self.serials > MAX_SERIALS {
-            return Err(SpecError::Limit(
-                "serials",
-                self.serials.into(),
-                MAX_SERIALS.into(),
-            ));
-        }
-        let mut ids: Vec<&str> = Vec::new();
-        for d in &self.disks {
-            check_word("disk id", &d.id, MAX_ID)?;
-            ids.push(&d.id);
-            self.pool_file(p, "disk file", &d.file)?;
-            // raw only: a qcow2 header names its own backing and data
-            // files, anywhere on this host
-            if d.format != "raw" {
-                return Err(SpecError::Bad("disk format", d.format.clone()));
-            }
-            if !matches!(
-                d.cache.as_str(),
-                "writeback" | "writethrough" | "none" | "directsync" | "unsafe"
-            ) {
-                return Err(SpecError::Bad("disk cache", d.cache.clone()));
-            }
-        }
-        for n in &self.nics {
-            check_word("nic id", &n.id, MAX_ID)?;
-            ids.push(&n.id);
-            check_mac(&n.mac)?;
-            p.networks.get("network", &n.network)?;
-        }
-        ids.sort_unstable();
-        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-            return Err(SpecError::Bad("id (used twice)", w[0].into()));
-        }
-        Ok(())
-    }
-
     /// Every file QEMU will open, with its pool's directory (as QEMU sees
     /// them) and whether it is a disk (opened for writing): a destination
     /// opens and checks each before it starts QEMU.
@@ -392,147 +235,10 @@ impl VmSpec {
         check_rel(what, &f.path)?;
         Ok(Path::new(p.pools.get("pool", &f.pool)?).join(&f.path))
     }
-
-    /// The destination's QEMU command line for this (validated)
-    /// description, waiting for the migration (`-incoming defer -S`).
-    /// Every value in it either passed [`VmSpec::validate`] or is the
-    /// destination's own.
-    pub fn to_argv(&self, p: &Policy, l: &Launch) -> Result<Vec<String>, SpecError> {
-        self.validate(p)?;
-        let mut a: Vec<String> = vec![l.qemu.clone(), "-name".into(), self.name.clone()];
-        let mut machine = self.machine.clone();
-        if self.ram_backend {
-            let o = l
-                .ram_object
-                .clone()
-                .unwrap_or_else(|| format!("memory-backend-ram,id=ram0,size={}M", self.memory_mib));
-            a.extend(["-object".into(), o]);
-            machine.push_str(",memory-backend=ram0");
-        }
-        a.extend([
-            "-machine".into(),
-            machine,
-            "-accel".into(),
-            self.accel.clone(),
-        ]);
-        let cpu = match self.tsc_khz {
-            // the value checked against TSC_KHZ: no overflow
-            Some(k) if self.accel == "kvm" => format!("{},tsc-frequency={}", self.cpu, k * 1000),
-            _ => self.cpu.clone(),
-        };
-        a.extend([
-            "-cpu".into(),
-            cpu,
-            "-m".into(),
-            format!("{}M", self.memory_mib),
-        ]);
-        a.extend([
-            "-smp".into(),
-            self.vcpus.to_string(),
-            "-display".into(),
-            "none".into(),
-        ]);
-        a.push("-nodefaults".into());
-        a.extend(["-sandbox".into(), sandbox(!self.nics.is_empty()).into()]);
-        if let Some(b) = &self.boot {
-            a.extend([
-                "-kernel".into(),
-                file_arg(&self.pool_file(p, "kernel", &b.kernel)?, l),
-            ]);
-            if let Some(i) = &b.initrd {
-                a.extend([
-                    "-initrd".into(),
-                    file_arg(&self.pool_file(p, "initrd", i)?, l),
-                ]);
-            }
-            a.extend(["-append".into(), b.append.clone()]);
-        }
-        for i in 0..self.serials {
-            let log = l.log_dir.join(format!("{}.serial{i}.log", self.name));
-            a.extend(["-serial".into(), format!("file:{}", path_arg(&log))]);
-        }
-        for d in &self.disks {
-            let f = path_arg(&self.pool_file(p, "disk file", &d.file)?);
-            a.extend([
-                "-drive".into(),
-                format!(
-                    "file={f},if=virtio,id={},format={},cache={}",
-                    d.id, d.format, d.cache
-                ),
-            ]);
-        }
-        let agent = |a: &mut Vec<String>| {
-            let sock = l.log_dir.join(format!("{}.qga", self.name));
-            a.extend(["-device".into(), "virtio-serial-pci,id=vser0".into()]);
-            a.extend([
-                "-chardev".into(),
-                format!("socket,id=qga0,path={},server=on,wait=off", path_arg(&sock)),
-            ]);
-            a.extend([
-                "-device".into(),
-                format!(
-                    "virtserialport,bus=vser0.0,chardev=qga0,name={}",
-                    crate::qga::AGENT_PORT
-                ),
-            ]);
-        };
-        for (i, n) in self.nics.iter().enumerate() {
-            if self.guest_agent == Some(i as u8) {
-                agent(&mut a);
-            }
-            let br = p.networks.get("network", &n.network)?;
-            a.extend(["-netdev".into(), format!("bridge,id={},br={br}", n.id)]);
-            a.extend([
-                "-device".into(),
-                format!("virtio-net-pci,netdev={},mac={}", n.id, n.mac),
-            ]);
-        }
-        if self.guest_agent == Some(self.nics.len() as u8) {
-            agent(&mut a);
-        }
-        a.extend([
-            "-qmp".into(),
-            format!("unix:{},server=on,wait=off", path_arg(&l.qmp)),
-        ]);
-        a.extend(["-incoming".into(), "defer".into(), "-S".into()]);
-        Ok(a)
-    }
 }
 
-/// The sandbox of a daemonized QEMU (a VM that arrived, as a hot-upgrade's
-/// restore relaunches it): QEMU 11.1 with `-daemonize` exits 1 under
-/// `spawn=deny` or `elevateprivileges=deny` (or `=children`), tried by
-/// hand; it then loads only this host's own saved state.
-pub const SANDBOX_DAEMONIZED: &str = "on,obsolete=deny,resourcecontrol=deny";
-
-/// QEMU's seccomp sandbox for a QEMU that parses what a remote peer sends
-/// (the migration stream): no obsolete system calls, no privilege or
-/// scheduler changes, and no new programs, except where a NIC's
-/// `-netdev bridge` must run QEMU's bridge helper (QEMU installs the
-/// filter before it creates the netdevs).
-fn sandbox(bridge_helper: bool) -> &'static str {
-    if bridge_helper {
-        "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny"
-    } else {
-        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
-    }
-}
-
-/// A kernel or initrd QEMU reads: its inherited descriptor, else its path.
-fn file_arg(p: &Path, l: &Launch) -> String {
-    match l.fds.get(p).and_then(|v| v.first()) {
-        Some(fd) => format!("/proc/self/fd/{fd}"),
-        None => path_arg(p),
-    }
-}
-
-/// A path QEMU reads inside an option value: a `,` would start another
-/// option (refused by [`check_rel`] for what comes from the peer; a
-/// destination's own directory is doubled as QEMU escapes it).
-fn path_arg(p: &Path) -> String {
-    p.display().to_string().replace(',', ",,")
-}
-
+mod argv;
+mod check;
 mod parse;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,15 @@
 //! The source side: measure, plan, prepare the destination, migrate,
 //! verify, commit; on any failure, keep the source VM running.
 
+//!
+//! In send/: `describe.rs` the VM's description for a destination
+//! service, `relay_source.rs` the relay's source half, `recover.rs` the
+//! source's recovery on a failure; the session itself is here.
+
+mod describe;
+mod recover;
+mod relay_source;
+
 use super::commit::{commit, CONFIRM_TIMEOUT};
 use super::link::{connect_dest, native_uri, probe_link};
 use super::report::{Event, Output, Progress, Report};
@@ -11,11 +20,14 @@ use crate::migrate::codec::CodecKind;
 use crate::migrate::control::{unexpected, Control, Ctl, CtlError, PROTOCOL};
 use crate::migrate::facts;
 use crate::migrate::plan::{self, Mode, Plan, PlanInput, Prefs};
-use crate::migrate::relay::{self, FrameMac, RelayError, RelayStats, RelaySummary, SendConfig};
-use crate::migrate::spec::{Names, VmSpec};
-use crate::qmp::{MigrationStatus, Monitor, Qmp, QmpError, RunState};
+use crate::migrate::relay::{FrameMac, RelayStats, RelaySummary, SendConfig};
+use crate::migrate::spec::Names;
+use crate::qmp::{MigrationStatus, Monitor, Qmp, RunState};
+use describe::describe;
+use recover::{cancelled, recover_source};
+use relay_source::relay_source;
 use serde_json::{json, Value};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -368,159 +380,4 @@ fn send_inner(opts: &SendOptions, say: &mut dyn FnMut(&str)) -> Result<SendResul
         relay: relay_sum,
         dst_runstate,
     })))
-}
-
-/// Source half of the relay: take QEMU's stream from `l`, send it to `to`
-/// over `n` connections. On failure QEMU's socket is shut down, so its
-/// migration fails and the VM stays.
-fn relay_source(
-    l: UnixListener,
-    to: SocketAddr,
-    n: u32,
-    cfg: &SendConfig,
-    stats: &RelayStats,
-    cancel: &AtomicBool,
-) -> Result<RelaySummary, MigrateError> {
-    l.set_nonblocking(true)?;
-    let t = Instant::now();
-    let qemu = loop {
-        match l.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if cancel.load(Ordering::SeqCst) || t.elapsed() > Duration::from_secs(30) {
-                    return Err(RelayError::Cancelled.into());
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    qemu.set_nonblocking(false)?;
-    qemu.set_read_timeout(Some(Duration::from_millis(5)))?;
-    let conns: Result<Vec<TcpStream>, _> = (0..n)
-        .map(|_| TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-        .collect();
-    let conns = match conns {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = qemu.shutdown(std::net::Shutdown::Both);
-            return Err(MigrateError::Unreachable {
-                addr: to.to_string(),
-                cause: e,
-            });
-        }
-    };
-    let r = relay::send(&qemu, conns, cfg, stats, cancel);
-    if r.is_err() {
-        let _ = qemu.shutdown(std::net::Shutdown::Both);
-    }
-    Ok(r?)
-}
-
-/// Cancel an active migration and make sure a VM that was running runs.
-/// Returns its state afterwards.
-fn cancelled() -> MigrateError {
-    MigrateError::Failed {
-        reason: "cancelled by the operator (liveup migrate cancel)".into(),
-        source_state: String::new(),
-    }
-}
-
-fn recover_source(q: &mut Qmp, was_running: bool) -> String {
-    if let Ok(r) = q.execute("query-migrate", json!({})) {
-        // No status (or an empty one): nothing to cancel.
-        let st = MigrationStatus::of(&r).filter(|s| !s.as_str().is_empty());
-        if st.is_some_and(|s| s.is_in_progress()) {
-            let _ = q.execute("migrate_cancel", json!({}));
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(20) {
-                match q.execute("query-migrate", json!({})) {
-                    Ok(r)
-                        if matches!(
-                            MigrationStatus::of(&r),
-                            Some(
-                                MigrationStatus::Cancelling
-                                    | MigrationStatus::Active
-                                    | MigrationStatus::Device
-                                    | MigrationStatus::Setup
-                                    | MigrationStatus::PreSwitchover
-                            )
-                        ) =>
-                    {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    _ => break,
-                }
-            }
-        }
-    }
-    let show = |s: Result<RunState, QmpError>| match s {
-        Ok(s) => s.to_string(),
-        Err(e) => format!("unknown ({e})"),
-    };
-    let state = q.run_state();
-    if was_running && !matches!(state, Ok(RunState::Running)) {
-        match q.execute("cont", json!({})) {
-            Ok(_) => {}
-            Err(e) => return format!("{}, cont failed: {e}", show(state)),
-        }
-    }
-    show(q.run_state())
-}
-
-/// For a destination service (`migrate listen`): describe the VM from its
-/// QEMU's command line (/proc/PID/cmdline of the QMP socket's peer) and
-/// wait until the destination has started its QEMU. A VM that cannot be
-/// described, or that the destination refuses, stays here untouched.
-fn describe(
-    c: &mut Control,
-    q: &mut Qmp,
-    qemu_pid: Option<i32>,
-    runstate: &RunState,
-    opts: &SendOptions,
-    say: &mut dyn FnMut(&str),
-) -> Result<(), MigrateError> {
-    let unsupported = |why: String| MigrateError::UnsupportedQemu {
-        side: "source",
-        why: format!("the destination starts the VM from its description: {why}"),
-    };
-    let pid = qemu_pid.ok_or_else(|| unsupported("the source QEMU's process is unknown".into()))?;
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-    // NUL-terminated arguments: only the last NUL ends the list (an
-    // empty argument, `-append ""`, stays one)
-    let argv: Vec<String> = raw
-        .strip_suffix(&[0])
-        .unwrap_or(&raw)
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let mut spec = VmSpec::from_argv(&argv, &opts.pools).map_err(|e| unsupported(e.to_string()))?;
-    if let Some(n) = &opts.rename {
-        spec.name = n.clone();
-    }
-    // 0 (TCG, or a QEMU that does not say): the destination's own
-    spec.tsc_khz = crate::upgrade::tsc::vm_tsc_khz(q).ok().filter(|k| *k != 0);
-    say(&format!(
-        "the destination starts VM {}: {} MiB, {} vCPUs, {} disks, {} NICs, TSC {}",
-        spec.name,
-        spec.memory_mib,
-        spec.vcpus,
-        spec.disks.len(),
-        spec.nics.len(),
-        spec.tsc_khz
-            .map_or("the destination's".to_string(), |k| format!("{k} kHz"))
-    ));
-    c.send(&Ctl::Config { spec })?;
-    match c.recv() {
-        Ok(Ctl::Launched { name }) => {
-            say(&format!("destination QEMU for {name} started"));
-            Ok(())
-        }
-        Ok(got) => Err(unexpected("launched", got).into()),
-        Err(CtlError::Peer(m)) => Err(MigrateError::Failed {
-            reason: format!("the destination did not start the VM: {m}"),
-            source_state: format!("{runstate}, untouched"),
-        }),
-        Err(e) => Err(e.into()),
-    }
 }

@@ -348,7 +348,7 @@ fn checked_files_go_to_qemu_as_descriptors() {
     let mut fds = std::collections::BTreeMap::new();
     for (n, (_, f, disk)) in s.files(&p).unwrap().iter().enumerate() {
         if !*disk {
-            fds.insert(f.clone(), vec![10 + n as i32]);
+            fds.insert(f.clone(), 10 + n as i32);
         }
     }
     let l = Launch {
