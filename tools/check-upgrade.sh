@@ -56,18 +56,25 @@ mkdir -p "$KH_ROOT/out"
 # (selftests/upgrade/passthrough.sh is not run here: after upgrade.sh's
 # kexecs in the same boot its VM twice printed nothing; see
 # Documentation/upgrade.rst, Passthrough devices)
+# (each rig whose own kernel wedges runs once more: kh_rig_once_more)
 linux_rig() {
     env "${KH_LINUX_RIG_ENV[@]}" "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$lrun" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
         > "$KH_ROOT/out/check-upgrade-linux.log" 2>&1
 }
 if [ "${KH_UPGRADE_LINUX:-1}" = 1 ]; then
-    linux_rig &
+    kh_rig_once_more "$lrun" "$KH_ROOT/out/check-upgrade-linux.log" linux_rig &
     lpid=$!
 fi
 p=0 f=0 s=0
+tiny_rig() {
+    "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
+        > "$KH_ROOT/out/check-upgrade-tiny.log" 2>&1
+}
 if [ "${KH_UPGRADE_TINY:-1}" = 1 ]; then
-    "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade
+    kh_rig_once_more "$run" "$KH_ROOT/out/check-upgrade-tiny.log" tiny_rig
+    cat "$KH_ROOT/out/check-upgrade-tiny.log"
     echo "== tinyvm x2, one TCG thread (out/check-upgrade)"
+    kh_rig_rerun_note "$run"
     "$KH_ROOT/tools/ktap-report.sh" "$run"
     read -r p f s < "$run/counts"
     # The downtime by VM count (1, 2 and 4 tinyvms) in a rig boot of its
@@ -84,21 +91,9 @@ if [ "${KH_UPGRADE_TINY:-1}" = 1 ]; then
             upgrade/vmcount ${KH_OTHER_MODULES:+upgrade/otherkernel} upgrade/migrate \
             > "$KH_ROOT/out/check-upgrade-vmcount.log" 2>&1 || true
     }
-    vmcount_rig
-    # A rig fault (its kernel wedged, tools/vm-run.sh; Documentation/
-    # upgrade.rst, Known problems: 3 of 6 runs in session 21, each soon
-    # after the 4-VM restore) runs the rig once more; the rerun must pass
-    # on its own, and the first run is reported, never hidden. A failed
-    # check is no rig fault and is not rerun.
-    rerun=""
-    if [ -e "$crun/rig-wedged" ]; then
-        rm -rf "$crun.first"; mv "$crun" "$crun.first"
-        mv "$KH_ROOT/out/check-upgrade-vmcount.log" "$KH_ROOT/out/check-upgrade-vmcount.first.log"
-        rerun="# VM-count rig: rerun after a rig fault; the first run: $(grep -a -m1 '^rig: wedged' "$crun.first/console.log" || echo wedged), its last result: $(grep -a 'KH-RESULT' "$crun.first/console.log" | tail -n1 | sed 's/^\[ *[0-9.]*\] //') (out/check-upgrade-vmcount.first)"
-        vmcount_rig
-    fi
+    kh_rig_once_more "$crun" "$KH_ROOT/out/check-upgrade-vmcount.log" vmcount_rig
     echo "== 1, 2 and 4 tinyvms, then one into another kernel and back, then one migrated to a destination service; two vCPUs on two TCG threads (out/check-upgrade-vmcount)"
-    [ -z "$rerun" ] || echo "$rerun"
+    kh_rig_rerun_note "$crun"
     "$KH_ROOT/tools/ktap-report.sh" "$crun" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 vmcount: /' || true
     if read -r cp cf cs < "$crun/counts"; then p=$((p + cp)); f=$((f + cf)); s=$((s + cs))
     else echo "not ok - vmcount rig: no counts (out/check-upgrade-vmcount/console.log)"; f=$((f + 1)); fi
@@ -106,6 +101,7 @@ fi
 if [ -n "${lpid:-}" ]; then
     wait "$lpid" || true
     echo "== Linux VM, QEMU 11.1 multi-threaded TCG (out/check-upgrade-linux)"
+    kh_rig_rerun_note "$lrun"
     "$KH_ROOT/tools/ktap-report.sh" "$lrun" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 linux: /'
     read -r lp lf ls < "$lrun/counts"
     p=$((p + lp)); f=$((f + lf)); s=$((s + ls))

@@ -194,10 +194,15 @@ rig_migrate() {
     "$KH_ROOT/tools/check-migrate.sh" > "$KH_ROOT/out/check-migrate.log" 2>&1
     echo $? > "$KH_ROOT/out/check-migrate.rc"
 }
+# (a rig whose own kernel wedged runs once more: kh_rig_once_more, env.sh)
+rm -f "$drun.rerun" "$run.rerun" "$run-b.rerun"
+job_debug() { kh_rig_once_more "$drun" "$KH_ROOT/out/check-upgrade-debug.log" rig_debug; }
+job_b() { kh_rig_once_more "$run-b" "$KH_ROOT/out/check-b.log" rig_b; }
+job_a() { kh_rig_once_more "$run" "$KH_ROOT/out/check-a.log" rig_a; }
 # Longest first (session 17's minutes on one core each: debug flow 42,
 # lane B 33, lane A 23, tinyvm and the VM count 12, Linux VM 9, migrate 3).
 queue="$KH_ROOT/out/rig-queue"
-printf '%s\n' rig_debug rig_b rig_a rig_tiny rig_linux rig_migrate > "$queue"
+printf '%s\n' job_debug job_b job_a rig_tiny rig_linux rig_migrate > "$queue"
 rm -f "$KH_ROOT/out/check-migrate.rc"
 worker() {
     local job
@@ -216,8 +221,10 @@ wait "$w1" "$w2"
 echo "== rig jobs (out/rig-jobs.log)"
 cat "$KH_ROOT/out/rig-jobs.log"
 echo "== rig lane A (out/check): $(echo $plan_a)"
+kh_rig_rerun_note "$run"
 grep -E '^\[ *[0-9.]+\] (KH-RESULT|Kernel panic|BUG:|WARNING:)' "$KH_ROOT/out/check-a.log"
 echo "== rig lane B (out/check-b): $(echo $plan_b)"
+kh_rig_rerun_note "$run-b"
 grep -E '^\[ *[0-9.]+\] (KH-RESULT|Kernel panic|BUG:|WARNING:)' "$KH_ROOT/out/check-b.log"
 for r in "$run" "$run-b"; do
     "$KH_ROOT/tools/ktap-report.sh" "$r"
@@ -227,6 +234,7 @@ echo "== rig: hot-upgrade on the debug host (out/check-upgrade-debug)"
 if [ -n "$rootfs" ]; then
     # (heartbeat gap vs liveup's downtime within 10%, as elsewhere:
     # tools/heartbeat.pl; 15% before the rig's TSC catch-up was cured)
+    kh_rig_rerun_note "$drun"
     "$KH_ROOT/tools/ktap-report.sh" "$drun" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 debug host: /'
     add_counts "hot-upgrade, debug host" "$drun"
 else
