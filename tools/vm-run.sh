@@ -214,7 +214,19 @@ def cmd(c, a={}):
         r = json.loads(f.readline())
         if "return" in r or "error" in r: return r.get("return", r.get("error"))
 cmd("qmp_capabilities")
-print(cmd("human-monitor-command", {"command-line": "info registers -a"}))
+regs = cmd("human-monitor-command", {"command-line": "info registers -a"})
+print(regs)
+# the memory each vCPU's RDI and R12 point at (a lock and the structure
+# around it: notes/rig-livelock.md), read through that vCPU's page tables
+import re
+for i, block in enumerate(regs.split("CPU#")[1:]):
+    cmd("human-monitor-command", {"command-line": "cpu %d" % i})
+    for reg in ("RDI", "R12"):
+        m = re.search(reg + r" *=([0-9a-f]{16})", block)
+        if m and int(m.group(1), 16) >= 0xffff800000000000:
+            a = int(m.group(1), 16) & ~0x3f
+            print("CPU#%d %s memory:" % (i, reg))
+            print(cmd("human-monitor-command", {"command-line": "x/8gx 0x%x" % a}))
 if sys.argv[2] == "wedged": cmd("quit")
 PY
         [ "$why" = wedged ] && : > "$run/rig-wedged"
