@@ -14,6 +14,11 @@
  * Each beat costs about 25 port accesses, each an exit to QEMU: on a
  * nested, emulated host that is most of the VM's cost, so a slow host
  * (the debug rig) asks for fewer beats.
+ * The memory check covers tinyvm itself too (its code, GDT and IDT, below
+ * the 4 MiB it fills): "BAD image" when they changed. A CPU exception
+ * prints "VM-FAULT <name> vec=V err=E eip=X" on COM2 and stops the VM
+ * (cli; hlt), so a fault says which one instead of returning to garbage;
+ * vectors 48-255 are counted and ignored.
  *
  * Build: gcc -m32 -ffreestanding -fno-pic -fno-pie -no-pie -nostdlib -static
  *        -O2 -fno-toplevel-reorder -Wl,-Ttext=0x100000 (tools/vm-run.sh)
@@ -29,6 +34,7 @@ typedef unsigned char u8;
 /* Multiboot v1 header (flags: page-align modules, want memory info). */
 __asm__(".section .text\n"
 	".align 4\n"
+	"image_start:\n"
 	"mb_header: .long 0x1BADB002, 0x00000003, -(0x1BADB002 + 0x00000003)\n"
 	".globl _start\n"
 	"_start:\n"
@@ -46,12 +52,35 @@ __asm__(".section .text\n"
 	"  out %al, $0x20\n"
 	"  pop %eax\n"
 	"  iret\n"
-	/* any other vector: ignore (spurious IRQ7 has no EOI) */
+	/* any other interrupt: count it (spurious IRQ7 has no EOI) */
 	"ignore:\n"
-	"  iret\n");
+	"  incl strays\n"
+	"  iret\n"
+	/* CPU exceptions: the vector (and an error code, pushed by the CPU
+	 * for 8, 10-14, 17, 21, 29 and 30, else 0 here) to fault() */
+	".irp v, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31\n"
+	"exc\\v: push $0\n push $\\v\n jmp exc_common\n"
+	".endr\n"
+	".irp v, 8,10,11,12,13,14,17,21,29,30\n"
+	"exc\\v: push $\\v\n jmp exc_common\n"
+	".endr\n"
+	"exc_common:\n"
+	"  cli\n"
+	"  mov $0x10, %ax\n mov %ax, %ds\n mov %ax, %es\n"
+	"  call fault\n"
+	"2: cli\n hlt\n jmp 2b\n"
+	".section .rodata\n"
+	".align 4\n"
+	"exc_stubs:\n"
+	".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31\n"
+	".long exc\\v\n"
+	".endr\n"
+	".text\n");
 
 extern void irq0(void), ignore(void);
-volatile u32 ticks;
+extern void (*const exc_stubs[32])(void);
+extern const char image_start[], etext[];
+volatile u32 ticks, strays;
 static u8 stack[16384] __attribute__((aligned(16), used));
 __asm__(".globl stack_top\n .set stack_top, stack + 16384\n");
 
@@ -60,7 +89,7 @@ static unsigned long long gdt[3] = {
 	0x00cf9a000000ffffull, /* 0x08: flat 32-bit code */
 	0x00cf92000000ffffull, /* 0x10: flat data */
 };
-static unsigned long long idt[48];
+static unsigned long long idt[256];
 static struct __attribute__((packed)) { u16 limit; u32 base; } gdtr, idtr;
 
 static inline void outb(u16 p, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(p)); }
@@ -91,6 +120,31 @@ static u32 xorshift(u32 *s) { u32 x = *s; x ^= x << 13; x ^= x >> 17; x ^= x << 
 static u32 fill_end;
 static u32 seed0;
 static char name[32] = "tinyvm";
+
+/* An exception: which one, where, and stop (exc_common halts after). The
+ * stack holds vector, error code, EIP, CS, EFLAGS. */
+__attribute__((used, regparm(0))) void fault(u32 vec, u32 err, u32 eip)
+{
+	puts(COM2, "VM-FAULT "); puts(COM2, name); puts(COM2, " vec="); putu(COM2, vec, 10);
+	puts(COM2, " err="); putu(COM2, err, 16); puts(COM2, " eip="); putu(COM2, eip, 16);
+	puts(COM2, "\n");
+}
+
+/* FNV-1a over [a, b) */
+static u32 fnv(const u8 *a, const u8 *b, u32 h)
+{
+	while (a < b)
+		h = (h ^ *a++) * 16777619u;
+	return h;
+}
+/* tinyvm's own code and read-only data, GDT and IDT: none changes after
+ * start-up */
+static u32 image_sum(void)
+{
+	u32 h = fnv((const u8 *)image_start, (const u8 *)etext, 2166136261u);
+	h = fnv((const u8 *)gdt, (const u8 *)(gdt + 3), h);
+	return fnv((const u8 *)idt, (const u8 *)(idt + 256), h);
+}
 static u32 beat, next_tick, beat_ticks = 1;
 
 /* Print a heartbeat if a tick passed since the last one; called from the
@@ -131,14 +185,14 @@ static const char *param(const char *c, const char *key)
 
 void tiny_main(u32 *mbi)
 {
-	u32 i, sum, checked = 0, every = 100;
+	u32 i, sum, image, checked = 0, every = 100;
 
 	gdtr.limit = sizeof(gdt) - 1; gdtr.base = (u32)gdt;
 	__asm__ volatile("lgdt %0\n ljmp $0x08, $1f\n 1:\n mov $0x10, %%ax\n"
 			 " mov %%ax, %%ds\n mov %%ax, %%es\n mov %%ax, %%ss\n mov %%ax, %%fs\n mov %%ax, %%gs"
 			 : : "m"(gdtr) : "eax", "memory");
-	for (i = 0; i < 48; i++)
-		gate(i, ignore);
+	for (i = 0; i < 256; i++)
+		gate(i, i < 32 ? exc_stubs[i] : ignore);
 	gate(32, irq0);
 	idtr.limit = sizeof(idt) - 1; idtr.base = (u32)idt;
 	__asm__ volatile("lidt %0" : : "m"(idtr));
@@ -188,6 +242,7 @@ void tiny_main(u32 *mbi)
 			*p = xorshift(&s);
 	}
 	sum = checksum();
+	image = image_sum();
 	puts(COM2, "VM-READY "); puts(COM2, name); puts(COM2, " ");
 	putu(COM2, sum, 16); puts(COM2, " mem="); putu(COM2, (fill_end - FILL_START) >> 20, 10);
 	puts(COM2, "M range="); putu(COM2, FILL_START, 16); puts(COM2, "-"); putu(COM2, fill_end, 16);
@@ -200,10 +255,15 @@ void tiny_main(u32 *mbi)
 			__asm__ volatile("hlt");
 		maybe_beat();
 		if (beat - checked >= every) {
-			u32 at = beat, ok = checksum() == sum;
+			u32 at = beat, ok = checksum() == sum, img = image_sum() == image;
 			checked = beat;
 			puts(COM2, "VM-MEMCHECK "); puts(COM2, name); puts(COM2, " "); putu(COM2, at, 10);
-			puts(COM2, ok ? " ok\n" : " BAD\n");
+			puts(COM2, !ok ? " BAD\n" : !img ? " BAD image\n" : " ok\n");
+			if (strays) {
+				puts(COM2, "VM-STRAY "); puts(COM2, name); puts(COM2, " "); putu(COM2, strays, 10);
+				puts(COM2, " interrupts on vectors other than IRQ0's\n");
+				strays = 0;
+			}
 		}
 	}
 }
