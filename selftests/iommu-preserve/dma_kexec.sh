@@ -255,15 +255,22 @@ case $KH_STAGE in
     kh_check "discard drops it with its area" sh -c "dmesg | grep -q 'iommu_preserve: refused record (BadChecksum) discarded'"
 
     # A valid record whose page tables were changed after the freeze: one
-    # top-level entry now maps the first GiB of physical memory (System
-    # RAM) into the device's address space. The next kernel must walk the
-    # tables, find it and refuse them all.
+    # entry of the 1 GiB level now maps the first GiB of physical memory
+    # (System RAM) into the device's address space. The next kernel must
+    # walk the tables, find it and refuse them all. The 1 GiB level is the
+    # top with 3 levels (QEMU 7.2's emulated IOMMU: 39-bit addresses); with
+    # 4 or 5 (QEMU 11.1's 48 bits, most hardware) it is reached through
+    # entry 0 of each level above it, which maps the device's low IOVAs.
     freeze_while_running
     adopt=$(next_adopt)
     rec=${adopt#intel_iommu_adopt=}
     top=$($K peek-phys $(printf %x $((rec + 48))))
-    pte=$(printf %x $((top + 511 * 8)))
-    kh_check "frozen for the page-table run (record $rec, top table $top, entry 511 unused)" \
+    levels=$(( ($($K peek-phys $(printf %x $((rec + 16)))) >> 48) & 0xff ))
+    t=$top
+    for _ in $(seq 4 "$levels"); do t=$(( $($K peek-phys $(printf %x $t)) & 0xffffffffff000 )); done
+    kh_log "page-table run: $levels levels, 1 GiB level at $(printf %#x $t)"
+    pte=$(printf %x $((t + 511 * 8)))
+    kh_check "frozen for the page-table run (record $rec, $levels levels, entry 511 of the 1 GiB level unused)" \
         test -n "$rec" -a "$($K peek-phys $pte)" = 0x0
     kh_check "page table changed: entry 511 maps physical 0..1 GiB" sh -c "$K poke-phys $pte 83 && test \$($K peek-phys $pte) = 0x83"
     kh_kexec_next "pci_keep=$dev $adopt"
