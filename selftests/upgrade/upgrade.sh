@@ -11,10 +11,11 @@
 UPGRADES=${KH_UPGRADES:-3}
 # The failures injected before the first upgrade (each pauses and resumes
 # the VMs), and whether the unmanaged-KVM-user and Ctrl-C checks run: all
-# by default; tools/check.sh runs the debug (KASAN + lockdep) host with
-# fewer, those being userspace paths the release rig covers, and the
-# debug rig taking about 150 s per paused cycle.
-FAULTS=${KH_UPGRADE_FAULTS:-preflight after-save before-kexec kexec}
+# by default; tools/check.sh runs the debug (KASAN + lockdep) host's flow
+# in two rig boots side by side, the faults and checks split between them
+# (the debug rig takes about 100-170 s per paused cycle).
+# (KH_UPGRADE_FAULTS: separated by spaces or commas)
+FAULTS=$(echo "${KH_UPGRADE_FAULTS:-preflight after-save before-kexec kexec}" | tr ',' ' ')
 SIGNALS=${KH_UPGRADE_SIGNALS:-1}
 . ./vms.sh
 # KH_UPGRADE_CPU_SAMPLE=1 (the debug-host flow in make check): the rig's
