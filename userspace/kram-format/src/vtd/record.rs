@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The preserved record's codec: its field offsets, encoding, sealing and
+//! fail-closed decoding.
+
+use super::{Error, PAGE};
+use crate::format::crc32c;
+
+pub const MAGIC: [u8; 8] = *b"KHIOPRV1";
+pub const VERSION: u32 = 1;
+
+/// Byte offsets of the record's fields (the table below), the one
+/// definition the encoder and decoder use; the C side's
+/// `struct kh_vtd_record` (iommu-preserve/include/vtd_record.h, the
+/// contract the next kernel's intel-iommu reads) is checked against these
+/// on the host (userspace/kh-uapi/tests/c_headers.rs).
+pub mod off {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 8;
+    pub const CRC: usize = 12;
+    pub const SEG: usize = 16;
+    pub const BUS: usize = 18;
+    pub const DEVFN: usize = 19;
+    pub const DID: usize = 20;
+    pub const LEVELS: usize = 22;
+    pub const RESERVED0: usize = 23;
+    pub const OLD_ROOT: usize = 24;
+    pub const ROOT: usize = 32;
+    pub const CTX: usize = 40;
+    pub const TOP: usize = 48;
+    pub const NPAGES: usize = 56;
+    pub const RESERVED1: usize = 60;
+    pub const PAGES: usize = 64;
+}
+
+pub(super) const HEADER: usize = off::PAGES;
+/// Table pages one record page can list.
+pub const MAX_PAGES: usize = (PAGE as usize - HEADER) / 8;
+
+/// What iommu_preserve leaves in KRAM for the next kernel: which device
+/// translates through which tables. Page 0 of the KRAM area
+/// "iommu-preserve", little endian:
+///
+/// | off | size | field |
+/// |-----|------|-------|
+/// | 0   | 8    | magic `KHIOPRV1` |
+/// | 8   | 4    | version (1) |
+/// | 12  | 4    | CRC32C of bytes 16 .. 64 + 8 * npages |
+/// | 16  | 2    | PCI segment |
+/// | 18  | 1    | bus |
+/// | 19  | 1    | devfn |
+/// | 20  | 2    | domain id |
+/// | 22  | 1    | page-table levels |
+/// | 23  | 1    | 0 |
+/// | 24  | 8    | the old kernel's own root table (for the log) |
+/// | 32  | 8    | root table in KRAM |
+/// | 40  | 8    | context table in KRAM (the device's bus) |
+/// | 48  | 8    | top of the second-level snapshot in KRAM |
+/// | 56  | 4    | npages |
+/// | 60  | 4    | 0 |
+/// | 64  | 8 * npages | the snapshot's table pages (top first) |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub seg: u16,
+    pub bus: u8,
+    pub devfn: u8,
+    pub did: u16,
+    pub levels: u8,
+    pub old_root: u64,
+    pub root: u64,
+    pub ctx: u64,
+    pub top: u64,
+    pub pages: [u64; MAX_PAGES],
+    pub npages: usize,
+}
+
+impl Record {
+    pub fn pages(&self) -> &[u64] {
+        &self.pages[..self.npages.min(MAX_PAGES)]
+    }
+
+    pub fn encode(&self, out: &mut [u8]) -> Result<(), Error> {
+        let n = self.npages;
+        if n > MAX_PAGES {
+            return Err(Error::TooManyPages);
+        }
+        let end = HEADER + 8 * n;
+        if out.len() < end {
+            return Err(Error::BadLength);
+        }
+        out[..end].fill(0);
+        out[off::MAGIC..off::MAGIC + 8].copy_from_slice(&MAGIC);
+        out[off::VERSION..off::VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
+        out[off::SEG..off::SEG + 2].copy_from_slice(&self.seg.to_le_bytes());
+        out[off::BUS] = self.bus;
+        out[off::DEVFN] = self.devfn;
+        out[off::DID..off::DID + 2].copy_from_slice(&self.did.to_le_bytes());
+        out[off::LEVELS] = self.levels;
+        out[off::OLD_ROOT..off::OLD_ROOT + 8].copy_from_slice(&self.old_root.to_le_bytes());
+        out[off::ROOT..off::ROOT + 8].copy_from_slice(&self.root.to_le_bytes());
+        out[off::CTX..off::CTX + 8].copy_from_slice(&self.ctx.to_le_bytes());
+        out[off::TOP..off::TOP + 8].copy_from_slice(&self.top.to_le_bytes());
+        out[off::NPAGES..off::NPAGES + 4].copy_from_slice(&(n as u32).to_le_bytes());
+        for (i, p) in self.pages().iter().enumerate() {
+            out[off::PAGES + 8 * i..off::PAGES + 8 * i + 8].copy_from_slice(&p.to_le_bytes());
+        }
+        Self::seal(out, n)
+    }
+
+    /// Write the CRC32C of a record of `npages` pages already in `out`
+    /// (the encoder's last step; a test that edits bytes of a record seals
+    /// it again with this).
+    pub fn seal(out: &mut [u8], npages: usize) -> Result<(), Error> {
+        let end = off::PAGES + 8 * npages.min(MAX_PAGES);
+        let Some(covered) = out.get(off::SEG..end) else {
+            return Err(Error::BadLength);
+        };
+        let crc = crc32c(covered);
+        out[off::CRC..off::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        Ok(())
+    }
+
+    /// `Ok(None)`: no record (an all-zero page). Anything else that is not
+    /// a valid record is an error, never a guess.
+    pub fn decode(b: &[u8]) -> Result<Option<Record>, Error> {
+        if b.len() < HEADER {
+            return Err(Error::BadLength);
+        }
+        if b[..HEADER].iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        if b[off::MAGIC..off::MAGIC + 8] != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        let u32at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64at = |o: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[o..o + 8]);
+            u64::from_le_bytes(w)
+        };
+        let v = u32at(off::VERSION);
+        if v != VERSION {
+            return Err(Error::BadVersion(v));
+        }
+        let n = u32at(off::NPAGES) as usize;
+        if n > MAX_PAGES || HEADER + 8 * n > b.len() {
+            return Err(Error::BadLength);
+        }
+        if crc32c(&b[off::SEG..HEADER + 8 * n]) != u32at(off::CRC) {
+            return Err(Error::BadChecksum);
+        }
+        if b[off::RESERVED0] != 0 || u32at(off::RESERVED1) != 0 {
+            return Err(Error::Reserved);
+        }
+        let mut r = Record {
+            seg: u16::from_le_bytes([b[off::SEG], b[off::SEG + 1]]),
+            bus: b[off::BUS],
+            devfn: b[off::DEVFN],
+            did: u16::from_le_bytes([b[off::DID], b[off::DID + 1]]),
+            levels: b[off::LEVELS],
+            old_root: u64at(off::OLD_ROOT),
+            root: u64at(off::ROOT),
+            ctx: u64at(off::CTX),
+            top: u64at(off::TOP),
+            pages: [0; MAX_PAGES],
+            npages: n,
+        };
+        for i in 0..n {
+            r.pages[i] = u64at(off::PAGES + 8 * i);
+        }
+        Ok(Some(r))
+    }
+}
