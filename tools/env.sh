@@ -85,7 +85,7 @@ KH_QEMU_SRC_VERSION=${KH_QEMU_SRC_VERSION:-1:11.1.3+ds-2~bpo13+1}
 # never hidden. A failed check is no rig fault and is not rerun.
 kh_rig_once_more() { # DIR LOG JOB
     local dir=$1 log=$2 job=$3
-    rm -f "$dir.rerun"
+    rm -f "$dir.rerun" "$dir/rig-wedged"
     "$job"
     [ -e "$dir/rig-wedged" ] || return 0
     rm -rf "$dir.first"; mv "$dir" "$dir.first"; mv "$log" "${log%.log}.first.log"

@@ -209,6 +209,9 @@ rig_watch() {
         elif [ "$quiet" -ge "${KH_RIG_SILENCE:-600}" ]; then why=wedged
         elif [ "$t" -ge $((timeout - 20)) ]; then why=timeout; fi
         [ -n "$why" ] || continue
+        # marked before the monitor is asked anything: at quit QEMU exits
+        # and this watcher is killed, maybe before it gets further
+        [ "$why" = wedged ] && : > "$run/rig-wedged"
         /usr/bin/python3 - "$run/rig.qmp" "$why" > "$run/rig-cpus.txt" 2>&1 <<'PY'
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX); s.settimeout(20); s.connect(sys.argv[1])
@@ -219,22 +222,24 @@ def cmd(c, a={}):
         r = json.loads(f.readline())
         if "return" in r or "error" in r: return r.get("return", r.get("error"))
 cmd("qmp_capabilities")
-regs = cmd("human-monitor-command", {"command-line": "info registers -a"})
-print(regs)
-# the memory each vCPU's RDI and R12 point at (a lock and the structure
-# around it: notes/rig-livelock.md), read through that vCPU's page tables
-import re
-for i, block in enumerate(regs.split("CPU#")[1:]):
-    cmd("human-monitor-command", {"command-line": "cpu %d" % i})
-    for reg in ("RDI", "R12"):
-        m = re.search(reg + r" *=([0-9a-f]{16})", block)
-        if m and int(m.group(1), 16) >= 0xffff800000000000:
-            a = int(m.group(1), 16) & ~0x3f
-            print("CPU#%d %s memory:" % (i, reg))
-            print(cmd("human-monitor-command", {"command-line": "x/8gx 0x%x" % a}))
-if sys.argv[2] == "wedged": cmd("quit")
+try:
+    regs = cmd("human-monitor-command", {"command-line": "info registers -a"})
+    print(regs, flush=True)
+    # the memory each vCPU's RDI and R12 point at (a lock and the structure
+    # around it: notes/rig-livelock.md), read through that vCPU's page
+    # tables (each QMP call is a monitor of its own: the CPU goes with it)
+    import re
+    for block in str(regs).split("CPU#")[1:]:
+        n = int(re.match(r"\d+", block).group(0))
+        for reg in ("RDI", "R12"):
+            m = re.search(reg + r" *=([0-9a-f]{16})", block)
+            if m and int(m.group(1), 16) >= 0xffff800000000000:
+                a = int(m.group(1), 16) & ~0x3f
+                print("CPU#%d %s memory:" % (n, reg))
+                print(cmd("human-monitor-command", {"command-line": "x/8gx 0x%x" % a, "cpu-index": n}), flush=True)
+finally:
+    if sys.argv[2] == "wedged": cmd("quit")
 PY
-        [ "$why" = wedged ] && : > "$run/rig-wedged"
         { [ "$quiet" -ge "${KH_RIG_SILENCE:-600}" ] && echo "rig: wedged: no console output for $quiet s"
           grep -E "^CPU#|RIP|EFL" "$run/rig-cpus.txt" | head -n 12 | sed "s/^/rig: $why: /"; } >> "$run/rig-cpus.summary"
         return 0

@@ -266,12 +266,16 @@ case $KH_STAGE in
     rec=${adopt#intel_iommu_adopt=}
     top=$($K peek-phys $(printf %x $((rec + 48))))
     levels=$(( ($($K peek-phys $(printf %x $((rec + 16)))) >> 48) & 0xff ))
+    # (each step down must find entry 0 present: read or write access)
     t=$top
-    for _ in $(seq 4 "$levels"); do t=$(( $($K peek-phys $(printf %x $t)) & 0xffffffffff000 )); done
+    for _ in $(seq 4 "$levels"); do
+        e=$($K peek-phys $(printf %x $t))
+        [ $((e & 3)) != 0 ] && t=$((e & 0xffffffffff000)) || t=0
+    done
     kh_log "page-table run: $levels levels, 1 GiB level at $(printf %#x $t)"
     pte=$(printf %x $((t + 511 * 8)))
     kh_check "frozen for the page-table run (record $rec, $levels levels, entry 511 of the 1 GiB level unused)" \
-        test -n "$rec" -a "$($K peek-phys $pte)" = 0x0
+        test -n "$rec" -a "$t" != 0 -a "$($K peek-phys $pte)" = 0x0 &&
     kh_check "page table changed: entry 511 maps physical 0..1 GiB" sh -c "$K poke-phys $pte 83 && test \$($K peek-phys $pte) = 0x83"
     kh_kexec_next "pci_keep=$dev $adopt"
     ;;

@@ -18,7 +18,8 @@
  * the 4 MiB it fills): "BAD image" when they changed. A CPU exception
  * prints "VM-FAULT <name> vec=V err=E eip=X" on COM2 and stops the VM
  * (cli; hlt), so a fault says which one instead of returning to garbage;
- * vectors 48-255 are counted and ignored.
+ * other interrupts than IRQ0's (vectors 33-255) are counted ("VM-STRAY")
+ * and ignored.
  *
  * Build: gcc -m32 -ffreestanding -fno-pic -fno-pie -no-pie -nostdlib -static
  *        -O2 -fno-toplevel-reorder -Wl,-Ttext=0x100000 (tools/vm-run.sh)
@@ -137,8 +138,10 @@ static u32 fnv(const u8 *a, const u8 *b, u32 h)
 		h = (h ^ *a++) * 16777619u;
 	return h;
 }
-/* tinyvm's own code and read-only data, GDT and IDT: none changes after
- * start-up */
+/* tinyvm's own code (.text up to etext; the read-only data the linker
+ * puts after it is not covered), GDT and IDT: none changes after start-up
+ * (the CPU sets the GDT's accessed bits at the first segment loads,
+ * before the first sum) */
 static u32 image_sum(void)
 {
 	u32 h = fnv((const u8 *)image_start, (const u8 *)etext, 2166136261u);
@@ -259,10 +262,10 @@ void tiny_main(u32 *mbi)
 			checked = beat;
 			puts(COM2, "VM-MEMCHECK "); puts(COM2, name); puts(COM2, " "); putu(COM2, at, 10);
 			puts(COM2, !ok ? " BAD\n" : !img ? " BAD image\n" : " ok\n");
-			if (strays) {
-				puts(COM2, "VM-STRAY "); puts(COM2, name); puts(COM2, " "); putu(COM2, strays, 10);
+			u32 n = __atomic_exchange_n(&strays, 0, __ATOMIC_SEQ_CST);
+			if (n) {
+				puts(COM2, "VM-STRAY "); puts(COM2, name); puts(COM2, " "); putu(COM2, n, 10);
 				puts(COM2, " interrupts on vectors other than IRQ0's\n");
-				strays = 0;
 			}
 		}
 	}
