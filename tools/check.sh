@@ -205,7 +205,6 @@ rig_migrate() {
     echo $? > "$KH_ROOT/out/check-migrate.rc"
 }
 # (a rig whose own kernel wedged runs once more: kh_rig_once_more, env.sh)
-rm -f "$drun.rerun" "$drun2.rerun" "$run.rerun" "$run-b.rerun"
 job_debug() { kh_rig_once_more "$drun" "$KH_ROOT/out/check-upgrade-debug.log" rig_debug; }
 job_debug2() { kh_rig_once_more "$drun2" "$KH_ROOT/out/check-upgrade-debug2.log" rig_debug2; }
 job_b() { kh_rig_once_more "$run-b" "$KH_ROOT/out/check-b.log" rig_b; }
