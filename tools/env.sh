@@ -77,19 +77,19 @@ KH_LINUX_RIG_ENV=(KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=${KH_LINUX_RI
 # (tools/fetch-qemu-source.sh, tools/build-qemu.sh).
 KH_QEMU_SRC_VERSION=${KH_QEMU_SRC_VERSION:-1:11.1.3+ds-2~bpo13+1}
 
-# A rig fault (the rig's own kernel wedged: tools/vm-run.sh writes
-# DIR/rig-wedged; Documentation/upgrade.rst, Known problems) runs that rig
+# A rig fault (the rig's own kernel wedged, a stale int3 or a triple fault: tools/vm-run.sh writes
+# DIR/rig-fault; Documentation/upgrade.rst, Known problems) runs that rig
 # once more: JOB is a shell function that runs the rig into DIR with its
 # output in LOG. The rerun must pass on its own; the first run stays in
 # DIR.first and DIR.rerun names it for the report (kh_rig_rerun_note),
 # never hidden. A failed check is no rig fault and is not rerun.
 kh_rig_once_more() { # DIR LOG JOB
     local dir=$1 log=$2 job=$3
-    rm -f "$dir.rerun" "$dir/rig-wedged"
+    rm -f "$dir.rerun" "$dir/rig-fault"
     "$job"
-    [ -e "$dir/rig-wedged" ] || return 0
+    [ -e "$dir/rig-fault" ] || return 0
     rm -rf "$dir.first"; mv "$dir" "$dir.first"; mv "$log" "${log%.log}.first.log"
-    echo "# $(basename "$dir"): rerun after a rig fault; the first run: $(grep -a -m1 '^rig: wedged' "$dir.first/console.log" || echo wedged), its last result: $(grep -a 'KH-RESULT' "$dir.first/console.log" | tail -n1 | sed 's/^\[ *[0-9.]*\] //') (out/$(basename "$dir").first)" > "$dir.rerun"
+    echo "# $(basename "$dir"): rerun after a rig fault; the first run: $(grep -a -m1 '^rig: \(wedged\|fault\)' "$dir.first/console.log" || echo wedged), its last result: $(grep -a 'KH-RESULT' "$dir.first/console.log" | tail -n1 | sed 's/^\[ *[0-9.]*\] //') (out/$(basename "$dir").first)" > "$dir.rerun"
     "$job"
 }
 kh_rig_rerun_note() { [ ! -e "$1.rerun" ] || cat "$1.rerun"; }
