@@ -2,8 +2,7 @@
 # debugging aid (not in make check): one VM with RAM in KRAM, watched for 90 s
 . /host/lib/ktap.sh
 L=/host/bin/liveup; R=/mnt
-insmod /host/modules/kram.ko $KRAM_PARAMS
-$L kram status | grep -q ready || $L kram format --yes
+kh_kram_ready
 kh_mount_rootfs $R
 $L vm start --name vm1 --mem 96M --root $R -- -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none \
   -kernel /host/vm-bzImage -initrd /host/vm-initrd.img -append "console=ttyS1 panic=-1 vmname=vm1" \

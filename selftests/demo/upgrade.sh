@@ -23,8 +23,7 @@ guest_checks() { # when
 }
 case $KH_STAGE in
 0)
-    insmod /host/modules/kram.ko $KRAM_PARAMS
-    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_kram_ready
     kh_mount_rootfs $R
     start_peers
     say "host kernel $(uname -r), KRAM: $($L kram status | sed -n 's/^pages *//p')"

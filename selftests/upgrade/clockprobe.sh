@@ -15,8 +15,7 @@ export KH_UPGRADE_GUEST=linux KH_UPGRADE_VMS=vm1
 T=/sys/kernel/tracing
 kh_log "clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); $(dmesg | grep -i -E 'tsc|clocksource' | tr '\n' '|')"
 kh_log "cpu flags: $(grep -m1 flags /proc/cpuinfo | tr ' ' '\n' | grep -E 'tsc|constant|nonstop' | tr '\n' ' ')"
-insmod /host/modules/kram.ko $KRAM_PARAMS
-$L kram status | grep -q ready || $L kram format --yes > /dev/null
+kh_kram_ready
 kh_check "trixie rootfs" kh_mount_rootfs $R
 start_peers
 kh_check "start vm1" start_vm vm1 1

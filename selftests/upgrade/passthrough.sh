@@ -23,8 +23,7 @@ case $KH_STAGE in
 0)
     nic_need_source "passthrough VM" || exit 0
     echo $RATE > /host/nic-rate
-    insmod /host/modules/kram.ko $KRAM_PARAMS
-    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_kram_ready
     kh_check "KRAM ready" sh -c "$L kram status | grep -q ready"
     # (mounted already when upgrade.sh ran before in this boot)
     grep -q " $R " /proc/mounts || kh_mount_rootfs $R

@@ -13,8 +13,7 @@ N=${KH_SERIES_UPGRADES:-10}
 VMS=vm1
 
 if [ "$KH_STAGE" = 0 ]; then
-    insmod /host/modules/kram.ko $KRAM_PARAMS
-    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_kram_ready
     kh_check "KRAM ready" sh -c "$L kram status | grep -q ready" || exit 0
     kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R || exit 0
     start_peers

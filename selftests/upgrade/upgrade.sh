@@ -34,8 +34,7 @@ kh_log "stage $KH_STAGE: clocksource $(cat /sys/devices/system/clocksource/clock
 
 case $KH_STAGE in
 0)
-    insmod /host/modules/kram.ko $KRAM_PARAMS
-    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_kram_ready
     kh_check "KRAM ready" sh -c "$L kram status | grep -q ready"
     kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R
     start_peers

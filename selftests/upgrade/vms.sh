@@ -85,10 +85,8 @@ start_vm() { # name serial-port
 fresh_kram() {
     if grep -q kram /proc/modules; then
         for v in $($L vm list | cut -d' ' -f1); do $L vm stop $v --delete-area > /dev/null; done
-    else
-        insmod /host/modules/kram.ko $KRAM_PARAMS
     fi
-    $L kram status | grep -q ready || $L kram format --yes > /dev/null
+    kh_kram_ready
     kh_check "KRAM ready" sh -c "$L kram status | grep -q ready" || return 1
     grep -q " $R/run " /proc/mounts || kh_check "trixie rootfs with QEMU 11" kh_mount_rootfs $R
 }
