@@ -36,6 +36,11 @@ done
 # tree beside the code that writes them): <linux/kvmhost/NAME.h>
 mkdir -p "$dir/src/include/linux/kvmhost"
 for h in "${KH_KERNEL_ABI_HEADERS[@]}"; do cp "$KH_ROOT/$h" "$dir/src/include/linux/kvmhost/"; done
+# and its Rust built into the kernel (KH_KERNEL_RUST, env.sh)
+for f in "${KH_KERNEL_RUST[@]}"; do
+    mkdir -p "$(dirname "$dir/src/${f#*=}")"
+    cp "$KH_ROOT/${f%%=*}" "$dir/src/${f#*=}"
+done
 
 km() { make -C "$dir/src" O="$dir/build" "${KH_KMAKE_VARS[@]}" "$@"; }
 km -s x86_64_defconfig

@@ -42,6 +42,18 @@ export KH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Contracts of ours the kernel's patches include (tools/build-kernel.sh
 # installs them as <linux/kvmhost/NAME.h>).
 KH_KERNEL_ABI_HEADERS=(iommu-preserve/include/abi/vtd_record.h)
+# kvmhost's Rust built into the patched kernel, SOURCE=DEST (DEST in the
+# kernel tree): the next kernel's checks of a preserved VT-d record
+# (patches/0003 calls them at boot, before any module), the same
+# kram-format code the iommu_preserve module includes and the host tests.
+KH_KERNEL_RUST=(
+    iommu-preserve/builtin/kh_vtd.rs=drivers/iommu/intel/kh_vtd.rs
+    userspace/kram-format/src/crc.rs=drivers/iommu/intel/kh_vtd/crc.rs
+    userspace/kram-format/src/vtd.rs=drivers/iommu/intel/kh_vtd/vtd.rs
+    userspace/kram-format/src/vtd/record.rs=drivers/iommu/intel/kh_vtd/vtd/record.rs
+    userspace/kram-format/src/vtd/verify.rs=drivers/iommu/intel/kh_vtd/vtd/verify.rs
+    userspace/kram-format/src/vtd/walk.rs=drivers/iommu/intel/kh_vtd/vtd/walk.rs
+)
 # kh_kernel_key VARIANT: hash of everything the built kernel depends on.
 kh_kernel_key() {
     local variant=$1
@@ -53,6 +65,7 @@ kh_kernel_key() {
             [ -n "$p" ] && cat "$KH_ROOT/patches/$p"
         done
         for h in "${KH_KERNEL_ABI_HEADERS[@]}"; do cat "$KH_ROOT/$h"; done
+        for f in "${KH_KERNEL_RUST[@]}"; do echo "${f#*=}"; cat "$KH_ROOT/${f%%=*}"; done
         /usr/bin/rustc --version; clang-19 --version | head -n1
         echo "$KH_BINDGEN_VERSION"
         echo "build-rev $KH_KERNEL_BUILD_REV"

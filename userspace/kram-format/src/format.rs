@@ -236,36 +236,6 @@ pub struct Superblock {
     pub areas: [Area; MAX_AREAS],
 }
 
-const fn crc32c_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82f6_3b78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-static CRC32C: [u32; 256] = crc32c_table();
-
-/// CRC32C (Castagnoli) of `data`.
-pub fn crc32c(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c = CRC32C[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
-}
-
 const fn crc8_table() -> [u8; 256] {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -337,6 +307,9 @@ fn get_u64(buf: &[u8], off: usize) -> u64 {
 // The rest of the format, one concern a file. `path` attributes: this file
 // is also included by path from the kernel modules, where the nested
 // files are found relative to it in both builds.
+#[path = "crc.rs"]
+mod crc;
+pub use crc::crc32c;
 #[path = "format/region.rs"]
 mod region;
 #[path = "format/superblock.rs"]

@@ -8,7 +8,8 @@
 //! on any input.
 //!
 //! Files: this one (entry decoding), `vtd/walk.rs` (the snapshot and
-//! translation), `vtd/record.rs` (the record), declared with `#[path]`
+//! translation), `vtd/record.rs` (the record), `vtd/verify.rs` (the next
+//! kernel's check of the tables, built into the kernel), declared with `#[path]`
 //! so they resolve the same in the crate and in the module, which includes
 //! this file by path.
 //!
@@ -100,15 +101,24 @@ pub enum Error {
 
 #[path = "vtd/record.rs"]
 mod record;
+#[path = "vtd/verify.rs"]
+mod verify;
 #[path = "vtd/walk.rs"]
 mod walk;
 
-// The module uses only some of these (not `translate`, `off`, `MAGIC`, `VERSION`).
+// Each includer uses only some of these (iommu_preserve not `translate`,
+// `off`, `MAGIC`, `VERSION` or `verify`; the kernel's adoption check only
+// `Record::check` and `verify`).
 #[allow(unused_imports)]
-pub use record::{off, Record, MAGIC, MAX_PAGES, VERSION};
+pub use record::{off, Header, Record, MAGIC, MAX_PAGES, VERSION};
+#[allow(unused_imports)]
+pub use verify::{verify, Phys, Refusal};
 #[allow(unused_imports)]
 pub use walk::{snapshot, translate, Tables};
 
 #[cfg(test)]
 #[path = "vtd/tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "vtd/verify_tests.rs"]
+mod verify_tests;

@@ -122,6 +122,33 @@ impl Record {
     /// `Ok(None)`: no record (an all-zero page). Anything else that is not
     /// a valid record is an error, never a guess.
     pub fn decode(b: &[u8]) -> Result<Option<Record>, Error> {
+        let Some(h) = Self::check(b)? else {
+            return Ok(None);
+        };
+        let mut r = Record {
+            seg: h.seg,
+            bus: h.bus,
+            devfn: h.devfn,
+            did: h.did,
+            levels: h.levels,
+            old_root: h.old_root,
+            root: h.root,
+            ctx: h.ctx,
+            top: h.top,
+            pages: [0; MAX_PAGES],
+            npages: h.npages,
+        };
+        for (i, p) in r.pages.iter_mut().enumerate().take(h.npages) {
+            *p = Self::page(b, i).unwrap_or(0);
+        }
+        Ok(Some(r))
+    }
+
+    /// The checks of `decode` without copying the page list (the kernel's
+    /// adoption check reads the record where it lies, `verify.rs`): magic,
+    /// version, length, CRC32C, reserved bytes, in that order. `Ok(None)`:
+    /// an all-zero header, no record.
+    pub fn check(b: &[u8]) -> Result<Option<Header>, Error> {
         if b.len() < HEADER {
             return Err(Error::BadLength);
         }
@@ -131,42 +158,67 @@ impl Record {
         if b[off::MAGIC..off::MAGIC + 8] != MAGIC {
             return Err(Error::BadMagic);
         }
-        let u32at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let u64at = |o: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[o..o + 8]);
-            u64::from_le_bytes(w)
-        };
-        let v = u32at(off::VERSION);
+        let v = u32_at(b, off::VERSION);
         if v != VERSION {
             return Err(Error::BadVersion(v));
         }
-        let n = u32at(off::NPAGES) as usize;
+        let n = u32_at(b, off::NPAGES) as usize;
         if n > MAX_PAGES || HEADER + 8 * n > b.len() {
             return Err(Error::BadLength);
         }
-        if crc32c(&b[off::SEG..HEADER + 8 * n]) != u32at(off::CRC) {
+        if crc32c(&b[off::SEG..HEADER + 8 * n]) != u32_at(b, off::CRC) {
             return Err(Error::BadChecksum);
         }
-        if b[off::RESERVED0] != 0 || u32at(off::RESERVED1) != 0 {
+        if b[off::RESERVED0] != 0 || u32_at(b, off::RESERVED1) != 0 {
             return Err(Error::Reserved);
         }
-        let mut r = Record {
+        Ok(Some(Header {
             seg: u16::from_le_bytes([b[off::SEG], b[off::SEG + 1]]),
             bus: b[off::BUS],
             devfn: b[off::DEVFN],
             did: u16::from_le_bytes([b[off::DID], b[off::DID + 1]]),
             levels: b[off::LEVELS],
-            old_root: u64at(off::OLD_ROOT),
-            root: u64at(off::ROOT),
-            ctx: u64at(off::CTX),
-            top: u64at(off::TOP),
-            pages: [0; MAX_PAGES],
+            old_root: u64_at(b, off::OLD_ROOT),
+            root: u64_at(b, off::ROOT),
+            ctx: u64_at(b, off::CTX),
+            top: u64_at(b, off::TOP),
             npages: n,
-        };
-        for i in 0..n {
-            r.pages[i] = u64at(off::PAGES + 8 * i);
-        }
-        Ok(Some(r))
+        }))
     }
+
+    /// Table page `i` of the record in `b` (`None` past the bytes).
+    pub fn page(b: &[u8], i: usize) -> Option<u64> {
+        let o = i.checked_mul(8)?.checked_add(off::PAGES)?;
+        let w = b.get(o..o.checked_add(8)?)?;
+        Some(u64_at(w, 0))
+    }
+}
+
+/// A checked record's fields (`Record::check`); its pages stay where they
+/// are (`Record::page`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub seg: u16,
+    pub bus: u8,
+    pub devfn: u8,
+    pub did: u16,
+    pub levels: u8,
+    pub old_root: u64,
+    pub root: u64,
+    pub ctx: u64,
+    pub top: u64,
+    pub npages: usize,
+}
+
+/// Little-endian words at `o` (callers checked `b` is long enough).
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[o..o + 4]);
+    u32::from_le_bytes(w)
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(w)
 }
