@@ -5,7 +5,7 @@
 
 use crate::glue::*;
 use core::ptr::NonNull;
-use kernel::ffi::c_void;
+use kernel::bindings;
 use kernel::prelude::*;
 
 /// `ssss:bb:dd.f` for the log.
@@ -18,7 +18,7 @@ impl kernel::fmt::Display for Bdf {
 }
 
 /// A referenced PCI device.
-pub(crate) struct Dev(pub(crate) NonNull<c_void>);
+pub(crate) struct Dev(pub(crate) NonNull<bindings::device>);
 
 /// Root table addresses of a device's IOMMU (see `Dev::roots`).
 pub(crate) struct Roots {

@@ -4,20 +4,25 @@
 //! VT-d driver's internals, which no Rust abstraction reaches; and the
 //! KRAM kernel API (kram/include/kram.h).
 
+use kernel::bindings;
 use kernel::ffi::{c_char, c_int, c_void};
 
 include!("../kram/include/kram_api.rs");
 
 
+// Only pointers to kernel structs cross here; Rust never reads through them
+// (a struct's own layout, which the lint may call not FFI-safe, does not
+// matter).
+#[allow(improper_ctypes)]
 extern "C" {
-    pub(crate) fn iopr_glue_get_dev(seg: c_int, bus: c_int, devfn: c_int) -> *mut c_void;
-    pub(crate) fn iopr_glue_put_dev(dev: *mut c_void);
-    pub(crate) fn iopr_glue_is_kept(dev: *mut c_void) -> bool;
+    pub(crate) fn iopr_glue_get_dev(seg: c_int, bus: c_int, devfn: c_int) -> *mut bindings::device;
+    pub(crate) fn iopr_glue_put_dev(dev: *mut bindings::device);
+    pub(crate) fn iopr_glue_is_kept(dev: *mut bindings::device) -> bool;
     pub(crate) fn iopr_glue_map(phys: u64) -> *mut c_void;
     pub(crate) fn iopr_glue_unmap(virt: *mut c_void);
     pub(crate) fn iopr_glue_flush(virt: *mut c_void);
     pub(crate) fn iopr_glue_outside_ram(phys: u64, size: u64) -> bool;
-    pub(crate) fn iopr_glue_switch_root(dev: *mut c_void, new_root: u64, hw_root: *mut u64, own_root: *mut u64) -> c_int;
+    pub(crate) fn iopr_glue_switch_root(dev: *mut bindings::device, new_root: u64, hw_root: *mut u64, own_root: *mut u64) -> c_int;
     pub(crate) fn iopr_glue_keep_translation(keep: bool);
-    pub(crate) fn iopr_glue_release_adopted(dev: *mut c_void) -> c_int;
+    pub(crate) fn iopr_glue_release_adopted(dev: *mut bindings::device) -> c_int;
 }

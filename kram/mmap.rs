@@ -81,7 +81,7 @@ fn map_counted(vma: &VmaNew, pages: bool, base: u64, size: u64, id: u16) -> Resu
     // our region (vm_pgoff plus the offset in the VMA, which cannot grow),
     // and the struct pages (`pages`) or the reservation live while the
     // module does: the VMA holds the file and so the module.
-    unsafe { kram_glue_set_vm_ops(vma.as_ptr().cast(), base / PAGE_SIZE as u64, id, pages) };
+    unsafe { kram_glue_set_vm_ops(vma.as_ptr(), base / PAGE_SIZE as u64, id, pages) };
     Ok(())
 }
 

@@ -7,7 +7,8 @@
 use crate::glue::*;
 use crate::knobs::{ENABLED, VERIFY};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use kernel::ffi::{c_int, c_uint, c_void};
+use kernel::bindings;
+use kernel::ffi::{c_int, c_uint};
 use kernel::{prelude::*, sync::global_lock};
 
 /// Nodes with counters; pages on higher nodes are refused (EINVAL).
@@ -119,7 +120,7 @@ pub(crate) fn set_enabled(on: bool) -> Result {
 
 /// Count a hit (checking the page in verify mode) or a miss; false if a
 /// page that should be zero is not (the caller then clears it).
-fn account(c: Option<&Counters>, nid: c_int, order: u32, folio: Option<*mut c_void>) -> bool {
+fn account(c: Option<&Counters>, nid: c_int, order: u32, folio: Option<*mut bindings::folio>) -> bool {
     let Some(folio) = folio else {
         if let Some(c) = c {
             c.misses.fetch_add(1, Relaxed);
@@ -149,7 +150,7 @@ fn account(c: Option<&Counters>, nid: c_int, order: u32, folio: Option<*mut c_vo
 /// Pool callback of the anonymous fault path (through the glue): `folio`
 /// is the pooled folio taken, or NULL when the pool was empty.
 #[no_mangle]
-pub(crate) extern "C" fn prezero_rs_pool_consume(nid: c_int, order: c_uint, folio: *mut c_void) -> bool {
+pub(crate) extern "C" fn prezero_rs_pool_consume(nid: c_int, order: c_uint, folio: *mut bindings::folio) -> bool {
     let c = size_index(order, Kind::Pool).and_then(|i| counters(nid, i));
     account(c, nid, order, (!folio.is_null()).then_some(folio))
 }
@@ -160,7 +161,7 @@ pub(crate) extern "C" fn prezero_rs_consume(
     nid: c_int,
     order: c_uint,
     marked: bool,
-    folio: *mut c_void,
+    folio: *mut bindings::folio,
 ) -> bool {
     let c = size_index(order, Kind::Hugetlb).and_then(|i| counters(nid, i));
     account(c, nid, order, marked.then_some(folio))

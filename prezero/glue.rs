@@ -2,28 +2,34 @@
 
 //! The C glue's functions (prezero_glue.c, include/prezero_glue.h): the
 //! hugetlb and page-allocator internals, kthread and shrinker that Rust in
-//! this kernel cannot reach yet.
+//! this kernel cannot reach yet. Pointers carry their C types (a folio is
+//! `bindings::folio`, as in the header), not `void *`.
 
+use kernel::bindings::folio;
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 
+// Only pointers to kernel structs cross here, and Rust never reads through
+// them: a struct's own layout (the debug build's folio holds an empty
+// `ref_tracker_dir`, which the lint calls not FFI-safe) does not matter.
+#[allow(improper_ctypes)]
 extern "C" {
     pub(crate) fn prezero_glue_register() -> c_int;
     pub(crate) fn prezero_glue_unregister();
-    pub(crate) fn prezero_glue_take(order: c_uint, nid: c_int) -> *mut c_void;
+    pub(crate) fn prezero_glue_take(order: c_uint, nid: c_int) -> *mut folio;
     pub(crate) fn prezero_glue_ptr_err(p: *const c_void) -> c_long;
-    pub(crate) fn prezero_glue_return(folio: *mut c_void, zeroed: bool);
+    pub(crate) fn prezero_glue_return(folio: *mut folio, zeroed: bool);
     pub(crate) fn prezero_glue_count(
         order: c_uint,
         nid: c_int,
         nr_free: *mut c_ulong,
         nr_marked: *mut c_ulong,
     ) -> c_int;
-    pub(crate) fn prezero_glue_zero(folio: *mut c_void, first: c_ulong, nr: c_ulong);
-    pub(crate) fn prezero_glue_dirty(folio: *mut c_void, index: c_ulong);
-    pub(crate) fn prezero_glue_is_zero(folio: *mut c_void) -> bool;
-    pub(crate) fn prezero_glue_pool_alloc(order: c_uint, nid: c_int) -> *mut c_void;
-    pub(crate) fn prezero_glue_pool_put(folio: *mut c_void);
-    pub(crate) fn prezero_glue_folio_put(folio: *mut c_void);
+    pub(crate) fn prezero_glue_zero(folio: *mut folio, first: c_ulong, nr: c_ulong);
+    pub(crate) fn prezero_glue_dirty(folio: *mut folio, index: c_ulong);
+    pub(crate) fn prezero_glue_is_zero(folio: *mut folio) -> bool;
+    pub(crate) fn prezero_glue_pool_alloc(order: c_uint, nid: c_int) -> *mut folio;
+    pub(crate) fn prezero_glue_pool_put(folio: *mut folio);
+    pub(crate) fn prezero_glue_folio_put(folio: *mut folio);
     pub(crate) fn prezero_glue_pool_count(
         order: c_uint,
         nid: c_int,

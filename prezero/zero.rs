@@ -76,7 +76,7 @@ pub(crate) fn zero_pages(idx: usize, nid: c_int, count: u64, worker: bool) -> Re
             break;
         }
         // SAFETY: reads the pointer value only.
-        let err = unsafe { prezero_glue_ptr_err(folio) };
+        let err = unsafe { prezero_glue_ptr_err(folio.cast()) };
         if err != 0 {
             return Err(Error::from_errno(err as c_int));
         }

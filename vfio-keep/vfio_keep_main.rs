@@ -16,7 +16,8 @@
 //! Both are computed when read, from the PCI device list (each device
 //! referenced while it is looked at); no state, no locking of its own.
 
-use kernel::ffi::{c_char, c_void};
+use kernel::bindings;
+use kernel::ffi::c_char;
 use kernel::{c_str, debugfs, prelude::*};
 
 module! {
@@ -27,21 +28,25 @@ module! {
     license: "GPL",
 }
 
+// Only pointers to kernel structs cross here; Rust never reads through them
+// (a struct's own layout, which the lint may call not FFI-safe, does not
+// matter).
+#[allow(improper_ctypes)]
 extern "C" {
-    fn vk_glue_next(from: *mut c_void) -> *mut c_void;
-    fn vk_glue_put(pdev: *mut c_void);
-    fn vk_glue_kept(pdev: *mut c_void) -> bool;
-    fn vk_glue_bdf(pdev: *mut c_void) -> u32;
-    fn vk_glue_ids(pdev: *mut c_void) -> u32;
-    fn vk_glue_command(pdev: *mut c_void) -> u16;
-    fn vk_glue_driver(pdev: *mut c_void, buf: *mut c_char, len: usize);
+    fn vk_glue_next(from: *mut bindings::pci_dev) -> *mut bindings::pci_dev;
+    fn vk_glue_put(pdev: *mut bindings::pci_dev);
+    fn vk_glue_kept(pdev: *mut bindings::pci_dev) -> bool;
+    fn vk_glue_bdf(pdev: *mut bindings::pci_dev) -> u32;
+    fn vk_glue_ids(pdev: *mut bindings::pci_dev) -> u32;
+    fn vk_glue_command(pdev: *mut bindings::pci_dev) -> u16;
+    fn vk_glue_driver(pdev: *mut bindings::pci_dev, buf: *mut c_char, len: usize);
 }
 
 const PCI_COMMAND_MEMORY: u16 = 1 << 1;
 const PCI_COMMAND_MASTER: u16 = 1 << 2;
 
 /// Call `f` for each kept device.
-fn for_each_kept(mut f: impl FnMut(*mut c_void) -> core::fmt::Result) -> core::fmt::Result {
+fn for_each_kept(mut f: impl FnMut(*mut bindings::pci_dev) -> core::fmt::Result) -> core::fmt::Result {
     let mut p = core::ptr::null_mut();
     loop {
         // SAFETY: `p` is NULL or the device the previous call returned,
@@ -61,7 +66,7 @@ fn for_each_kept(mut f: impl FnMut(*mut c_void) -> core::fmt::Result) -> core::f
     }
 }
 
-fn bdf(f: &mut core::fmt::Formatter<'_>, p: *mut c_void) -> core::fmt::Result {
+fn bdf(f: &mut core::fmt::Formatter<'_>, p: *mut bindings::pci_dev) -> core::fmt::Result {
     // SAFETY: `p` is a referenced PCI device.
     let b = unsafe { vk_glue_bdf(p) };
     write!(f, "{:04x}:{:02x}:{:02x}.{}", b >> 16, (b >> 8) & 0xff, (b >> 3) & 0x1f, b & 7)
