@@ -90,7 +90,8 @@ KH_LINUX_RIG_ENV=(KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=${KH_LINUX_RI
 # (tools/fetch-qemu-source.sh, tools/build-qemu.sh).
 KH_QEMU_SRC_VERSION=${KH_QEMU_SRC_VERSION:-1:11.1.3+ds-2~bpo13+1}
 
-# A rig fault (the rig's own kernel wedged, a stale int3 or a triple fault: tools/vm-run.sh writes
+# A rig fault (the rig's own kernel wedged, a stale int3, a triple fault
+# or a nested VM reset under its guest: tools/vm-run.sh writes
 # DIR/rig-fault; Documentation/upgrade.rst, Known problems) runs that rig
 # once more: JOB is a shell function that runs the rig into DIR with its
 # output in LOG. The rerun must pass on its own; the first run stays in

@@ -281,8 +281,9 @@ set -e
 # - a triple fault: QEMU reset the machine ("Triple fault" in the reset
 #   log of -d cpu_reset) and, under -no-reboot, exited; the kernel printed
 #   no panic, oops or BUG before it (session 21 and 23: the L1 reset after
-#   the 4-VM restore). A kernel that asks for a reboot, or panics, is not
-#   a rig fault.
+#   the 4-VM restore);
+# - a nested VM reset under its guest (below, at its check).
+# A kernel that asks for a reboot, or panics, is not a rig fault.
 fault=$(/usr/bin/python3 - "$run/console.log" "$run/qemu-reset.log" "$rc" <<'PY'
 import re, sys
 con = open(sys.argv[1], errors="replace").read().splitlines()
