@@ -97,6 +97,19 @@ if [ "${KH_UPGRADE_TINY:-1}" = 1 ]; then
     "$KH_ROOT/tools/ktap-report.sh" "$crun" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 vmcount: /' || true
     if read -r cp cf cs < "$crun/counts"; then p=$((p + cp)); f=$((f + cf)); s=$((s + cs))
     else echo "not ok - vmcount rig: no counts (out/check-upgrade-vmcount/console.log)"; f=$((f + 1)); fi
+    # the shipped systemd units under a booted systemd (make install into
+    # the trixie rootfs, booted with systemd as PID 1; about 40 s)
+    urun="$KH_ROOT/out/check-upgrade-units"
+    units_rig() {
+        env KH_INSTALL=1 KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 KH_RIG_SILENCE=300 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$urun" -t 900 -v "$vmk/bzImage" -r "$rootfs" \
+            upgrade/units > "$KH_ROOT/out/check-upgrade-units.log" 2>&1 || true
+    }
+    kh_rig_once_more "$urun" "$KH_ROOT/out/check-upgrade-units.log" units_rig
+    echo "== liveup's systemd units under systemd as PID 1: an ordinary boot, a VM in its scope, a hot-upgrade restored by liveup-restore.service (out/check-upgrade-units)"
+    kh_rig_rerun_note "$urun"
+    "$KH_ROOT/tools/ktap-report.sh" "$urun" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 units: /' || true
+    if read -r up uf us < "$urun/counts"; then p=$((p + up)); f=$((f + uf)); s=$((s + us))
+    else echo "not ok - units rig: no counts (out/check-upgrade-units/console.log)"; f=$((f + 1)); fi
 fi
 if [ -n "${lpid:-}" ]; then
     wait "$lpid" || true

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Build the Debian trixie rootfs image for tests that run nested VMs: minbase
 # debootstrap plus QEMU from trixie-backports (cpr-reboot, cpr-transfer) and
-# kexec-tools. Cached by a hash of this script. Prints the image path.
+# kexec-tools, and systemd (selftests/upgrade/units.sh boots it as PID 1
+# to test the shipped units). Cached by a hash of this script. Prints the image path.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 # stdout carries only the path a caller captures; everything else goes to
@@ -21,7 +22,7 @@ debootstrap --variant=minbase --keyring=/usr/share/keyrings/debian-archive-keyri
 echo "deb $mirror trixie-backports main" > "$dir/etc/apt/sources.list.d/backports.list"
 echo "rootfs: installing qemu-system-x86 from trixie-backports" >&2
 chroot "$dir" /bin/sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    --no-install-recommends -t trixie-backports qemu-system-x86 kexec-tools busybox-static \
+    --no-install-recommends -t trixie-backports qemu-system-x86 kexec-tools busybox-static systemd \
     && apt-get clean' >> "$dir.log" 2>&1 || { tail -n 20 "$dir.log" >&2; exit 1; }
 chroot "$dir" qemu-system-x86_64 --version | head -n1 >&2
 rm -rf "$dir/var/lib/apt/lists"/* "$dir/usr/share/doc" "$dir/usr/share/man"

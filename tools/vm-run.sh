@@ -46,6 +46,13 @@ cp -r "$KH_ROOT/bench" "$run/tests/bench"
 find "${modsrc[@]}" -name '*.ko' -exec cp {} "$run/modules/" \;
 [ -d "$KH_ROOT/out/bin" ] && cp -r "$KH_ROOT/out/bin" "$run/bin"
 cp "$kdir/bzImage" "$run/bzImage"
+# KH_INSTALL=1: `make install` into RUN/destdir (liveup and its systemd
+# units as an operator installs them), which selftests/upgrade/units.sh
+# puts into the rootfs it boots with systemd
+if [ "${KH_INSTALL:-0}" = 1 ]; then
+    make -s -C "$KH_ROOT" install DESTDIR="$run/destdir" > "$run/install.log" 2>&1 \
+        || { echo "rig: make install failed: $run/install.log" >&2; exit 2; }
+fi
 cat "$kdir/build/include/config/kernel.release" > "$run/release"
 # KH_OTHER_MODULES: a second kernel and its modules (a stash of
 # tools/stash-modules.sh, e.g. for the `next` variant) as /host/other/

@@ -19,6 +19,17 @@ pub(super) fn set_param(cmdline: &str, key: &str, value: &str) -> String {
     w.join(" ")
 }
 
+/// The word `liveup upgrade` puts on the next kernel's command line: that
+/// boot came from an upgrade, so KRAM must hold the saved VMs. A module
+/// parameter in form (it has a dot), which the kernel ignores silently.
+pub(crate) const UPGRADE_MARK: &str = "liveup.upgrade";
+
+/// Whether the kernel command line `cmdline` is one `liveup upgrade` wrote.
+pub(crate) fn booted_by_upgrade(cmdline: &str) -> bool {
+    let prefix = format!("{UPGRADE_MARK}=");
+    cmdline.split_whitespace().any(|w| w.starts_with(&prefix))
+}
+
 /// Parse kernel command line for kexec: the current one plus `append`.
 pub(super) fn next_cmdline(append: Option<&str>, replace: Option<&str>) -> Result<String> {
     let base = match replace {
@@ -135,5 +146,14 @@ mod tests {
             "console=ttyS0 x=1"
         );
         assert_eq!(next_cmdline(None, Some("a")).unwrap(), "a");
+    }
+
+    #[test]
+    fn the_upgrade_mark() {
+        let c = set_param("console=ttyS0 liveup.upgrade=1", UPGRADE_MARK, "1");
+        assert_eq!(c, "console=ttyS0 liveup.upgrade=1");
+        assert!(booted_by_upgrade(&c));
+        assert!(!booted_by_upgrade("console=ttyS0 quiet"));
+        assert!(!booted_by_upgrade("liveup.upgrades=1 xliveup.upgrade=1"));
     }
 }

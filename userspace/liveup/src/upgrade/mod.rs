@@ -247,6 +247,7 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
     if let Some(k) = &keep {
         cmdline = format!("{cmdline} {}", k.cmdline());
     }
+    cmdline = set_param(&cmdline, kexec::UPGRADE_MARK, "1");
     kexec_load(a.kernel, a.initrd, &cmdline)?;
     let plan = Plan {
         vms: vms.iter().map(|v| v.name.clone()).collect(),

@@ -113,6 +113,18 @@ struct Ticks {
 /// again, not even by --retry, which only finishes a restore that failed).
 fn open_state(kram: &Kram) -> Result<Option<(MmapMut, Manifest)>> {
     let st = kram.status()?;
+    // KRAM without metadata it accepts, in a boot no `liveup upgrade`
+    // asked for (the restore unit on an ordinary boot, say the host's
+    // first): there is nothing it could hold for us.
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if st.state != 0 && !super::kexec::booted_by_upgrade(&cmdline) {
+        log::info!(
+            "KRAM holds no metadata it accepts (errno {}) and this boot did not come from `liveup upgrade` ({}= not on the command line): nothing to restore; `liveup kram format` makes KRAM ready for VMs",
+            st.error,
+            super::kexec::UPGRADE_MARK
+        );
+        return Ok(None);
+    }
     ensure!(
         st.state == 0,
         "KRAM metadata refused (errno {}): the saved VMs are still in the region; fix it and run `liveup restore --retry`",
