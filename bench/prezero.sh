@@ -113,11 +113,9 @@ if pz_vfio_bind; then
                 -debugcon file:/tmp/dc -device vfio-pci,host=$PZ_DEV -monitor none -serial none \
                 < /dev/null > /tmp/qemu.log 2>&1 &
             qp=$!
-            i=0
-            while ! grep -q X /mnt/tmp/dc 2>/dev/null && [ $i -lt 6000 ]; do
-                kill -0 $qp 2>/dev/null || break
-                usleep 10000; i=$((i + 1))
-            done
+            # its first instruction, or QEMU gone
+            _first() { grep -q X /mnt/tmp/dc 2>/dev/null || ! kill -0 $qp 2>/dev/null; }
+            kh_wait -m 10 60 _first || true
             t1=$(cut -d' ' -f1 /proc/uptime)
             kill $qp 2>/dev/null; wait $qp 2>/dev/null
             if grep -q X /mnt/tmp/dc; then

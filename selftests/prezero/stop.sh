@@ -27,8 +27,8 @@ z0=$(pz_stat 0 2M zeroed)
 $L prezero zero --size 2M --node 0 --count all > /tmp/pz-int.log 2>&1 &
 p=$!
 # Signal it once the request is in the kernel (pages are being zeroed).
-i=0
-while [ "$(pz_stat 0 2M zeroed)" -le "$z0" ] && [ $i -lt 200 ]; do usleep 20000; i=$((i + 1)); done
+_zeroing() { [ "$(pz_stat 0 2M zeroed)" -gt "$z0" ]; }
+kh_wait -m 20 4 _zeroing || true
 z=$(( $(pz_stat 0 2M zeroed) - z0 ))
 kill -TERM $p
 t2=$(cut -d' ' -f1 /proc/uptime)
