@@ -20,7 +20,7 @@ pz_stat() {
 # pz_snap: later pz_stat calls read one snapshot (counters from one read)
 # until pz_live.
 # pz_at_least NODE SIZE FIELD N: the counter is N or more (for kh_wait)
-pz_at_least() { [ "$(pz_stat $1 $2 $3)" -ge "$4" ]; }
+pz_at_least() { [ "$(pz_stat "$1" "$2" "$3")" -ge "$4" ]; }
 pz_snap() { cat $PZ/stats > /tmp/pz-stats.snap; PZ_STATS=/tmp/pz-stats.snap; }
 pz_live() { PZ_STATS=; }
 # pz_expect NAME ACTUAL EXPECTED
