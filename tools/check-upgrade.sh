@@ -66,6 +66,16 @@ if [ "${KH_UPGRADE_LINUX:-1}" = 1 ]; then
     lpid=$!
 fi
 p=0 f=0 s=0
+# report_rig RUN TAG TITLE: a rig's results, each case prefixed with TAG,
+# added to the sums (a rig that left no counts is one failure)
+report_rig() {
+    local rp rf rs
+    echo "== $3 (out/$(basename "$1"))"
+    kh_rig_rerun_note "$1"
+    "$KH_ROOT/tools/ktap-report.sh" "$1" | sed "s/^\\(not ok\\|ok\\) \\([0-9]*\\) /\\1 \\2 $2: /" || true
+    if read -r rp rf rs < "$1/counts"; then p=$((p + rp)); f=$((f + rf)); s=$((s + rs))
+    else echo "not ok - $2 rig: no counts (out/$(basename "$1")/console.log)"; f=$((f + 1)); fi
+}
 tiny_rig() {
     "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$run" -t 2400 -v "$vmk/bzImage" -r "$rootfs" upgrade/upgrade \
         > "$KH_ROOT/out/check-upgrade-tiny.log" 2>&1
@@ -92,11 +102,7 @@ if [ "${KH_UPGRADE_TINY:-1}" = 1 ]; then
             > "$KH_ROOT/out/check-upgrade-vmcount.log" 2>&1 || true
     }
     kh_rig_once_more "$crun" "$KH_ROOT/out/check-upgrade-vmcount.log" vmcount_rig
-    echo "== 1, 2 and 4 tinyvms, then one into another kernel and back, then one migrated to a destination service; two vCPUs on two TCG threads (out/check-upgrade-vmcount)"
-    kh_rig_rerun_note "$crun"
-    "$KH_ROOT/tools/ktap-report.sh" "$crun" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 vmcount: /' || true
-    if read -r cp cf cs < "$crun/counts"; then p=$((p + cp)); f=$((f + cf)); s=$((s + cs))
-    else echo "not ok - vmcount rig: no counts (out/check-upgrade-vmcount/console.log)"; f=$((f + 1)); fi
+    report_rig "$crun" vmcount "1, 2 and 4 tinyvms, then one into another kernel and back, then one migrated to a destination service; two vCPUs on two TCG threads"
     # the shipped systemd units under a booted systemd (make install into
     # the trixie rootfs, booted with systemd as PID 1; about 40 s)
     urun="$KH_ROOT/out/check-upgrade-units"
@@ -105,11 +111,7 @@ if [ "${KH_UPGRADE_TINY:-1}" = 1 ]; then
             upgrade/units > "$KH_ROOT/out/check-upgrade-units.log" 2>&1 || true
     }
     kh_rig_once_more "$urun" "$KH_ROOT/out/check-upgrade-units.log" units_rig
-    echo "== liveup's systemd units under systemd as PID 1: an ordinary boot, a VM in its scope, a hot-upgrade restored by liveup-restore.service (out/check-upgrade-units)"
-    kh_rig_rerun_note "$urun"
-    "$KH_ROOT/tools/ktap-report.sh" "$urun" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 units: /' || true
-    if read -r up uf us < "$urun/counts"; then p=$((p + up)); f=$((f + uf)); s=$((s + us))
-    else echo "not ok - units rig: no counts (out/check-upgrade-units/console.log)"; f=$((f + 1)); fi
+    report_rig "$urun" units "liveup's systemd units under systemd as PID 1: an ordinary boot, a VM in its scope, a hot-upgrade restored by liveup-restore.service"
 fi
 if [ -n "${lpid:-}" ]; then
     wait "$lpid" || true
