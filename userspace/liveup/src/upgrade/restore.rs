@@ -117,7 +117,7 @@ fn open_state(kram: &Kram) -> Result<Option<(MmapMut, Manifest)>> {
     // asked for (the restore unit on an ordinary boot, say the host's
     // first): there is nothing it could hold for us.
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    if st.state != 0 && !super::kexec::booted_by_upgrade(&cmdline) {
+    if refused_is_nothing(st.state, &cmdline) {
         log::info!(
             "KRAM holds no metadata it accepts (errno {}) and this boot did not come from `liveup upgrade` ({}= not on the command line): nothing to restore; `liveup kram format` makes KRAM ready for VMs",
             st.error,
@@ -134,6 +134,13 @@ fn open_state(kram: &Kram) -> Result<Option<(MmapMut, Manifest)>> {
         return Ok(None);
     };
     Ok(state::load(&m)?.map(|man| (m, man)))
+}
+
+/// Whether KRAM metadata in `state` (0: accepted) means "nothing to
+/// restore" rather than a failure: refused, in a boot whose command line
+/// `cmdline` no `liveup upgrade` wrote.
+fn refused_is_nothing(state: u32, cmdline: &str) -> bool {
+    state != 0 && !super::kexec::booted_by_upgrade(cmdline)
 }
 
 /// Every saved state checked and written where its QEMU reads it; the
@@ -246,6 +253,21 @@ fn outcome(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn refused_kram_after_an_upgrade_is_a_failure() {
+        use super::refused_is_nothing;
+        // an ordinary boot (the host's first, KRAM never formatted)
+        assert!(refused_is_nothing(
+            1,
+            "console=ttyS0 memmap=256M$0x100000000"
+        ));
+        // after an upgrade the same refusal must fail the restore
+        assert!(!refused_is_nothing(1, "console=ttyS0 liveup.upgrade=1"));
+        // accepted metadata is read either way
+        assert!(!refused_is_nothing(0, "console=ttyS0"));
+        assert!(!refused_is_nothing(0, "liveup.upgrade=1"));
+    }
+
     use super::super::state::SavedVm;
     use super::*;
 
