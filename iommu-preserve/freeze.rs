@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `freeze=`: snapshot a kept device's tables into KRAM, record them, and
-//! switch its IOMMU to KRAM copies of the root and context table.
+//! FREEZE: snapshot a kept device's tables into KRAM, record them, and
+//! switch its IOMMU to KRAM copies of the root and context table. Every
+//! table page copied is freed again (`Kt`'s drop) unless the freeze
+//! completes.
 
 use crate::device::{Bdf, Dev};
 use crate::glue::*;
@@ -9,8 +11,7 @@ use crate::tables::*;
 use crate::vtd;
 use kernel::prelude::*;
 
-pub(crate) fn freeze(code: i64) -> Result {
-    let bdf = Bdf(((code >> 16) & 0xffff) as u16, ((code >> 8) & 0xff) as u8, (code & 0xff) as u8);
+pub(crate) fn freeze(bdf: Bdf) -> Result {
     let Some(dev) = Dev::get(&bdf) else {
         pr_err!("freeze {}: no such PCI device (ENODEV)\n", bdf);
         return Err(ENODEV);
@@ -56,7 +57,7 @@ pub(crate) fn freeze(code: i64) -> Result {
         return Err(EINVAL);
     }
 
-    let mut kt = Kt { area, pages: KVec::new(), hint: None };
+    let mut kt = Kt::new(area);
     let mut n = 0usize;
     let snap = vtd::snapshot(&mut kt, c.table, c.levels, &mut |_| {
         n += 1;
@@ -69,7 +70,6 @@ pub(crate) fn freeze(code: i64) -> Result {
     let top = match snap {
         Ok(t) => t,
         Err(e) => {
-            kt.free_all();
             pr_err!("freeze {}: page tables not copied ({:?}) (errno {})\n", bdf, e, vtd_errno(e).to_errno());
             return Err(vtd_errno(e));
         }
@@ -96,7 +96,6 @@ pub(crate) fn freeze(code: i64) -> Result {
     let [(root_new, root_v), (ctx_new, ctx_v)] = match table_pair(old_root) {
         Ok(p) => p,
         Err(e) => {
-            kt.free_all();
             if e == EBUSY {
                 pr_err!("freeze {}: the IOMMU still reads the adopted tables: release them first (EBUSY)\n", bdf);
             } else {
@@ -111,7 +110,6 @@ pub(crate) fn freeze(code: i64) -> Result {
     rec.root = root_new;
     kt.flush();
     if let Err(e) = rec.encode(rec_page) {
-        kt.free_all();
         pr_err!("freeze {}: record not written ({:?})\n", bdf, e);
         return Err(vtd_errno(e));
     }
@@ -119,10 +117,11 @@ pub(crate) fn freeze(code: i64) -> Result {
     unsafe { iopr_glue_flush(rec_virt) };
     if let Err(e) = dev.roots(root_new) {
         rec_page.fill(0);
-        kt.free_all();
         pr_err!("freeze {}: the IOMMU did not take the KRAM root table (errno {})\n", bdf, e.to_errno());
         return Err(e);
     }
+    // The IOMMU reads the copies now: they stay until RELEASE or THAW.
+    kt.keep();
     // SAFETY: a flag for intel_iommu_shutdown().
     unsafe { iopr_glue_keep_translation(true) };
     pr_info!(

@@ -41,16 +41,35 @@ impl Drop for Mapped {
     }
 }
 
-/// The table pages made in KRAM: physical and virtual address.
+/// The table pages made in KRAM: physical and virtual address. Dropped,
+/// it frees them all, unless `keep` said the IOMMU uses them.
 pub(crate) struct Kt {
     pub(crate) area: c_int,
     pub(crate) pages: KVec<(u64, *mut u64)>,
     /// The last table looked up: the walk reads and writes one table's
     /// 512 entries in a row, so most lookups are this one.
     pub(crate) hint: Option<(u64, *mut u64)>,
+    kept: bool,
+}
+
+impl Drop for Kt {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.free_all();
+        }
+    }
 }
 
 impl Kt {
+    pub(crate) fn new(area: c_int) -> Kt {
+        Kt { area, pages: KVec::new(), hint: None, kept: false }
+    }
+
+    /// The pages stay allocated when this is dropped.
+    pub(crate) fn keep(&mut self) {
+        self.kept = true;
+    }
+
     pub(crate) fn alloc(&mut self) -> core::result::Result<(u64, *mut u64), vtd::Error> {
         let (mut phys, mut virt) = (0u64, core::ptr::null_mut());
         // SAFETY: valid out-pointers.
@@ -95,7 +114,7 @@ impl Kt {
         }
     }
 
-    pub(crate) fn free_all(&mut self) {
+    fn free_all(&mut self) {
         for &(p, _) in self.pages.iter() {
             // SAFETY: a page allocated to this area.
             unsafe { kram_free_page(self.area, p) };

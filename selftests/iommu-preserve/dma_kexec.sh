@@ -28,10 +28,8 @@
 L=/host/bin/liveup
 K=/host/bin/kram-selftest
 M=/host/modules/iommu_preserve.ko
-# segment << 16 | bus << 8 | devfn of the NIC: 0x18 for 00:03.0, 0x100 for
-# 01:00.0 behind the root port
-b=${dev#*:} s=${b#*:}
-code=$(( (0x${b%%:*} << 8) | (0x${s%%.*} << 3) | ${s#*.} ))
+# Each iommu_preserve operation is one ioctl (liveup iommu); the module is
+# loaded for it (logging where the record stands) and unloaded after.
 area=dma-iop
 size=20M
 ring=65528              # the most RDLEN holds (1 MiB - 128 B): 131 s of frames at $rate
@@ -66,7 +64,7 @@ freeze_while_running() {
         --watch 8 --settle 2 > /tmp/i-3 2>&1 &
     pid=$!
     sleep 5
-    insmod $M freeze=$code && rmmod iommu_preserve
+    $L iommu --module $M freeze $dev
     wait $pid
 }
 # nic_blocked NAME: after a refused record the kept NIC's DMA faults on an
@@ -80,14 +78,14 @@ nic_blocked() {
 }
 # refused_blocked REASON NAME: this kernel refused the preserved record for
 # REASON with one line, kept translation on and blocks the kept NIC (its
-# faults are the only ones); discard=1 then drops the record and tables.
+# faults are the only ones); a discard then drops the record and tables.
 refused_blocked() {
     kh_check "$2: refused with one line, translation kept on" sh -c \
         "dmesg | grep -q 'preserved translation at .* refused ($1): translation stays on, nothing adopted, kept devices blocked'"
     nic_blocked "  the kept NIC's DMA is blocked, nothing else faults"
     kh_kram_load
-    insmod $M discard=1 && rmmod iommu_preserve
-    kh_check "  discard=1 drops the record and its tables" \
+    $L iommu --module $M discard
+    kh_check "  discard drops the record and its tables" \
         sh -c "dmesg | grep -q 'iommu_preserve: .*: record discarded with its tables (errno 0)' && ! $L kram list | grep -q ' iommu-'"
 }
 give_back() {
@@ -108,9 +106,9 @@ case $KH_STAGE in
         give_back; exit 0
     fi
     # Bad input: nothing changes, one line says why.
-    kh_check "freeze of a device that is not kept: refused" sh -c "! insmod $M freeze=$code 2>/dev/null"
+    kh_check "freeze of a device that is not kept: refused" sh -c "! $L iommu --module $M freeze $dev 2>/dev/null"
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze $dev: device not kept'"
-    kh_check "freeze of a device that does not exist: refused" sh -c "! insmod $M freeze=$((0x0700)) 2>/dev/null"
+    kh_check "freeze of a device that does not exist: refused" sh -c "! $L iommu --module $M freeze 07:00.0 2>/dev/null"
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze 0000:07:00.0: no such PCI device'"
     echo 1 > $sys/kept
 
@@ -118,7 +116,7 @@ case $KH_STAGE in
         --watch 14 --settle 2 > /tmp/i-1 2>&1 &
     pid=$!
     sleep 8
-    if insmod $M freeze=$code; then
+    if $L iommu --module $M freeze $dev; then
         kh_ok "freeze while the process has it mapped: tables in KRAM, translation on"
     else
         kh_fail "freeze while the process has it mapped: tables in KRAM, translation on" "$(dmesg | grep iommu_preserve | tail -n1)"
@@ -127,9 +125,9 @@ case $KH_STAGE in
     adopt=$(next_adopt)
     kh_check "freeze names the record for the next kernel ($adopt)" test -n "$adopt"
     frozen_root > $KH_DIR/root
-    rmmod iommu_preserve
+    kh_check "  status: frozen in this kernel" sh -c "$L iommu --module $M status | grep -q '^state=frozen device=$dev .* root='"
     kram_refuses iommu-tables "while the IOMMU reads the frozen root table in it"
-    kh_check "a second freeze is refused while a record exists" sh -c "! insmod $M freeze=$code 2>/dev/null"
+    kh_check "a second freeze is refused while a record exists" sh -c "! $L iommu --module $M freeze $dev 2>/dev/null"
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze $dev: a preserved record exists already'"
     wait $pid
     last=$(num "$(v last_seq /tmp/i-1)")
@@ -154,12 +152,12 @@ case $KH_STAGE in
     kh_check "no DMAR fault during the handover" test -z "$(dmar_faults)" || dmar_faults | head -n3
     kh_check "bound to vfio-pci, kept" test "$(nic_driver)$(cat $sys/kept)" = vfio-pci1
     kh_kram_load
-    insmod $M && rmmod iommu_preserve
+    $L iommu --module $M status > /tmp/i-st
     kh_check "iommu_preserve: record valid, tables adopted in place" \
-        sh -c "dmesg | grep -q 'iommu_preserve: $dev: .*adopted in place; root table $root (the preserved one, in place)'"
-    kh_check "release refused while the device translates through them" sh -c "! insmod $M release=1 2>/dev/null"
+        sh -c "dmesg | grep -q 'iommu_preserve: $dev: .*adopted in place; root table $root (the preserved one, in place)' && grep -q '^state=adopted device=$dev ' /tmp/i-st"
+    kh_check "release refused while the device translates through them" sh -c "! $L iommu --module $M release 2>/dev/null"
     kh_check "discard refused too, the record kept" sh -c \
-        "! insmod $M discard=1 2>/dev/null && dmesg | tail -n 3 | grep -q 'iommu_preserve: record not discarded: its tables are in use' && $L kram list | grep -q ' iommu-preserve '"
+        "! $L iommu --module $M discard 2>/dev/null && dmesg | tail -n 3 | grep -q 'iommu_preserve: record not discarded: its tables are in use' && $L kram list | grep -q ' iommu-preserve '"
     # KRAM never hands out a page the IOMMU reads: not the adopted root and
     # context table, not the page tables, and no format of the region.
     kram_refuses iommu-tables "while the IOMMU uses the adopted root table"
@@ -186,10 +184,9 @@ case $KH_STAGE in
     # new one finds waiting came in while the kernels handed over.
     nic_check_takeover /tmp/i-2 "$last" "$rate"
     kh_log "DMAR faults while the new process attached: $(( $(dmar_faults | wc -l) - n0 ))"
-    if insmod $M release=1; then rmmod iommu_preserve; fi
+    $L iommu --module $M release
     kh_check "release frees the tables once the device is attached anew" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"
-    insmod $M && rmmod iommu_preserve
-    kh_check "after release: nothing preserved" sh -c "dmesg | tail -n 3 | grep -q 'iommu_preserve: nothing preserved'"
+    kh_check "after release: nothing preserved" sh -c "$L iommu --module $M status | grep -qx 'state=none' && dmesg | tail -n 3 | grep -q 'iommu_preserve: nothing preserved'"
     kh_check "  the kernel moved the adopted root and context table to its own pages" \
         sh -c "dmesg | grep -q 'DMAR: dmar0: adopted root and context table moved to .*: KRAM.s pages unused'"
     kh_check "  and KRAM area iommu-tables is gone" sh -c "! $L kram list | grep -q ' iommu-tables '"
@@ -198,17 +195,23 @@ case $KH_STAGE in
 
     # A second upgrade from the adopting kernel, with a thaw in between (a
     # failed upgrade): the thaw goes back to this kernel's own root table.
+    # The process must still hold the device through freeze, thaw and
+    # freeze (as a stopped VMM does): had it closed the device while
+    # frozen, the thaw would find the device's entry cleared and block its
+    # DMA, as any close does. Its watch leaves room for three module loads
+    # on a loaded rig; the check after them says if it was not enough.
     $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
-        --watch 10 --settle 2 > /tmp/i-3 2>&1 &
+        --watch 25 --settle 2 > /tmp/i-3 2>&1 &
     pid=$!
     sleep 5
-    insmod $M freeze=$code && rmmod iommu_preserve
+    $L iommu --module $M freeze $dev
     root2=$(frozen_root)
     kh_check "a freeze in the adopting kernel (root $root2)" test -n "$root2"
-    insmod $M thaw=1 && rmmod iommu_preserve
+    $L iommu --module $M thaw
     own=$(dmesg | sed -n "s/.*iommu_preserve: thaw $dev: back on the kernel.s own root table \(0x[0-9a-f]*\)\$/\1/p" | tail -n1)
     kh_check "  thawed: back on the kernel's own root table ($own, in RAM)" test -n "$own" -a "$own" != "$root2"
-    insmod $M freeze=$code && rmmod iommu_preserve
+    $L iommu --module $M freeze $dev
+    kh_check "  the process held the device through freeze, thaw and freeze" kill -0 $pid
     wait $pid
     adopt=$(next_adopt)
     root2=$(frozen_root)
@@ -229,7 +232,7 @@ case $KH_STAGE in
     kh_kram_load
     $D --iommufd --bdf $dev --mem kram:$area --mem-size $size attach --watch 3 --settle 1 --stop > /tmp/i-2 2>&1
     nic_check_takeover /tmp/i-2 "$last" "$rate"
-    if insmod $M release=1; then rmmod iommu_preserve; fi
+    $L iommu --module $M release
     kh_check "release after the second generation" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"
     kh_dmesg_clean "no warning in dmesg after the second kexec"
 
@@ -249,9 +252,9 @@ case $KH_STAGE in
         sh -c "! dmesg | grep -q -e 'Copied translation tables' -e 'Translation was enabled for .* but we are not in kdump mode'"
     nic_blocked "the kept NIC's DMA is blocked (root/context entry not present), nothing else"
     kh_kram_load
-    kh_check "iommu_preserve refuses the corrupt record too" sh -c "! insmod $M 2>/dev/null"
+    kh_check "iommu_preserve refuses the corrupt record too" sh -c "$L iommu --module $M status | grep -q '^state=refused' && ! $L iommu --module $M release 2>/dev/null"
     kh_check "  and says why" sh -c "dmesg | grep -q 'iommu_preserve: preserved record refused (BadChecksum)'"
-    insmod $M discard=1 && rmmod iommu_preserve
+    $L iommu --module $M discard
     kh_check "discard drops it with its area" sh -c "dmesg | grep -q 'iommu_preserve: refused record (BadChecksum) discarded'"
 
     # A valid record whose page tables were changed after the freeze: one
@@ -316,9 +319,9 @@ case $KH_STAGE in
     nic_blocked "  the kept NIC's DMA is blocked, nothing else faults"
     kh_kram_load
     kh_check "  iommu_preserve refuses it too, saying why" sh -c \
-        "! insmod $M 2>/dev/null && dmesg | grep -q 'iommu_preserve: preserved record refused (Reserved)'"
-    insmod $M discard=1 && rmmod iommu_preserve
-    kh_check "  discard=1 drops it and its tables" \
+        "$L iommu --module $M status | grep -q '^state=refused' && ! $L iommu --module $M release 2>/dev/null && dmesg | grep -q 'iommu_preserve: preserved record refused (Reserved)'"
+    $L iommu --module $M discard
+    kh_check "  discard drops it and its tables" \
         sh -c "dmesg | grep -q 'iommu_preserve: refused record (Reserved) discarded' && ! $L kram list | grep -q ' iommu-'"
     kh_dmesg_mark
 

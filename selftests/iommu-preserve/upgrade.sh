@@ -120,10 +120,10 @@ case $KH_STAGE in
     # Bad input while the record is in use: a thaw in a kernel that did not
     # freeze, and another upgrade with the record still pending.
     kh_check "thaw in a kernel that did not freeze: refused" sh -c \
-        "! insmod $M thaw=1 2>/dev/null && dmesg | grep -q 'thaw $dev: .*nothing frozen in this kernel'"
+        "! $L iommu --module $M thaw 2>/dev/null && dmesg | grep -q 'thaw $dev: .*nothing frozen in this kernel'"
     refused "upgrade with a preserved record pending: refused in preflight" "holds a preserved record already" \
         $UP --keep-device $dev --iommu-preserve $M
-    if insmod $M release=1; then rmmod iommu_preserve; fi
+    $L iommu --module $M release
     kh_check "preserved tables released" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"
     kh_check "VM stopped, its area deleted" $L vm stop kv --delete-area
     $L kram delete $area > /dev/null 2>&1

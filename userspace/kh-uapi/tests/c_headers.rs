@@ -3,7 +3,7 @@
 //! static assertions compiled by the C compiler (`$CC`, else `cc`) against
 //! the headers in the tree. A header that drifts from the Rust fails here.
 
-use kh_uapi::{kram, prezero};
+use kh_uapi::{iommu_preserve as iopr, kram, prezero};
 use std::fmt::Write as _;
 use std::mem::{offset_of, size_of};
 use std::path::{Path, PathBuf};
@@ -164,6 +164,45 @@ fn vtd_record_checks() -> String {
     c
 }
 
+fn iommu_preserve_checks() -> String {
+    let mut c = String::from(
+        "#include <stddef.h>\n#include \"iommu-preserve/include/uapi/iommu_preserve.h\"\n",
+    );
+    layout!(&mut c, iopr::Dev, "iopr_dev", seg, bus, devfn);
+    layout!(
+        &mut c,
+        iopr::Status,
+        "iopr_status",
+        state,
+        seg,
+        bus,
+        devfn,
+        did,
+        levels,
+        pad,
+        npages,
+        record,
+        root
+    );
+    for (name, v) in [
+        ("IOPR_STATE_NONE", iopr::STATE_NONE),
+        ("IOPR_STATE_FROZEN", iopr::STATE_FROZEN),
+        ("IOPR_STATE_ADOPTED", iopr::STATE_ADOPTED),
+        ("IOPR_STATE_BLOCKED", iopr::STATE_BLOCKED),
+        ("IOPR_STATE_ATTACHED", iopr::STATE_ATTACHED),
+        ("IOPR_STATE_REFUSED", iopr::STATE_REFUSED),
+        ("IOPR_IOC_MAGIC", iopr::IOC_MAGIC),
+        ("IOPR_IOC_STATUS", iopr::IOC_STATUS),
+        ("IOPR_IOC_FREEZE", iopr::IOC_FREEZE),
+        ("IOPR_IOC_THAW", iopr::IOC_THAW),
+        ("IOPR_IOC_RELEASE", iopr::IOC_RELEASE),
+        ("IOPR_IOC_DISCARD", iopr::IOC_DISCARD),
+    ] {
+        check(&mut c, name, v.into());
+    }
+    c
+}
+
 /// Compiles `src` (syntax and static assertions only); the compiler's
 /// messages on failure.
 fn compile(name: &str, src: &str) -> Result<(), String> {
@@ -199,6 +238,12 @@ fn vtd_record_header_matches() {
 fn prezero_header_matches() {
     compile("prezero_uapi", &prezero_checks())
         .unwrap_or_else(|e| panic!("prezero.h differs:\n{e}"));
+}
+
+#[test]
+fn iommu_preserve_header_matches() {
+    compile("iopr_uapi", &iommu_preserve_checks())
+        .unwrap_or_else(|e| panic!("iommu_preserve.h differs:\n{e}"));
 }
 
 /// The check itself can fail: a header with one field moved is refused,
@@ -251,4 +296,7 @@ fn request_numbers() {
     assert_eq!(kram::IOC_FREE, 0x4010_BC07);
     // _IOWR(0xb7, 1, 40 bytes): dir 3.
     assert_eq!(prezero::IOC_ZERO, 0xC028_B701);
+    // _IO(0xBD, 2): no direction, no size; _IOR(0xBD, 0, 32 bytes).
+    assert_eq!(iopr::IOC_THAW, 0x0000_BD02);
+    assert_eq!(iopr::IOC_STATUS, 0x8020_BD00);
 }

@@ -1,22 +1,26 @@
 //! A passthrough device kept doing DMA through `liveup upgrade`: the
 //! device is bound to vfio-pci and kept (patches/0002: VFIO keep flag or
 //! sysfs `kept`); once the VMs are stopped its VT-d tables are frozen into
-//! KRAM by iommu_preserve.ko (`freeze=`), and the next kernel is told with
-//! `pci_keep=` and `intel_iommu_adopt=` (Documentation/iommu-preserve.rst).
-//! If the upgrade gives up before its kexec, `thaw=1` puts the IOMMU back on
-//! the running kernel's own tables.
+//! KRAM through `/dev/iommu-preserve` (iommu_preserve.ko, FREEZE), and the
+//! next kernel is told with `pci_keep=` and `intel_iommu_adopt=`
+//! (Documentation/iommu-preserve.rst). If the upgrade gives up before its
+//! kexec, THAW puts the IOMMU back on the running kernel's own tables.
+//! `liveup iommu` runs each operation by hand.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::kram::Kram;
 
+pub mod cli;
+mod iopr;
+
+pub use iopr::{Iopr, State, Status, DEVICE};
+
 /// The KRAM area iommu_preserve keeps its record in (page 0).
 const RECORD_AREA: &str = "iommu-preserve";
-const MODULE_NAME: &str = "iommu_preserve";
-
 /// A PCI address: segment, bus, devfn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bdf {
@@ -56,7 +60,7 @@ impl Bdf {
         }
     }
 
-    /// iommu_preserve's `freeze=` value.
+    /// `(segment << 16) | (bus << 8) | devfn`.
     pub fn code(&self) -> u64 {
         (u64::from(self.seg) << 16) | (u64::from(self.bus) << 8) | u64::from(self.devfn)
     }
@@ -117,17 +121,12 @@ impl KeptDevice {
             "--iommu-preserve {}: no such file",
             module.display()
         );
-        ensure!(
-            !Path::new("/sys/module").join(MODULE_NAME).exists(),
-            "{MODULE_NAME} is loaded: unload it first (rmmod {MODULE_NAME})"
-        );
         let base = kram.status()?.base;
         let area = kram.ensure(RECORD_AREA, 1)?;
         let m = kram.map(&area)?;
         ensure!(
             m[..64].iter().all(|&b| b == 0),
-            "KRAM area {RECORD_AREA} holds a preserved record already: release it (insmod {} release=1) or discard it",
-            module.display()
+            "KRAM area {RECORD_AREA} holds a preserved record already: release it (liveup iommu release) or discard it (liveup iommu discard)"
         );
         Ok(KeptDevice {
             bdf,
@@ -143,29 +142,13 @@ impl KeptDevice {
 
     /// Snapshot the device's tables into KRAM and switch the IOMMU to them.
     pub fn freeze(&self) -> Result<()> {
-        run_module(&self.module, &format!("freeze={}", self.bdf.code()))
-            .with_context(|| format!("freeze of {} (see dmesg: iommu_preserve)", self.bdf))
+        Iopr::open(Some(&self.module))?.freeze(self.bdf)
     }
 
     /// Undo `freeze` (the upgrade stopped before its kexec).
     pub fn thaw(&self) -> Result<()> {
-        run_module(&self.module, "thaw=1")
-            .with_context(|| format!("thaw of {} (see dmesg: iommu_preserve)", self.bdf))
+        Iopr::open(Some(&self.module))?.thaw()
     }
-}
-
-/// Load iommu_preserve.ko with `params` (its init does the work) and unload
-/// it again.
-fn run_module(path: &Path, params: &str) -> Result<()> {
-    crate::kmod::load(path, params)
-        .with_context(|| format!("insmod {} {params}", path.display()))?;
-    let name = std::ffi::CString::new(MODULE_NAME)?;
-    // SAFETY: NUL-terminated module name.
-    let rc = unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };
-    if rc != 0 {
-        bail!("rmmod {MODULE_NAME}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The running kernel's command line without the one-shot parameters of an

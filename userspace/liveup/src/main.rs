@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use liveup::units::parse_size;
-use liveup::{host, journal, kram, prezero, qmp, upgrade};
+use liveup::{host, journal, keep, kram, prezero, qmp, upgrade};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -132,6 +132,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: kram::cli::KramCmd,
     },
+    /// A kept device's preserved VT-d translation (iommu_preserve.ko,
+    /// /dev/iommu-preserve): status, and each operation by hand.
+    Iommu {
+        /// iommu_preserve.ko: loaded for this command if the module is not
+        /// loaded, and unloaded after it.
+        #[arg(long)]
+        module: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: keep::cli::IommuCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +192,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Kram { device, cmd } => kram::cli::run(&device, cmd),
+        Cmd::Iommu { module, cmd } => keep::cli::run(module, cmd),
         Cmd::Qmp {
             socket,
             command,
