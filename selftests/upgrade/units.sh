@@ -81,7 +81,8 @@ EOF
         test "$(unit_state liveup-restore.service ActiveState)/$(unit_state liveup-restore.service Result)" = active/success
     kh_check "its journal line: nothing to restore (priority info)" journal_line 6 "restore: nothing to restore"
     journalctl -b -q -u liveup-restore.service -o cat | sed 's/^/KH-LOG restore unit: /'
-    kh_check "kram.ko loaded from /lib/modules/$(uname -r) (KRAM_MODULE=auto)" grep -q "^kram " /proc/modules
+    kh_check "kram.ko loaded from /lib/modules/$(uname -r) (KRAM_MODULE=auto)" sh -c \
+        "grep -q '^kram ' /proc/modules && journalctl -b -q -u liveup-restore.service -o cat | grep -qx 'liveup: kram module of the running kernel: /lib/modules/$(uname -r)/extra/kram.ko'"
     kh_check "liveup-prezero.timer is waiting" test "$(unit_state liveup-prezero.timer ActiveState)" = active
     insmod /lib/modules/$(uname -r)/extra/prezero.ko
     systemctl start liveup-prezero.service
@@ -131,6 +132,7 @@ EOF
     kh_check "$VM still runs in the same QEMU after the stop" kill -0 "$pid"
     kh_check "$VM running, memory checks going on" all_memory_ok
     $L vm stop $VM --delete-area > /dev/null
-    kh_check "its scope went with it" sh -c "! systemctl is-active --quiet liveup-vm-$VM.scope"
+    kh_check "its scope went with it" sh -c \
+        "s=\$(systemctl show -P ActiveState liveup-vm-$VM.scope) && [ \"\$s\" = inactive ]"
     ;;
 esac

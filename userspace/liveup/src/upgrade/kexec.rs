@@ -24,10 +24,11 @@ pub(super) fn set_param(cmdline: &str, key: &str, value: &str) -> String {
 /// parameter in form (it has a dot), which the kernel ignores silently.
 pub(crate) const UPGRADE_MARK: &str = "liveup.upgrade";
 
-/// Whether the kernel command line `cmdline` is one `liveup upgrade` wrote.
+/// Whether the kernel command line `cmdline` is one `liveup upgrade` wrote
+/// (`liveup.upgrade=1`; any other value is not the mark).
 pub(crate) fn booted_by_upgrade(cmdline: &str) -> bool {
-    let prefix = format!("{UPGRADE_MARK}=");
-    cmdline.split_whitespace().any(|w| w.starts_with(&prefix))
+    let mark = format!("{UPGRADE_MARK}=1");
+    cmdline.split_whitespace().any(|w| w == mark)
 }
 
 /// Parse kernel command line for kexec: the current one plus `append`.
@@ -155,5 +156,8 @@ mod tests {
         assert!(booted_by_upgrade(&c));
         assert!(!booted_by_upgrade("console=ttyS0 quiet"));
         assert!(!booted_by_upgrade("liveup.upgrades=1 xliveup.upgrade=1"));
+        assert!(!booted_by_upgrade(
+            "liveup.upgrade=0 liveup.upgrade= liveup.upgrade=10"
+        ));
     }
 }
