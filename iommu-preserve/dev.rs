@@ -5,8 +5,8 @@
 
 use crate::check::{run, Op};
 use crate::device::Bdf;
-use crate::freeze::freeze;
-use crate::uapi::{self, Dev as IoprDev, Status as IoprStatus};
+use crate::freeze::{freeze, spans};
+use crate::uapi::{self, Dev as IoprDev, Freeze as IoprFreeze, Span as IoprSpan, Status as IoprStatus};
 use kernel::ffi::c_int;
 use kernel::{
     bindings,
@@ -26,7 +26,7 @@ use kernel::{
 const _: () = {
     let m = uapi::IOC_MAGIC;
     assert!(uapi::IOC_STATUS == _IOR::<IoprStatus>(m, 0));
-    assert!(uapi::IOC_FREEZE == _IOW::<IoprDev>(m, 1));
+    assert!(uapi::IOC_FREEZE == _IOW::<IoprFreeze>(m, 1));
     assert!(uapi::IOC_THAW == _IO(m, 2));
     assert!(uapi::IOC_RELEASE == _IO(m, 3));
     assert!(uapi::IOC_DISCARD == _IO(m, 4));
@@ -35,6 +35,10 @@ const _: () = {
 // SAFETY: plain integers, no padding (kh-uapi asserts the sizes), every
 // bit pattern valid.
 unsafe impl FromBytes for IoprDev {}
+// SAFETY: as above.
+unsafe impl FromBytes for IoprSpan {}
+// SAFETY: as above (a device, a u32 and spans: 136 bytes, no padding).
+unsafe impl FromBytes for IoprFreeze {}
 // SAFETY: as above.
 unsafe impl AsBytes for IoprStatus {}
 
@@ -62,7 +66,7 @@ impl MiscDevice for IoprDevice {
         let user = |len| UserSlice::new(UserPtr::from_addr(arg), len);
         match cmd {
             uapi::IOC_STATUS => status(user(size_of::<IoprStatus>())),
-            uapi::IOC_FREEZE => freeze_dev(user(size_of::<IoprDev>())),
+            uapi::IOC_FREEZE => freeze_dev(user(size_of::<IoprFreeze>())),
             uapi::IOC_THAW => locked(Op::Thaw).map(|_| ()),
             uapi::IOC_RELEASE => locked(Op::Release).map(|_| ()),
             uapi::IOC_DISCARD => locked(Op::Discard).map(|_| ()),
@@ -87,9 +91,12 @@ fn status(user: UserSlice) -> Result {
     user.writer().write(&s)
 }
 
-/// FREEZE: the device's tables into KRAM, the IOMMU onto the copies.
+/// FREEZE: the device's tables into KRAM, the IOMMU onto the copies; every
+/// page they map inside the spans given.
 fn freeze_dev(user: UserSlice) -> Result {
-    let d: IoprDev = user.reader().read()?;
+    let f: IoprFreeze = user.reader().read()?;
+    let bdf = Bdf(f.dev.seg, f.dev.bus, f.dev.devfn);
+    let spans = spans(&bdf, &f)?;
     let _g = OPS.lock();
-    freeze(Bdf(d.seg, d.bus, d.devfn))
+    freeze(bdf, &spans)
 }

@@ -3,15 +3,54 @@
 //! FREEZE: snapshot a kept device's tables into KRAM, record them, and
 //! switch its IOMMU to KRAM copies of the root and context table. Every
 //! table page copied is freed again (`Kt`'s drop) unless the freeze
-//! completes.
+//! completes. Before the switch the record goes through the next kernel's
+//! own check (`vtd::verify`) with the spans the caller gave, the device's
+//! KRAM areas: a freeze never writes a record the next kernel would
+//! refuse, and a device whose tables map anything else is not frozen.
 
 use crate::device::{Bdf, Dev};
 use crate::glue::*;
 use crate::tables::*;
+use crate::uapi;
 use crate::vtd;
 use kernel::prelude::*;
 
-pub(crate) fn freeze(bdf: Bdf) -> Result {
+/// The spans as the command line writes them (kram-format's `Display`),
+/// for the log: the kernel's `{}` takes its own trait.
+impl kernel::fmt::Display for vtd::Spans {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        core::fmt::Display::fmt(self, f)
+    }
+}
+
+/// FREEZE's spans, checked: 1 to `MAX_SPANS`, each page-aligned, not
+/// empty, outside System RAM, none overlapping another.
+pub(crate) fn spans(bdf: &Bdf, f: &uapi::Freeze) -> Result<vtd::Spans> {
+    let n = f.nspans as usize;
+    if n == 0 || n > uapi::MAX_SPANS || n > vtd::MAX_SPANS {
+        pr_err!("freeze {}: {} spans: give 1 to {} (EINVAL)\n", bdf, n, vtd::MAX_SPANS);
+        return Err(EINVAL);
+    }
+    let mut out = vtd::Spans::default();
+    for s in &f.spans[..n] {
+        let Some(span) = vtd::Span::new(s.start, s.len) else {
+            pr_err!("freeze {}: span {:#x}+{:#x} empty, not page-aligned or past the end (EINVAL)\n", bdf, s.start, s.len);
+            return Err(EINVAL);
+        };
+        // SAFETY: a query of the resource tree, no memory touched.
+        if !unsafe { iopr_glue_outside_ram(span.start, span.len) } {
+            pr_err!("freeze {}: span {:#x}+{:#x} touches System RAM (EINVAL)\n", bdf, s.start, s.len);
+            return Err(EINVAL);
+        }
+        if out.push(span).is_err() {
+            pr_err!("freeze {}: span {:#x}+{:#x} overlaps another (EINVAL)\n", bdf, s.start, s.len);
+            return Err(EINVAL);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn freeze(bdf: Bdf, spans: &vtd::Spans) -> Result {
     let Some(dev) = Dev::get(&bdf) else {
         pr_err!("freeze {}: no such PCI device (ENODEV)\n", bdf);
         return Err(ENODEV);
@@ -75,17 +114,19 @@ pub(crate) fn freeze(bdf: Bdf) -> Result {
         }
     };
     let mut rec = vtd::Record {
-        seg: bdf.0,
-        bus: bdf.1,
-        devfn: bdf.2,
-        did: c.did,
-        levels: c.levels,
-        old_root,
-        root: 0,
-        ctx: 0,
-        top,
+        head: vtd::Header {
+            seg: bdf.0,
+            bus: bdf.1,
+            devfn: bdf.2,
+            did: c.did,
+            levels: c.levels,
+            old_root,
+            root: 0,
+            ctx: 0,
+            top,
+            npages: kt.pages.len(),
+        },
         pages: [0; vtd::MAX_PAGES],
-        npages: kt.pages.len(),
     };
     for (i, p) in kt.pages.iter().enumerate().take(vtd::MAX_PAGES) {
         rec.pages[i] = p.0;
@@ -115,6 +156,20 @@ pub(crate) fn freeze(bdf: Bdf) -> Result {
     }
     // SAFETY: the record page.
     unsafe { iopr_glue_flush(rec_virt) };
+    // What the next kernel will check, checked now: a leaf outside the
+    // spans (or anything else it would refuse) and nothing is switched.
+    if let Err(r) = vtd::verify(&mut Live, rec_page, top, c.levels, rec.npages, spans) {
+        rec_page.fill(0);
+        // SAFETY: the record page.
+        unsafe { iopr_glue_flush(rec_virt) };
+        pr_err!(
+            "freeze {}: not frozen, the next kernel would refuse it: {} (areas {}) (EINVAL)\n",
+            bdf,
+            r.why().to_str().unwrap_or("?"),
+            spans
+        );
+        return Err(EINVAL);
+    }
     if let Err(e) = dev.roots(root_new) {
         rec_page.fill(0);
         pr_err!("freeze {}: the IOMMU did not take the KRAM root table (errno {})\n", bdf, e.to_errno());
@@ -125,13 +180,14 @@ pub(crate) fn freeze(bdf: Bdf) -> Result {
     // SAFETY: a flag for intel_iommu_shutdown().
     unsafe { iopr_glue_keep_translation(true) };
     pr_info!(
-        "{}: DID {}, {}-level: translates through {} table pages in KRAM (root {:#x}); translation stays on at kexec; next kernel: intel_iommu_adopt={:#x} pci_keep={}\n",
+        "{}: DID {}, {}-level: translates through {} table pages in KRAM (root {:#x}); translation stays on at kexec; next kernel: intel_iommu_adopt={:#x},{} pci_keep={}\n",
         bdf,
         c.did,
         c.levels,
         rec.npages,
         root_new,
         rec_phys,
+        spans,
         bdf
     );
     Ok(())

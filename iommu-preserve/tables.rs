@@ -41,6 +41,24 @@ impl Drop for Mapped {
     }
 }
 
+/// Physical memory as the next kernel's check sees it (`vtd::verify`),
+/// read through `Mapped`: the freeze runs that check on what it wrote.
+pub(crate) struct Live;
+
+impl vtd::Phys for Live {
+    type Table = Mapped;
+    fn map(&mut self, table: u64) -> Option<Mapped> {
+        Mapped::new(table)
+    }
+    fn entry(&self, t: &Mapped, idx: usize) -> u64 {
+        t.word(idx)
+    }
+    fn owned(&mut self, addr: u64, size: u64) -> bool {
+        // SAFETY: a query of the resource tree, no memory touched.
+        !unsafe { iopr_glue_outside_ram(addr, size) }
+    }
+}
+
 /// The table pages made in KRAM: physical and virtual address. Dropped,
 /// it frees them all, unless `keep` said the IOMMU uses them.
 pub(crate) struct Kt {

@@ -51,6 +51,7 @@ KH_KERNEL_RUST=(
     userspace/kram-format/src/crc.rs=drivers/iommu/intel/kh_vtd/crc.rs
     userspace/kram-format/src/vtd.rs=drivers/iommu/intel/kh_vtd/vtd.rs
     userspace/kram-format/src/vtd/record.rs=drivers/iommu/intel/kh_vtd/vtd/record.rs
+    userspace/kram-format/src/vtd/spans.rs=drivers/iommu/intel/kh_vtd/vtd/spans.rs
     userspace/kram-format/src/vtd/verify.rs=drivers/iommu/intel/kh_vtd/vtd/verify.rs
     userspace/kram-format/src/vtd/walk.rs=drivers/iommu/intel/kh_vtd/vtd/walk.rs
 )

@@ -11,7 +11,8 @@
 //! contents are part of the kernel's cache key.
 //!
 //! C calls two functions, each returning NULL when the record passes or
-//! the one line that says why not. What only C can say (mapping a
+//! the one line that says why not; the second also gets the spans the
+//! device may reach, from the command line. What only C can say (mapping a
 //! physical page, whether a range is System RAM) it gives back through
 //! `kh_vtd_map`, `kh_vtd_unmap` and `kh_vtd_owned` (patches/0003,
 //! drivers/iommu/intel/iommu.c): direct calls both ways, no function
@@ -109,13 +110,28 @@ pub unsafe extern "C" fn kh_vtd_record_check(rec: *const c_void, len: usize) -> 
 }
 
 /// The record's page tables (`vtd/verify.rs`), after
-/// `kh_vtd_record_check` passed. NULL if they may be adopted, else why not.
+/// `kh_vtd_record_check` passed: every leaf inside `areas`, the spans
+/// after the record's address on the command line
+/// (`intel_iommu_adopt=0xRECORD,0xSTART+0xLEN,...`). NULL if they may be
+/// adopted, else why not.
 ///
 /// # Safety
 ///
-/// `rec` maps `len` readable bytes (the record page).
+/// `rec` maps `len` readable bytes (the record page); `areas` is a
+/// NUL-terminated string.
 #[no_mangle]
-pub unsafe extern "C" fn kh_vtd_tables_check(rec: *const c_void, len: usize) -> *const c_char {
+pub unsafe extern "C" fn kh_vtd_tables_check(
+    rec: *const c_void,
+    len: usize,
+    areas: *const c_char,
+) -> *const c_char {
+    // SAFETY: the caller's promise.
+    let text = unsafe { core::ffi::CStr::from_ptr(areas) };
+    let spans = match text.to_str().map(vtd::Spans::parse) {
+        Ok(Ok(s)) => s,
+        Ok(Err(vtd::SpanError::Empty)) => vtd::Spans::default(),
+        _ => return c"the device's areas on the command line do not parse (START+LEN,... page-aligned, at most 8, none overlapping)".as_ptr(),
+    };
     // SAFETY: the caller's promise.
     let b = unsafe { record(rec, len) };
     let h = match vtd::Record::check(b) {
@@ -123,7 +139,7 @@ pub unsafe extern "C" fn kh_vtd_tables_check(rec: *const c_void, len: usize) -> 
         Ok(None) => return c"bad magic".as_ptr(),
         Err(e) => return record_why(e),
     };
-    match vtd::verify(&mut Kernel, b, h.top, h.levels, h.npages) {
+    match vtd::verify(&mut Kernel, b, h.top, h.levels, h.npages, &spans) {
         Ok(()) => core::ptr::null(),
         Err(r) => r.why().as_ptr(),
     }

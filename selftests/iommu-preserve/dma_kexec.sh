@@ -19,10 +19,12 @@
 # adopted). Stages 3-5 freeze again and spoil the preservation in ways the
 # checksum cannot see: a page-table entry mapping System RAM, a record
 # naming another root table (stale), one naming another device, one with a
-# reserved byte set; stages 4-7 must refuse each the same way. Stage 7 runs
-# the same NIC without keep flag or preservation through a plain kexec:
-# stage 8 shows what that costs (the device reset by e1000e, every frame
-# sent during the handover lost).
+# reserved byte set, a page-table entry mapping KRAM's metadata (outside
+# System RAM, outside the device's area: only the areas on the command
+# line, intel_iommu_adopt=RECORD,START+LEN, catch it); stages 4-8 must
+# refuse each the same way. Stage 8 runs the same NIC without keep flag
+# or preservation through a plain kexec: stage 9 shows what that costs
+# (the device reset by e1000e, every frame sent during the handover lost).
 . /host/lib/ktap.sh
 . /host/lib/nic.sh
 L=/host/bin/liveup
@@ -54,8 +56,25 @@ kram_refuses_free() {
         cat /tmp/kr
 }
 # The kernel parameter naming the record the last freeze wrote.
+# (RECORD,START+LEN: the record and the device's area, the memory it may
+# reach after the kexec)
 next_adopt() {
-    dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*\) .*/\1/p' | tail -n1
+    dmesg | sed -n 's/.*next kernel: \(intel_iommu_adopt=0x[0-9a-f]*,0x[0-9a-fx+,]*\) .*/\1/p' | tail -n1
+}
+# adopt_record ADOPT: the record's address in an intel_iommu_adopt= word
+adopt_record() { a=${1#intel_iommu_adopt=}; echo "${a%%,*}"; }
+# level_table RECORD LEVEL: sets $t to the frozen page table of LEVEL (3:
+# 1 GiB entries, 2: 2 MiB) reached from the record's top through entry 0
+# of each level above (which maps the device's low IOVAs; each must be
+# present, a table, not a leaf), 0 if there is none, and $levels to the
+# record's number of levels.
+level_table() {
+    levels=$(( ($($K peek-phys $(printf %x $(($1 + 16)))) >> 48) & 0xff ))
+    t=$($K peek-phys $(printf %x $(($1 + 48))))
+    for _ in $(seq $(($2 + 1)) "$levels"); do
+        e=$($K peek-phys $(printf %x $t))
+        [ $((e & 3)) != 0 ] && [ $((e & 0x80)) = 0 ] && t=$((e & 0xffffffffff000)) || t=0
+    done
 }
 # A process sets the ring up and watches it; the freeze happens while it
 # has the device mapped.
@@ -64,7 +83,7 @@ freeze_while_running() {
         --watch 8 --settle 2 > /tmp/i-3 2>&1 &
     pid=$!
     sleep 5
-    $L iommu --module $M freeze $dev
+    $L iommu --module $M freeze $dev --area $area
     wait $pid
 }
 # nic_blocked NAME: after a refused record the kept NIC's DMA faults on an
@@ -106,9 +125,9 @@ case $KH_STAGE in
         give_back; exit 0
     fi
     # Bad input: nothing changes, one line says why.
-    kh_check "freeze of a device that is not kept: refused" sh -c "! $L iommu --module $M freeze $dev 2>/dev/null"
+    kh_check "freeze of a device that is not kept: refused" sh -c "! $L iommu --module $M freeze $dev --area $area 2>/dev/null"
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze $dev: device not kept'"
-    kh_check "freeze of a device that does not exist: refused" sh -c "! $L iommu --module $M freeze 07:00.0 2>/dev/null"
+    kh_check "freeze of a device that does not exist: refused" sh -c "! $L iommu --module $M freeze 07:00.0 --area $area 2>/dev/null"
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze 0000:07:00.0: no such PCI device'"
     echo 1 > $sys/kept
 
@@ -116,18 +135,25 @@ case $KH_STAGE in
         --watch 14 --settle 2 > /tmp/i-1 2>&1 &
     pid=$!
     sleep 8
-    if $L iommu --module $M freeze $dev; then
+    # A freeze with areas the tables do not stay inside: refused, nothing
+    # switched (what the next kernel would refuse is never written).
+    $L kram create dma-other --size 4K > /dev/null
+    kh_check "freeze naming another area than the one the device maps: refused" sh -c \
+        "! $L iommu --module $M freeze $dev --area dma-other 2>/dev/null && dmesg | tail -n 5 | grep -q 'freeze $dev: not frozen, the next kernel would refuse it: a page table maps memory outside the device.s areas'"
+    kh_check "  nothing frozen, no record" sh -c "$L iommu --module $M status | grep -q '^state=none' && ! dmesg | grep -q 'translates through .* table pages in KRAM'"
+    $L kram delete dma-other > /dev/null
+    if $L iommu --module $M freeze $dev --area $area; then
         kh_ok "freeze while the process has it mapped: tables in KRAM, translation on"
     else
         kh_fail "freeze while the process has it mapped: tables in KRAM, translation on" "$(dmesg | grep iommu_preserve | tail -n1)"
     fi
     kh_log "$(dmesg | grep 'iommu_preserve:' | tail -n1)"
     adopt=$(next_adopt)
-    kh_check "freeze names the record for the next kernel ($adopt)" test -n "$adopt"
+    kh_check "freeze names the record and the device's area for the next kernel ($adopt)" test -n "$adopt"
     frozen_root > $KH_DIR/root
     kh_check "  status: frozen in this kernel" sh -c "$L iommu --module $M status | grep -q '^state=frozen device=$dev .* root='"
     kram_refuses iommu-tables "while the IOMMU reads the frozen root table in it"
-    kh_check "a second freeze is refused while a record exists" sh -c "! $L iommu --module $M freeze $dev 2>/dev/null"
+    kh_check "a second freeze is refused while a record exists" sh -c "! $L iommu --module $M freeze $dev --area $area 2>/dev/null"
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze $dev: a preserved record exists already'"
     wait $pid
     last=$(num "$(v last_seq /tmp/i-1)")
@@ -204,13 +230,13 @@ case $KH_STAGE in
         --watch 25 --settle 2 > /tmp/i-3 2>&1 &
     pid=$!
     sleep 5
-    $L iommu --module $M freeze $dev
+    $L iommu --module $M freeze $dev --area $area
     root2=$(frozen_root)
     kh_check "a freeze in the adopting kernel (root $root2)" test -n "$root2"
     $L iommu --module $M thaw
     own=$(dmesg | sed -n "s/.*iommu_preserve: thaw $dev: back on the kernel.s own root table \(0x[0-9a-f]*\)\$/\1/p" | tail -n1)
     kh_check "  thawed: back on the kernel's own root table ($own, in RAM)" test -n "$own" -a "$own" != "$root2"
-    $L iommu --module $M freeze $dev
+    $L iommu --module $M freeze $dev --area $area
     kh_check "  the process held the device through freeze, thaw and freeze" kill -0 $pid
     wait $pid
     adopt=$(next_adopt)
@@ -266,15 +292,8 @@ case $KH_STAGE in
     # entry 0 of each level above it, which maps the device's low IOVAs.
     freeze_while_running
     adopt=$(next_adopt)
-    rec=${adopt#intel_iommu_adopt=}
-    top=$($K peek-phys $(printf %x $((rec + 48))))
-    levels=$(( ($($K peek-phys $(printf %x $((rec + 16)))) >> 48) & 0xff ))
-    # (each step down must find entry 0 present: read or write access)
-    t=$top
-    for _ in $(seq 4 "$levels"); do
-        e=$($K peek-phys $(printf %x $t))
-        [ $((e & 3)) != 0 ] && t=$((e & 0xffffffffff000)) || t=0
-    done
+    rec=$(adopt_record "$adopt")
+    level_table "$rec" 3
     kh_log "page-table run: $levels levels, 1 GiB level at $(printf %#x $t)"
     pte=$(printf %x $((t + 511 * 8)))
     kh_check "frozen for the page-table run (record $rec, $levels levels, entry 511 of the 1 GiB level unused)" \
@@ -323,6 +342,25 @@ case $KH_STAGE in
     $L iommu --module $M discard
     kh_check "  discard drops it and its tables" \
         sh -c "dmesg | grep -q 'iommu_preserve: refused record (Reserved) discarded' && ! $L kram list | grep -q ' iommu-'"
+    # A sound record whose page tables were changed after the freeze to
+    # map memory outside the device's area but not System RAM: the KRAM
+    # region's first 2 MiB (its metadata), through entry 511 of the 2 MiB
+    # level (an IOVA the device does not use, so nothing is written there
+    # before the kexec). Only the areas on the command line catch it.
+    freeze_while_running
+    adopt=$(next_adopt)
+    rec=$(adopt_record "$adopt")
+    level_table "$rec" 2
+    base=$($L kram status --json | sed -n 's/.*"base": \([0-9]*\).*/\1/p')
+    pte=$(printf %x $((t + 511 * 8)))
+    kh_check "frozen for the outside-areas run (record $rec, 2 MiB level at $(printf %#x $t), its entry 511 unused, region base $(printf %#x $base) 2 MiB-aligned)" \
+        test -n "$rec" -a "$t" != 0 -a "$($K peek-phys $pte)" = 0x0 -a $((base % 0x200000)) = 0 &&
+    kh_check "page table changed: entry 511 maps KRAM's metadata (2 MiB at $(printf %#x $base))" \
+        sh -c "$K poke-phys $pte $(printf %x $((base | 0x83))) && test \$((\$($K peek-phys $pte))) = $((base | 0x83))"
+    kh_kexec_next "pci_keep=$dev $adopt"
+    ;;
+8)
+    refused_blocked "a page table maps memory outside the device.s areas" "page tables mapping KRAM metadata"
     kh_dmesg_mark
 
     # Without keep flag and preservation, for comparison: a plain kexec.
@@ -335,7 +373,7 @@ case $KH_STAGE in
     # refused with one line and changes nothing.
     kh_kexec_next "pci_keep=not-a-device intel_iommu_adopt=0x1234"
     ;;
-8)
+9)
     last=$(num "$(cat $KH_DIR/last-plain)")
     kh_check "garbage pci_keep= refused with one line, nothing kept" sh -c \
         "dmesg | grep -q \"PCI: can't parse pci_keep= at 'not-a-device'\" && test \"\$(cat $sys/kept)\" = 0"

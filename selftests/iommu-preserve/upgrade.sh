@@ -71,6 +71,11 @@ case $KH_STAGE in
         $UP --keep-device $dev
     refused "--iommu-preserve of a missing file: refused" "no such file" \
         $UP --keep-device $dev --iommu-preserve /nonexistent.ko
+    # The NIC's user is no VM: the area it does DMA into must be named.
+    refused "--keep-device no VM passes through, without --keep-area: refused" "no VM of this upgrade passes it through" \
+        $UP --keep-device $dev --iommu-preserve $M
+    refused "--keep-area of a missing area: refused" "KRAM area no-such-area" \
+        $UP --keep-device $dev --iommu-preserve $M --keep-area no-such-area
 
     # The NIC's user: 6 s of cleaning, then it holds the device.
     $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
@@ -85,14 +90,14 @@ case $KH_STAGE in
     # A failure after the freeze: thawed, nothing left behind.
     kh_dmesg_mark
     refused "failure after the freeze: upgrade aborted, VM running" "injected failure at step 'before-kexec'" \
-        env LIVEUP_FAIL=before-kexec $UP --keep-device $dev --iommu-preserve $M
+        env LIVEUP_FAIL=before-kexec $UP --keep-device $dev --iommu-preserve $M --keep-area $area
     kh_check "  the freeze happened" sh -c "dmesg | grep -q 'iommu_preserve: $dev: DID .* translation stays on at kexec'"
     kh_check "  and was undone: back on the kernel's own root table" \
         sh -c "dmesg | grep -q 'iommu_preserve: thaw $dev: back on the kernel.s own root table'"
     kh_check "  its tables freed" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"
     kh_check "  VM memory intact" vm_up
     refused "failure before the freeze: upgrade aborted" "injected failure at step 'freeze'" \
-        env LIVEUP_FAIL=freeze $UP --keep-device $dev --iommu-preserve $M
+        env LIVEUP_FAIL=freeze $UP --keep-device $dev --iommu-preserve $M --keep-area $area
     kh_check "  nothing frozen (one freeze in dmesg: the earlier run's)" \
         test "$(dmesg | grep -c "iommu_preserve: $dev: DID .* translation stays on at kexec")" = 1
     kh_check "no DMAR fault while frozen and thawed" test -z "$(dmar_faults)" || dmar_faults | head -n3
@@ -101,7 +106,7 @@ case $KH_STAGE in
     echo 1 > "$KH_STAGEFILE"
     sync
     echo "KH-UPGRADE-START 0"
-    $UP --keep-device $dev --iommu-preserve $M > $KH_DIR/out 2>&1
+    $UP --keep-device $dev --iommu-preserve $M --keep-area $area > $KH_DIR/out 2>&1
     echo 0 > "$KH_STAGEFILE"
     kh_fail "upgrade with a kept NIC kexecs" "$(tail -n3 $KH_DIR/out)"
     ;;
@@ -122,7 +127,7 @@ case $KH_STAGE in
     kh_check "thaw in a kernel that did not freeze: refused" sh -c \
         "! $L iommu --module $M thaw 2>/dev/null && dmesg | grep -q 'thaw $dev: .*nothing frozen in this kernel'"
     refused "upgrade with a preserved record pending: refused in preflight" "holds a preserved record already" \
-        $UP --keep-device $dev --iommu-preserve $M
+        $UP --keep-device $dev --iommu-preserve $M --keep-area $area
     $L iommu --module $M release
     kh_check "preserved tables released" sh -c "dmesg | grep -q 'iommu_preserve: $dev: released'"
     kh_check "VM stopped, its area deleted" $L vm stop kv --delete-area

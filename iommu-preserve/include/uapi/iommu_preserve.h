@@ -14,11 +14,31 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-/* A PCI device: the argument of IOPR_IOC_FREEZE. */
+/* A PCI device. */
 struct iopr_dev {
 	__u16 seg;
 	__u8 bus;
 	__u8 devfn;
+};
+
+#define IOPR_MAX_SPANS 8
+
+/* Physical memory the device may reach, page-aligned. */
+struct iopr_span {
+	__u64 start;
+	__u64 len;
+};
+
+/*
+ * The argument of IOPR_IOC_FREEZE: the kept device and the memory it may
+ * reach (its KRAM areas' fixed runs); a page its tables map outside them
+ * refuses the freeze. The next kernel gets the same spans on its command
+ * line (intel_iommu_adopt=RECORD,START+LEN,...).
+ */
+struct iopr_freeze {
+	struct iopr_dev dev;
+	__u32 nspans;	/* 1 to IOPR_MAX_SPANS */
+	struct iopr_span spans[IOPR_MAX_SPANS];
 };
 
 /* struct iopr_status.state */
@@ -44,7 +64,7 @@ struct iopr_status {
 
 #define IOPR_IOC_MAGIC 0xBD
 #define IOPR_IOC_STATUS _IOR(IOPR_IOC_MAGIC, 0, struct iopr_status)
-#define IOPR_IOC_FREEZE _IOW(IOPR_IOC_MAGIC, 1, struct iopr_dev)
+#define IOPR_IOC_FREEZE _IOW(IOPR_IOC_MAGIC, 1, struct iopr_freeze)
 #define IOPR_IOC_THAW _IO(IOPR_IOC_MAGIC, 2)
 #define IOPR_IOC_RELEASE _IO(IOPR_IOC_MAGIC, 3)
 #define IOPR_IOC_DISCARD _IO(IOPR_IOC_MAGIC, 4)

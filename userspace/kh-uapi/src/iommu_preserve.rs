@@ -13,7 +13,7 @@
 use super::ioc;
 use core::mem::size_of;
 
-/// `struct iopr_dev`: a PCI device (the argument of FREEZE).
+/// `struct iopr_dev`: a PCI device.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Dev {
@@ -23,6 +23,34 @@ pub struct Dev {
 }
 
 const _: () = assert!(size_of::<Dev>() == 4);
+
+/// Spans in a FREEZE at most (kram-format's `vtd::MAX_SPANS`).
+pub const MAX_SPANS: usize = 8;
+
+/// `struct iopr_span`: physical memory the device may reach, page-aligned.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: u64,
+    pub len: u64,
+}
+
+const _: () = assert!(size_of::<Span>() == 16);
+
+/// `struct iopr_freeze`: the argument of FREEZE: the kept device and the
+/// memory it may reach (its KRAM areas' fixed runs). Every page its tables
+/// map must lie in `spans[..nspans]`, or the freeze is refused; the next
+/// kernel is told the same spans on its command line.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Freeze {
+    pub dev: Dev,
+    /// 1 to `MAX_SPANS`.
+    pub nspans: u32,
+    pub spans: [Span; MAX_SPANS],
+}
+
+const _: () = assert!(size_of::<Freeze>() == 8 + 16 * MAX_SPANS);
 
 /// `Status::state`: no record in KRAM.
 pub const STATE_NONE: u32 = 0;
@@ -69,8 +97,9 @@ pub const IOC_MAGIC: u32 = 0xBD;
 /// STATUS: where the preserved record and its device stand.
 pub const IOC_STATUS: u32 = ioc::ior::<Status>(IOC_MAGIC, 0);
 /// FREEZE: copy the kept device's tables into KRAM, record them and switch
-/// its IOMMU to the copies (the VMM must be stopped).
-pub const IOC_FREEZE: u32 = ioc::iow::<Dev>(IOC_MAGIC, 1);
+/// its IOMMU to the copies (the VMM must be stopped); refused if a page
+/// they map lies outside the spans given.
+pub const IOC_FREEZE: u32 = ioc::iow::<Freeze>(IOC_MAGIC, 1);
 /// THAW: in the kernel that froze, back to its own root table, tables freed.
 pub const IOC_THAW: u32 = ioc::ioc(ioc::NONE, IOC_MAGIC, 2, 0);
 /// RELEASE: free the tables once nothing translates through them.

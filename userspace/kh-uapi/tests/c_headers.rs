@@ -169,6 +169,8 @@ fn iommu_preserve_checks() -> String {
         "#include <stddef.h>\n#include \"iommu-preserve/include/uapi/iommu_preserve.h\"\n",
     );
     layout!(&mut c, iopr::Dev, "iopr_dev", seg, bus, devfn);
+    layout!(&mut c, iopr::Span, "iopr_span", start, len);
+    layout!(&mut c, iopr::Freeze, "iopr_freeze", dev, nspans, spans);
     layout!(
         &mut c,
         iopr::Status,
@@ -192,6 +194,7 @@ fn iommu_preserve_checks() -> String {
         ("IOPR_STATE_ATTACHED", iopr::STATE_ATTACHED),
         ("IOPR_STATE_REFUSED", iopr::STATE_REFUSED),
         ("IOPR_IOC_MAGIC", iopr::IOC_MAGIC),
+        ("IOPR_MAX_SPANS", iopr::MAX_SPANS as u32),
         ("IOPR_IOC_STATUS", iopr::IOC_STATUS),
         ("IOPR_IOC_FREEZE", iopr::IOC_FREEZE),
         ("IOPR_IOC_THAW", iopr::IOC_THAW),
@@ -299,4 +302,6 @@ fn request_numbers() {
     // _IO(0xBD, 2): no direction, no size; _IOR(0xBD, 0, 32 bytes).
     assert_eq!(iopr::IOC_THAW, 0x0000_BD02);
     assert_eq!(iopr::IOC_STATUS, 0x8020_BD00);
+    // _IOW(0xBD, 1, 136 bytes): dir 1.
+    assert_eq!(iopr::IOC_FREEZE, 0x4088_BD01);
 }

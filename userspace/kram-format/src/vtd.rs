@@ -101,6 +101,8 @@ pub enum Error {
 
 #[path = "vtd/record.rs"]
 mod record;
+#[path = "vtd/spans.rs"]
+mod spans;
 #[path = "vtd/verify.rs"]
 mod verify;
 #[path = "vtd/walk.rs"]
@@ -111,6 +113,8 @@ mod walk;
 // `Record::check` and `verify`).
 #[allow(unused_imports)]
 pub use record::{off, Header, Record, MAGIC, MAX_PAGES, VERSION};
+#[allow(unused_imports)]
+pub use spans::{Span, SpanError, Spans, MAX_SPANS};
 #[allow(unused_imports)]
 pub use verify::{verify, Phys, Refusal};
 #[allow(unused_imports)]

@@ -10,9 +10,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
+use kram_format::vtd::{Span, Spans};
 
-use crate::kram::Kram;
+use crate::kram::{Kram, PAGE_SIZE};
+use crate::upgrade::vm::VmConfig;
 
 pub mod cli;
 mod iopr;
@@ -79,6 +81,45 @@ impl std::fmt::Display for Bdf {
     }
 }
 
+/// The fixed runs of the KRAM areas `names`: the memory a kept device may
+/// reach after the kexec.
+pub fn spans_of(kram: &Kram, names: &[String]) -> Result<Spans> {
+    let base = kram.status()?.base;
+    let mut spans = Spans::default();
+    for n in names {
+        let a = kram
+            .lookup(n)
+            .with_context(|| format!("KRAM area {n} (the kept device's)"))?;
+        let span = a
+            .npages
+            .checked_mul(PAGE_SIZE)
+            .and_then(|len| Span::new(base.checked_add(a.offset)?, len))
+            .with_context(|| format!("KRAM area {n}: no fixed run to keep the device in"))?;
+        spans.push(span).map_err(|e| {
+            anyhow!(
+                "KRAM area {n}: {e:?} (at most {} areas, none twice)",
+                kram_format::vtd::MAX_SPANS
+            )
+        })?;
+    }
+    ensure!(!names.is_empty(), "no KRAM area given for the kept device");
+    Ok(spans)
+}
+
+/// Whether QEMU's `argv` passes the PCI device `bdf` through
+/// (`-device vfio-pci,host=BDF`).
+pub fn passes_through(argv: &[String], bdf: Bdf) -> bool {
+    argv.iter().any(|a| {
+        let opts: Vec<&str> = a.split(',').collect();
+        opts.iter()
+            .any(|o| *o == "vfio-pci" || *o == "driver=vfio-pci")
+            && opts.iter().any(|o| {
+                o.strip_prefix("host=")
+                    .is_some_and(|h| Bdf::parse(h).is_ok_and(|b| b == bdf))
+            })
+    })
+}
+
 /// A device checked by preflight, with where its record will be.
 #[derive(Debug)]
 pub struct KeptDevice {
@@ -87,11 +128,22 @@ pub struct KeptDevice {
     /// Physical address of the record page: known before the freeze, so
     /// the kexec command line can be loaded in preflight.
     pub record: u64,
+    /// The memory the device may reach: `areas`' fixed runs, on the
+    /// next kernel's command line and given to the freeze.
+    pub spans: Spans,
 }
 
 impl KeptDevice {
     /// Checks that change nothing but creating the (empty) record area.
-    pub fn preflight(kram: &Kram, dev: &str, module: &Path) -> Result<KeptDevice> {
+    /// `areas`: the KRAM areas the device does DMA into; none given, the
+    /// RAM areas of those of `vms` that pass it through.
+    pub fn preflight(
+        kram: &Kram,
+        dev: &str,
+        module: &Path,
+        areas: &[String],
+        vms: &[VmConfig],
+    ) -> Result<KeptDevice> {
         let bdf = Bdf::parse(dev)?;
         let sys = PathBuf::from(format!("/sys/bus/pci/devices/{bdf}"));
         ensure!(sys.exists(), "--keep-device {bdf}: no such PCI device");
@@ -121,6 +173,19 @@ impl KeptDevice {
             "--iommu-preserve {}: no such file",
             module.display()
         );
+        let names: Vec<String> = if areas.is_empty() {
+            vms.iter()
+                .filter(|v| passes_through(&v.argv, bdf))
+                .map(|v| v.area.clone())
+                .collect()
+        } else {
+            areas.to_vec()
+        };
+        ensure!(
+            !names.is_empty(),
+            "--keep-device {bdf}: no VM of this upgrade passes it through (vfio-pci,host={bdf}): name the KRAM areas it does DMA into with --keep-area"
+        );
+        let spans = spans_of(kram, &names).with_context(|| format!("--keep-device {bdf}"))?;
         let base = kram.status()?.base;
         let area = kram.ensure(RECORD_AREA, 1)?;
         let m = kram.map(&area)?;
@@ -132,17 +197,23 @@ impl KeptDevice {
             bdf,
             module: module.into(),
             record: base + area.offset,
+            spans,
         })
     }
 
-    /// What the next kernel's command line needs.
+    /// What the next kernel's command line needs: the device, the record
+    /// and the memory the device may reach.
     pub fn cmdline(&self) -> String {
-        format!("pci_keep={} intel_iommu_adopt={:#x}", self.bdf, self.record)
+        format!(
+            "pci_keep={} intel_iommu_adopt={:#x},{}",
+            self.bdf, self.record, self.spans
+        )
     }
 
-    /// Snapshot the device's tables into KRAM and switch the IOMMU to them.
+    /// Snapshot the device's tables into KRAM and switch the IOMMU to them
+    /// (refused if they map a page outside the spans).
     pub fn freeze(&self) -> Result<()> {
-        Iopr::open(Some(&self.module))?.freeze(self.bdf)
+        Iopr::open(Some(&self.module))?.freeze(self.bdf, &self.spans)
     }
 
     /// Undo `freeze` (the upgrade stopped before its kexec).
@@ -166,6 +237,32 @@ pub fn strip_one_shot(cmdline: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vm_passing_the_device_through_is_found() {
+        let argv = |a: &str| a.split(' ').map(String::from).collect::<Vec<_>>();
+        let bdf = Bdf::parse("01:00.0").unwrap();
+        assert!(passes_through(
+            &argv("qemu -device vfio-pci,host=01:00.0,id=n"),
+            bdf
+        ));
+        assert!(passes_through(
+            &argv("qemu -device driver=vfio-pci,host=0000:01:00.0"),
+            bdf
+        ));
+        assert!(!passes_through(
+            &argv("qemu -device vfio-pci,host=01:00.1"),
+            bdf
+        ));
+        assert!(!passes_through(
+            &argv("qemu -device e1000e,host=01:00.0"),
+            bdf
+        ));
+        assert!(!passes_through(
+            &argv("qemu -device vfio-pci,sysfsdev=/x host=01:00.0"),
+            bdf
+        ));
+    }
 
     #[test]
     fn pci_addresses_parse_or_are_refused() {

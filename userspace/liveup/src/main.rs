@@ -84,6 +84,12 @@ enum Cmd {
         /// iommu_preserve.ko, for --keep-device.
         #[arg(long)]
         iommu_preserve: Option<PathBuf>,
+        /// A KRAM area the kept device does DMA into (repeatable); by
+        /// default the RAM areas of the VMs that pass it through
+        /// (vfio-pci,host=BDF). Its pages are all the device may reach
+        /// after the kexec.
+        #[arg(long = "keep-area", requires = "keep_device")]
+        keep_areas: Vec<String>,
     },
     /// In the new kernel: adopt KRAM and relaunch the VMs `upgrade` saved.
     Restore {
@@ -259,6 +265,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             keep_device,
             iommu_preserve,
+            keep_areas,
         } => {
             let k = kram::Kram::open(&device)?;
             let r = upgrade::upgrade(
@@ -272,6 +279,7 @@ fn run(cli: Cli) -> Result<()> {
                     allow_unmanaged_kvm,
                     json,
                     keep: keep_device.as_deref().zip(iommu_preserve.as_deref()),
+                    keep_areas: &keep_areas,
                 },
             );
             // Returned: no kexec (a rehearsal, or a failure, and what it left).

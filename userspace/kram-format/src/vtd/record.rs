@@ -58,19 +58,27 @@ pub const MAX_PAGES: usize = (PAGE as usize - HEADER) / 8;
 /// | 56  | 4    | npages |
 /// | 60  | 4    | 0 |
 /// | 64  | 8 * npages | the snapshot's table pages (top first) |
+///
+/// The fixed fields are a [`Header`] (what `Record::check` reads without
+/// copying the page list); `Record` derefs to it, so `rec.top` is the
+/// header's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    pub seg: u16,
-    pub bus: u8,
-    pub devfn: u8,
-    pub did: u16,
-    pub levels: u8,
-    pub old_root: u64,
-    pub root: u64,
-    pub ctx: u64,
-    pub top: u64,
+    pub head: Header,
     pub pages: [u64; MAX_PAGES],
-    pub npages: usize,
+}
+
+impl core::ops::Deref for Record {
+    type Target = Header;
+    fn deref(&self) -> &Header {
+        &self.head
+    }
+}
+
+impl core::ops::DerefMut for Record {
+    fn deref_mut(&mut self) -> &mut Header {
+        &mut self.head
+    }
 }
 
 impl Record {
@@ -126,17 +134,8 @@ impl Record {
             return Ok(None);
         };
         let mut r = Record {
-            seg: h.seg,
-            bus: h.bus,
-            devfn: h.devfn,
-            did: h.did,
-            levels: h.levels,
-            old_root: h.old_root,
-            root: h.root,
-            ctx: h.ctx,
-            top: h.top,
+            head: h,
             pages: [0; MAX_PAGES],
-            npages: h.npages,
         };
         for (i, p) in r.pages.iter_mut().enumerate().take(h.npages) {
             *p = Self::page(b, i).unwrap_or(0);

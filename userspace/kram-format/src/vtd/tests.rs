@@ -194,17 +194,19 @@ fn entries_decode() {
 
 fn rec() -> Record {
     let mut r = Record {
-        seg: 0,
-        bus: 0,
-        devfn: 0x18,
-        did: 3,
-        levels: 4,
-        old_root: 0x1000,
-        root: 0x1_0000_2000,
-        ctx: 0x1_0000_3000,
-        top: 0x1_0000_4000,
+        head: Header {
+            seg: 0,
+            bus: 0,
+            devfn: 0x18,
+            did: 3,
+            levels: 4,
+            old_root: 0x1000,
+            root: 0x1_0000_2000,
+            ctx: 0x1_0000_3000,
+            top: 0x1_0000_4000,
+            npages: 3,
+        },
         pages: [0; MAX_PAGES],
-        npages: 3,
     };
     r.pages[..3].copy_from_slice(&[0x1_0000_4000, 0x1_0000_5000, 0x1_0000_6000]);
     r

@@ -10,6 +10,7 @@
 //! walk (each table is entered at most once).
 
 use super::record::Record;
+use super::spans::Spans;
 use super::{leaf_size, pte_leaf, pte_present, ADDR_MASK, MAX_PAGES, PAGE, TABLE_ENTRIES};
 use core::ffi::CStr;
 
@@ -39,6 +40,10 @@ pub enum Refusal {
     LeafOwned,
     /// The record lists a page no walk reaches.
     Unused,
+    /// No spans: the next kernel was not told what the device may reach.
+    NoAreas,
+    /// A leaf maps memory outside the device's areas (the spans).
+    LeafOutsideAreas,
 }
 
 impl Refusal {
@@ -53,6 +58,10 @@ impl Refusal {
             Refusal::NotMappable => c"tables not mappable",
             Refusal::LeafOwned => c"a page table maps System RAM",
             Refusal::Unused => c"record lists page tables not in use",
+            Refusal::NoAreas => {
+                c"the device's areas not given (intel_iommu_adopt=RECORD,START+LEN,...)"
+            }
+            Refusal::LeafOutsideAreas => c"a page table maps memory outside the device's areas",
         }
     }
 }
@@ -65,17 +74,24 @@ struct Walk<'a, P> {
     reached: usize,
     run_start: u64,
     run_end: u64,
+    areas: &'a Spans,
 }
 
 /// Check the page tables of the record in `rec` (already checked by
-/// `Record::check`: `top`, `levels` and `npages` are its fields).
+/// `Record::check`: `top`, `levels` and `npages` are its fields); every
+/// leaf must also lie inside `areas`, the device's own (from the command
+/// line, not from the record).
 pub fn verify<P: Phys>(
     p: &mut P,
     rec: &[u8],
     top: u64,
     levels: u8,
     npages: usize,
+    areas: &Spans,
 ) -> Result<(), Refusal> {
+    if areas.as_slice().is_empty() {
+        return Err(Refusal::NoAreas);
+    }
     if !(3..=5).contains(&levels) {
         return Err(Refusal::Levels);
     }
@@ -87,6 +103,7 @@ pub fn verify<P: Phys>(
         reached: 0,
         run_start: 0,
         run_end: 0,
+        areas,
     };
     w.table(top, u32::from(levels))?;
     w.run(0, 0)?;
@@ -104,10 +121,14 @@ impl<P: Phys> Walk<'_, P> {
             self.run_end = self.run_end.saturating_add(size);
             return Ok(());
         }
-        if self.run_end != self.run_start
-            && self.p.owned(self.run_start, self.run_end - self.run_start)
-        {
-            return Err(Refusal::LeafOwned);
+        if self.run_end != self.run_start {
+            let len = self.run_end - self.run_start;
+            if self.p.owned(self.run_start, len) {
+                return Err(Refusal::LeafOwned);
+            }
+            if !self.areas.cover(self.run_start, len) {
+                return Err(Refusal::LeafOutsideAreas);
+            }
         }
         self.run_start = pa;
         self.run_end = pa.saturating_add(size);

@@ -74,17 +74,19 @@ fn tree(levels: u32) -> (Mem, u64, Vec<u64>) {
 
 fn record(top: u64, levels: u8, pages: &[u64]) -> Vec<u8> {
     let mut r = Record {
-        seg: 0,
-        bus: 1,
-        devfn: 0,
-        did: 5,
-        levels,
-        old_root: 0x1000,
-        root: 0x3_0000_0000,
-        ctx: 0x3_0000_1000,
-        top,
+        head: Header {
+            seg: 0,
+            bus: 1,
+            devfn: 0,
+            did: 5,
+            levels,
+            old_root: 0x1000,
+            root: 0x3_0000_0000,
+            ctx: 0x3_0000_1000,
+            top,
+            npages: pages.len(),
+        },
         pages: [0; MAX_PAGES],
-        npages: pages.len(),
     };
     r.pages[..pages.len()].copy_from_slice(pages);
     let mut b = std::vec![0u8; PAGE as usize];
@@ -92,11 +94,67 @@ fn record(top: u64, levels: u8, pages: &[u64]) -> Vec<u8> {
     b
 }
 
+/// The device's areas in these tests: 2 GiB of KRAM data from `KRAM_DATA`
+/// (every leaf `tree` makes); the tables lie outside them.
+fn areas() -> Spans {
+    Spans::parse(&std::format!("{:#x}+{:#x}", KRAM_DATA, 2u64 << 30)).unwrap()
+}
+
 fn check(m: &mut Mem, top: u64, levels: u8, pages: &[u64]) -> Result<(), Refusal> {
+    check_in(m, top, levels, pages, &areas())
+}
+
+fn check_in(
+    m: &mut Mem,
+    top: u64,
+    levels: u8,
+    pages: &[u64],
+    areas: &Spans,
+) -> Result<(), Refusal> {
     let b = record(top, levels, pages);
     let h = Record::check(&b).unwrap().unwrap();
     assert_eq!((h.top, h.levels, h.npages), (top, levels, pages.len()));
-    verify(m, &b, h.top, h.levels, h.npages)
+    verify(m, &b, h.top, h.levels, h.npages, areas)
+}
+
+#[test]
+fn a_leaf_outside_the_devices_areas_is_refused() {
+    // at a KRAM page outside the areas (metadata, another VM's area): not
+    // System RAM, so only the areas catch it
+    let (mut m, top, pages) = tree(4);
+    let l1 = *pages.last().unwrap();
+    m.t.get_mut(&l1).unwrap()[100] = (KRAM_TABLES + 64 * PAGE) | 3;
+    assert_eq!(
+        check(&mut m, top, 4, &pages),
+        Err(Refusal::LeafOutsideAreas)
+    );
+    // a run that starts inside and goes on past the end of the areas
+    let (mut m, top, pages) = tree(4);
+    let one = Spans::parse(&std::format!("{:#x}+{:#x}", KRAM_DATA, 100 * PAGE)).unwrap();
+    assert_eq!(
+        check_in(&mut m, top, 4, &pages, &one),
+        Err(Refusal::LeafOutsideAreas)
+    );
+    // the same memory as two spans that touch is one area
+    let two = Spans::parse(&std::format!(
+        "{:#x}+{:#x},{:#x}+{:#x}",
+        KRAM_DATA + (1 << 30),
+        1u64 << 30,
+        KRAM_DATA,
+        1u64 << 30
+    ))
+    .unwrap();
+    assert_eq!(check_in(&mut m, top, 4, &pages, &two), Ok(()));
+}
+
+#[test]
+fn no_areas_is_refused_before_any_table_is_read() {
+    let (mut m, top, pages) = tree(4);
+    assert_eq!(
+        check_in(&mut m, top, 4, &pages, &Spans::default()),
+        Err(Refusal::NoAreas)
+    );
+    assert_eq!(m.maps, 0);
 }
 
 #[test]
@@ -200,6 +258,8 @@ fn every_refusal_has_the_kernels_line() {
         NotMappable,
         LeafOwned,
         Unused,
+        NoAreas,
+        LeafOutsideAreas,
     ] {
         let s = r.why().to_str().unwrap();
         assert!(!s.is_empty() && s.is_ascii(), "{r:?}");
@@ -256,5 +316,75 @@ proptest! {
         let pages: Vec<u64> = listed.iter().map(|p| KRAM_TABLES + p * PAGE).collect();
         let _ = check(&mut m, KRAM_TABLES, levels, &pages);
         prop_assert!(m.maps <= pages.len());
+    }
+}
+
+#[test]
+fn spans_parse_print_and_refuse() {
+    let s = Spans::parse("0x100000000+0x200000,4096+8192").unwrap();
+    assert_eq!(
+        s.as_slice(),
+        &[
+            Span {
+                start: 0x1_0000_0000,
+                len: 0x20_0000
+            },
+            Span {
+                start: 4096,
+                len: 8192
+            }
+        ]
+    );
+    assert_eq!(std::format!("{s}"), "0x100000000+0x200000,0x1000+0x2000");
+    assert_eq!(Spans::parse(&std::format!("{s}")), Ok(s));
+    use SpanError::*;
+    for (text, e) in [
+        ("", Empty),
+        ("0x1000", Bad),
+        ("0x1000+0", Bad),
+        ("0x1001+0x1000", Bad),
+        ("0x1000+0x1001", Bad),
+        ("+", Bad),
+        ("0x+0x1000", Bad),
+        ("4096++4096", Bad),
+        ("+4096+4096", Bad),
+        ("1+2+3", Bad),
+        ("0x1000+0x1000,", Bad),
+        ("0xfffffffffffff000+0x2000", Bad),
+        ("0x10000000000000000+0x1000", Bad),
+        ("0x1000+0x2000,0x2000+0x1000", Overlap),
+    ] {
+        assert_eq!(Spans::parse(text), Err(e), "{text:?}");
+    }
+    let nine: std::vec::Vec<std::string::String> = (1..=9u64)
+        .map(|i| std::format!("{:#x}+0x1000", i << 20))
+        .collect();
+    assert_eq!(Spans::parse(&nine.join(",")), Err(TooMany));
+    assert!(Spans::parse(&nine[..8].join(",")).is_ok());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// Any text parses or is refused, never panics.
+    #[test]
+    fn span_text_never_panics(text in "[0-9a-fx+,]{0,64}") {
+        let _ = Spans::parse(&text);
+    }
+
+    /// `cover` agrees with a page-by-page look at the spans.
+    #[test]
+    fn cover_agrees_with_pages(
+        spans in proptest::collection::vec((0u64..64, 1u64..8), 0..6),
+        start in 0u64..80,
+        len in 0u64..20,
+    ) {
+        let mut s = Spans::default();
+        for (a, n) in spans {
+            let _ = s.push(Span::new(a * PAGE, n * PAGE).unwrap());
+        }
+        let by_page = (start..start + len).all(|p| {
+            s.as_slice().iter().any(|x| x.start <= p * PAGE && p * PAGE < x.end())
+        });
+        prop_assert_eq!(s.cover(start * PAGE, len * PAGE), by_page);
     }
 }

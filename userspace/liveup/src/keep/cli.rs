@@ -17,6 +17,10 @@ pub enum IommuCmd {
     Freeze {
         /// The device: ssss:bb:dd.f or bb:dd.f.
         device: String,
+        /// A KRAM area the device does DMA into (repeatable, at least
+        /// one): a page its tables map outside these refuses the freeze.
+        #[arg(long = "area", required = true)]
+        areas: Vec<String>,
     },
     /// In the kernel that froze: back to its own root table, tables freed.
     Thaw,
@@ -33,7 +37,10 @@ pub fn run(module: Option<PathBuf>, cmd: IommuCmd) -> Result<()> {
     let d = Iopr::open(module.as_deref())?;
     match cmd {
         IommuCmd::Status => println!("{}", d.status()?),
-        IommuCmd::Freeze { device } => d.freeze(Bdf::parse(&device)?)?,
+        IommuCmd::Freeze { device, areas } => {
+            let kram = crate::kram::Kram::open(crate::kram::DEFAULT_DEVICE)?;
+            d.freeze(Bdf::parse(&device)?, &super::spans_of(&kram, &areas)?)?
+        }
         IommuCmd::Thaw => d.thaw()?,
         IommuCmd::Release => d.release()?,
         IommuCmd::Discard => d.discard()?,

@@ -6,8 +6,9 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use kh_uapi::iommu_preserve as uapi;
+use kram_format::vtd::Spans;
 
 use super::Bdf;
 
@@ -18,7 +19,7 @@ pub const DEVICE: &str = "/dev/iommu-preserve";
 mod ioc {
     use kh_uapi::iommu_preserve as u;
     nix::ioctl_read_bad!(status, u::IOC_STATUS, u::Status);
-    nix::ioctl_write_ptr_bad!(freeze, u::IOC_FREEZE, u::Dev);
+    nix::ioctl_write_ptr_bad!(freeze, u::IOC_FREEZE, u::Freeze);
     nix::ioctl_none_bad!(thaw, u::IOC_THAW);
     nix::ioctl_none_bad!(release, u::IOC_RELEASE);
     nix::ioctl_none_bad!(discard, u::IOC_DISCARD);
@@ -163,15 +164,33 @@ impl Iopr {
         })
     }
 
-    pub fn freeze(&self, bdf: Bdf) -> Result<()> {
-        let d = uapi::Dev {
-            seg: bdf.seg,
-            bus: bdf.bus,
-            devfn: bdf.devfn,
+    /// FREEZE, every page the device's tables map inside `spans`.
+    pub fn freeze(&self, bdf: Bdf, spans: &Spans) -> Result<()> {
+        let mut f = uapi::Freeze {
+            dev: uapi::Dev {
+                seg: bdf.seg,
+                bus: bdf.bus,
+                devfn: bdf.devfn,
+            },
+            ..Default::default()
         };
-        // SAFETY: our open device; `d` is the struct FREEZE reads.
+        let given = spans.as_slice();
+        ensure!(
+            !given.is_empty() && given.len() <= uapi::MAX_SPANS,
+            "freeze {bdf}: 1 to {} areas, not {}",
+            uapi::MAX_SPANS,
+            given.len()
+        );
+        for (to, s) in f.spans.iter_mut().zip(given) {
+            *to = uapi::Span {
+                start: s.start,
+                len: s.len,
+            };
+        }
+        f.nspans = given.len() as u32;
+        // SAFETY: our open device; `f` is the struct FREEZE reads.
         Self::check(&format!("freeze {bdf}"), unsafe {
-            ioc::freeze(self.file.as_raw_fd(), &d)
+            ioc::freeze(self.file.as_raw_fd(), &f)
         })
     }
 

@@ -82,6 +82,9 @@ pub struct UpgradeArgs<'a> {
     /// A passthrough device to keep doing DMA through the kexec, and
     /// iommu_preserve.ko (crate::keep).
     pub keep: Option<(&'a str, &'a Path)>,
+    /// The KRAM areas the kept device does DMA into (none: the RAM areas
+    /// of the VMs that pass it through).
+    pub keep_areas: &'a [String],
     /// Kexec even if processes liveup does not manage use /dev/kvm (their
     /// VMs are lost).
     pub allow_unmanaged_kvm: bool,
@@ -213,7 +216,13 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
         }
     }
     let keep = match a.keep {
-        Some((dev, module)) => Some(crate::keep::KeptDevice::preflight(kram, dev, module)?),
+        Some((dev, module)) => Some(crate::keep::KeptDevice::preflight(
+            kram,
+            dev,
+            module,
+            a.keep_areas,
+            &vms,
+        )?),
         None => None,
     };
     fault("preflight")?;
