@@ -3,14 +3,10 @@
 # kernel (and, for pure logic, on this host), printed as markdown.
 set -euo pipefail
 . "$(dirname "$0")/../tools/env.sh"
-cd "$KH_ROOT"
-export CARGO_INCREMENTAL=0
-"$KH_ROOT/tools/setup-toolchain.sh" > /dev/null
-kdir=$("$KH_ROOT/tools/build-modules.sh" release)
-"$KH_ROOT/tools/build-userspace-guest.sh" > /dev/null
+. "$(dirname "$0")/lib.sh"
+# (bench/prezero.sh starts QEMU from the trixie rootfs for its VM start figure)
+kh_bench_setup
 run="$KH_ROOT/out/bench"
-# bench/prezero.sh starts QEMU from the trixie rootfs for its VM start figure.
-rootfs=$("$KH_ROOT/tools/mkrootfs.sh")
 # One 1 GiB page reserved at boot, in a 6 GiB guest (the later -m wins):
 # a 4 GiB rig guest has no free GiB-aligned range; bench/prezero.sh frees
 # and reallocates the page.

@@ -8,12 +8,8 @@
 # downtime with 1, 2 and 4 VMs.
 set -euo pipefail
 . "$(dirname "$0")/../tools/env.sh"
-cd "$KH_ROOT"
-export CARGO_INCREMENTAL=0
-"$KH_ROOT/tools/setup-toolchain.sh" > /dev/null
-kdir=$("$KH_ROOT/tools/build-modules.sh" release)
-rootfs=$("$KH_ROOT/tools/mkrootfs.sh")
-"$KH_ROOT/tools/build-userspace-guest.sh" > /dev/null
+. "$(dirname "$0")/lib.sh"
+kh_bench_setup
 run="$KH_ROOT/out/bench-upgrade"
 # 1.5 GiB of KRAM for the 1 GiB VM (the rig has 4 GiB: 2.5 GiB stay for the
 # mainline VM's anonymous RAM); a scratch disk for the mainline state file.

@@ -124,15 +124,19 @@ case $KH_STAGE in
     if ! kh_check "bound to vfio-pci" test "$(nic_driver)" = vfio-pci; then
         give_back; exit 0
     fi
-    # Bad input: nothing changes, one line says why.
+    # Bad input: nothing changes, one line says why. (The area the device
+    # will do DMA into exists first: a freeze names it.)
+    $L kram create $area --size $size > /dev/null
     kh_check "freeze of a device that is not kept: refused" sh -c "! $L iommu --module $M freeze $dev --area $area 2>/dev/null"
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze $dev: device not kept'"
     kh_check "freeze of a device that does not exist: refused" sh -c "! $L iommu --module $M freeze 07:00.0 --area $area 2>/dev/null"
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze 0000:07:00.0: no such PCI device'"
     echo 1 > $sys/kept
 
+    # (its watch leaves room for the refused freeze below before the real
+    # one: the device must still be mapped then)
     $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
-        --watch 14 --settle 2 > /tmp/i-1 2>&1 &
+        --watch 24 --settle 2 > /tmp/i-1 2>&1 &
     pid=$!
     sleep 8
     # A freeze with areas the tables do not stay inside: refused, nothing
@@ -142,6 +146,7 @@ case $KH_STAGE in
         "! $L iommu --module $M freeze $dev --area dma-other 2>/dev/null && dmesg | tail -n 5 | grep -q 'freeze $dev: not frozen, the next kernel would refuse it: a page table maps memory outside the device.s areas'"
     kh_check "  nothing frozen, no record" sh -c "$L iommu --module $M status | grep -q '^state=none' && ! dmesg | grep -q 'translates through .* table pages in KRAM'"
     $L kram delete dma-other > /dev/null
+    kh_check "  the process still has the device mapped" kill -0 $pid
     if $L iommu --module $M freeze $dev --area $area; then
         kh_ok "freeze while the process has it mapped: tables in KRAM, translation on"
     else
