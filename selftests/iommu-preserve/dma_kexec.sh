@@ -64,16 +64,17 @@ next_adopt() {
 # adopt_record ADOPT: the record's address in an intel_iommu_adopt= word
 adopt_record() { a=${1#intel_iommu_adopt=}; echo "${a%%,*}"; }
 # level_table RECORD LEVEL: sets $t to the frozen page table of LEVEL (3:
-# 1 GiB entries, 2: 2 MiB) reached from the record's top through entry 0
-# of each level above (which maps the device's low IOVAs; each must be
-# present, a table, not a leaf), 0 if there is none, and $levels to the
-# record's number of levels.
+# 1 GiB entries, 2: 2 MiB) that maps IOVA 1 GiB, where e1000e-dma puts its
+# DMA memory (each entry on the way present, a table, not a leaf), 0 if
+# there is none, and $levels to the record's number of levels.
 level_table() {
     levels=$(( ($($K peek-phys $(printf %x $(($1 + 16)))) >> 48) & 0xff ))
     t=$($K peek-phys $(printf %x $(($1 + 48))))
-    for _ in $(seq $(($2 + 1)) "$levels"); do
-        e=$($K peek-phys $(printf %x $t))
-        [ $((e & 3)) != 0 ] && [ $((e & 0x80)) = 0 ] && t=$((e & 0xffffffffff000)) || t=0
+    l=$levels
+    while [ "$l" -gt "$2" ]; do
+        e=$($K peek-phys $(printf %x $((t + ((0x40000000 >> (12 + 9 * (l - 1))) & 511) * 8))))
+        [ $((e & 3)) != 0 ] && [ $((e & 0x80)) = 0 ] && t=$((e & 0xffffffffff000)) || { t=0; return; }
+        l=$((l - 1))
     done
 }
 # A process sets the ring up and watches it; the freeze happens while it

@@ -17,23 +17,9 @@ fn mkqatroot() -> &'static Path {
     ))
 }
 
-fn sample(n: usize, seed: u32) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n + 64);
-    let mut x = seed | 1;
-    while v.len() < n {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        match x % 4 {
-            0 => v.extend_from_slice(b"anon_vma chain mapping index 0000 "),
-            1 => v.extend(std::iter::repeat_n(0u8, (x % 700) as usize)),
-            2 => v.extend_from_slice(&x.to_le_bytes()),
-            _ => v.extend_from_slice(format!("{:05} ", x % 100_000).as_bytes()),
-        }
-    }
-    v.truncate(n);
-    v
-}
+#[path = "support/guest_like.rs"]
+mod guest_like;
+use guest_like::sample;
 
 fn tool(cmd: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
     use std::io::Write;
