@@ -117,7 +117,7 @@ done
 # Debug and release rigs start while the tree's modules are built for one
 # kernel only: each boot takes its modules from a stash
 # (tools/stash-modules.sh).
-plan=$(cd selftests && ls */*.sh | grep -v -e '^lib/' -e '^demo/' -e '^upgrade/' | sed 's/\.sh$//' | sort)
+plan=$(cd selftests && ls */*.sh | grep -v -e '^lib/' -e '^demo/' -e '^upgrade/' -e '^libvirt/' | sed 's/\.sh$//' | sort)
 run="$KH_ROOT/out/check"
 drun="$KH_ROOT/out/check-upgrade-debug"
 drun2="$KH_ROOT/out/check-upgrade-debug2"

@@ -19,6 +19,7 @@
 #    leaves it running (checked: same QEMU, still running, memory checks
 #    going on).
 . /host/lib/ktap.sh
+. /host/lib/systemd.sh
 VM=u1
 unit_state() { systemctl show -P "$2" "$1"; }
 # journal_line PRIORITY TEXT: liveup logged TEXT at PRIORITY in this boot
@@ -42,29 +43,7 @@ LIVEUP_PREZERO_4K_POOL=4M
 LIVEUP_MIGRATE_LISTEN=127.0.0.1:47001
 EOF
     # the rig's test runner, continued under systemd, after the restore
-    cat > /mnt/etc/systemd/system/kh-rig.service <<EOF
-[Unit]
-Description=kvmhost rig: the selftests, continued under systemd
-After=liveup-restore.service
-[Service]
-Type=simple
-Environment=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/kh-bin
-ExecStartPre=/bin/busybox --install -s /usr/local/kh-bin
-ExecStart=/bin/sh /host/lib/guest-run.sh
-# the end of the plan powers off; a runner that dies does too
-SuccessAction=poweroff-force
-FailureAction=poweroff-force
-StandardOutput=tty
-StandardError=tty
-TTYPath=/dev/console
-[Install]
-WantedBy=multi-user.target
-EOF
-    mkdir -p /mnt/usr/local/kh-bin
-    ln -sf ../kh-rig.service /mnt/etc/systemd/system/multi-user.target.wants/kh-rig.service
-    # no login prompts on the rig's console
-    ln -sf /dev/null /mnt/etc/systemd/system/serial-getty@ttyS0.service
-    ln -sf /dev/null /mnt/etc/systemd/system/getty.target
+    kh_runner_under_systemd /mnt
     mount --bind /proc /mnt/proc
     kh_check "systemctl enable: liveup-restore.service, liveup-prezero.timer, liveup-migrate-listen.service" \
         chroot /mnt systemctl enable liveup-restore.service liveup-prezero.timer liveup-migrate-listen.service
