@@ -107,12 +107,9 @@ pub(crate) fn run(op: Op, log: bool) -> Result<uapi::Status> {
     // Adopted in place, the root and context table are this kernel's own:
     // the kernel moves them to its pages, then the tables area is unused.
     if roots.hw == rec.root && !frozen {
-        // SAFETY: live device.
-        let r = unsafe { iopr_glue_release_adopted(dev.0.as_ptr()) };
-        if r < 0 {
-            pr_err!("{}: adopted root and context table not moved (errno {}), nothing released\n", bdf, r);
-            return Err(Error::from_errno(r));
-        }
+        dev.release_adopted().inspect_err(|e| {
+            pr_err!("{}: adopted root and context table not moved (errno {}), nothing released\n", bdf, e.to_errno());
+        })?;
     }
     // The page-table copy is unused now.
     let mut freed = 0;
@@ -123,8 +120,8 @@ pub(crate) fn run(op: Op, log: bool) -> Result<uapi::Status> {
         }
     }
     rec_page.fill(0);
-    // SAFETY: the area id from the lookup; its fixed page is cleared.
-    unsafe { kram_area_delete(area) };
+    // (its fixed page cleared first)
+    area_delete(area);
     drop_tables();
     pr_info!("{}: released {} table pages\n", bdf, freed);
     Ok(st)
@@ -140,8 +137,7 @@ fn thaw(dev: &Dev, bdf: &Bdf, frozen: bool, own: u64) -> Result {
     dev.roots(own).inspect_err(|e| {
         pr_err!("thaw {}: the IOMMU did not take its own root table back (errno {})\n", bdf, e.to_errno());
     })?;
-    // SAFETY: a flag for intel_iommu_shutdown().
-    unsafe { iopr_glue_keep_translation(false) };
+    keep_translation(false);
     pr_info!("thaw {}: back on the kernel's own root table {:#x}\n", bdf, own);
     Ok(())
 }
@@ -149,8 +145,7 @@ fn thaw(dev: &Dev, bdf: &Bdf, frozen: bool, own: u64) -> Result {
 /// Whatever the record says: KRAM refuses (EBUSY) to delete an area holding
 /// a table an IOMMU reads, so no table in use is freed.
 fn discard(area: kernel::ffi::c_int, decoded: &core::result::Result<Option<vtd::Record>, vtd::Error>) -> Result {
-    // SAFETY: the area id from the lookup.
-    let r = unsafe { kram_area_delete(area) };
+    let r = area_delete(area);
     if r < 0 {
         pr_err!("record not discarded: its tables are in use or KRAM refused (errno {})\n", r);
         return Err(Error::from_errno(r));

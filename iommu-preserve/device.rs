@@ -50,6 +50,17 @@ impl Dev {
         }
         Ok(Roots { hw, own })
     }
+
+    /// Have the kernel move the adopted root and context table of the
+    /// device's IOMMU to pages of its own (translation stays on).
+    pub(crate) fn release_adopted(&self) -> Result {
+        // SAFETY: `self.0` is a live, referenced PCI device.
+        let r = unsafe { iopr_glue_release_adopted(self.0.as_ptr()) };
+        if r < 0 {
+            return Err(Error::from_errno(r));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Dev {

@@ -37,8 +37,7 @@ pub(crate) fn spans(bdf: &Bdf, f: &uapi::Freeze) -> Result<vtd::Spans> {
             pr_err!("freeze {}: span {:#x}+{:#x} empty, not page-aligned or past the end (EINVAL)\n", bdf, s.start, s.len);
             return Err(EINVAL);
         };
-        // SAFETY: a query of the resource tree, no memory touched.
-        if !unsafe { iopr_glue_outside_ram(span.start, span.len) } {
+        if !outside_ram(span.start, span.len) {
             pr_err!("freeze {}: span {:#x}+{:#x} touches System RAM (EINVAL)\n", bdf, s.start, s.len);
             return Err(EINVAL);
         }
@@ -177,8 +176,7 @@ pub(crate) fn freeze(bdf: Bdf, spans: &vtd::Spans) -> Result {
     }
     // The IOMMU reads the copies now: they stay until RELEASE or THAW.
     kt.keep();
-    // SAFETY: a flag for intel_iommu_shutdown().
-    unsafe { iopr_glue_keep_translation(true) };
+    keep_translation(true);
     pr_info!(
         "{}: DID {}, {}-level: translates through {} table pages in KRAM (root {:#x}); translation stays on at kexec; next kernel: intel_iommu_adopt={:#x},{} pci_keep={}\n",
         bdf,

@@ -26,3 +26,24 @@ extern "C" {
     pub(crate) fn iopr_glue_keep_translation(keep: bool);
     pub(crate) fn iopr_glue_release_adopted(dev: *mut bindings::device) -> c_int;
 }
+
+// The calls that take no pointer, each wrapped once so `unsafe` stays here.
+
+/// Whether `[phys, phys + size)` lies wholly outside System RAM.
+pub(crate) fn outside_ram(phys: u64, size: u64) -> bool {
+    // SAFETY: a query of the resource tree, no memory touched.
+    unsafe { iopr_glue_outside_ram(phys, size) }
+}
+
+/// Whether `intel_iommu_shutdown()` leaves translation on at kexec.
+pub(crate) fn keep_translation(keep: bool) {
+    // SAFETY: sets a flag the VT-d driver reads at shutdown.
+    unsafe { iopr_glue_keep_translation(keep) }
+}
+
+/// Delete KRAM area `area` (an id from a lookup); KRAM refuses (EBUSY) an
+/// area holding a table an IOMMU reads. 0 or a negative errno.
+pub(crate) fn area_delete(area: c_int) -> c_int {
+    // SAFETY: KRAM checks the id under its own lock; no pointer crosses.
+    unsafe { kram_area_delete(area) }
+}

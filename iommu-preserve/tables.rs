@@ -54,8 +54,7 @@ impl vtd::Phys for Live {
         t.word(idx)
     }
     fn owned(&mut self, addr: u64, size: u64) -> bool {
-        // SAFETY: a query of the resource tree, no memory touched.
-        !unsafe { iopr_glue_outside_ram(addr, size) }
+        !outside_ram(addr, size)
     }
 }
 
@@ -165,8 +164,7 @@ impl vtd::Tables for Kt {
     }
 
     fn leaf_ok(&mut self, addr: u64, size: u64) -> bool {
-        // SAFETY: a query by range.
-        unsafe { iopr_glue_outside_ram(addr, size) }
+        outside_ram(addr, size)
     }
 }
 
@@ -235,8 +233,7 @@ pub(crate) fn table_pair(hw: u64) -> Result<[(u64, *mut u64); 2]> {
 /// refuses then, EBUSY).
 pub(crate) fn drop_tables() {
     if let Ok(Some(t)) = area_id(TABLES, None) {
-        // SAFETY: the area id from the lookup.
-        unsafe { kram_area_delete(t) };
+        area_delete(t);
     }
 }
 
