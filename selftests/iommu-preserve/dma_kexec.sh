@@ -79,13 +79,16 @@ level_table() {
 }
 # A process sets the ring up and watches it; the freeze happens while it
 # has the device mapped.
+# (It holds the device once its report is out, `holding=`: the freeze waits
+# for that line instead of a time, which a loaded rig overran; then the
+# process is ended.)
 freeze_while_running() {
     $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
-        --watch 8 --settle 2 > /tmp/i-3 2>&1 &
+        --watch 4 --settle 1 --hold 300 > /tmp/i-3 2>&1 &
     pid=$!
-    sleep 5
+    kh_wait 120 grep -q '^holding=' /tmp/i-3
     $L iommu --module $M freeze $dev --area $area
-    wait $pid
+    kill $pid; wait $pid
 }
 # nic_blocked NAME: after a refused record the kept NIC's DMA faults on an
 # empty root/context entry, and nothing else faults.
@@ -134,12 +137,13 @@ case $KH_STAGE in
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze 0000:07:00.0: no such PCI device'"
     echo 1 > $sys/kept
 
-    # (its watch leaves room for the refused freeze below before the real
-    # one: the device must still be mapped then)
+    # (it holds the device after its report, `holding=`, until it is ended:
+    # the freezes below come while it has the device mapped, however
+    # loaded the rig)
     $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
-        --watch 24 --settle 2 > /tmp/i-1 2>&1 &
+        --watch 14 --settle 2 --hold 300 > /tmp/i-1 2>&1 &
     pid=$!
-    sleep 8
+    kh_wait 120 grep -q '^holding=' /tmp/i-1
     # A freeze with areas the tables do not stay inside: refused, nothing
     # switched (what the next kernel would refuse is never written).
     $L kram create dma-other --size 4K > /dev/null
@@ -161,7 +165,7 @@ case $KH_STAGE in
     kram_refuses iommu-tables "while the IOMMU reads the frozen root table in it"
     kh_check "a second freeze is refused while a record exists" sh -c "! $L iommu --module $M freeze $dev --area $area 2>/dev/null"
     kh_check "  and dmesg says so" sh -c "dmesg | grep -q 'freeze $dev: a preserved record exists already'"
-    wait $pid
+    kill $pid; wait $pid
     last=$(num "$(v last_seq /tmp/i-1)")
     kh_log "first process: frames=$(v frames /tmp/i-1) seq $(v first_seq /tmp/i-1)..$last steady_lost=$(v steady_lost /tmp/i-1)"
     kh_check "the first process received a steady stream" \
@@ -230,12 +234,12 @@ case $KH_STAGE in
     # The process must still hold the device through freeze, thaw and
     # freeze (as a stopped VMM does): had it closed the device while
     # frozen, the thaw would find the device's entry cleared and block its
-    # DMA, as any close does. Its watch leaves room for three module loads
-    # on a loaded rig; the check after them says if it was not enough.
+    # DMA, as any close does. It holds the device after its report until
+    # it is ended (`holding=`), however long the module loads take.
     $D --bdf $dev --mem kram:$area --mem-size $size init --ring $ring --buf-size 256 \
-        --watch 25 --settle 2 > /tmp/i-3 2>&1 &
+        --watch 5 --settle 2 --hold 300 > /tmp/i-3 2>&1 &
     pid=$!
-    sleep 5
+    kh_wait 120 grep -q '^holding=' /tmp/i-3
     $L iommu --module $M freeze $dev --area $area
     root2=$(frozen_root)
     kh_check "a freeze in the adopting kernel (root $root2)" test -n "$root2"
@@ -244,7 +248,7 @@ case $KH_STAGE in
     kh_check "  thawed: back on the kernel's own root table ($own, in RAM)" test -n "$own" -a "$own" != "$root2"
     $L iommu --module $M freeze $dev --area $area
     kh_check "  the process held the device through freeze, thaw and freeze" kill -0 $pid
-    wait $pid
+    kill $pid; wait $pid
     adopt=$(next_adopt)
     root2=$(frozen_root)
     kh_check "frozen again for the second generation ($adopt, root $root2)" \
