@@ -68,11 +68,18 @@ case "$KH_STAGE" in
     cp /host/tinyvm.elf /mnt$K/
     # QEMU as root (files on the rig's filesystems), no security driver
     # (the rig kernel has no AppArmor profile for it)
+    # A QEMU libvirt starts sees its own /dev (mount namespace) and may open
+    # only the devices of cgroup_device_acl: the KRAM area nodes must be in
+    # both, or QEMU spins in its open() loop on a dangling RAM path (seen
+    # in out/s26-lv7: no kram in its maps, main thread running).
+    acl=$(for i in $(seq 1 32); do printf '"/dev/kram-area/%s", ' $i; done)
     cat >> /mnt/etc/libvirt/qemu.conf <<EOF
 user = "root"
 group = "root"
 security_driver = "none"
 memory_backing_dir = "/var/lib/libvirt/qemu/ram"
+namespaces = [ ]
+cgroup_device_acl = [ "/dev/null", "/dev/full", "/dev/zero", "/dev/random", "/dev/urandom", "/dev/ptmx", "/dev/kvm", "/dev/userfaultfd", ${acl%, } ]
 EOF
     # the qemu hook: logs each call and whether the RAM directory exists
     mkdir -p /mnt/etc/libvirt/hooks
@@ -161,7 +168,13 @@ EOF
     echo "$id" > $K/$D.area
     domain_xml $D > $K/$D.xml
     $V define $K/$D.xml > /dev/null
-    kh_check "$D started with its RAM in KRAM" sh -c "$V start $D > /tmp/lv-out 2>&1" || { cat /tmp/lv-out; tail -n 5 /var/log/libvirt/qemu/$D.log; }
+    if ! kh_check "$D started with its RAM in KRAM" sh -c "timeout 90 $V start $D > /tmp/lv-out 2>&1"; then
+        cat /tmp/lv-out; tail -n 8 /var/log/libvirt/qemu/$D.log
+        ls -la /var/lib/libvirt/qemu/ram/libvirt/qemu/*-$D/
+        for q in $(pidof qemu-system-x86_64); do echo "QEMU $q: $(tr '\0' ' ' < /proc/$q/cmdline | cut -c1-300)"; cat /proc/$q/stack; grep kram /proc/$q/maps; for t in /proc/$q/task/*; do echo "task $t: $(cat $t/wchan)"; done; done
+        dmesg | tail -n 20
+        exit 0
+    fi
     kh_check "$D boots and checks its memory" kh_wait 120 more_memchecks 0 || console | tail -n 3
     pid=$(cat /run/libvirt/qemu/$D.pid)
     kh_check "  its QEMU maps /dev/kram-area/$id" grep -q " /dev/kram-area/$id\$" /proc/$pid/maps

