@@ -107,10 +107,19 @@ enum Cmd {
     PeekPhys { addr: String },
     /// Write a 64-bit word (hex) there: corrupts a table on purpose.
     PokePhys { addr: String, value: String },
+    /// /dev/iommu-preserve's FREEZE with a raw, unchecked argument: the
+    /// device, a span count (which may lie) and START+LEN spans (hex);
+    /// prints errno=N.
+    FreezeRaw {
+        device: String,
+        nspans: u32,
+        spans: Vec<String>,
+    },
 }
 
 mod data;
 mod edits;
+mod iopr_raw;
 mod maps;
 mod node;
 mod stress;
@@ -153,6 +162,11 @@ fn main() -> Result<()> {
         Cmd::Node { area, seed } => node::node(&cli.device, &area, seed),
         Cmd::PeekPhys { addr } => edits::peek_phys(&addr),
         Cmd::PokePhys { addr, value } => edits::poke_phys(&addr, &value),
+        Cmd::FreezeRaw {
+            device,
+            nspans,
+            spans,
+        } => iopr_raw::freeze_raw(&device, nspans, &spans),
         Cmd::Poke { area, offset, xor } => {
             edits::poke(&Kram::open(&cli.device)?, &area, &offset, &xor)
         }
