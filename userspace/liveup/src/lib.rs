@@ -7,6 +7,7 @@ pub mod journal;
 pub mod keep;
 pub mod kmod;
 pub mod kram;
+pub mod libvirt;
 pub mod logging;
 pub mod migrate;
 pub mod parallel;

@@ -130,6 +130,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: liveup::migrate::cli::MigrateCmd,
     },
+    /// libvirt-managed domains through an upgrade: libvirt's qemu hook,
+    /// what an upgrade would keep, the restore after the kexec.
+    Libvirt {
+        #[command(subcommand)]
+        cmd: liveup::libvirt::cli::LibvirtCmd,
+    },
     /// Manage the KRAM region (/dev/kram): status, areas, format.
     Kram {
         /// The KRAM device.
@@ -199,6 +205,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Kram { device, cmd } => kram::cli::run(&device, cmd),
         Cmd::Iommu { module, cmd } => keep::cli::run(module, cmd),
+        Cmd::Libvirt { cmd } => liveup::libvirt::cli::run(cmd),
         Cmd::Qmp {
             socket,
             command,

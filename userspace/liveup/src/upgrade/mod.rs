@@ -99,6 +99,9 @@ pub struct UpgradeArgs<'a> {
 pub struct Plan {
     /// The VMs that will be paused, saved and restored.
     pub vms: Vec<String>,
+    /// The libvirt domains that will be saved through libvirt (managed
+    /// save) and restored by `liveup libvirt restore`.
+    pub libvirt_domains: Vec<String>,
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     /// The next kernel's whole command line, as loaded.
@@ -130,6 +133,8 @@ pub fn upgrade(kram: &Kram, a: &UpgradeArgs) -> Result<()> {
 /// What preflight found and set up; nothing paused yet.
 struct Prepared {
     vms: Vec<VmConfig>,
+    /// libvirt's running domains, each checked keepable.
+    libvirt: Vec<crate::libvirt::keep::Keepable>,
     qmps: Vec<Qmp>,
     keep: Option<crate::keep::KeptDevice>,
     preload: Vec<PathBuf>,
@@ -150,14 +155,16 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
     // not running, and would otherwise be refused as such
     state::check_no_pending(kram)?;
     let vms = managed_vms()?;
+    let libvirt = libvirt_domains(kram)?;
     ensure!(
-        !vms.is_empty(),
-        "no managed VMs in {} (start them with `liveup vm start`)",
+        !vms.is_empty() || !libvirt.is_empty(),
+        "no managed VMs in {} (start them with `liveup vm start`) and no libvirt domains",
         run_dir().display()
     );
     let mut qmps = Vec::new();
     let mut tsc = Vec::new();
     let mut managed = vec![std::process::id() as i32];
+    managed.extend(libvirt.iter().filter_map(|d| d.qemu_pid));
     for vm in &vms {
         let mut q = Qmp::connect(vm.qmp_host(), Duration::from_secs(5))
             .with_context(|| format!("VM {}", vm.name))?;
@@ -260,6 +267,7 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
     kexec_load(a.kernel, a.initrd, &cmdline)?;
     let plan = Plan {
         vms: vms.iter().map(|v| v.name.clone()).collect(),
+        libvirt_domains: libvirt.iter().map(|d| d.name.clone()).collect(),
         kernel: a.kernel.to_path_buf(),
         initrd: a.initrd.map(Path::to_path_buf),
         cmdline,
@@ -273,6 +281,7 @@ fn prepare(kram: &Kram, a: &UpgradeArgs) -> Result<Prepared> {
     };
     Ok(Prepared {
         vms,
+        libvirt,
         qmps,
         keep,
         preload,
@@ -300,7 +309,8 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
     };
     let mut b = Blackout::new(vms, &mut p.qmps, &mut host);
     let t_blackout = b.t0;
-    let result = (|| -> Result<Manifest> {
+    let libvirt = &p.libvirt;
+    let own = |b: &mut Blackout<'_, Qmp, LiveHost<'_>>| -> Result<Manifest> {
         let (saved, blobs) = b.save()?;
         sig.check()?;
         hold("after-save", &sig)?;
@@ -320,10 +330,25 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
         hold("before-kexec", &sig)?;
         sig.check()?;
         Ok(m)
-    })();
+    };
+    // libvirt's domains are saved (through libvirt) side by side with the
+    // VMs liveup launched
+    let (result, lv_failed) = std::thread::scope(|s| {
+        let lv = s.spawn(|| libvirt_save(libvirt, hz, t_blackout));
+        let r = own(&mut b);
+        let lv = lv
+            .join()
+            .unwrap_or_else(|_| Some(anyhow::anyhow!("the libvirt save thread panicked")));
+        (r, lv)
+    });
+    let result = match (result, lv_failed) {
+        (Ok(m), None) => Ok(m),
+        (Ok(_), Some(e)) => Err(e),
+        (Err(e), _) => Err(e),
+    };
     let manifest = match result {
         Ok(m) => m,
-        Err(e) => return Err(undone(&mut b, e)),
+        Err(e) => return Err(undone(&mut b, e, !libvirt.is_empty())),
     };
     if !a.no_exec {
         crate::journal::log(
@@ -342,7 +367,10 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
     );
     if a.no_exec {
         // the rehearsal ends here: everything undone, as after a failure
-        let left = b.rollback();
+        let mut left = b.rollback();
+        if !libvirt.is_empty() {
+            left.extend(libvirt_resume());
+        }
         kexec_unload();
         if !left.is_empty() {
             let e = anyhow::anyhow!(
@@ -366,13 +394,77 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
     };
     // reboot(2) returned: no kexec happened, and the VMs must not stay
     // stopped
-    Err(undone(&mut b, e.context("kexec failed")))
+    Err(undone(
+        &mut b,
+        e.context("kexec failed"),
+        !libvirt.is_empty(),
+    ))
+}
+
+/// libvirt's running domains, each checked keepable (none where virsh is
+/// not installed or libvirt does not answer: a QEMU of libvirt's then
+/// counts as a KVM user liveup does not manage, and is refused as such).
+/// LIVEUP_NO_LIBVIRT=1: never ask libvirt.
+fn libvirt_domains(kram: &Kram) -> Result<Vec<crate::libvirt::keep::Keepable>> {
+    use crate::libvirt::{
+        keep,
+        virsh::{Libvirt, Virsh},
+    };
+    if std::env::var_os("LIVEUP_NO_LIBVIRT").is_some() || !Virsh::installed() {
+        return Ok(Vec::new());
+    }
+    let v = Virsh::default();
+    if let Err(e) = v.running() {
+        log::info!("libvirt does not answer ({e}): no libvirt domains");
+        return Ok(Vec::new());
+    }
+    keep::preflight(&v, &kram.areas()?, &keep::proc_maps)
+}
+
+/// libvirt's domains saved side by side; the first failure (every domain
+/// is then brought back by the rollback).
+fn libvirt_save(
+    doms: &[crate::libvirt::keep::Keepable],
+    hz: f64,
+    t0: u64,
+) -> Option<anyhow::Error> {
+    use crate::libvirt::{keep, virsh::Virsh};
+    if doms.is_empty() {
+        return None;
+    }
+    let r = keep::save_all(&Virsh::default(), &keep::Markers::system(), doms, hz, t0);
+    for (d, r) in &r {
+        if r.is_ok() {
+            log::debug!("libvirt domain {} saved", d.name);
+        }
+    }
+    r.into_iter().find_map(|(_, r)| r.err())
+}
+
+/// After a failed or rehearsed upgrade: libvirt restores the domains
+/// liveup saved, in this kernel; what could not be.
+fn libvirt_resume() -> Vec<String> {
+    use crate::libvirt::{keep, virsh::Virsh};
+    match keep::resume_all(&Virsh::default(), &keep::Markers::system()) {
+        Ok(done) => done
+            .into_iter()
+            .filter_map(|(_, r)| r.err().map(|e| format!("{e:#}")))
+            .collect(),
+        Err(e) => vec![format!("libvirt domains not restored: {e:#}")],
+    }
 }
 
 /// After a failed step of the blackout (or the kexec): undo everything,
 /// unload the kexec image, and say what state that left.
-fn undone<M: Monitor, H: Host>(b: &mut Blackout<'_, M, H>, e: anyhow::Error) -> anyhow::Error {
-    let left = b.rollback();
+fn undone<M: Monitor, H: Host>(
+    b: &mut Blackout<'_, M, H>,
+    e: anyhow::Error,
+    libvirt: bool,
+) -> anyhow::Error {
+    let mut left = b.rollback();
+    if libvirt {
+        left.extend(libvirt_resume());
+    }
     kexec_unload();
     let (outcome, e) = if left.is_empty() {
         (
