@@ -52,27 +52,28 @@ pub fn ram_dir_of(qemu_conf: &str) -> PathBuf {
         .map_or_else(|| PathBuf::from(DEFAULT_RAM_DIR), PathBuf::from)
 }
 
-/// The RAM directory libvirt made for running domain `id`
-/// (`<dir>/libvirt/qemu/<id>-<short name>`).
+/// The RAM directory libvirt made for running domain `id`:
+/// `<dir>/libvirt/qemu/<id>-<short name>` when qemu.conf sets
+/// memory_backing_dir, `<dir>/<id>-<short name>` under the default (libvirt
+/// 12.9 in the rig).
 fn domain_ram_dir(base: &Path, id: u32) -> Result<PathBuf> {
-    let parent = base.join("libvirt/qemu");
     let prefix = format!("{id}-");
-    let found: Vec<PathBuf> = fs::read_dir(&parent)
-        .with_context(|| format!("libvirt's RAM directory {}", parent.display()))?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+    let found: Vec<PathBuf> = [base.join("libvirt/qemu"), base.to_path_buf()]
+        .iter()
+        .flat_map(|parent| fs::read_dir(parent).into_iter().flatten().flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix) && e.path().is_dir())
         .map(|e| e.path())
         .collect();
     match found.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!(
-            "no RAM directory for domain id {id} in {}",
-            parent.display()
+            "no RAM directory for domain id {id} under {}",
+            base.display()
         ),
         _ => bail!(
-            "{} RAM directories for domain id {id} in {}",
+            "{} RAM directories for domain id {id} under {}",
             found.len(),
-            parent.display()
+            base.display()
         ),
     }
 }
