@@ -103,9 +103,11 @@ if ! vmk=$("$KH_ROOT/tools/build-kernel.sh" release); then
 fi
 echo "== guest images"
 if ! rootfs=$("$KH_ROOT/tools/mkrootfs.sh"); then fail "trixie rootfs (tools/mkrootfs.sh)"; rootfs=""; fi
+# the same with libvirt's daemon and virsh (selftests/libvirt/)
+if ! rootfs_lv=$("$KH_ROOT/tools/mkrootfs.sh" libvirt); then fail "trixie rootfs with libvirt (tools/mkrootfs.sh libvirt)"; rootfs_lv=""; fi
 "$KH_ROOT/tools/build-userspace-guest.sh" >/dev/null || fail "guest binaries (tools/build-userspace-guest.sh)"
 # Scripts whose stdout a caller captures print one line, an existing path.
-for s in "build-kernel.sh release" "build-modules.sh debug" mkrootfs.sh mkqatroot.sh "mkinitramfs.sh vm" build-userspace-guest.sh; do
+for s in "build-kernel.sh release" "build-modules.sh debug" mkrootfs.sh "mkrootfs.sh libvirt" mkqatroot.sh "mkinitramfs.sh vm" build-userspace-guest.sh; do
     out=$("$KH_ROOT/tools/"$s 2>/dev/null)
     if [ "$(printf '%s\n' "$out" | wc -l)" = 1 ] && [ -e "$out" ]; then pass "tools/$s prints only a path"
     else fail "tools/$s prints only a path (got: $(printf '%s' "$out" | head -c 200))"; fi
@@ -199,6 +201,13 @@ rig_linux() {
     KH_MODULES=$mods_release KH_UPGRADE_TINY=0 KH_UPGRADE_COUNTS="$KH_ROOT/out/check-upgrade-linux-sum/counts" \
         "$KH_ROOT/tools/check-upgrade.sh" > "$KH_ROOT/out/check-upgrade-linux-part.log" 2>&1
 }
+rig_libvirt() {
+    # a libvirt-defined domain (a Linux guest) through a host upgrade, in a
+    # rig of two vCPUs on two TCG threads under systemd (about 3 min)
+    [ -n "$rootfs_lv" ] || return 0
+    KH_MODULES=$mods_release KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 "$KH_ROOT/tools/vm-run.sh" -k "$vmk" -o "$KH_ROOT/out/check-libvirt" -t 1800 -v "$vmk/bzImage" -r "$rootfs_lv" libvirt/upgrade \
+        > "$KH_ROOT/out/check-libvirt.log" 2>&1
+}
 rig_migrate() {
     # liveup migrate: host QEMUs in network namespaces, about 3-5 min
     "$KH_ROOT/tools/check-migrate.sh" > "$KH_ROOT/out/check-migrate.log" 2>&1
@@ -209,11 +218,12 @@ job_debug() { kh_rig_once_more "$drun" "$KH_ROOT/out/check-upgrade-debug.log" ri
 job_debug2() { kh_rig_once_more "$drun2" "$KH_ROOT/out/check-upgrade-debug2.log" rig_debug2; }
 job_b() { kh_rig_once_more "$run-b" "$KH_ROOT/out/check-b.log" rig_b; }
 job_a() { kh_rig_once_more "$run" "$KH_ROOT/out/check-a.log" rig_a; }
+job_libvirt() { kh_rig_once_more "$KH_ROOT/out/check-libvirt" "$KH_ROOT/out/check-libvirt.log" rig_libvirt; }
 # Longest first (session 22's minutes on one core each: lane B 14, lane
 # A 14.5, debug flow 8, tinyvm and the VM count 7, migrate 5, Linux VM 4;
-# the second debug flow's part about 15).
+# the second debug flow's part about 15; libvirt 3 on two threads).
 queue="$KH_ROOT/out/rig-queue"
-printf '%s\n' job_debug2 job_b job_a job_debug rig_tiny rig_migrate rig_linux > "$queue"
+printf '%s\n' job_debug2 job_b job_a job_debug rig_tiny rig_migrate job_libvirt rig_linux > "$queue"
 rm -f "$KH_ROOT/out/check-migrate.rc"
 worker() {
     local job
@@ -259,6 +269,15 @@ echo "== rig: hot-upgrade on the release host (tools/check-upgrade.sh)"
 cat "$KH_ROOT/out/check-upgrade.log" "$KH_ROOT/out/check-upgrade-linux-part.log" | grep -v '^make'
 add_counts "hot-upgrade rig, tinyvm and VM count" "$KH_ROOT/out/check-upgrade-tiny-sum"
 add_counts "hot-upgrade rig, Linux VM" "$KH_ROOT/out/check-upgrade-linux-sum"
+
+echo "== rig: a libvirt domain through a host upgrade (out/check-libvirt)"
+if [ -n "$rootfs_lv" ]; then
+    kh_rig_rerun_note "$KH_ROOT/out/check-libvirt"
+    "$KH_ROOT/tools/ktap-report.sh" "$KH_ROOT/out/check-libvirt" | sed 's/^\(not ok\|ok\) \([0-9]*\) /\1 \2 libvirt: /'
+    add_counts "libvirt domain through an upgrade" "$KH_ROOT/out/check-libvirt"
+else
+    fail "libvirt domain through an upgrade: no libvirt rootfs"
+fi
 
 # --- liveup migrate end to end: network namespaces, shaped link, QEMU 11 ---
 # (run as the rig queue's last job, above)

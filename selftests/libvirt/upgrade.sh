@@ -5,9 +5,9 @@
 # upgrade` saves it through libvirt (managed save, device state only) and
 # kexecs, `liveup libvirt restore` has libvirt restore it in the new
 # kernel onto its kept RAM; then libvirt manages it as before (a plain
-# save and restore, domstats, destroy).
+# save and restore, domstats, destroy). The domain runs a Linux guest.
 #   KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 \
-#     tools/vm-run.sh -k <release> -o out/lvu -t 1800 -r "$(tools/mkrootfs.sh libvirt)" libvirt/upgrade
+#     tools/vm-run.sh -k <release> -o out/lvu -t 1800 -v <release>/bzImage -r "$(tools/mkrootfs.sh libvirt)" libvirt/upgrade
 # Stages: 0 (busybox): qemu.conf, the hook, tinyvm in the rootfs. 1
 # (systemd): the domains, the refusals, a rehearsal, the upgrade. 2
 # (busybox, the new kernel): KRAM adopted. 3 (systemd): the restore and
@@ -27,18 +27,27 @@ mem_go_on() { kh_wait 60 more_memchecks $1 $2 && no_bad $1; }
 uuid() { $V domuuid $1 2>/dev/null | head -n 1; }
 area_of() { echo "lv-$(uuid $1 | tr -d - | cut -c1-28)"; }
 has_area() { $L kram list | grep -q " $1 "; }
-# domain_xml NAME [memoryBacking]: a tinyvm domain of 32 MiB
+# domain_xml NAME MEMORY-BACKING linux|tiny: a domain of 128 MiB running
+# the rig's Linux test VM (tools/guest/vm-init and hb.c: 32 MiB of
+# self-verifying pages rewritten all the time, every page checked every
+# 100 beats), or tinyvm (32 MiB, all of it checked)
 domain_xml() {
+    if [ "$3" = linux ]; then
+        mem=128
+        os="<kernel>$K/vm-bzImage</kernel><initrd>$K/vm-initrd.img</initrd><cmdline>console=ttyS1 quiet panic=-1 no_timer_check vmname=$1</cmdline>"
+    else
+        mem=32
+        os="<kernel>$K/tinyvm.elf</kernel><cmdline>vmname=$1</cmdline>"
+    fi
     cat <<EOF
 <domain type='kvm'>
   <name>$1</name>
-  <memory unit='MiB'>32</memory>
+  <memory unit='MiB'>$mem</memory>
   $2
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>$K/tinyvm.elf</kernel>
-    <cmdline>vmname=$1</cmdline>
+    $os
   </os>
   <cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model></cpu>
   <devices>
@@ -50,8 +59,8 @@ domain_xml() {
 EOF
 }
 KEPT="<memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>"
-define_start() { # name [memoryBacking]
-    domain_xml $1 "$2" > $K/$1.xml
+define_start() { # name memoryBacking linux|tiny
+    domain_xml $1 "$2" $3 > $K/$1.xml
     $V define $K/$1.xml > /tmp/lv-out 2>&1 && timeout 120 $V start $1 >> /tmp/lv-out 2>&1 ||
         { cat /tmp/lv-out; tail -n 5 /var/log/libvirt/qemu/$1.log; return 1; }
 }
@@ -66,7 +75,7 @@ case "$KH_STAGE" in
     mount /dev/vda /mnt || { kh_fail "rootfs mounted" "mount /dev/vda"; exit 0; }
     kh_check "libvirt's daemon and virsh in the rootfs" test -x /mnt/usr/sbin/libvirtd -a -x /mnt/usr/bin/virsh || { umount /mnt; exit 0; }
     mkdir -p /mnt$K
-    cp /host/tinyvm.elf /mnt$K/
+    cp /host/tinyvm.elf /host/vm-bzImage /host/vm-initrd.img /mnt$K/
     # As Documentation/upgrade.rst asks of a libvirt host: the KRAM area
     # nodes in QEMU's view (no private /dev, the device cgroup lets them
     # through); the rig also runs QEMU as root without a security driver.
@@ -88,8 +97,8 @@ EOF
     ;;
 1)
     kh_check "PID 1 is systemd" test "$(cat /proc/1/comm)" = systemd
-    kh_check "$D defined and started (memoryBacking file, shared)" define_start $D "$KEPT" || exit 0
-    kh_check "$D boots and checks its memory" kh_wait 120 more_memchecks $D 0 || { console $D | tail -n 3; exit 0; }
+    kh_check "$D (a Linux guest) defined and started (memoryBacking file, shared)" define_start $D "$KEPT" linux || exit 0
+    kh_check "$D boots and checks its memory" kh_wait 300 more_memchecks $D 0 || { console $D | tail -n 3; exit 0; }
     a=$(area_of $D)
     kh_check "  the hook gave its RAM KRAM area $a" has_area $a
     pid=$(cat /run/libvirt/qemu/$D.pid)
@@ -97,7 +106,7 @@ EOF
     kh_check "liveup libvirt check: $D keepable" sh -c "$L libvirt check | grep -qx '$D keepable area=$a'"
     # a domain whose RAM is libvirt's own (anonymous) memory: refused, by
     # name and reason, before anything is paused
-    kh_check "lv2 started without memoryBacking" define_start lv2 ""
+    kh_check "lv2 (tinyvm) started without memoryBacking" define_start lv2 "" tiny
     kh_check "  liveup libvirt check refuses it" sh -c "! $L libvirt check > /tmp/lv-out 2>&1 && grep -q 'libvirt domain lv2: its RAM is not in a shared file' /tmp/lv-out" || cat /tmp/lv-out
     kh_check "  liveup upgrade refuses it (exit 3), nothing paused" sh -c "$L upgrade --kernel /host/bzImage --initrd /host/initrd.img > /tmp/lv-out 2>&1; test \$? = 3 && grep -q 'lv2: its RAM is not in a shared file' /tmp/lv-out" || cat /tmp/lv-out
     kh_check "  $D still running" sh -c "$V domstate $D | grep -qx running"

@@ -354,16 +354,19 @@ fn blackout(kram: &Kram, a: &UpgradeArgs, p: &mut Prepared) -> Result<()> {
         crate::journal::log(
             crate::journal::NOTICE,
             &format!(
-                "upgrade: {} VM(s) saved; kexec into {}",
+                "upgrade: {} VM(s) and {} libvirt domain(s) saved; kexec into {}",
                 manifest.vms.len(),
+                libvirt.len(),
                 a.kernel.display()
             ),
         );
     }
     log::info!(
-        "{} VM(s) saved in {:.1} ms; kexec",
+        "{} VM(s) saved in {:.1} ms, {} libvirt domain(s) in {:.1} ms; kexec",
         manifest.vms.len(),
-        manifest.t_saved.wrapping_sub(manifest.t_blackout) as f64 * 1e3 / hz
+        manifest.t_saved.wrapping_sub(manifest.t_blackout) as f64 * 1e3 / hz,
+        libvirt.len(),
+        tsc::rdtsc().wrapping_sub(manifest.t_blackout) as f64 * 1e3 / hz
     );
     if a.no_exec {
         // the rehearsal ends here: everything undone, as after a failure
