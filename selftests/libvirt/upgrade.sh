@@ -5,7 +5,8 @@
 # upgrade` saves it through libvirt (managed save, device state only) and
 # kexecs, `liveup libvirt restore` has libvirt restore it in the new
 # kernel onto its kept RAM; then libvirt manages it as before (a plain
-# save and restore, domstats, destroy). The domain runs a Linux guest.
+# save and restore, domstats, the guest's clock set and its shutdown
+# through its agent). The domain runs a Linux guest.
 #   KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 \
 #     tools/vm-run.sh -k <release> -o out/lvu -t 1800 -v <release>/bzImage -r "$(tools/mkrootfs.sh libvirt)" libvirt/upgrade
 # Stages: 0 (busybox): qemu.conf, the hook, tinyvm in the rootfs. 1
@@ -35,8 +36,11 @@ domain_xml() {
     if [ "$3" = linux ]; then
         mem=128
         os="<kernel>$K/vm-bzImage</kernel><initrd>$K/vm-initrd.img</initrd><cmdline>console=ttyS1 quiet panic=-1 no_timer_check vmname=$1</cmdline>"
+        # the guest agent's port (hb.c answers libvirt's sync, time and
+        # shutdown commands)
+        agent="<channel type='unix'><source mode='bind'/><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
     else
-        mem=32
+        mem=32 agent=
         os="<kernel>$K/tinyvm.elf</kernel><cmdline>vmname=$1</cmdline>"
     fi
     cat <<EOF
@@ -53,6 +57,7 @@ domain_xml() {
   <devices>
     <serial type='file'><source path='$K/$1.hb'/><target port='0'/></serial>
     <serial type='file'><source path='$K/$1.console'/><target port='1'/></serial>
+    $agent
     <memballoon model='none'/>
   </devices>
 </domain>
@@ -142,6 +147,7 @@ EOF
     sed 's/^/KH-LOG restore: /' /tmp/lv-restore
     d=$(sed -n "s/.*domain $D: running again, downtime \([0-9.]*\) ms/\1/p" /tmp/lv-restore)
     kh_check "  it reports $D's downtime" test -n "$d"
+    kh_check "  it set the guest's clock through its agent" sh -c "grep -q 'guest clock $D: set through its agent' /tmp/lv-restore && grep -q 'VM-CLOCK-SET $D' $K/$D.console"
     echo "KH-FIGURE libvirt domain downtime through the upgrade: ${d:-none} ms (managed save, kexec, systemd and libvirtd start, restore)"
     kh_check "  $D running" sh -c "$V domstate $D | grep -qx running"
     kh_check "  its memory checks go on from before the upgrade, none failed" mem_go_on $D "$(cat $K/$D.before)" || console $D | tail -n 2
@@ -156,7 +162,9 @@ EOF
     kh_check "  the hook freed its area" sh -c "! $L kram list | grep -q ' lv-'"
     kh_check "  and a plain virsh restore of it" sh -c "$V restore $K/plain.save > /tmp/lv-out 2>&1" || { cat /tmp/lv-out; tail -n 5 /var/log/libvirt/qemu/$D.log; }
     kh_check "  $D's memory checks go on, none failed" mem_go_on $D $n || console $D | tail -n 2
-    kh_check "virsh destroy ends it, the hook frees its area" sh -c "$V destroy $D > /dev/null && sleep 1 && ! $L kram list | grep -q ' lv-'"
+    kh_check "virsh shutdown --mode agent: the guest powers off" sh -c "$V shutdown $D --mode agent > /tmp/lv-out 2>&1" || cat /tmp/lv-out
+    kh_check "  libvirt sees it shut off" kh_wait 60 sh -c "$V domstate $D | grep -qx 'shut off'" || $V destroy $D
+    kh_check "  the guest shut itself down, the hook freed its area" sh -c "grep -q 'VM-SHUTDOWN $D' $K/$D.console && ! $L kram list | grep -q ' lv-'"
     # A record with no area behind it (a cold reboot after liveup saved):
     # the hook refuses the start instead of running the guest on new memory.
     u=$(uuid $D)

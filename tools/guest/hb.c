@@ -52,8 +52,10 @@
  * restore, as QEMU's agent does: guest-sync, guest-ping, guest-get-time
  * and guest-set-time (one JSON object a line). A clock set prints
  *     VM-CLOCK-SET NAME DELTA_MS
- * on CON_TTY. The VM's own init does not run QEMU's agent (it would need
- * glib in an initramfs that has no libc).
+ * on CON_TTY. guest-shutdown (mode powerdown, libvirt's `virsh shutdown
+ * --mode agent`) prints VM-SHUTDOWN NAME, syncs and powers the VM off. The
+ * VM's own init does not run QEMU's agent (it would need glib in an
+ * initramfs that has no libc).
  */
 #define _GNU_SOURCE /* O_DIRECT */
 #include <arpa/inet.h>
@@ -74,6 +76,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/reboot.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -441,6 +444,15 @@ static void agent_worker(const char *name, const char *dev, int con)
 						     "{\"error\": {\"class\": \"GenericError\", \"desc\": \"%s\"}}\n",
 						     ns > 0 ? strerror(errno) : "bad time");
 				}
+			} else if (strstr(req, "\"guest-shutdown\"") &&
+				   (!strstr(req, "\"mode\"") || strstr(req, "\"powerdown\""))) {
+				/* no answer: the agent's caller waits for the VM to stop */
+				say(con, "VM-SHUTDOWN %s\n", name);
+				sync();
+				reboot(RB_POWER_OFF);
+				m = snprintf(out, sizeof(out),
+					     "{\"error\": {\"class\": \"GenericError\", \"desc\": \"%s\"}}\n",
+					     strerror(errno));
 			} else if (strstr(req, "\"guest-ping\"")) {
 				m = snprintf(out, sizeof(out), "{\"return\": {}}\n");
 			} else {

@@ -3,7 +3,7 @@
 
 use super::hook::{ram_dir_of, Hook};
 use super::keep::{preflight, proc_maps, resume_all, Markers};
-use super::virsh::Virsh;
+use super::virsh::{Libvirt, Virsh};
 use crate::kram::{Kram, DEFAULT_DEVICE};
 use anyhow::{bail, Result};
 use clap::Subcommand;
@@ -56,16 +56,27 @@ pub fn run(cmd: LibvirtCmd) -> Result<()> {
             Ok(())
         }
         LibvirtCmd::Restore => {
-            let done = resume_all(&Virsh::default(), &Markers::system())?;
+            let lv = Virsh::default();
+            let done = resume_all(&lv, &Markers::system())?;
             let now = crate::upgrade::rdtsc();
             let mut failed = 0;
             for (m, r) in &done {
                 let ms = now.wrapping_sub(m.t_stop) as f64 * 1e3 / m.tsc_hz.max(1.0);
                 match r {
-                    Ok(()) => println!(
-                        "libvirt domain {}: running again, downtime {ms:.1} ms",
-                        m.name
-                    ),
+                    Ok(()) => {
+                        println!(
+                            "libvirt domain {}: running again, downtime {ms:.1} ms",
+                            m.name
+                        );
+                        // its wall clock is behind by the pause
+                        match lv.set_time(&m.name) {
+                            Ok(()) => println!("  guest clock {}: set through its agent", m.name),
+                            Err(e) => println!(
+                                "  guest clock {}: not set ({e}): behind by the pause until the guest syncs (NTP)",
+                                m.name
+                            ),
+                        }
+                    }
                     Err(e) => {
                         failed += 1;
                         eprintln!("liveup: {e:#}");
