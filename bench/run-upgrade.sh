@@ -4,8 +4,9 @@
 # read it back) and liveup (device state only, RAM in KRAM), for 256 MiB
 # and 1 GiB VMs, all measured in one run. Downtime = the longest gap in the
 # VM's 20 ms heartbeat, stamped on this host. Then a Linux guest with a
-# disk and a NIC (guest-seen next to reported downtime, its clocks) and the
-# downtime with 1, 2 and 4 VMs.
+# disk and a NIC (guest-seen next to reported downtime, its clocks), the
+# downtime with 1, 2 and 4 VMs, and a libvirt domain beside a VM of
+# liveup's through one upgrade under systemd.
 set -euo pipefail
 . "$(dirname "$0")/../tools/env.sh"
 . "$(dirname "$0")/lib.sh"
@@ -47,14 +48,22 @@ env "${KH_LINUX_RIG_ENV[@]}" "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$lrun" -t
     > "$lrun.log" 2>&1
 env KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 KH_GUEST_ENV=KH_VMCOUNT_TARGET=1.2 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$crun" -t 1200 -r "$rootfs" upgrade/vmcount \
     > "$crun.log" 2>&1
+# A libvirt-defined domain and a VM of liveup's through one upgrade under
+# systemd (selftests/libvirt/upgrade.sh, the libvirt rootfs)
+vrun="$KH_ROOT/out/bench-upgrade-libvirt"
+rootfs_lv=$("$KH_ROOT/tools/mkrootfs.sh" libvirt)
+env KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 "$KH_ROOT/tools/vm-run.sh" -k "$kdir" -o "$vrun" -t 1800 -v "$vmk/bzImage" -r "$rootfs_lv" libvirt/upgrade \
+    > "$vrun.log" 2>&1
 "$KH_ROOT/tools/ktap-report.sh" "$lrun" > "$lrun/ktap"
 "$KH_ROOT/tools/ktap-report.sh" "$crun" > "$crun/ktap"
+"$KH_ROOT/tools/ktap-report.sh" "$vrun" > "$vrun/ktap"
 echo
 echo "Linux guest (32 MiB verified memory, virtio-blk, virtio-net, guest agent), downtime as liveup reports it and as the guest lived it:"
 grep -E '^(ok|not ok) [0-9]+ (downtime|clock) ' "$lrun/ktap" | sed 's/^\(not ok\|ok\) [0-9]* /  /'
 grep -h 'network: sent' "$lrun/console.log" | sed -E 's/^\[ *[0-9.]+\] KH-LOG /  /'
 echo
 grep '^# figure: upgrade downtime by VM count' "$crun/ktap" | sed 's/^# figure: /VM count: /'
-read -r lp lf _ < "$lrun/counts"; read -r cp cf _ < "$crun/counts"
-echo "rigs: Linux guest $lp passed, $lf failed; VM count $cp passed, $cf failed"
-[ "$f" = 0 ] && [ "$lf" = 0 ] && [ "$cf" = 0 ]
+grep '^# figure: upgrade downtime under systemd' "$vrun/ktap" | sed 's/^# figure: /libvirt: /'
+read -r lp lf _ < "$lrun/counts"; read -r cp cf _ < "$crun/counts"; read -r vp vf _ < "$vrun/counts"
+echo "rigs: Linux guest $lp passed, $lf failed; VM count $cp passed, $cf failed; libvirt $vp passed, $vf failed"
+[ "$f" = 0 ] && [ "$lf" = 0 ] && [ "$cf" = 0 ] && [ "$vf" = 0 ]

@@ -109,6 +109,11 @@ EOF
     pid=$(cat /run/libvirt/qemu/$D.pid)
     kh_check "  its QEMU maps that area's node" sh -c "grep -q ' /dev/kram-area/' /proc/$pid/maps"
     kh_check "liveup libvirt check: $D keepable" sh -c "$L libvirt check | grep -qx '$D keepable area=$a'"
+    # beside it, a VM liveup launched (tinyvm): one upgrade for both
+    kh_check "u1 (tinyvm) started by liveup vm start beside it" $L vm start --name u1 --mem 32M --root / -- \
+        -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none -kernel $K/tinyvm.elf -append vmname=u1 \
+        -chardev file,id=hb,path=$K/u1.hb -serial chardev:hb -chardev file,id=con,path=$K/u1.console,append=on -serial chardev:con
+    kh_check "u1 boots and checks its memory" kh_wait 120 more_memchecks u1 0
     # a domain whose RAM is libvirt's own (anonymous) memory: refused, by
     # name and reason, before anything is paused
     kh_check "lv2 (tinyvm) started without memoryBacking" define_start lv2 "" tiny
@@ -124,7 +129,9 @@ EOF
     kh_check "  its memory checks go on, none failed" mem_go_on $D $n || console $D | tail -n 2
     kh_check "  x-ignore-shared off again" caps_off $D
     kh_check "  no record left" sh -c "! ls /var/lib/liveup/libvirt/*.json 2>/dev/null | grep -q ."
+    kh_check "  u1 running, its memory checks go on" sh -c "$L vm list | grep -q '^u1 running'" && mem_go_on u1 "$(memchecks u1)"
     memchecks $D > $K/$D.before
+    memchecks u1 > $K/u1.before
     echo 2 > "$KH_STAGEFILE"
     sync
     echo "KH-UPGRADE-START 1"
@@ -142,13 +149,16 @@ EOF
 3)
     kh_check "PID 1 is systemd (the kexec'd kernel)" test "$(cat /proc/1/comm)" = systemd
     kh_check "$D: libvirt knows it as saved (shut off, managed save)" sh -c "$V domstate $D | grep -qx 'shut off' && $V dominfo $D | grep -q '^Managed save: *yes'"
-    kh_check "liveup restore (no VM of its own) succeeds" sh -c "$L restore > /tmp/lv-out 2>&1" || cat /tmp/lv-out
+    kh_check "liveup restore brings u1 back" sh -c "$L restore > /tmp/lv-out 2>&1" || cat /tmp/lv-out
+    sed 's/^/KH-LOG restore: /' /tmp/lv-out
+    du=$(sed -n 's/.*downtime (first stop to last resume) *\([0-9.]*\) ms.*/\1/p' /tmp/lv-out)
+    kh_check "  u1's memory checks go on from before the upgrade, none failed" mem_go_on u1 "$(cat $K/u1.before)"
     kh_check "liveup libvirt restore" sh -c "$L libvirt restore > /tmp/lv-restore 2>&1" || cat /tmp/lv-restore
     sed 's/^/KH-LOG restore: /' /tmp/lv-restore
-    d=$(sed -n "s/.*domain $D: running again, downtime \([0-9.]*\) ms/\1/p" /tmp/lv-restore)
+    d=$(sed -n "s/.*domain $D: running again, downtime \([0-9.]*\) ms.*/\1/p" /tmp/lv-restore)
     kh_check "  it reports $D's downtime" test -n "$d"
     kh_check "  it set the guest's clock through its agent" sh -c "grep -q 'guest clock $D: set through its agent' /tmp/lv-restore && grep -q 'VM-CLOCK-SET $D' $K/$D.console"
-    echo "KH-FIGURE libvirt domain downtime through the upgrade: ${d:-none} ms (managed save, kexec, systemd and libvirtd start, restore)"
+    echo "KH-FIGURE upgrade downtime under systemd, one upgrade: liveup's VM u1 ${du:-none} ms, libvirt domain $D ${d:-none} ms ($(sed -n "s/.*domain $D: running again, downtime [0-9.]* ms (\(.*\))/\1/p" /tmp/lv-restore); both include the rig's busybox stage and systemd's boot)"
     kh_check "  $D running" sh -c "$V domstate $D | grep -qx running"
     kh_check "  its memory checks go on from before the upgrade, none failed" mem_go_on $D "$(cat $K/$D.before)" || console $D | tail -n 2
     kh_check "  no managed save left, no record left" sh -c "! $V dominfo $D | grep -q '^Managed save: *yes' && ! ls /var/lib/liveup/libvirt/*.json 2>/dev/null | grep -q ."
@@ -173,5 +183,6 @@ EOF
     kh_check "a start whose kept RAM is gone is refused by the hook" sh -c "! $V start $D > /tmp/lv-out 2>&1 && grep -q 'which this boot does not have' /tmp/lv-out" || cat /tmp/lv-out
     rm -f /var/lib/liveup/libvirt/$u.json
     $V undefine $D > /dev/null 2>&1
+    $L vm stop u1 --delete-area > /dev/null 2>&1
     ;;
 esac

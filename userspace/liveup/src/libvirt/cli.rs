@@ -56,16 +56,30 @@ pub fn run(cmd: LibvirtCmd) -> Result<()> {
             Ok(())
         }
         LibvirtCmd::Restore => {
+            let t_start = crate::upgrade::rdtsc();
             let lv = Virsh::default();
             let done = resume_all(&lv, &Markers::system())?;
             let now = crate::upgrade::rdtsc();
             let mut failed = 0;
             for (m, r) in &done {
-                let ms = now.wrapping_sub(m.t_stop) as f64 * 1e3 / m.tsc_hz.max(1.0);
+                let ms_of = |a: u64, b: u64| b.wrapping_sub(a) as f64 * 1e3 / m.tsc_hz.max(1.0);
+                let ms = ms_of(m.t_stop, now);
+                // where it went: the save, the kexec and the boot to this
+                // restore, the restore (every domain's, side by side)
+                let phases = if m.t_saved > m.t_stop && t_start > m.t_saved {
+                    format!(
+                        " (save {:.1} ms, kexec and boot to the restore {:.1} ms, restore {:.1} ms)",
+                        ms_of(m.t_stop, m.t_saved),
+                        ms_of(m.t_saved, t_start),
+                        ms_of(t_start, now)
+                    )
+                } else {
+                    String::new()
+                };
                 match r {
                     Ok(()) => {
                         println!(
-                            "libvirt domain {}: running again, downtime {ms:.1} ms",
+                            "libvirt domain {}: running again, downtime {ms:.1} ms{phases}",
                             m.name
                         );
                         // its wall clock is behind by the pause

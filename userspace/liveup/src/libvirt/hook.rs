@@ -212,6 +212,7 @@ mod tests {
                 tsc_hz: 1.0,
                 t_stop: 0,
                 saved: true,
+                t_saved: 0,
             })
             .unwrap();
         assert_eq!(hook.run("restore", "begin", &with).unwrap(), None);

@@ -43,6 +43,9 @@ pub struct Marker {
     pub t_stop: u64,
     /// The managed save completed and its XML carries the `-global`.
     pub saved: bool,
+    /// The TSC when it was (0: not yet).
+    #[serde(default)]
+    pub t_saved: u64,
 }
 
 /// The records, one file per domain UUID.
@@ -204,6 +207,7 @@ fn save_one(lv: &dyn Libvirt, markers: &Markers, k: &Keepable, tsc_hz: f64, t0: 
         tsc_hz,
         t_stop: t0,
         saved: false,
+        t_saved: 0,
     };
     markers.put(&m)?;
     let saved = (|| -> Result<()> {
@@ -222,6 +226,7 @@ fn save_one(lv: &dyn Libvirt, markers: &Markers, k: &Keepable, tsc_hz: f64, t0: 
     amend(lv, &k.name)
         .with_context(|| format!("libvirt domain {}: saved, its XML not amended", k.name))?;
     m.saved = true;
+    m.t_saved = crate::upgrade::rdtsc();
     markers.put(&m)
 }
 

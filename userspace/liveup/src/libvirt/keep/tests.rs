@@ -307,6 +307,7 @@ fn resume_of_a_domain_still_running_only_clears() {
         tsc_hz: 1e9,
         t_stop: 0,
         saved: false,
+        t_saved: 0,
     })
     .unwrap();
     let done = resume_all(&f, &m).unwrap();
@@ -325,6 +326,7 @@ fn records_only_for_uuids() {
         tsc_hz: 1.0,
         t_stop: 0,
         saved: true,
+        t_saved: 0,
     };
     assert!(m.put(&bad).is_err());
     bad.uuid = U2.into();
