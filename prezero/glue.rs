@@ -28,7 +28,7 @@ extern "C" {
     pub(crate) fn prezero_glue_dirty(folio: *mut folio, index: c_ulong);
     pub(crate) fn prezero_glue_is_zero(folio: *mut folio) -> bool;
     pub(crate) fn prezero_glue_pool_alloc(order: c_uint, nid: c_int) -> *mut folio;
-    pub(crate) fn prezero_glue_pool_put(folio: *mut folio);
+    pub(crate) fn prezero_glue_pool_put(folio: *mut folio) -> c_int;
     pub(crate) fn prezero_glue_folio_put(folio: *mut folio);
     pub(crate) fn prezero_glue_pool_count(
         order: c_uint,

@@ -108,14 +108,21 @@ pub(crate) fn zero_pages(idx: usize, nid: c_int, count: u64, worker: bool) -> Re
             }
         }
         // SAFETY: gives back the folio taken above; marks it (hugetlb) or
-        // pools it only if complete, else frees it.
-        unsafe {
+        // pools it only if complete, else frees it. A pool whose owner
+        // lists are all other cgroups' frees it too (-ENOSPC).
+        let refused = unsafe {
             match (kind, complete) {
-                (Kind::Hugetlb, _) => prezero_glue_return(folio, complete),
+                (Kind::Hugetlb, _) => {
+                    prezero_glue_return(folio, complete);
+                    0
+                }
                 (Kind::Pool, true) => prezero_glue_pool_put(folio),
-                (Kind::Pool, false) => prezero_glue_folio_put(folio),
+                (Kind::Pool, false) => {
+                    prezero_glue_folio_put(folio);
+                    0
+                }
             }
-        }
+        };
         // SAFETY: reads the clock.
         let dt = unsafe { prezero_glue_now_ns() }.saturating_sub(t0);
         ns += dt;
@@ -123,6 +130,21 @@ pub(crate) fn zero_pages(idx: usize, nid: c_int, count: u64, worker: bool) -> Re
         if !complete {
             c.aborted.fetch_add(1, Relaxed);
             return Ok((done, ns, why));
+        }
+        if refused != 0 {
+            // the pool holds pages of PZ_OWNERS other cgroups: stop here,
+            // what was filled stays
+            pr_info!(
+                "zero: pool of order {} on node {} holds pages of four other cgroups: this cgroup's fill stops after {} (ENOSPC)\n",
+                order,
+                nid,
+                done
+            );
+            return if done > 0 {
+                Ok((done, ns, Stop::No))
+            } else {
+                Err(Error::from_errno(refused))
+            };
         }
         c.zeroed.fetch_add(1, Relaxed);
         done += 1;

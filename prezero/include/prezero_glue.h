@@ -27,7 +27,7 @@ void prezero_glue_zero(struct folio *folio, unsigned long first, unsigned long n
 void prezero_glue_dirty(struct folio *folio, unsigned long index);
 bool prezero_glue_is_zero(struct folio *folio);
 struct folio *prezero_glue_pool_alloc(unsigned int order, int nid);
-void prezero_glue_pool_put(struct folio *folio);
+int prezero_glue_pool_put(struct folio *folio);
 void prezero_glue_folio_put(struct folio *folio);
 int prezero_glue_pool_count(unsigned int order, int nid, unsigned long *nr,
 			    unsigned long *taken, unsigned long *reclaimed);
