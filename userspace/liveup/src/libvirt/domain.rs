@@ -44,6 +44,10 @@ pub struct Domain {
     pub hostdevs: usize,
     /// Whether liveup's `-global` is among its QEMU arguments.
     pub keep_global: bool,
+    /// The user and group libvirt runs its QEMU as (the DAC seclabel's
+    /// `<label>`, `+UID:+GID` or `USER:GROUP`), when the XML has one: a
+    /// running domain's, or one libvirt is starting.
+    pub dac_label: Option<String>,
 }
 
 impl Domain {
@@ -161,6 +165,13 @@ pub fn parse(xml: &str) -> Result<Domain, XmlError> {
         })
         .unwrap_or(0);
     let keep_global = keep_pair(&doc).is_some();
+    let dac_label = root
+        .children()
+        .filter(|c| c.is_element() && c.tag_name().name() == "seclabel")
+        .find(|c| c.attribute("model") == Some("dac"))
+        .and_then(|c| child(c, "label"))
+        .and_then(|l| l.text())
+        .map(|t| t.trim().to_string());
     Ok(Domain {
         name,
         uuid,
@@ -170,6 +181,7 @@ pub fn parse(xml: &str) -> Result<Domain, XmlError> {
         numa,
         hostdevs,
         keep_global,
+        dac_label,
     })
 }
 

@@ -7,7 +7,9 @@
 //!   started): for a domain with `<memoryBacking><source type='file'/>
 //!   <access mode='shared'/>` (and no NUMA cells), KRAM area `lv-UUID` of
 //!   the domain's memory, created if missing, and its node linked as the
-//!   RAM file (`pc.ram`), so QEMU maps the area. A domain liveup saved
+//!   RAM file (`pc.ram`), so QEMU maps the area; the node is given to the
+//!   user and group libvirt runs QEMU as (the XML's DAC label: Debian's
+//!   `libvirt-qemu` unless qemu.conf says otherwise). A domain liveup saved
 //!   with its RAM left in KRAM whose area this boot does not have (a cold
 //!   reboot in between) is refused: restoring it would run the guest on
 //!   zeroed memory.
@@ -78,6 +80,36 @@ fn domain_ram_dir(base: &Path, id: u32) -> Result<PathBuf> {
     }
 }
 
+/// The numeric user and group of a DAC label: `+UID:+GID` (libvirt's
+/// form in a live XML), or `USER:GROUP` looked up on this host.
+pub fn dac_owner(label: &str) -> Result<(u32, u32)> {
+    let (u, g) = label
+        .split_once(':')
+        .with_context(|| format!("DAC label {label:?} is not USER:GROUP"))?;
+    let num = |s: &str| {
+        s.strip_prefix('+')
+            .unwrap_or(s)
+            .parse::<u32>()
+            .ok()
+            .filter(|_| !s.is_empty())
+    };
+    let uid = match num(u) {
+        Some(n) => n,
+        None => nix::unistd::User::from_name(u)?
+            .with_context(|| format!("DAC label {label:?}: no user {u:?} on this host"))?
+            .uid
+            .as_raw(),
+    };
+    let gid = match num(g) {
+        Some(n) => n,
+        None => nix::unistd::Group::from_name(g)?
+            .with_context(|| format!("DAC label {label:?}: no group {g:?} on this host"))?
+            .gid
+            .as_raw(),
+    };
+    Ok((uid, gid))
+}
+
 impl Hook<'_> {
     /// One call; the XML to hand back to libvirt (`restore`/`migrate`
     /// `begin` only; None: unchanged).
@@ -141,6 +173,16 @@ impl Hook<'_> {
         std::os::unix::fs::symlink(&node, &link).with_context(|| {
             format!("domain {}: linking {} as {}", d.name, node, link.display())
         })?;
+        if let Some(label) = &d.dac_label {
+            let (uid, gid) = dac_owner(label)
+                .with_context(|| format!("domain {}: QEMU's user and group", d.name))?;
+            nix::unistd::chown(
+                node.as_str(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .with_context(|| format!("domain {}: giving {node} to {label}, QEMU's user", d.name))?;
+        }
         log::info!(
             "domain {}: RAM in KRAM area {name} ({node} as {})",
             d.name,
@@ -173,6 +215,24 @@ mod tests {
     use crate::libvirt::keep::Marker;
 
     const XML: &str = "<domain type='kvm' id='2'><name>a</name><uuid>11111111-2222-3333-4444-555555555555</uuid><memory unit='KiB'>32768</memory><memoryBacking><source type='file'/><access mode='shared'/></memoryBacking><devices/></domain>";
+
+    #[test]
+    fn dac_labels() {
+        assert_eq!(dac_owner("+64055:+64055").unwrap(), (64055, 64055));
+        assert_eq!(dac_owner("107:108").unwrap(), (107, 108));
+        assert_eq!(dac_owner("root:root").unwrap(), (0, 0));
+        assert_eq!(dac_owner("+0:+0").unwrap(), (0, 0));
+        for bad in [
+            "",
+            "64055",
+            "+:+1",
+            "no-such-user-kh:root",
+            "root:no-such-group-kh",
+            "+4294967296:+0",
+        ] {
+            assert!(dac_owner(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn memory_backing_dir_from_qemu_conf() {

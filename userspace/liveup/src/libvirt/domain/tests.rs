@@ -149,3 +149,18 @@ fn namespace_bound_to_another_prefix_refused() {
     );
     assert_eq!(with_keep_global(&odd), Err(XmlError::Prefix("q".into())));
 }
+
+#[test]
+fn dac_label_of_a_starting_domain() {
+    assert_eq!(parse(LIVE).unwrap().dac_label, None);
+    // as libvirt 12.9 hands a hook at `start begin` (the SELinux or
+    // AppArmor label beside it is not QEMU's user)
+    let labelled = LIVE.replace(
+        "</devices>",
+        "</devices>\n  <seclabel type='dynamic' model='apparmor' relabel='yes'><label>libvirt-x</label></seclabel>\n  <seclabel type='dynamic' model='dac' relabel='yes'>\n    <label>+64055:+64055</label>\n    <imagelabel>+64055:+64055</imagelabel>\n  </seclabel>",
+    );
+    assert_eq!(
+        parse(&labelled).unwrap().dac_label.as_deref(),
+        Some("+64055:+64055")
+    );
+}
