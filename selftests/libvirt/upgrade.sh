@@ -56,6 +56,7 @@ domain_xml() {
   $2
   <vcpu>1</vcpu>
   <features><acpi/><apic/></features>
+  <clock offset='utc'><timer name='rtc' tickpolicy='catchup'/><timer name='pit' tickpolicy='delay'/><timer name='hpet' present='no'/></clock>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
     $os
