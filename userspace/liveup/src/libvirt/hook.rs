@@ -86,13 +86,7 @@ pub fn dac_owner(label: &str) -> Result<(u32, u32)> {
     let (u, g) = label
         .split_once(':')
         .with_context(|| format!("DAC label {label:?} is not USER:GROUP"))?;
-    let num = |s: &str| {
-        s.strip_prefix('+')
-            .unwrap_or(s)
-            .parse::<u32>()
-            .ok()
-            .filter(|_| !s.is_empty())
-    };
+    let num = |s: &str| s.strip_prefix('+').unwrap_or(s).parse::<u32>().ok();
     let uid = match num(u) {
         Some(n) => n,
         None => nix::unistd::User::from_name(u)?
