@@ -25,10 +25,30 @@ console() { cat $K/$1.console 2>/dev/null; }
 memchecks() { console $1 | grep -c "VM-MEMCHECK $1 .* ok"; }
 more_memchecks() { [ "$(memchecks $1)" -gt "$2" ]; }
 no_bad() { ! grep -q "VM-MEMCHECK $1 .* BAD" $K/$1.console; }
-# mem_go_on NAME N: more than N memory checks within 60 s, none failed.
+# mem_go_on NAME N [URI]: more than N memory checks within 60 s, none failed.
 # The console files are appended to across restarts and migrations, so N
 # is counted once the event is over: a check past N ran after it.
-mem_go_on() { kh_wait 60 more_memchecks $1 $2 && no_bad $1; }
+mem_go_on() { kh_wait 60 more_memchecks $1 $2 && no_bad $1 || { stalled $1 "${3:-qemu:///system}"; return 1; }; }
+# What a domain that made no progress looks like (issue 21's stalls):
+# libvirt's state and reason, QEMU's, the lifecycle and QMP events since
+# the stage began, the vCPU, QEMU's log, the rig's load
+stalled() { # NAME URI
+    [ "$1" = u1 ] && return 0 # liveup's VM, not libvirt's
+    v() { virsh -c "$U" "$@"; }
+    U=$2
+    echo "# stalled $1: $(date +%T) domstate: $(v domstate $1 --reason 2>&1)"
+    v qemu-monitor-command $1 --hmp 'info status' 2>&1 | sed 's/^/#   /'
+    v qemu-monitor-command $1 --hmp 'info registers' 2>&1 | head -n 8 | sed 's/^/#   /'
+    v qemu-monitor-command $1 '{"execute":"query-stats","arguments":{"target":"vcpu","providers":[{"provider":"kvm","names":["exits","halt_exits","irq_injections"]}]}}' 2>&1 | tr -d ' \n' | head -c 600 | sed 's/^/#   /'; echo
+    sed 's/^/#   event: /' /tmp/lv-ev /tmp/lv-qmpev 2>/dev/null | tail -n 30
+    tail -n 6 /var/log/libvirt/qemu/$1.log | sed 's/^/#   log: /'
+    echo "#   load: $(cat /proc/loadavg); $(top -bn1 | sed -n 3p)"
+}
+# lifecycle and QMP events of every domain, from here to the stage's end
+watch_events() {
+    $V event --all --loop --timestamp > /tmp/lv-ev 2>&1 &
+    $V qemu-monitor-event --loop --timestamp > /tmp/lv-qmpev 2>&1 &
+}
 uuid() { $V domuuid $1 2>/dev/null | head -n 1; }
 area_of() { echo "lv-$(uuid $1 | tr -d - | cut -c1-28)"; }
 has_area() { $L kram list | grep -q " $1 "; }
@@ -154,6 +174,7 @@ EOF
 1)
     kh_check "PID 1 is systemd" test "$(cat /proc/1/comm)" = systemd
     kh_check "/dev/kvm for the kvm group, as udev makes it" kvm_node
+    watch_events
     kh_check "$D (a Linux guest) defined and started (memoryBacking file, shared)" define_start $D "$KEPT" linux ||
         { ls -l /dev/kvm; id libvirt-qemu; grep -vE '^(#|$)' /etc/libvirt/qemu.conf; ls -l /proc/$(pidof libvirtd)/ns/mnt /proc/1/ns/mnt
           runuser -u libvirt-qemu -- qemu-system-x86_64 -accel kvm -machine none -display none -S -qmp stdio < /dev/null 2>&1 | head -n 3; exit 0; }
@@ -179,7 +200,7 @@ EOF
     kh_check "liveup upgrade --no-exec (a rehearsal)" sh -c "$L upgrade --no-exec --kernel /host/bzImage --initrd /host/initrd.img > /tmp/lv-out 2>&1" || cat /tmp/lv-out
     n=$(memchecks $D)
     kh_check "  $D running again, no managed save left" sh -c "$V domstate $D | grep -qx running && ! $V dominfo $D | grep -q '^Managed save: *yes'" ||
-        { $V dominfo $D; cat /tmp/lv-out; }
+        { $V dominfo $D; cat /tmp/lv-out; stalled $D qemu:///system; }
     kh_check "  its memory checks go on, none failed" mem_go_on $D $n || console $D | tail -n 2
     kh_check "  x-ignore-shared off again" caps_off $D
     kh_check "  no record left" sh -c "! ls /var/lib/liveup/libvirt/*.json 2>/dev/null | grep -q ."
@@ -201,6 +222,7 @@ EOF
 3)
     kh_check "PID 1 is systemd (the kexec'd kernel)" test "$(cat /proc/1/comm)" = systemd
     kh_check "/dev/kvm for the kvm group, as udev makes it" kvm_node
+    watch_events
     kh_check "$D: libvirt knows it as saved (shut off, managed save)" sh -c "$V domstate $D | grep -qx 'shut off' && $V dominfo $D | grep -q '^Managed save: *yes'"
     kh_check "liveup restore brings u1 back" sh -c "$L restore > /tmp/lv-out 2>&1" || cat /tmp/lv-out
     nu=$(memchecks u1)
@@ -214,7 +236,7 @@ EOF
     kh_check "  it reports $D's downtime" test -n "$d"
     kh_check "  it set the guest's clock through its agent" sh -c "grep -q 'guest clock $D: set through its agent' /tmp/lv-restore && grep -q 'VM-CLOCK-SET $D' $K/$D.console"
     echo "KH-FIGURE upgrade downtime under systemd, one upgrade: liveup's VM u1 ${du:-none} ms, libvirt domain $D ${d:-none} ms ($(sed -n "s/.*domain $D: running again, downtime [0-9.]* ms (\(.*\))/\1/p" /tmp/lv-restore); both include the rig's busybox stage and systemd's boot)"
-    kh_check "  $D running" sh -c "$V domstate $D | grep -qx running"
+    kh_check "  $D running" sh -c "$V domstate $D | grep -qx running" || stalled $D qemu:///system
     kh_check "  its memory checks go on after the upgrade, none failed" mem_go_on $D $n || console $D | tail -n 2
     kh_check "  no managed save left, no record left" sh -c "! $V dominfo $D | grep -q '^Managed save: *yes' && ! ls /var/lib/liveup/libvirt/*.json 2>/dev/null | grep -q ."
     kh_check "  x-ignore-shared off again" caps_off $D
@@ -238,7 +260,7 @@ EOF
         kh_log "migration there: $(( ($(date +%s%N) - t) / 1000000 )) ms (virsh migrate, start to end)"
         n=$(memchecks $D)
         kh_check "  running there, shut off here" sh -c "virsh -c '$LV2' domstate $D | grep -qx running && $V domstate $D | grep -qx 'shut off'"
-        kh_check "  its memory checks go on there, none failed" mem_go_on $D $n || console $D | tail -n 2
+        kh_check "  its memory checks go on there, none failed" mem_go_on $D $n "$LV2" || console $D | tail -n 2
         kh_check "  the hook here freed its area" kh_wait 10 sh -c "! $L kram list | grep -q ' lv-'"
         t=$(date +%s%N)
         kh_check "virsh migrate --live $D back" sh -c "timeout 600 virsh -c '$LV2' migrate --live --timeout 120 $D '$LV1' --migrateuri tcp://127.0.0.1:49153 > /tmp/lv-out 2>&1" ||
