@@ -246,14 +246,10 @@ EOF
     # QEMU's RAM goes with it (x-ignore-shared off, the -global taken out
     # by the hook there), the area is freed here, and coming back the hook
     # gives the domain a new area the stream fills
-    # Not in make check (KH_GUEST_ENV=KH_LIBVIRT_MIGRATE=1 runs it): alone
-    # it passed (session 28, out/s28-lv4); in that session's make check,
-    # beside the other rigs, the guest made no progress on the destination
-    # for 80 s while libvirt called it running, and was not running when
-    # it came back. Not understood yet.
-    if [ "${KH_LIBVIRT_MIGRATE:-0}" != 1 ]; then
-        kh_log "live migration to a second daemon not run (KH_LIBVIRT_MIGRATE=1 runs it)"
-    elif kh_check "a second libvirt daemon (another host's stand-in) answers" lv2_up; then
+    # (In session 28 the guest once made no progress on the destination
+    # beside make check's other rigs; session 29's runs, two side by side,
+    # passed: a domain that stalls is now described, see stalled().)
+    if kh_check "a second libvirt daemon (another host's stand-in) answers" lv2_up; then
         t=$(date +%s%N)
         kh_check "virsh migrate --live $D there" sh -c "timeout 600 $V migrate --live --timeout 120 $D '$LV2' --migrateuri tcp://127.0.0.1:49152 > /tmp/lv-out 2>&1" ||
             { cat /tmp/lv-out; tail -n 5 /tmp/lv2.log; }
