@@ -12,7 +12,8 @@
 #   KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=2 \
 #     tools/vm-run.sh -k <release> -o out/lvu -t 1800 -v <release>/bzImage -r "$(tools/mkrootfs.sh libvirt)" libvirt/upgrade
 # Stages: 0 (busybox): qemu.conf, the hook, tinyvm in the rootfs. 1
-# (systemd): the domains, the refusals, a rehearsal, the upgrade. 2
+# (systemd): the domains, the refusals, a rehearsal, a failed kexec rolled
+# back, the upgrade. 2
 # (busybox, the new kernel): KRAM adopted. 3 (systemd): the restore and
 # libvirt's view afterwards.
 . /host/lib/ktap.sh
@@ -205,6 +206,15 @@ EOF
     kh_check "  x-ignore-shared off again" caps_off $D
     kh_check "  no record left" sh -c "! ls /var/lib/liveup/libvirt/*.json 2>/dev/null | grep -q ."
     kh_check "  u1 running, its memory checks go on" sh -c "$L vm list | grep -q '^u1 running'" && mem_go_on u1 "$(memchecks u1)"
+    # a failure after the save (the kexec itself, injected): exit 4, the
+    # domain run again through libvirt in this kernel, as after the rehearsal
+    kh_check "an upgrade whose kexec fails rolls back (exit 4)" sh -c "LIVEUP_FAIL=kexec $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > /tmp/lv-out 2>&1; test \$? = 4 && grep -q 'resumed where they were' /tmp/lv-out" || cat /tmp/lv-out
+    n=$(memchecks $D)
+    kh_check "  $D running again through libvirt, no managed save, no record" sh -c "$V domstate $D | grep -qx running && ! $V dominfo $D | grep -q '^Managed save: *yes' && ! ls /var/lib/liveup/libvirt/*.json 2>/dev/null | grep -q ." ||
+        { $V dominfo $D; stalled $D qemu:///system; }
+    kh_check "  its memory checks go on, none failed" mem_go_on $D $n || console $D | tail -n 2
+    kh_check "  x-ignore-shared off again" caps_off $D
+    kh_check "  u1 running again" sh -c "$L vm list | grep -q '^u1 running'"
     echo 2 > "$KH_STAGEFILE"
     sync
     echo "KH-UPGRADE-START 1"
