@@ -39,10 +39,11 @@ stalled() { # NAME URI
     U=$2
     echo "# stalled $1: $(date +%T) domstate: $(v domstate $1 --reason 2>&1)"
     v qemu-monitor-command $1 --hmp 'info status' 2>&1 | sed 's/^/#   /'
-    v qemu-monitor-command $1 --hmp 'info registers' 2>&1 | head -n 8 | sed 's/^/#   /'
+    v qemu-monitor-command $1 --hmp 'info registers' 2>&1 | grep -E 'RAX|RIP|CR0|EFER|^CS|^SS' | sed 's/^/#   /'
     v qemu-monitor-command $1 '{"execute":"query-stats","arguments":{"target":"vcpu","providers":[{"provider":"kvm","names":["exits","halt_exits","irq_injections"]}]}}' 2>&1 | tr -d ' \n' | head -c 600 | sed 's/^/#   /'; echo
     sed 's/^/#   event: /' /tmp/lv-ev /tmp/lv-qmpev 2>/dev/null | tail -n 30
-    tail -n 6 /var/log/libvirt/qemu/$1.log | sed 's/^/#   log: /'
+    grep -iE 'internal error|suberror|extra data|emulation failure|kvm run failed' /var/log/libvirt/qemu/$1.log | tail -n 8 | sed 's/^/#   log: /'
+    tail -n 3 /var/log/libvirt/qemu/$1.log | sed 's/^/#   log: /'
     echo "#   load: $(cat /proc/loadavg); $(top -bn1 | sed -n 3p)"
 }
 # lifecycle and QMP events of every domain, from here to the stage's end
