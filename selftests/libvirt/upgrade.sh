@@ -42,8 +42,11 @@ stalled() { # NAME URI
     v qemu-monitor-command $1 --hmp 'info registers' 2>&1 | grep -E 'RAX|RIP|CR0|EFER|^CS|^SS' | sed 's/^/#   /'
     v qemu-monitor-command $1 '{"execute":"query-stats","arguments":{"target":"vcpu","providers":[{"provider":"kvm","names":["exits","halt_exits","irq_injections"]}]}}' 2>&1 | tr -d ' \n' | head -c 600 | sed 's/^/#   /'; echo
     sed 's/^/#   event: /' /tmp/lv-ev /tmp/lv-qmpev 2>/dev/null | tail -n 30
-    grep -iE 'internal error|suberror|extra data|emulation failure|kvm run failed|entry failed|hardware error' /var/log/libvirt/qemu/$1.log | tail -n 8 | sed 's/^/#   log: /'
-    tail -n 3 /var/log/libvirt/qemu/$1.log | sed 's/^/#   log: /'
+    # the second daemon's logs are in its own mount namespace
+    log=/var/log/libvirt/qemu/$1.log
+    [ "$2" = "$LV2" ] && log=/proc/$(cat /run/lv2/libvirtd.pid)/root$log
+    grep -iE 'internal error|suberror|extra data|emulation failure|kvm run failed|entry failed|hardware error' $log | tail -n 8 | sed 's/^/#   log: /'
+    tail -n 3 $log | sed 's/^/#   log: /'
     echo "#   load: $(cat /proc/loadavg); $(top -bn1 | sed -n 3p)"
 }
 # lifecycle and QMP events of every domain, from here to the stage's end
