@@ -35,12 +35,10 @@ mem_go_on() { kh_wait 60 more_memchecks $1 $2 && no_bad $1 || { stalled $1 "${3:
 # the stage began, the vCPU, QEMU's log, the rig's load
 stalled() { # NAME URI
     [ "$1" = u1 ] && return 0 # liveup's VM, not libvirt's
-    v() { virsh -c "$U" "$@"; }
-    U=$2
-    echo "# stalled $1: $(date +%T) domstate: $(v domstate $1 --reason 2>&1)"
-    v qemu-monitor-command $1 --hmp 'info status' 2>&1 | sed 's/^/#   /'
-    v qemu-monitor-command $1 --hmp 'info registers' 2>&1 | grep -E 'RAX|RIP|CR0|EFER|^CS|^SS' | sed 's/^/#   /'
-    v qemu-monitor-command $1 '{"execute":"query-stats","arguments":{"target":"vcpu","providers":[{"provider":"kvm","names":["exits","halt_exits","irq_injections"]}]}}' 2>&1 | tr -d ' \n' | head -c 600 | sed 's/^/#   /'; echo
+    echo "# stalled $1: $(date +%T) domstate: $(virsh -c "$2" domstate $1 --reason 2>&1)"
+    virsh -c "$2" qemu-monitor-command $1 --hmp 'info status' 2>&1 | sed 's/^/#   /'
+    virsh -c "$2" qemu-monitor-command $1 --hmp 'info registers' 2>&1 | grep -E 'RAX|RIP|CR0|EFER|^CS|^SS' | sed 's/^/#   /'
+    virsh -c "$2" qemu-monitor-command $1 '{"execute":"query-stats","arguments":{"target":"vcpu","providers":[{"provider":"kvm","names":["exits","halt_exits","irq_injections"]}]}}' 2>&1 | tr -d ' \n' | head -c 600 | sed 's/^/#   /'; echo
     sed 's/^/#   event: /' /tmp/lv-ev /tmp/lv-qmpev 2>/dev/null | tail -n 30
     # the second daemon's logs are in its own mount namespace
     log=/var/log/libvirt/qemu/$1.log
@@ -54,6 +52,11 @@ watch_events() {
     $V event --all --loop --timestamp > /tmp/lv-ev 2>&1 &
     $V qemu-monitor-event --loop --timestamp > /tmp/lv-qmpev 2>&1 &
 }
+unsaved() { ! $V dominfo $1 | grep -q '^Managed save: *yes'; }
+no_record() { ! ls /var/lib/liveup/libvirt/*.json 2>/dev/null | grep -q .; }
+running_unsaved() { $V domstate $1 | grep -qx running && unsaved $1; }
+back_here() { running_unsaved $1 && no_record; }
+unsaved_no_record() { unsaved $1 && no_record; }
 uuid() { $V domuuid $1 2>/dev/null | head -n 1; }
 area_of() { echo "lv-$(uuid $1 | tr -d - | cut -c1-28)"; }
 has_area() { $L kram list | grep -q " $1 "; }
@@ -204,17 +207,17 @@ EOF
     # the rehearsal: saved through libvirt, restored in this kernel
     kh_check "liveup upgrade --no-exec (a rehearsal)" sh -c "$L upgrade --no-exec --kernel /host/bzImage --initrd /host/initrd.img > /tmp/lv-out 2>&1" || cat /tmp/lv-out
     n=$(memchecks $D)
-    kh_check "  $D running again, no managed save left" sh -c "$V domstate $D | grep -qx running && ! $V dominfo $D | grep -q '^Managed save: *yes'" ||
+    kh_check "  $D running again, no managed save left" running_unsaved $D ||
         { $V dominfo $D; cat /tmp/lv-out; stalled $D qemu:///system; }
     kh_check "  its memory checks go on, none failed" mem_go_on $D $n || console $D | tail -n 2
     kh_check "  x-ignore-shared off again" caps_off $D
-    kh_check "  no record left" sh -c "! ls /var/lib/liveup/libvirt/*.json 2>/dev/null | grep -q ."
+    kh_check "  no record left" no_record
     kh_check "  u1 running, its memory checks go on" sh -c "$L vm list | grep -q '^u1 running'" && mem_go_on u1 "$(memchecks u1)"
     # a failure after the save (the kexec itself, injected): exit 4, the
     # domain run again through libvirt in this kernel, as after the rehearsal
     kh_check "an upgrade whose kexec fails rolls back (exit 4)" sh -c "LIVEUP_FAIL=kexec $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > /tmp/lv-out 2>&1; test \$? = 4 && grep -q 'resumed where they were' /tmp/lv-out" || cat /tmp/lv-out
     n=$(memchecks $D)
-    kh_check "  $D running again through libvirt, no managed save, no record" sh -c "$V domstate $D | grep -qx running && ! $V dominfo $D | grep -q '^Managed save: *yes' && ! ls /var/lib/liveup/libvirt/*.json 2>/dev/null | grep -q ." ||
+    kh_check "  $D running again through libvirt, no managed save, no record" back_here $D ||
         { $V dominfo $D; stalled $D qemu:///system; }
     kh_check "  its memory checks go on, none failed" mem_go_on $D $n || console $D | tail -n 2
     kh_check "  x-ignore-shared off again" caps_off $D
@@ -252,7 +255,7 @@ EOF
     echo "KH-FIGURE upgrade downtime under systemd, one upgrade: liveup's VM u1 ${du:-none} ms, libvirt domain $D ${d:-none} ms ($(sed -n "s/.*domain $D: running again, downtime [0-9.]* ms (\(.*\))/\1/p" /tmp/lv-restore); both include the rig's busybox stage and systemd's boot)"
     kh_check "  $D running" sh -c "$V domstate $D | grep -qx running" || stalled $D qemu:///system
     kh_check "  its memory checks go on after the upgrade, none failed" mem_go_on $D $n || console $D | tail -n 2
-    kh_check "  no managed save left, no record left" sh -c "! $V dominfo $D | grep -q '^Managed save: *yes' && ! ls /var/lib/liveup/libvirt/*.json 2>/dev/null | grep -q ."
+    kh_check "  no managed save left, no record left" unsaved_no_record $D
     kh_check "  x-ignore-shared off again" caps_off $D
     kh_check "  virsh domstats answers" sh -c "$V domstats $D | grep -q 'state.state=1'"
     kh_check "  virsh console shows its heartbeats" console_shows_beats $D || tail -c 300 /tmp/lv-con
