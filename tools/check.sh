@@ -73,6 +73,13 @@ hrc=$?
 grep -E '^(ok|not ok) ' "$KH_ROOT/out/heartbeat.log" | sed 's/^\(not ok\|ok\) [0-9]* - /\1 - heartbeat: /'
 add_results "heartbeat checks" "$KH_ROOT/out/heartbeat.log" $hrc
 
+# --- what counts as a fault of the rig (a rerun, not a failure) -------------
+echo "== rig-fault naming on synthetic consoles: tools/test-rig-fault.sh"
+"$KH_ROOT/tools/test-rig-fault.sh" > "$KH_ROOT/out/rig-fault.log" 2>&1
+hrc=$?
+grep -E '^(ok|not ok) ' "$KH_ROOT/out/rig-fault.log" | sed 's/^\(not ok\|ok\) [0-9]* - /\1 - rig fault: /'
+add_results "rig-fault checks" "$KH_ROOT/out/rig-fault.log" $hrc
+
 # --- the set-up on a machine unlike this one ---------------------------------
 echo "== setup on a fresh bookworm chroot with old apt lists: tools/test-setup-chroot.sh"
 mkdir -p "$KH_ROOT/out"
@@ -119,7 +126,7 @@ done
 # Debug and release rigs start while the tree's modules are built for one
 # kernel only: each boot takes its modules from a stash
 # (tools/stash-modules.sh).
-plan=$(cd selftests && ls */*.sh | grep -v -e '^lib/' -e '^demo/' -e '^upgrade/' -e '^libvirt/' | sed 's/\.sh$//' | sort)
+plan=$(cd selftests && ls */*.sh | grep -v -e '^lib/' -e '^demo/' -e '^upgrade/' -e '^libvirt/' -e '^diag/' | sed 's/\.sh$//' | sort)
 run="$KH_ROOT/out/check"
 drun="$KH_ROOT/out/check-upgrade-debug"
 drun2="$KH_ROOT/out/check-upgrade-debug2"

@@ -277,63 +277,11 @@ for p in 1 2; do timeout 2 sh -c ": > '$run/hb$p.out'" 2>/dev/null; done
 wait
 set -e
 [ "$rc" = 124 ] && echo "rig: guest timed out after ${timeout}s" | tee -a "$run/console.log"
-# Faults of the rig itself, not of the code under test (each seen in the
-# VM-count rig, two vCPUs on two TCG threads of QEMU 11.1; Documentation/
-# upgrade.rst, Known problems). Marked like a wedge, so kh_rig_once_more
-# runs the rig once more and the report names the first run:
-# - a stale int3: the kernel died with "Oops: int3" although the byte
-#   before the trapping address is no longer 0xcc in its own Code: dump
-#   (text_poke_bp had finished; the vCPU ran a translation made before),
-#   e.g. at sched_clock_tick+0x6 early after a kexec (stop 33's CI);
-# - a triple fault: QEMU reset the machine ("Triple fault" in the reset
-#   log of -d cpu_reset) and, under -no-reboot, exited; the kernel printed
-#   no panic, oops or BUG before it (session 21 and 23: the L1 reset after
-#   the 4-VM restore);
-# - a nested VM reset under its guest (below, at its check).
-# A kernel that asks for a reboot, or panics, is not a rig fault.
-fault=$(/usr/bin/python3 - "$run/console.log" "$run/qemu-reset.log" "$rc" <<'PY'
-import re, sys
-con = open(sys.argv[1], errors="replace").read().splitlines()
-try: reset = open(sys.argv[2], errors="replace").read()
-except OSError: reset = ""
-for i, line in enumerate(con):
-    if "Oops: int3" not in line: continue
-    rip = next((l for l in con[i:i+80] if "RIP: 0010:" in l), "")
-    code = next((l for l in con[i:i+80] if " Code: " in l), "")
-    m = re.search(r"([0-9a-f]{2}) <([0-9a-f]{2})>", code)
-    if m and m.group(1) != "cc":
-        print("stale int3 (the byte before the trap is %s, not cc): %s" % (m.group(1), rip.split("RIP: ")[-1].strip()))
-        sys.exit()
-# an L2 VM whose vCPU the nested rig reset under it: "KVM internal error"
-# (emulation failure) with the vCPU in reset state (CR0=0x10, real mode at
-# CS=f000, IDT limit 0x3ff) yet the guest's own general registers, after
-# every memory check of that VM passed and with no fault or BAD line of
-# its own (sessions 22-24, tinyvm; Documentation/upgrade.rst, Known
-# problems). Lost guest memory shows as BAD first and is never this.
-run = sys.argv[1].rsplit("/", 1)[0]
-for i, line in enumerate(con):
-    m = re.search(r"KH-LOG (\S+) qemu: KVM internal error", line)
-    if not m: continue
-    vm = m.group(1)
-    # only where it failed a check (the diagnosis after a "not ok"), not
-    # where a boot retry already took it in its stride (vms.sh boot_vm)
-    last = next((l for l in reversed(con[:i]) if "KH-RESULT" in l), "")
-    if ": not ok " not in last: continue
-    dump = "\n".join(con[i:i + 40])
-    try: mine = open("%s/%s.console" % (run, vm), errors="replace").read().splitlines()
-    except OSError: mine = [l for l in con if ("KH-LOG %s console:" % vm) in l]
-    checks = [l for l in mine if "VM-MEMCHECK" in l]
-    if ("CR0=00000010" in dump and "IDT=     00000000 000003ff" in dump and "CS =f000" in dump
-            and checks and all(l.rstrip().endswith(" ok") for l in checks)
-            and not any("VM-FAULT" in l or "BAD" in l for l in mine)):
-        print("nested VM %s reset under it (KVM internal error in reset state after %d memory checks, all ok)" % (vm, len(checks)))
-        sys.exit()
-done = any("KH-ALL-DONE" in l for l in con)
-died = any(re.search(r"Kernel panic|Oops|BUG:|\] (general protection|double fault)", l) for l in con)
-if sys.argv[3] == "0" and not done and not died and "Triple fault" in reset:
-    print("triple fault, QEMU reset the machine with nothing on the console")
-PY
-)
+# Faults of the rig itself, not of the code under test (tools/rig-fault.py
+# names each kind and the evidence it needs; Documentation/upgrade.rst,
+# Known problems), marked like a wedge, so kh_rig_once_more runs the rig
+# once more and the report names the first run.
+fault=$(/usr/bin/python3 "$KH_ROOT/tools/rig-fault.py" "$run/console.log" "$run/qemu-reset.log" "$rc" "$kdir/build/System.map")
 if [ -n "$fault" ]; then
     : > "$run/rig-fault"
     echo "rig: fault: $fault" | tee -a "$run/console.log"
