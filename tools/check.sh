@@ -65,24 +65,26 @@ P=$((P + cp)); F=$((F + cf)); S=$((S + ci))
 [ "$cp" -gt 0 ] || fail "cargo test ran no test"
 [ "$cf" = 0 ] || failed+=("cargo test: $cf failed")
 
+# host_test SCRIPT LOG LABEL NAME: a host test script printing KTAP-style
+# lines and "N passed, N failed", its lines shown under LABEL
+host_test() {
+    local rc
+    "$KH_ROOT/tools/$1" > "$KH_ROOT/out/$2" 2>&1
+    rc=$?
+    grep -E '^(ok|not ok) ' "$KH_ROOT/out/$2" | sed "s/^\(not ok\|ok\) [0-9]* - /\1 - $3: /"
+    add_results "$4" "$KH_ROOT/out/$2" $rc
+}
+mkdir -p "$KH_ROOT/out"
 # --- the heartbeat verdicts (downtime and guest clocks) --------------------
 echo "== heartbeat checks on synthetic runs: tools/test-heartbeat.sh"
-mkdir -p "$KH_ROOT/out"
-"$KH_ROOT/tools/test-heartbeat.sh" > "$KH_ROOT/out/heartbeat.log" 2>&1
-hrc=$?
-grep -E '^(ok|not ok) ' "$KH_ROOT/out/heartbeat.log" | sed 's/^\(not ok\|ok\) [0-9]* - /\1 - heartbeat: /'
-add_results "heartbeat checks" "$KH_ROOT/out/heartbeat.log" $hrc
+host_test test-heartbeat.sh heartbeat.log heartbeat "heartbeat checks"
 
 # --- what counts as a fault of the rig (a rerun, not a failure) -------------
 echo "== rig-fault naming on synthetic consoles: tools/test-rig-fault.sh"
-"$KH_ROOT/tools/test-rig-fault.sh" > "$KH_ROOT/out/rig-fault.log" 2>&1
-hrc=$?
-grep -E '^(ok|not ok) ' "$KH_ROOT/out/rig-fault.log" | sed 's/^\(not ok\|ok\) [0-9]* - /\1 - rig fault: /'
-add_results "rig-fault checks" "$KH_ROOT/out/rig-fault.log" $hrc
+host_test test-rig-fault.sh rig-fault.log "rig fault" "rig-fault checks"
 
 # --- the set-up on a machine unlike this one ---------------------------------
 echo "== setup on a fresh bookworm chroot with old apt lists: tools/test-setup-chroot.sh"
-mkdir -p "$KH_ROOT/out"
 "$KH_ROOT/tools/test-setup-chroot.sh" > "$KH_ROOT/out/setup-chroot.log" 2> "$KH_ROOT/out/setup-chroot.err"
 src=$?
 grep -E '^(ok|not ok) ' "$KH_ROOT/out/setup-chroot.log" | sed 's/^\(not ok\|ok\) [0-9]* /\1 - setup chroot: /'

@@ -109,10 +109,7 @@ def reset_under_guest(con, run):
 
 
 def host_state_in_guest(con, system_map):
-    rng = svm_run_range(system_map)
-    if not rng:
-        return None
-    start, end = rng
+    rng = None  # System.map is read only once a candidate is found
     for i, line in enumerate(con):
         # a nested VM's registers (QEMU's), never the rig's own (rig: ...)
         if line.startswith("rig:"):
@@ -126,6 +123,10 @@ def host_state_in_guest(con, system_map):
         rip = int(m.group(1), 16)
         if rip < KERNEL_TEXT:
             continue
+        rng = rng or svm_run_range(system_map)
+        if not rng:
+            return None
+        start, end = rng
         off = (rip - start) % KASLR_ALIGN
         if off < end - start:
             cr3 = re.search(r"\bCR3=([0-9a-f]+)", "\n".join(con[i:i + 16]))

@@ -58,7 +58,7 @@ while [ $(date +%s) -lt $end ]; do
     fi
     st=$(hmp 'info status' | grep -o 'VM status: .*')
     rip=$(hmp 'info registers' | grep -o 'RIP=[0-9a-f]*')
-    r=$((0x${rip#RIP=}))
+    r=0; [ -n "${rip#RIP=}" ] && r=$((0x${rip#RIP=}))
     if [ "$(cat $I/tracing_on)" = 0 ] || { [ $r -ge $lo ] && [ $r -lt $hi ]; }; then caught=$n; break; fi
     hmp cont > /dev/null
     [ $((n % 10)) = 0 ] && kh_log "$n pauses, $st, memory checks $(checks)"
