@@ -12,6 +12,7 @@ export CARGO_INCREMENTAL=0
 P=0 F=0 S=0
 pass() { P=$((P + 1)); echo "ok - $*"; }
 failed=()
+failed_rigs=()
 fail() { F=$((F + 1)); failed+=("$*"); echo "not ok - $*"; }
 # add_results NAME LOG RC: fold a sub-test's last "N passed, N failed" line
 # into the totals; none (or nothing run), or a non-zero exit with no failure
@@ -29,13 +30,24 @@ add_counts() {
     local p f s
     if read -r p f s < "$2/counts" 2>/dev/null; then
         P=$((P + p)); F=$((F + f)); S=$((S + s))
-        [ "$f" = 0 ] || failed+=("$1: $f failed (${2#"$KH_ROOT"/}/console.log)")
+        [ "$f" = 0 ] || { failed+=("$1: $f failed (${2#"$KH_ROOT"/}/console.log)"); failed_rigs+=("$2"); }
     else
         fail "$1: no counts (${2#"$KH_ROOT"/}/console.log)"
     fi
 }
+# first_failure RUN: a failed rig's first failed check with what the test
+# printed after it, and the rig's own lines (its exit, a fault, a panic),
+# cut short: CI shows only the tail of make check's output.
+first_failure() {
+    local con=$1/console.log
+    echo "first failure in ${1#"$KH_ROOT"/}:"
+    awk 'n && (/KH-RESULT/ || n > 14) { exit } /KH-RESULT .*: not ok/ { n = 1 } n { print; n++ }' "$con" | sed 's/^\[ *[0-9.]*\] //' | cut -c1-220 | sed 's/^/    /'
+    grep -a -m4 -E '^rig: |Kernel panic|Oops:|BUG: ' "$con" | cut -c1-220 | sed 's/^/    /'
+}
 # The closing lines: the failed steps by name, then the counts.
 summary() {
+    local r
+    for r in "${failed_rigs[@]}"; do first_failure "$r"; done
     [ ${#failed[@]} -eq 0 ] || { echo "failed steps:"; printf '  - %s\n' "${failed[@]}"; }
     echo "$P passed, $F failed, $S skipped"
 }

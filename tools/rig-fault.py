@@ -30,13 +30,23 @@ QEMU 11.1 (Documentation/upgrade.rst, Known problems):
   during a migration) after which the exit reports RIP, RAX and CR3 of
   the rig kernel (session 30). The guest's state is lost there, before
   any save; the VM stops at its next exit;
+- a maskable interrupt taken with IF clear: the rig kernel died, and its
+  trace shows a hardware interrupt's entry (asm_sysvec_* or
+  asm_common_interrupt) whose interrupted frame has EFLAGS.IF = 0, e.g.
+  the APIC timer at asm_exc_page_fault+0x0 with EFLAGS 00010006 (the
+  page fault's interrupt gate had just cleared IF), after which the
+  handler ran on the user's GS and the kernel died on the stack guard
+  page (session 31, before any upgrade). No CPU delivers a maskable
+  interrupt with IF clear, and no code of the kernel's can make one do
+  so;
 - a triple fault: QEMU reset the machine ("Triple fault" in the reset log
   of -d cpu_reset) and, under -no-reboot, exited; the kernel printed no
   panic, oops or BUG before it (sessions 21 and 23: the L1 reset after the
   4-VM restore).
 
 Each counts only where it made a check fail (the diagnosis after a
-"not ok"). A kernel that asks for a reboot, or panics, is not a rig fault.
+"not ok") or ended the run early. A kernel that asks for a reboot, or
+panics, is not a rig fault unless its trace shows the CPU's own fault.
 """
 import re
 import sys
@@ -136,6 +146,26 @@ def host_state_in_guest(con, system_map):
     return None
 
 
+def interrupt_with_if_clear(con):
+    if any("KH-ALL-DONE" in l for l in con):
+        return None
+    if not any(re.search(r"Kernel panic|Oops", l) for l in con):
+        return None
+    for i, line in enumerate(con):
+        entry = re.search(r"\s(asm_sysvec_\w+|asm_common_interrupt)\+", line)
+        if not entry:
+            continue
+        # the interrupted frame: its RIP line next, its EFLAGS two lines on
+        rip = con[i + 1] if i + 1 < len(con) else ""
+        if "RIP: " not in rip:
+            continue
+        fl = next((re.search(r"EFLAGS: ([0-9a-f]{8})", l) for l in con[i + 2:i + 5] if "EFLAGS: " in l), None)
+        if fl and not int(fl.group(1), 16) & 0x200:
+            return ("a maskable interrupt taken with IF clear (%s at %s, EFLAGS %s): "
+                    "the emulated CPU" % (entry.group(1), rip.split("RIP: ")[-1].strip(), fl.group(1)))
+    return None
+
+
 def triple_fault(con, reset, rc):
     done = any("KH-ALL-DONE" in l for l in con)
     died = any(re.search(r"Kernel panic|Oops|BUG:|\] (general protection|double fault)", l) for l in con)
@@ -153,7 +183,8 @@ def main(argv):
     reset = "\n".join(read_lines(reset_log))
     run = console.rsplit("/", 1)[0]
     fault = (stale_int3(con) or reset_under_guest(con, run)
-             or host_state_in_guest(con, system_map) or triple_fault(con, reset, rc))
+             or host_state_in_guest(con, system_map) or interrupt_with_if_clear(con)
+             or triple_fault(con, reset, rc))
     if fault:
         print(fault)
     return 0

@@ -60,6 +60,27 @@ run "(control: an int3 after an int3 byte names nothing)" "" "$(int3 cc)"
 run "a triple fault with nothing on the console is named" "triple fault" "[  1.000] KH-TEST-START x" "Triple fault"
 run "(control: a panic before the triple fault names nothing)" "" \
     "$(printf '%s\n' '[  1.000] KH-TEST-START x' '[  2.000] Kernel panic - not syncing: x')" "Triple fault"
+# the rig kernel's trace of a timer interrupt taken at the first
+# instruction of the page fault's handler (session 31, out/s31-a)
+irq() { # INTERRUPTED-EFLAGS [LAST-LINE]
+    printf '%s\n' "[ 41.674] KH-RESULT libvirt/upgrade: ok u1 boots" \
+        "[ 43.658] [ 42.66] BUG: ENTRY_TRAMPOLINE stack guard page was hit at fffffe596e4e1ff8" \
+        "[ 43.659] [ 42.67] Oops: stack guard page: 0000 [#1] SMP NOPTI" \
+        "[ 43.690] [ 42.70] RIP: 0010:irqentry_enter+0x78/0xc0" \
+        "[ 43.691] [ 42.70] RSP: 0000:fffffe596e4e2f08 EFLAGS: 00010046" \
+        "[ 43.692] [ 42.70]  sysvec_apic_timer_interrupt+0xe/0x80" \
+        "[ 43.692] [ 42.70]  asm_sysvec_apic_timer_interrupt+0x1a/0x20" \
+        "[ 43.692] [ 42.70] RIP: 0010:asm_exc_page_fault+0x0/0x30" \
+        "[ 43.692] [ 42.70] Code: 74 24 28 66 90 <f3> 0f 1e fa" \
+        "[ 43.693] [ 42.70] RSP: 0000:fffffe596e4e2fd0 EFLAGS: $1" \
+        "[ 43.700] [ 42.71] Kernel panic - not syncing: Fatal exception in interrupt" ${2:+"$2"}
+}
+run "a maskable interrupt taken with IF clear is named" \
+    "a maskable interrupt taken with IF clear (asm_sysvec_apic_timer_interrupt at 0010:asm_exc_page_fault+0x0/0x30, EFLAGS 00010006)" \
+    "$(irq 00010006)"
+run "(control: the same trace with IF set names nothing)" "" "$(irq 00010206)"
+run "(control: a run that finished names nothing)" "" "$(irq 00010006 '[ 50.000] KH-ALL-DONE')"
+run "(control: the trace without a panic or oops names nothing)" "" "$(irq 00010006 | grep -v -e Oops -e 'Kernel panic')"
 MAP=/nonexistent run "(control: a missing System.map names nothing, and no error)" "" "$(stall 'not ok   lv1 running' ffffffff81f11a1c)" "" 0
 echo "$p passed, $f failed"
 [ "$f" = 0 ]
