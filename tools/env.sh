@@ -91,20 +91,28 @@ KH_LINUX_RIG_ENV=(KH_L0_QEMU=trixie KH_TCG_THREAD=multi KH_RIG_SMP=${KH_LINUX_RI
 # (tools/fetch-qemu-source.sh, tools/build-qemu.sh).
 KH_QEMU_SRC_VERSION=${KH_QEMU_SRC_VERSION:-1:11.1.3+ds-2~bpo13+1}
 
-# A rig fault (the rig's own kernel wedged, a stale int3, a triple fault
-# or a nested VM reset under its guest: tools/vm-run.sh writes
-# DIR/rig-fault; Documentation/upgrade.rst, Known problems) runs that rig
-# once more: JOB is a shell function that runs the rig into DIR with its
-# output in LOG. The rerun must pass on its own; the first run stays in
-# DIR.first and DIR.rerun names it for the report (kh_rig_rerun_note),
-# never hidden. A failed check is no rig fault and is not rerun.
+# A rig fault (the rig's own kernel wedged, a stale int3, a triple fault,
+# a nested VM reset under its guest or run on the rig's state, an
+# interrupt taken with IF clear: tools/vm-run.sh writes DIR/rig-fault;
+# Documentation/upgrade.rst, Known problems) runs that rig again, up to
+# KH_RIG_RUNS runs in all (3: session 31 saw faults in two of three
+# libvirt rigs run side by side, so one rerun was not enough for CI): JOB
+# is a shell function that runs the rig into DIR with its output in LOG.
+# The last run must pass on its own; each faulted run stays in DIR.first,
+# DIR.second, ... and DIR.rerun names them for the report
+# (kh_rig_rerun_note), never hidden. A failed check is no rig fault and is
+# not rerun.
 kh_rig_once_more() { # DIR LOG JOB
-    local dir=$1 log=$2 job=$3
-    rm -f "$dir.rerun" "$dir/rig-fault"
+    local dir=$1 log=$2 job=$3 n=1 kept
+    local names=(first second third fourth fifth)
+    rm -rf "$dir.rerun" "$dir/rig-fault" "${names[@]/#/$dir.}"
     "$job"
-    [ -e "$dir/rig-fault" ] || return 0
-    rm -rf "$dir.first"; mv "$dir" "$dir.first"; mv "$log" "${log%.log}.first.log"
-    echo "# $(basename "$dir"): rerun after a rig fault; the first run: $(grep -a -m1 '^rig: \(wedged\|fault\)' "$dir.first/console.log" || echo wedged), its last result: $(grep -a 'KH-RESULT' "$dir.first/console.log" | tail -n1 | sed 's/^\[ *[0-9.]*\] //') (out/$(basename "$dir").first)" > "$dir.rerun"
-    "$job"
+    while [ -e "$dir/rig-fault" ] && [ "$n" -lt "${KH_RIG_RUNS:-3}" ] && [ "$n" -le ${#names[@]} ]; do
+        kept=$dir.${names[n - 1]}
+        rm -rf "$kept"; mv "$dir" "$kept"; mv "$log" "${log%.log}.${names[n - 1]}.log"
+        echo "# $(basename "$dir"): rerun after a rig fault; the ${names[n - 1]} run: $(grep -a -m1 '^rig: \(wedged\|fault\)' "$kept/console.log" || echo wedged), its last result: $(grep -a 'KH-RESULT' "$kept/console.log" | tail -n1 | sed 's/^\[ *[0-9.]*\] //') (out/$(basename "$kept"))" >> "$dir.rerun"
+        n=$((n + 1))
+        "$job"
+    done
 }
 kh_rig_rerun_note() { [ ! -e "$1.rerun" ] || cat "$1.rerun"; }

@@ -5,7 +5,7 @@ rig run; print one line naming it, or nothing.
 Usage: tools/rig-fault.py CONSOLE-LOG RESET-LOG QEMU-RC SYSTEM-MAP
 
 tools/vm-run.sh marks a run so named like a wedge, and kh_rig_once_more
-(tools/env.sh) runs that rig once more, the first run kept and named in
+(tools/env.sh) runs that rig again (up to KH_RIG_RUNS runs), each faulted run kept and named in
 the report. Each kind was seen in rigs of two vCPUs on two TCG threads of
 QEMU 11.1 (Documentation/upgrade.rst, Known problems):
 

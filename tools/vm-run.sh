@@ -280,7 +280,7 @@ set -e
 # Faults of the rig itself, not of the code under test (tools/rig-fault.py
 # names each kind and the evidence it needs; Documentation/upgrade.rst,
 # Known problems), marked like a wedge, so kh_rig_once_more runs the rig
-# once more and the report names the first run.
+# again (up to KH_RIG_RUNS runs) and the report names each faulted run.
 fault=$(/usr/bin/python3 "$KH_ROOT/tools/rig-fault.py" "$run/console.log" "$run/qemu-reset.log" "$rc" "$kdir/build/System.map")
 if [ -n "$fault" ]; then
     : > "$run/rig-fault"

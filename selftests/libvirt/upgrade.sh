@@ -34,7 +34,11 @@ mem_go_on() { kh_wait 60 more_memchecks $1 $2 && no_bad $1 || { stalled $1 "${3:
 # libvirt's state and reason, QEMU's, the lifecycle and QMP events since
 # the stage began, the vCPU, QEMU's log, the rig's load
 stalled() { # NAME URI
-    [ "$1" = u1 ] && return 0 # liveup's VM, not libvirt's
+    if [ "$1" = u1 ]; then # liveup's VM, not libvirt's: its QMP status through liveup
+        echo "# stalled u1: $(date +%T) $($L vm list 2>&1 | grep '^u1 ')"
+        console u1 | tail -n 3 | sed 's/^/#   /'
+        return 0
+    fi
     echo "# stalled $1: $(date +%T) domstate: $(virsh -c "$2" domstate $1 --reason 2>&1)"
     virsh -c "$2" qemu-monitor-command $1 --hmp 'info status' 2>&1 | sed 's/^/#   /'
     virsh -c "$2" qemu-monitor-command $1 --hmp 'info registers' 2>&1 | grep -E 'RAX|RIP|CR0|EFER|^CS|^SS' | sed 's/^/#   /'
