@@ -40,8 +40,19 @@ add_counts() {
 # cut short: CI shows only the tail of make check's output.
 first_failure() {
     local con=$1/console.log
+    if [ ! -e "$con" ]; then # a sum of rigs (check-upgrade.sh): their reports
+        echo "failures in ${1#"$KH_ROOT"/}: ${1%-sum}*.log, out/check-upgrade.log:" | sed "s|$KH_ROOT/||"
+        cat "${1%-sum}"*.log "$KH_ROOT/out/check-upgrade.log" 2>/dev/null | grep -a '^not ok' | sort -u | head -n 6 | cut -c1-220 | sed 's/^/    /'
+        return 0
+    fi
     echo "first failure in ${1#"$KH_ROOT"/}:"
-    awk 'n && (/KH-RESULT/ || n > 14) { exit } /KH-RESULT .*: not ok/ { n = 1 } n { print; n++ }' "$con" | sed 's/^\[ *[0-9.]*\] //' | cut -c1-220 | sed 's/^/    /'
+    # what the failed check's own command printed before it (up to 12
+    # lines), the check, and what the test printed after it (up to 14)
+    awk 'n && (/KH-RESULT/ || n > 14) { exit }
+         /KH-RESULT .*: not ok/ { for (i = 0; i < b; i++) print buf[i]; n = 1 }
+         n { print; n++; next }
+         /KH-RESULT/ { b = 0; next }
+         b < 12 { buf[b++] = $0 }' "$con" | sed 's/^\[ *[0-9.]*\] //' | cut -c1-220 | sed 's/^/    /'
     grep -a -m4 -E '^rig: |Kernel panic|Oops:|BUG: ' "$con" | cut -c1-220 | sed 's/^/    /'
 }
 # The closing lines: the failed steps by name, then the counts.

@@ -5,6 +5,8 @@
 #   heartbeat.pl check RUN   "ok|..." / "not ok|..." per liveup report and
 #                            VM: the downtime liveup reported against the
 #                            VM's heartbeat gap around it (within 10% + 0.1 s;
+#                            a longer gap the guest partly ran by its own
+#                            monotonic clock is held to the time it was stopped;
 #                            KH_HB_TOLERANCE for another fraction)
 #                            and, for VMs whose beats carry the guest's
 #                            clocks (tools/guest/hb.c), that its monotonic
@@ -141,10 +143,29 @@ if ($mode eq "check") {
                 next;
             }
             my $g = $best->[1] - $best->[0];
-            my $ok = abs($g - $d) <= $tol * $d + 0.1;
-            printf "%s|downtime %d: %s heartbeat gap %.2f s vs liveup %.2f s (%+.1f%%)%s\n",
-                $ok ? "ok" : "not ok", $k, $n, $g, $d, 100 * ($g - $d) / $d, $ok ? "" : sprintf(" # more than %g%% apart", 100 * $tol);
             my ($b0, $b1) = (beat_at($n, $best->[0]), beat_at($n, $best->[1]));
+            my $ok = abs($g - $d) <= $tol * $d + 0.1;
+            # A gap longer than reported, in which the guest's own
+            # monotonic clock moved: the guest ran for that long without
+            # beating (its vCPU slow to get the rig's CPU; session 31's
+            # make check: a 7.84 s gap against 6.85 s reported, 1.22 s of
+            # it run by the guest's clock, as in its stalls of 1.1-1.2 s
+            # with no upgrade under way). Held to the time it was stopped
+            # by its own clock, gap minus that, within the same bound; the
+            # line says so. A guest stopped longer than reported still
+            # fails, and a shorter gap is judged as it is.
+            my $ran = "";
+            if (!$ok && $g > $d && $b0 && $b1) {
+                my $mono = ($b1->[1] - $b0->[1]) / 1000;
+                my $stopped = $g - $mono;
+                if ($mono > 0.1 && abs($stopped - $d) <= $tol * $d + 0.1) {
+                    $ok = 1;
+                    $ran = sprintf(", of which the guest ran %.2f s by its monotonic clock: stopped %.2f s (%+.1f%%)",
+                        $mono, $stopped, 100 * ($stopped - $d) / $d);
+                }
+            }
+            printf "%s|downtime %d: %s heartbeat gap %.2f s vs liveup %.2f s (%+.1f%%)%s%s\n",
+                $ok ? "ok" : "not ok", $k, $n, $g, $d, 100 * ($g - $d) / $d, $ran, $ok ? "" : sprintf(" # more than %g%% apart", 100 * $tol);
             # For the wall clock: of the beats stamped 5 to 35 s after the
             # resume, the least delayed one. A delay on the serial path
             # (lines queued while the rig is busy, then delivered in a

@@ -63,9 +63,12 @@ def read_lines(path):
 
 
 def after_failure(con, i):
-    """The last check before line i failed."""
+    """Line i belongs to a failed check: the last check before it failed
+    (what a test prints after a "not ok"), or the next one after it does
+    (what a check's own command printed before failing)."""
     last = next((l for l in reversed(con[:i]) if "KH-RESULT" in l), "")
-    return ": not ok " in last
+    following = next((l for l in con[i + 1:] if "KH-RESULT" in l), "")
+    return ": not ok " in last or ": not ok " in following
 
 
 def svm_run_range(system_map):

@@ -51,6 +51,15 @@ BEATS='if ($i==1000) {$s+=8.7} if ($i==1100) {$r+=8700}' \
     run "a gap 13% shorter than reported fails at 10%" "not ok|downtime 1: vm1 heartbeat gap 8.72 s vs liveup 10.00 s (-12.8%) # more than 10% apart"
 BEATS='if ($i==1000) {$s+=8.7} if ($i==1100) {$r+=8700}' KH_HB_TOLERANCE=0.15 \
     run "  and passes at KH_HB_TOLERANCE=0.15" "ok|downtime 1: vm1 heartbeat gap 8.72"
+# a gap 14% longer than reported, the guest's monotonic clock moving
+# 1.2 s of it (it ran, slow to beat): held to the 10.2 s it was stopped
+BEATS='if ($i==1000) {$s+=11.4; $m+=1200} if ($i==1100) {$r+=11400}' \
+    run "a gap longer than reported that the guest partly ran passes, saying so" \
+    "ok|downtime 1: vm1 heartbeat gap 11.42 s vs liveup 10.00 s (+14.2%), of which the guest ran 1.22 s by its monotonic clock: stopped 10.20 s (+2.0%)"
+BEATS='if ($i==1000) {$s+=11.4} if ($i==1100) {$r+=11400}' \
+    run "(control: the same gap with the guest's clock stopped fails)" "not ok|downtime 1: vm1 heartbeat gap 11.42 s vs liveup 10.00 s (+14.2%) # more than 10% apart"
+BEATS='if ($i==1000) {$s+=13; $m+=1200} if ($i==1100) {$r+=13000}' \
+    run "(control: stopped 11.8 s by its own clock against 10 s reported fails)" "not ok|downtime 1: vm1 heartbeat gap 13.02 s vs liveup 10.00 s (+30.2%) # more than 10% apart"
 BEATS='if ($i==1000) {$s+=10; $m+=60000} if ($i==1100) {$r+=10000}' \
     run "a monotonic clock that jumps past the pause fails" "not ok|clock 1: vm1 monotonic clock moved 60.02"
 BEATS='if ($i==1000) {$s+=25} if ($i==1100) {$r+=25000}' \

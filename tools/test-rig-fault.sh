@@ -40,6 +40,11 @@ run "the instruction after VMRUN, at the System.map's base, is named" \
 run "the same at a KASLR base 0xd400000 on (after a kexec), with its CR3" \
     "__svm_vcpu_run+0x9c, the instruction after VMRUN, CR3 11f92c000)" \
     "$(stall 'not ok   lv1 running' ffffffff8f311a1c)"
+run "the same printed by the failing check's own command, before its not ok" \
+    "__svm_vcpu_run+0x9c" \
+    "$(printf '%s\n' '[  186.000] KH-RESULT libvirt/upgrade: ok   x'; stall 'not ok   u1 running' ffffffff81f11a1c | sed -n '2,$p'; stall 'not ok   u1 running' 0 | head -n 1)"
+run "(control: the same before an ok names nothing)" "" \
+    "$(printf '%s\n' '[  186.000] KH-RESULT libvirt/upgrade: ok   x'; stall 'ok   u1 running' ffffffff81f11a1c | sed -n '2,$p'; stall 'ok   u1 running' 0 | head -n 1)"
 run "(control: a guest RIP elsewhere names nothing)" "" \
     "$(stall 'not ok   lv1 running' ffffffff8f411a1c)"
 run "(control: the base off the 2 MiB step names nothing)" "" \

@@ -22,6 +22,7 @@ D=lv1
 V="virsh -c qemu:///system"
 K=/var/lib/kh
 L=/host/bin/liveup
+U1_HMP=4444 # u1's QEMU monitor (stalled())
 console() { cat $K/$1.console 2>/dev/null; }
 memchecks() { console $1 | grep -c "VM-MEMCHECK $1 .* ok"; }
 more_memchecks() { [ "$(memchecks $1)" -gt "$2" ]; }
@@ -30,12 +31,19 @@ no_bad() { ! grep -q "VM-MEMCHECK $1 .* BAD" $K/$1.console; }
 # The console files are appended to across restarts and migrations, so N
 # is counted once the event is over: a check past N ran after it.
 mem_go_on() { kh_wait 60 more_memchecks $1 $2 && no_bad $1 || { stalled $1 "${3:-qemu:///system}"; return 1; }; }
+# liveup's VM u1 running, more memory checks from now within 60 s, none failed
+u1_goes_on() { $L vm list | grep -q '^u1 running' || { stalled u1; return 1; }; mem_go_on u1 "$(memchecks u1)"; }
 # What a domain that made no progress looks like (issue 21's stalls):
 # libvirt's state and reason, QEMU's, the lifecycle and QMP events since
 # the stage began, the vCPU, QEMU's log, the rig's load
 stalled() { # NAME URI
     if [ "$1" = u1 ]; then # liveup's VM, not libvirt's: its QMP status through liveup
         echo "# stalled u1: $(date +%T) $($L vm list 2>&1 | grep '^u1 ')"
+        # its QEMU's human monitor (-monitor tcp:...:$U1_HMP): busybox nc
+        # has no unix sockets, and -daemonize sent QEMU's own report of an
+        # internal error to /dev/null
+        { echo 'info registers'; sleep 2; } | timeout 5 nc 127.0.0.1 $U1_HMP 2>&1 | tr -d '\r' |
+            grep -E 'RAX|RIP|CR0|EFER|^CS|^SS' | sed 's/^/#   /'
         console u1 | tail -n 3 | sed 's/^/#   /'
         return 0
     fi
@@ -199,7 +207,8 @@ EOF
     # beside it, a VM liveup launched (tinyvm): one upgrade for both
     kh_check "u1 (tinyvm) started by liveup vm start beside it" $L vm start --name u1 --mem 32M --root / -- \
         -machine q35,accel=kvm -cpu qemu64 -smp 1 -nodefaults -display none -kernel $K/tinyvm.elf -append vmname=u1 \
-        -chardev file,id=hb,path=$K/u1.hb -serial chardev:hb -chardev file,id=con,path=$K/u1.console,append=on -serial chardev:con
+        -chardev file,id=hb,path=$K/u1.hb -serial chardev:hb -chardev file,id=con,path=$K/u1.console,append=on -serial chardev:con \
+        -monitor tcp:127.0.0.1:$U1_HMP,server=on,wait=off
     kh_check "u1 boots and checks its memory" kh_wait 120 more_memchecks u1 0
     # a domain whose RAM is libvirt's own (anonymous) memory: refused, by
     # name and reason, before anything is paused
@@ -216,7 +225,7 @@ EOF
     kh_check "  its memory checks go on, none failed" mem_go_on $D $n || console $D | tail -n 2
     kh_check "  x-ignore-shared off again" caps_off $D
     kh_check "  no record left" no_record
-    kh_check "  u1 running, its memory checks go on" sh -c "$L vm list | grep -q '^u1 running'" && mem_go_on u1 "$(memchecks u1)"
+    kh_check "  u1 running, its memory checks go on" u1_goes_on
     # a failure after the save (the kexec itself, injected): exit 4, the
     # domain run again through libvirt in this kernel, as after the rehearsal
     kh_check "an upgrade whose kexec fails rolls back (exit 4)" sh -c "LIVEUP_FAIL=kexec $L upgrade --kernel /host/bzImage --initrd /host/initrd.img > /tmp/lv-out 2>&1; test \$? = 4 && grep -q 'resumed where they were' /tmp/lv-out" || cat /tmp/lv-out
@@ -225,7 +234,7 @@ EOF
         { $V dominfo $D; stalled $D qemu:///system; }
     kh_check "  its memory checks go on, none failed" mem_go_on $D $n || console $D | tail -n 2
     kh_check "  x-ignore-shared off again" caps_off $D
-    kh_check "  u1 running again" sh -c "$L vm list | grep -q '^u1 running'"
+    kh_check "  u1 running again" sh -c "$L vm list | grep -q '^u1 running'" || stalled u1
     echo 2 > "$KH_STAGEFILE"
     sync
     echo "KH-UPGRADE-START 1"
@@ -245,7 +254,7 @@ EOF
     kh_check "/dev/kvm for the kvm group, as udev makes it" kvm_node
     watch_events
     kh_check "$D: libvirt knows it as saved (shut off, managed save)" sh -c "$V domstate $D | grep -qx 'shut off' && $V dominfo $D | grep -q '^Managed save: *yes'"
-    kh_check "liveup restore brings u1 back" sh -c "$L restore > /tmp/lv-out 2>&1" || cat /tmp/lv-out
+    kh_check "liveup restore brings u1 back" sh -c "$L restore > /tmp/lv-out 2>&1" || { cat /tmp/lv-out; stalled u1; }
     nu=$(memchecks u1)
     sed 's/^/KH-LOG restore: /' /tmp/lv-out
     du=$(sed -n 's/.*downtime (first stop to last resume) *\([0-9.]*\) ms.*/\1/p' /tmp/lv-out)
