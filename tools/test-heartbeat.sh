@@ -58,6 +58,8 @@ BEATS='if ($i==1000) {$s+=11.4; $m+=1200} if ($i==1100) {$r+=11400}' \
     "ok|downtime 1: vm1 heartbeat gap 11.42 s vs liveup 10.00 s (+14.2%), of which the guest ran 1.22 s by its monotonic clock: stopped 10.20 s (+2.0%)"
 BEATS='if ($i==1000) {$s+=11.4} if ($i==1100) {$r+=11400}' \
     run "(control: the same gap with the guest's clock stopped fails)" "not ok|downtime 1: vm1 heartbeat gap 11.42 s vs liveup 10.00 s (+14.2%) # more than 10% apart"
+BEATS='if ($i==1000) {$s+=15; $m+=5000} if ($i==1100) {$r+=15000}' \
+    run "(control: a guest that ran 5 s of its gap without beating fails)" "not ok|downtime 1: vm1 heartbeat gap 15.02 s vs liveup 10.00 s (+50.2%) # more than 10% apart"
 BEATS='if ($i==1000) {$s+=13; $m+=1200} if ($i==1100) {$r+=13000}' \
     run "(control: stopped 11.8 s by its own clock against 10 s reported fails)" "not ok|downtime 1: vm1 heartbeat gap 13.02 s vs liveup 10.00 s (+30.2%) # more than 10% apart"
 BEATS='if ($i==1000) {$s+=10; $m+=60000} if ($i==1100) {$r+=10000}' \
