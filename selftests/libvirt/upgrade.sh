@@ -210,6 +210,8 @@ EOF
         -chardev file,id=hb,path=$K/u1.hb -serial chardev:hb -chardev file,id=con,path=$K/u1.console,append=on -serial chardev:con \
         -monitor tcp:127.0.0.1:$U1_HMP,server=on,wait=off
     kh_check "u1 boots and checks its memory" kh_wait 120 more_memchecks u1 0
+    kh_check "  its QEMU's monitor answers (what stalled() reads)" sh -c \
+        "{ echo 'info status'; sleep 1; } | timeout 5 nc 127.0.0.1 $U1_HMP | grep -q 'VM status: running'"
     # a domain whose RAM is libvirt's own (anonymous) memory: refused, by
     # name and reason, before anything is paused
     kh_check "lv2 (tinyvm) started without memoryBacking" define_start lv2 "" tiny
