@@ -32,7 +32,7 @@ add_counts() {
         P=$((P + p)); F=$((F + f)); S=$((S + s))
         [ "$f" = 0 ] || { failed+=("$1: $f failed (${2#"$KH_ROOT"/}/console.log)"); failed_rigs+=("$2"); }
     else
-        fail "$1: no counts (${2#"$KH_ROOT"/}/console.log)"
+        fail "$1: no counts (${2#"$KH_ROOT"/}/console.log)"; failed_rigs+=("$2")
     fi
 }
 # first_failure RUN: a failed rig's first failed check with what the test
@@ -40,19 +40,21 @@ add_counts() {
 # cut short: CI shows only the tail of make check's output.
 first_failure() {
     local con=$1/console.log
-    if [ ! -e "$con" ]; then # a sum of rigs (check-upgrade.sh): their reports
-        echo "failures in ${1#"$KH_ROOT"/}: ${1%-sum}*.log, out/check-upgrade.log:" | sed "s|$KH_ROOT/||"
-        cat "${1%-sum}"*.log "$KH_ROOT/out/check-upgrade.log" 2>/dev/null | grep -a '^not ok' | sort -u | head -n 6 | cut -c1-220 | sed 's/^/    /'
+    if [ ! -e "$con" ]; then # a sum of rigs (check-upgrade.sh): its report
+        local rep=$KH_ROOT/out/check-upgrade.log
+        [ "${1##*/}" = check-upgrade-linux-sum ] && rep=$KH_ROOT/out/check-upgrade-linux-part.log
+        echo "failures in ${rep#"$KH_ROOT"/}:"
+        grep -a '^not ok' "$rep" 2>/dev/null | awk '!s[$0]++' | head -n 6 | cut -c1-220 | sed 's/^/    /'
         return 0
     fi
     echo "first failure in ${1#"$KH_ROOT"/}:"
     # what the failed check's own command printed before it (up to 12
     # lines), the check, and what the test printed after it (up to 14)
-    awk 'n && (/KH-RESULT/ || n > 14) { exit }
-         /KH-RESULT .*: not ok/ { for (i = 0; i < b; i++) print buf[i]; n = 1 }
+    awk 'n && (/KH-RESULT/ || n > 15) { exit }
+         /KH-RESULT .*: not ok/ { for (i = (b > 12 ? b - 12 : 0); i < b; i++) print buf[i % 12]; n = 1 }
          n { print; n++; next }
          /KH-RESULT/ { b = 0; next }
-         b < 12 { buf[b++] = $0 }' "$con" | sed 's/^\[ *[0-9.]*\] //' | cut -c1-220 | sed 's/^/    /'
+         { buf[b++ % 12] = $0 }' "$con" | sed 's/^\[ *[0-9.]*\] //' | cut -c1-220 | sed 's/^/    /'
     grep -a -m4 -E '^rig: |Kernel panic|Oops:|BUG: ' "$con" | cut -c1-220 | sed 's/^/    /'
 }
 # The closing lines: the failed steps by name, then the counts.

@@ -105,11 +105,12 @@ KH_QEMU_SRC_VERSION=${KH_QEMU_SRC_VERSION:-1:11.1.3+ds-2~bpo13+1}
 kh_rig_once_more() { # DIR LOG JOB
     local dir=$1 log=$2 job=$3 n=1 kept
     local names=(first second third fourth fifth)
-    rm -rf "$dir.rerun" "$dir/rig-fault" "${names[@]/#/$dir.}"
+    local logs=("${names[@]/#/${log%.log}.}")
+    rm -rf "$dir.rerun" "$dir/rig-fault" "${names[@]/#/$dir.}" "${logs[@]/%/.log}"
     "$job"
     while [ -e "$dir/rig-fault" ] && [ "$n" -lt "${KH_RIG_RUNS:-3}" ] && [ "$n" -le ${#names[@]} ]; do
         kept=$dir.${names[n - 1]}
-        rm -rf "$kept"; mv "$dir" "$kept"; mv "$log" "${log%.log}.${names[n - 1]}.log"
+        rm -rf "$kept"; mv "$dir" "$kept"; [ ! -e "$log" ] || mv "$log" "${log%.log}.${names[n - 1]}.log"
         echo "# $(basename "$dir"): rerun after a rig fault; the ${names[n - 1]} run: $(grep -a -m1 '^rig: \(wedged\|fault\)' "$kept/console.log" || echo wedged), its last result: $(grep -a 'KH-RESULT' "$kept/console.log" | tail -n1 | sed 's/^\[ *[0-9.]*\] //') (out/$(basename "$kept"))" >> "$dir.rerun"
         n=$((n + 1))
         "$job"

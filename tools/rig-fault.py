@@ -152,9 +152,16 @@ def host_state_in_guest(con, system_map):
 def interrupt_with_if_clear(con):
     if any("KH-ALL-DONE" in l for l in con):
         return None
-    if not any(re.search(r"Kernel panic|Oops", l) for l in con):
+    # only in the trace of the oops the kernel died of: from its last
+    # "Oops: " or "BUG: " line before the panic to the panic
+    end = next((i for i in range(len(con) - 1, -1, -1) if "Kernel panic - not syncing" in con[i]), None)
+    if end is None:
         return None
-    for i, line in enumerate(con):
+    start = next((i for i in range(end, -1, -1) if re.search(r"\] (Oops|BUG): ", con[i])), None)
+    if start is None:
+        return None
+    for i in range(start, end):
+        line = con[i]
         entry = re.search(r"\s(asm_sysvec_\w+|asm_common_interrupt)\+", line)
         if not entry:
             continue

@@ -86,6 +86,10 @@ run "a maskable interrupt taken with IF clear is named" \
 run "(control: the same trace with IF set names nothing)" "" "$(irq 00010206)"
 run "(control: a run that finished names nothing)" "" "$(irq 00010006 '[ 50.000] KH-ALL-DONE')"
 run "(control: the trace without a panic or oops names nothing)" "" "$(irq 00010006 | grep -v -e Oops -e 'Kernel panic')"
+run "(control: that trace before another oops the kernel died of names nothing)" "" \
+    "$(irq 00010006 | grep -v 'Kernel panic'; printf '%s\n' '[ 60.000] [ 59.90] BUG: kernel NULL pointer dereference, address: 0000000000000008' \
+        '[ 60.001] [ 59.90] Oops: Oops: 0000 [#2] SMP NOPTI' '[ 60.002] [ 59.90] RIP: 0010:kram_adopt+0x40/0x200 [kram]' \
+        '[ 60.010] [ 59.91] Kernel panic - not syncing: Fatal exception')"
 MAP=/nonexistent run "(control: a missing System.map names nothing, and no error)" "" "$(stall 'not ok   lv1 running' ffffffff81f11a1c)" "" 0
 echo "$p passed, $f failed"
 [ "$f" = 0 ]
