@@ -25,26 +25,27 @@ add_results() {
     [ "$f" = 0 ] || failed+=("$name: $f failed (${log#"$KH_ROOT"/})")
     [ "$rc" = 0 ] || [ "$f" -gt 0 ] || fail "$name exited $rc"
 }
-# add_counts NAME RUN: the same for a rig run's RUN/counts (tools/ktap-report.sh)
+# add_counts NAME RUN [REPORT]: the same for a rig run's RUN/counts
+# (tools/ktap-report.sh); REPORT, the KTAP report of a sum of rigs that
+# has no console of its own (tools/check-upgrade.sh), for first_failure
 add_counts() {
     local p f s
     if read -r p f s < "$2/counts" 2>/dev/null; then
         P=$((P + p)); F=$((F + f)); S=$((S + s))
-        [ "$f" = 0 ] || { failed+=("$1: $f failed (${2#"$KH_ROOT"/}/console.log)"); failed_rigs+=("$2"); }
+        [ "$f" = 0 ] || { failed+=("$1: $f failed (${2#"$KH_ROOT"/}/console.log)"); failed_rigs+=("$2|${3:-}"); }
     else
-        fail "$1: no counts (${2#"$KH_ROOT"/}/console.log)"; failed_rigs+=("$2")
+        fail "$1: no counts (${2#"$KH_ROOT"/}/console.log)"; failed_rigs+=("$2|${3:-}")
     fi
 }
-# first_failure RUN: a failed rig's first failed check with what the test
-# printed after it, and the rig's own lines (its exit, a fault, a panic),
-# cut short: CI shows only the tail of make check's output.
+# first_failure RUN [REPORT]: a failed rig's first failed check with what
+# the test printed around it, and the rig's own lines (its exit, a fault, a
+# panic), cut short: CI shows only the tail of make check's output. For a
+# sum of rigs, the first failed checks of its REPORT.
 first_failure() {
     local con=$1/console.log
-    if [ ! -e "$con" ]; then # a sum of rigs (check-upgrade.sh): its report
-        local rep=$KH_ROOT/out/check-upgrade.log
-        [ "${1##*/}" = check-upgrade-linux-sum ] && rep=$KH_ROOT/out/check-upgrade-linux-part.log
-        echo "failures in ${rep#"$KH_ROOT"/}:"
-        grep -a '^not ok' "$rep" 2>/dev/null | awk '!s[$0]++' | head -n 6 | cut -c1-220 | sed 's/^/    /'
+    if [ -n "${2:-}" ]; then
+        echo "failures in ${2#"$KH_ROOT"/}:"
+        grep -a '^not ok' "$2" 2>/dev/null | awk '!s[$0]++' | head -n 6 | cut -c1-220 | sed 's/^/    /'
         return 0
     fi
     echo "first failure in ${1#"$KH_ROOT"/}:"
@@ -60,7 +61,7 @@ first_failure() {
 # The closing lines: the failed steps by name, then the counts.
 summary() {
     local r
-    for r in "${failed_rigs[@]}"; do first_failure "$r"; done
+    for r in "${failed_rigs[@]}"; do first_failure "${r%|*}" "${r##*|}"; done
     [ ${#failed[@]} -eq 0 ] || { echo "failed steps:"; printf '  - %s\n' "${failed[@]}"; }
     echo "$P passed, $F failed, $S skipped"
 }
@@ -301,8 +302,8 @@ else
 fi
 echo "== rig: hot-upgrade on the release host (tools/check-upgrade.sh)"
 cat "$KH_ROOT/out/check-upgrade.log" "$KH_ROOT/out/check-upgrade-linux-part.log" | grep -v '^make'
-add_counts "hot-upgrade rig, tinyvm and VM count" "$KH_ROOT/out/check-upgrade-tiny-sum"
-add_counts "hot-upgrade rig, Linux VM" "$KH_ROOT/out/check-upgrade-linux-sum"
+add_counts "hot-upgrade rig, tinyvm and VM count" "$KH_ROOT/out/check-upgrade-tiny-sum" "$KH_ROOT/out/check-upgrade.log"
+add_counts "hot-upgrade rig, Linux VM" "$KH_ROOT/out/check-upgrade-linux-sum" "$KH_ROOT/out/check-upgrade-linux-part.log"
 
 echo "== rig: a libvirt domain through a host upgrade (out/check-libvirt)"
 if [ -n "$rootfs_lv" ]; then

@@ -103,10 +103,10 @@ KH_QEMU_SRC_VERSION=${KH_QEMU_SRC_VERSION:-1:11.1.3+ds-2~bpo13+1}
 # (kh_rig_rerun_note), never hidden. A failed check is no rig fault and is
 # not rerun.
 kh_rig_once_more() { # DIR LOG JOB
-    local dir=$1 log=$2 job=$3 n=1 kept
+    local dir=$1 log=$2 job=$3 n=1 kept k
     local names=(first second third fourth fifth)
-    local logs=("${names[@]/#/${log%.log}.}")
-    rm -rf "$dir.rerun" "$dir/rig-fault" "${names[@]/#/$dir.}" "${logs[@]/%/.log}"
+    rm -rf "$dir.rerun" "$dir/rig-fault"
+    for k in "${names[@]}"; do rm -rf "$dir.$k" "${log%.log}.$k.log"; done
     "$job"
     while [ -e "$dir/rig-fault" ] && [ "$n" -lt "${KH_RIG_RUNS:-3}" ] && [ "$n" -le ${#names[@]} ]; do
         kept=$dir.${names[n - 1]}

@@ -22,7 +22,7 @@ D=lv1
 V="virsh -c qemu:///system"
 K=/var/lib/kh
 L=/host/bin/liveup
-U1_HMP=4444 # u1's QEMU monitor (stalled())
+U1_HMP=4444 # u1's QEMU monitor (u1_hmp)
 console() { cat $K/$1.console 2>/dev/null; }
 memchecks() { console $1 | grep -c "VM-MEMCHECK $1 .* ok"; }
 more_memchecks() { [ "$(memchecks $1)" -gt "$2" ]; }
@@ -31,19 +31,21 @@ no_bad() { ! grep -q "VM-MEMCHECK $1 .* BAD" $K/$1.console; }
 # The console files are appended to across restarts and migrations, so N
 # is counted once the event is over: a check past N ran after it.
 mem_go_on() { kh_wait 60 more_memchecks $1 $2 && no_bad $1 || { stalled $1 "${3:-qemu:///system}"; return 1; }; }
+# u1_hmp COMMAND: u1's QEMU's human monitor (-monitor tcp:...:$U1_HMP):
+# busybox nc has no unix sockets, and -daemonize sent QEMU's own report of
+# an internal error to /dev/null
+u1_hmp() { { echo "$1"; sleep 2; } | timeout 5 nc 127.0.0.1 $U1_HMP 2>&1 | tr -d '\r'; }
+u1_running() { $L vm list | grep -q '^u1 running'; }
+u1_hmp_answers() { u1_hmp 'info status' | grep -q 'VM status: running'; }
 # liveup's VM u1 running, more memory checks from now within 60 s, none failed
-u1_goes_on() { $L vm list | grep -q '^u1 running' || { stalled u1; return 1; }; mem_go_on u1 "$(memchecks u1)"; }
+u1_goes_on() { u1_running || { stalled u1; return 1; }; mem_go_on u1 "$(memchecks u1)"; }
 # What a domain that made no progress looks like (issue 21's stalls):
 # libvirt's state and reason, QEMU's, the lifecycle and QMP events since
 # the stage began, the vCPU, QEMU's log, the rig's load
 stalled() { # NAME URI
     if [ "$1" = u1 ]; then # liveup's VM, not libvirt's: its QMP status through liveup
         echo "# stalled u1: $(date +%T) $($L vm list 2>&1 | grep '^u1 ')"
-        # its QEMU's human monitor (-monitor tcp:...:$U1_HMP): busybox nc
-        # has no unix sockets, and -daemonize sent QEMU's own report of an
-        # internal error to /dev/null
-        { echo 'info registers'; sleep 2; } | timeout 5 nc 127.0.0.1 $U1_HMP 2>&1 | tr -d '\r' |
-            grep -E 'RAX|RIP|CR0|EFER|^CS|^SS' | sed 's/^/#   /'
+        u1_hmp 'info registers' | grep -E 'RAX|RIP|CR0|EFER|^CS|^SS' | sed 's/^/#   /'
         console u1 | tail -n 3 | sed 's/^/#   /'
         return 0
     fi
@@ -210,8 +212,7 @@ EOF
         -chardev file,id=hb,path=$K/u1.hb -serial chardev:hb -chardev file,id=con,path=$K/u1.console,append=on -serial chardev:con \
         -monitor tcp:127.0.0.1:$U1_HMP,server=on,wait=off
     kh_check "u1 boots and checks its memory" kh_wait 120 more_memchecks u1 0
-    kh_check "  its QEMU's monitor answers (what stalled() reads)" sh -c \
-        "{ echo 'info status'; sleep 1; } | timeout 5 nc 127.0.0.1 $U1_HMP | grep -q 'VM status: running'"
+    kh_check "  its QEMU's monitor answers (what stalled() reads)" u1_hmp_answers
     # a domain whose RAM is libvirt's own (anonymous) memory: refused, by
     # name and reason, before anything is paused
     kh_check "lv2 (tinyvm) started without memoryBacking" define_start lv2 "" tiny
@@ -236,7 +237,7 @@ EOF
         { $V dominfo $D; stalled $D qemu:///system; }
     kh_check "  its memory checks go on, none failed" mem_go_on $D $n || console $D | tail -n 2
     kh_check "  x-ignore-shared off again" caps_off $D
-    kh_check "  u1 running again" sh -c "$L vm list | grep -q '^u1 running'" || stalled u1
+    kh_check "  u1 running again" u1_running || stalled u1
     echo 2 > "$KH_STAGEFILE"
     sync
     echo "KH-UPGRADE-START 1"
